@@ -1,0 +1,3 @@
+//! `tailgate-loadtest`: load scenarios with correctness accounting.
+
+fn main() {}
