@@ -101,12 +101,8 @@ impl ApiError {
         );
         match &self {
             Self::Auth(e) if e.status() == StatusCode::UNAUTHORIZED => {
-                let challenge = format!(
-                    "Bearer error=\"invalid_token\", error_description=\"{}\"",
-                    e.to_string().replace(['"', '\\'], "'")
-                );
-                if let Ok(v) = HeaderValue::from_str(&challenge) {
-                    headers.insert(header::WWW_AUTHENTICATE, v);
+                if let Some(challenge) = e.www_authenticate() {
+                    headers.insert(header::WWW_AUTHENTICATE, challenge);
                 }
             }
             Self::Auth(e) if e.reason() == "missing_scope" => {
