@@ -27,7 +27,7 @@ pub(crate) enum ApiError {
     JobFinished { tally: Option<Tally> },
     #[error("{0}")]
     TooLarge(String),
-    #[error("content type must be text/plain or application/x-ndjson")]
+    #[error("content type must be text/plain or application/x-ndjson (with curl, add -H 'Content-Type: text/plain')")]
     UnsupportedMediaType,
     #[error("line {line}: {message}")]
     BadRecord {
