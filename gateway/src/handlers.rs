@@ -203,10 +203,14 @@ pub(crate) fn plain_log<B>(
     let start = match tail {
         None => 0,
         Some(budget) => {
+            // Whole lines from the end, each with its LF, while they fit.
             let mut used = 0;
             let mut start = lines.len();
-            while start > 0 && used + lines[start - 1].len() + 1 <= budget {
-                used += lines[start - 1].len() + 1;
+            while let Some(line) = start.checked_sub(1).map(|i| lines[i]) {
+                if used + line.len() + 1 > budget {
+                    break;
+                }
+                used += line.len() + 1;
                 start -= 1;
             }
             start

@@ -23,8 +23,12 @@ pub struct Reply {
 
 impl Reply {
     pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body)))
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "body is not JSON ({e}): {:?}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
     }
 
     pub fn text(&self) -> String {
@@ -40,12 +44,24 @@ impl Reply {
         assert_eq!(self.status, status, "body: {}", self.text());
         let v = self.json();
         assert_eq!(v["error"], code, "body: {v}");
-        assert!(v["message"].as_str().is_some_and(|m| !m.is_empty()), "body: {v}");
+        assert!(
+            v["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "body: {v}"
+        );
     }
 }
 
-fn build<B>(method: &str, addr: SocketAddr, path: &str, headers: &[(&str, &str)], body: B) -> Request<B> {
-    let mut req = Request::builder().method(method).uri(path).header("host", addr.to_string());
+fn build<B>(
+    method: &str,
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: B,
+) -> Request<B> {
+    let mut req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", addr.to_string());
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
@@ -53,8 +69,17 @@ fn build<B>(method: &str, addr: SocketAddr, path: &str, headers: &[(&str, &str)]
 }
 
 /// Sends a request and returns the response with its body still streaming.
-pub async fn open(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)]) -> Response<Incoming> {
-    send(addr, build(method, addr, path, headers, Full::new(Bytes::new()))).await
+pub async fn open(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Response<Incoming> {
+    send(
+        addr,
+        build(method, addr, path, headers, Full::new(Bytes::new())),
+    )
+    .await
 }
 
 async fn send<B>(addr: SocketAddr, req: Request<B>) -> Response<Incoming>
@@ -63,17 +88,29 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.expect("handshake");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("handshake");
     tokio::spawn(conn);
     sender.send_request(req).await.expect("send request")
 }
 
 /// Sends a request and reads the whole response.
-pub async fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: Bytes) -> Reply {
+pub async fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Bytes,
+) -> Reply {
     let resp = send(addr, build(method, addr, path, headers, Full::new(body))).await;
     let (parts, body) = resp.into_parts();
     let body = body.collect().await.expect("read body").to_bytes();
-    Reply { status: parts.status.as_u16(), headers: parts.headers, body }
+    Reply {
+        status: parts.status.as_u16(),
+        headers: parts.headers,
+        body,
+    }
 }
 
 /// A chunked upload that stays open while chunks are sent.
@@ -85,19 +122,36 @@ pub struct Upload {
 impl Upload {
     pub async fn start(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Self {
         let (tx, rx) = mpsc::channel(64);
-        let req = build("POST", addr, path, headers, StreamBody::new(ReceiverStream::new(rx)));
+        let req = build(
+            "POST",
+            addr,
+            path,
+            headers,
+            StreamBody::new(ReceiverStream::new(rx)),
+        );
         let reply = tokio::spawn(async move {
             let resp = send(addr, req).await;
             let (parts, body) = resp.into_parts();
-            let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-            Reply { status: parts.status.as_u16(), headers: parts.headers, body }
+            let body = body
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            Reply {
+                status: parts.status.as_u16(),
+                headers: parts.headers,
+                body,
+            }
         });
         Self { tx, reply }
     }
 
     /// Sends one chunk of the body.
     pub async fn send(&self, chunk: impl Into<Bytes>) {
-        self.tx.send(Ok(Frame::data(chunk.into()))).await.expect("upload body open");
+        self.tx
+            .send(Ok(Frame::data(chunk.into())))
+            .await
+            .expect("upload body open");
     }
 
     /// Ends the body and returns the response.

@@ -41,13 +41,19 @@ impl TestServer {
     }
 
     pub async fn start_with(config: Config) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind loopback");
         let addr = listener.local_addr().expect("local addr");
         let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
         let task = tokio::spawn(tailgate::run(listener, config, async {
             let _ = shutdown_rx.await;
         }));
-        Self { addr, shutdown_tx: Some(shutdown_tx), task: Some(task) }
+        Self {
+            addr,
+            shutdown_tx: Some(shutdown_tx),
+            task: Some(task),
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -72,36 +78,59 @@ impl TestServer {
         http_client::request(self.addr, "GET", path, headers, bytes::Bytes::new()).await
     }
 
-    pub async fn post(&self, path: &str, headers: &[(&str, &str)], body: impl Into<bytes::Bytes>) -> Reply {
+    pub async fn post(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<bytes::Bytes>,
+    ) -> Reply {
         http_client::request(self.addr, "POST", path, headers, body.into()).await
     }
 
     /// Publishes `body` as plain text with a publish token for `job`.
     pub async fn publish_text(&self, job: &str, body: impl Into<bytes::Bytes>) -> Reply {
         let auth = bearer(&publish_token(job));
-        self.post(&format!("/v1/jobs/{job}/logs"), &[("authorization", &auth), ("content-type", "text/plain")], body)
-            .await
+        self.post(
+            &format!("/v1/jobs/{job}/logs"),
+            &[("authorization", &auth), ("content-type", "text/plain")],
+            body,
+        )
+        .await
     }
 
     /// Publishes NDJSON records.
     pub async fn publish_ndjson(&self, job: &str, body: impl Into<bytes::Bytes>) -> Reply {
         let auth = bearer(&publish_token(job));
-        let headers = [("authorization", auth.as_str()), ("content-type", "application/x-ndjson")];
-        self.post(&format!("/v1/jobs/{job}/logs"), &headers, body).await
+        let headers = [
+            ("authorization", auth.as_str()),
+            ("content-type", "application/x-ndjson"),
+        ];
+        self.post(&format!("/v1/jobs/{job}/logs"), &headers, body)
+            .await
     }
 
     /// Posts a status with a publish token.
     pub async fn set_status(&self, job: &str, status: &str, exit_code: Option<i32>) -> Reply {
         let auth = bearer(&publish_token(job));
         let body = serde_json::json!({ "status": status, "exit_code": exit_code }).to_string();
-        self.post(&format!("/v1/jobs/{job}/status"), &[("authorization", &auth), ("content-type", "application/json")], body)
-            .await
+        self.post(
+            &format!("/v1/jobs/{job}/status"),
+            &[
+                ("authorization", &auth),
+                ("content-type", "application/json"),
+            ],
+            body,
+        )
+        .await
     }
 
     /// Opens the SSE stream of `job` with a read token and extra headers.
     pub async fn subscribe(&self, job: &str, query: &str, headers: &[(&str, &str)]) -> SseStream {
         let auth = bearer(&read_token(job));
-        let mut all = vec![("authorization", auth.as_str()), ("accept", "text/event-stream")];
+        let mut all = vec![
+            ("authorization", auth.as_str()),
+            ("accept", "text/event-stream"),
+        ];
         all.extend_from_slice(headers);
         let path = format!("/v1/jobs/{job}/logs{query}");
         let reply = http_client::open(self.addr, "GET", &path, &all).await;
@@ -112,8 +141,12 @@ impl TestServer {
     /// Starts a chunked upload that stays open until [`Upload::finish`].
     pub async fn start_upload(&self, job: &str, content_type: &str) -> Upload {
         let auth = bearer(&publish_token(job));
-        Upload::start(self.addr, &format!("/v1/jobs/{job}/logs"), &[("authorization", &auth), ("content-type", content_type)])
-            .await
+        Upload::start(
+            self.addr,
+            &format!("/v1/jobs/{job}/logs"),
+            &[("authorization", &auth), ("content-type", content_type)],
+        )
+        .await
     }
 }
 
@@ -135,12 +168,28 @@ fn minter() -> Minter {
 
 /// A token for `job` that may publish.
 pub fn publish_token(job: &str) -> String {
-    mint(&job_claims(ISSUER, AUDIENCE, "worker", "job_id", job, Duration::from_secs(600), true))
+    mint(&job_claims(
+        ISSUER,
+        AUDIENCE,
+        "worker",
+        "job_id",
+        job,
+        Duration::from_secs(600),
+        true,
+    ))
 }
 
 /// A token for `job` that may only read.
 pub fn read_token(job: &str) -> String {
-    mint(&job_claims(ISSUER, AUDIENCE, "reader", "job_id", job, Duration::from_secs(600), false))
+    mint(&job_claims(
+        ISSUER,
+        AUDIENCE,
+        "reader",
+        "job_id",
+        job,
+        Duration::from_secs(600),
+        false,
+    ))
 }
 
 /// Signs arbitrary claims with the test secret (HS256).
@@ -153,6 +202,10 @@ pub fn tailgate_bin() -> std::path::PathBuf {
     let exe = std::env::current_exe().expect("current exe");
     let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
     let bin = dir.join(format!("tailgate{}", std::env::consts::EXE_SUFFIX));
-    assert!(bin.exists(), "{} not built; run `cargo test --workspace`", bin.display());
+    assert!(
+        bin.exists(),
+        "{} not built; run `cargo test --workspace`",
+        bin.display()
+    );
     bin
 }

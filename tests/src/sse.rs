@@ -17,11 +17,15 @@ pub struct Event {
 
 impl Event {
     pub fn json(&self) -> Value {
-        serde_json::from_str(&self.data).unwrap_or_else(|e| panic!("data is not JSON ({e}): {:?}", self.data))
+        serde_json::from_str(&self.data)
+            .unwrap_or_else(|e| panic!("data is not JSON ({e}): {:?}", self.data))
     }
 
     pub fn seq(&self) -> u64 {
-        self.id.as_deref().and_then(|i| i.parse().ok()).unwrap_or_else(|| panic!("event without id: {self:?}"))
+        self.id
+            .as_deref()
+            .and_then(|i| i.parse().ok())
+            .unwrap_or_else(|| panic!("event without id: {self:?}"))
     }
 }
 
@@ -60,8 +64,16 @@ impl Parser {
         let line = String::from_utf8_lossy(&std::mem::take(&mut self.buf)).into_owned();
         if line.is_empty() {
             if !self.data.is_empty() {
-                let event = if self.event.is_empty() { "message".to_string() } else { std::mem::take(&mut self.event) };
-                out.push_back(Event { id: self.last_id.clone(), event, data: self.data.join("\n") });
+                let event = if self.event.is_empty() {
+                    "message".to_string()
+                } else {
+                    std::mem::take(&mut self.event)
+                };
+                out.push_back(Event {
+                    id: self.last_id.clone(),
+                    event,
+                    data: self.data.join("\n"),
+                });
             }
             self.data.clear();
             self.event.clear();
@@ -72,7 +84,10 @@ impl Parser {
             return;
         }
         let (field, value) = match line.find(':') {
-            Some(i) => (&line[..i], line[i + 1..].strip_prefix(' ').unwrap_or(&line[i + 1..])),
+            Some(i) => (
+                &line[..i],
+                line[i + 1..].strip_prefix(' ').unwrap_or(&line[i + 1..]),
+            ),
             None => (line.as_str(), ""),
         };
         match field {
@@ -95,12 +110,19 @@ pub struct SseStream {
 
 impl SseStream {
     pub fn new(body: Incoming) -> Self {
-        Self { body, parser: Parser::default(), queue: VecDeque::new(), ended: false }
+        Self {
+            body,
+            parser: Parser::default(),
+            queue: VecDeque::new(),
+            ended: false,
+        }
     }
 
     /// The next event, `None` when the stream ended. Panics after `timeout`.
     pub async fn next_within(&mut self, timeout: Duration) -> Option<Event> {
-        tokio::time::timeout(timeout, self.next()).await.expect("timed out waiting for an SSE event")
+        tokio::time::timeout(timeout, self.next())
+            .await
+            .expect("timed out waiting for an SSE event")
     }
 
     /// The next event, or `None` when the server ended the stream.
@@ -132,7 +154,12 @@ impl SseStream {
             }
         })
         .await
-        .unwrap_or_else(|_| panic!("stream did not end in {timeout:?}; got {} events", all.len()));
+        .unwrap_or_else(|_| {
+            panic!(
+                "stream did not end in {timeout:?}; got {} events",
+                all.len()
+            )
+        });
         all
     }
 

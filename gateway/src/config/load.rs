@@ -196,9 +196,9 @@ impl Layers<'_> {
 
     /// A repeatable key: the flags if any, else the environment split at `sep`, else
     /// the file's array.
-    fn list<T: FromStr>(&self, flags: &[T], key: &str, sep: char) -> Result<Vec<T>, ConfigError>
+    fn list<T>(&self, flags: &[T], key: &str, sep: char) -> Result<Vec<T>, ConfigError>
     where
-        T: Clone,
+        T: FromStr + Clone,
         T::Err: std::fmt::Display,
     {
         if !flags.is_empty() {

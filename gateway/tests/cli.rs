@@ -1,0 +1,54 @@
+//! The `tailgate` binary's command line: refusing bad config with exit code 64.
+//! (Also makes `cargo test` build the binary that the black-box tests in `tests/` run.)
+
+use std::process::Command;
+
+fn tailgate() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tailgate"));
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
+    cmd
+}
+
+#[test]
+fn missing_settings_exit_64_naming_the_key() {
+    let cases: [(&[&str], &str); 4] = [
+        (&["serve"], "jwt-secret"),
+        (&["serve", "--jwt-secret", "s"], "jwt-issuer"),
+        (
+            &["serve", "--jwt-secret", "s", "--jwt-issuer", "i"],
+            "jwt-audience",
+        ),
+        (
+            &["serve", "--dev", "--keepalive-secs", "0"],
+            "keepalive-secs",
+        ),
+    ];
+    for (args, key) in cases {
+        let out = tailgate().args(args).output().expect("run tailgate");
+        assert_eq!(out.status.code(), Some(64), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(key), "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    }
+}
+
+#[test]
+fn environment_supplies_settings() {
+    let out = tailgate()
+        .args(["serve", "--listen", "not-an-address"])
+        .env("TAILGATE_JWT_SECRET", "s")
+        .output()
+        .expect("run tailgate");
+    assert_eq!(out.status.code(), Some(2), "clap refuses a bad flag value");
+    let out = tailgate()
+        .arg("serve")
+        .env("TAILGATE_JWT_SECRET", "s")
+        .env("TAILGATE_JWT_ISSUER", "i")
+        .env("TAILGATE_JWT_AUDIENCE", "a")
+        .env("TAILGATE_LISTEN", "nowhere")
+        .output()
+        .expect("run tailgate");
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("TAILGATE_LISTEN"));
+}
