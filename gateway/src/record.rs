@@ -165,30 +165,59 @@ impl Record {
         matches!(self.body, RecordBody::Status { status, .. } if status.is_terminal())
     }
 
-    /// The record as the one-line JSON of an SSE `data` field.
+    /// The record as the one-line JSON of an SSE `data` field, keys in wire order.
     pub fn to_json(&self) -> String {
-        let mut obj = serde_json::Map::new();
-        obj.insert("seq".into(), self.seq.into());
-        obj.insert("ts".into(), self.ts().into());
-        match &self.body {
-            RecordBody::Log { stream, line } => {
-                obj.insert("stream".into(), stream.as_str().into());
-                obj.insert("line".into(), line.as_str().into());
-            }
-            RecordBody::Status { status, exit_code } => {
-                obj.insert("status".into(), status.as_str().into());
-                if let Some(code) = exit_code {
-                    obj.insert("exit_code".into(), (*code).into());
-                }
-                obj.insert("final".into(), status.is_terminal().into());
-            }
-            RecordBody::Custom { kind, data } => {
-                obj.insert("kind".into(), kind.as_str().into());
-                obj.insert("data".into(), data.clone());
-            }
-        }
-        Value::Object(obj).to_string()
+        let (seq, ts) = (self.seq, self.ts());
+        let json = match &self.body {
+            RecordBody::Log { stream, line } => serde_json::to_string(&LogJson {
+                seq,
+                ts: &ts,
+                stream: stream.as_str(),
+                line,
+            }),
+            RecordBody::Status { status, exit_code } => serde_json::to_string(&StatusJson {
+                seq,
+                ts: &ts,
+                status: status.as_str(),
+                exit_code: *exit_code,
+                r#final: status.is_terminal(),
+            }),
+            RecordBody::Custom { kind, data } => serde_json::to_string(&CustomJson {
+                seq,
+                ts: &ts,
+                kind,
+                data,
+            }),
+        };
+        // Serializing strings, numbers and an already-valid `Value` cannot fail.
+        json.unwrap_or_default()
     }
+}
+
+#[derive(Serialize)]
+struct LogJson<'a> {
+    seq: u64,
+    ts: &'a str,
+    stream: &'a str,
+    line: &'a str,
+}
+
+#[derive(Serialize)]
+struct StatusJson<'a> {
+    seq: u64,
+    ts: &'a str,
+    status: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exit_code: Option<i32>,
+    r#final: bool,
+}
+
+#[derive(Serialize)]
+struct CustomJson<'a> {
+    seq: u64,
+    ts: &'a str,
+    kind: &'a str,
+    data: &'a Value,
 }
 
 /// RFC 3339 in UTC with milliseconds, as every timestamp on the wire is written.
@@ -216,6 +245,11 @@ mod tests {
         assert_eq!(v["line"], "a\r\nevent: x");
         assert!(v["ts"].as_str().unwrap().ends_with(".123Z"));
         assert!(!r.to_json().contains('\n'));
+        assert!(
+            r.to_json().starts_with(r#"{"seq":42,"ts":"#),
+            "{}",
+            r.to_json()
+        );
     }
 
     #[test]
