@@ -52,3 +52,31 @@ fn environment_supplies_settings() {
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("TAILGATE_LISTEN"));
 }
+
+#[test]
+fn the_sample_config_loads() {
+    let dir = std::env::temp_dir().join(format!("tailgate-sample-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let secret = dir.join("secret");
+    std::fs::write(&secret, "s3cret\n").unwrap();
+    let sample = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../deploy/tailgate.toml"
+    ))
+    .unwrap();
+    let config = dir.join("tailgate.toml");
+    std::fs::write(
+        &config,
+        sample.replace("/etc/tailgate/jwt-secret", secret.to_str().unwrap()),
+    )
+    .unwrap();
+    let args = tailgate::config::ServeArgs {
+        config: Some(config),
+        ..Default::default()
+    };
+    let loaded = tailgate::Config::load(&args, &tailgate::config::MapEnv::default())
+        .expect("sample config loads");
+    assert_eq!(loaded.auth.issuer, "capgo");
+    assert_eq!(loaded.auth.hmac_secret.as_deref(), Some(&b"s3cret"[..]));
+    assert_eq!(loaded.listen.port(), 8080);
+}
