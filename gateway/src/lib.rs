@@ -1,7 +1,40 @@
-//! Tailgate: a live build-log streaming gateway.
+//! Tailgate: a live build-log streaming gateway. Workers publish a job's log lines;
+//! readers follow them over server-sent events, each with a JWT scoped to one job.
 //!
-//! - [`job_id`]: the validated job name.
-//! - [`auth`]: job-scoped JWTs (extract, verify, mint).
+//! Where a record travels:
+//! - [`server`]: accept loop, connection cap, graceful drain; `run(listener, config, shutdown)`.
+//! - `routes`: request shape, method, job id, then token; `handlers`: what each route does.
+//! - [`auth`]: job-scoped JWTs: where a token comes from, which keys verify it, minting.
+//! - `publish`: a worker's upload split into lines (`lines`) or NDJSON records (`ndjson`).
+//! - `job_log`: one job's append-only log, a byte-bounded ring of encode-once records.
+//! - `hub`: every job by id, created on first use, reaped after retention.
+//! - `subscription`: one reader's cursor, written out as SSE in batches.
+//! - `sse`: injection-proof SSE encoding. [`record`]: records and statuses.
+//! - `history`: where evicted records are read back (none by default: readers get a gap).
+//! - `memory`: the process-wide budget for held records.
+//! - [`config`]: typed config from flags, `TAILGATE_*` env and a TOML file.
+//! - [`job_id`]: the validated job name, a security boundary.
 
 pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod dev;
 pub mod job_id;
+pub mod record;
+pub mod server;
+
+pub(crate) mod app;
+pub(crate) mod body;
+pub(crate) mod error;
+pub(crate) mod handlers;
+pub(crate) mod history;
+pub(crate) mod hub;
+pub(crate) mod job_log;
+pub(crate) mod memory;
+pub(crate) mod publish;
+pub(crate) mod routes;
+pub(crate) mod sse;
+pub(crate) mod subscription;
+
+pub use config::Config;
+pub use server::{run, ServerError};

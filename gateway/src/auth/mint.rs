@@ -46,12 +46,15 @@ impl Minter {
         })
     }
 
-    /// A minter over a PEM private key for RS256, ES256 or EdDSA.
+    /// A minter over a PEM private key for RS256/384/512, PS256/384/512, ES256/384 or EdDSA.
     pub fn from_pem(pem: &[u8], alg: Algorithm) -> Result<Self, MintError> {
         let key = match alg {
-            Algorithm::RS256 | Algorithm::RS384 | Algorithm::RS512 => {
-                EncodingKey::from_rsa_pem(pem)
-            }
+            Algorithm::RS256
+            | Algorithm::RS384
+            | Algorithm::RS512
+            | Algorithm::PS256
+            | Algorithm::PS384
+            | Algorithm::PS512 => EncodingKey::from_rsa_pem(pem),
             Algorithm::ES256 | Algorithm::ES384 => EncodingKey::from_ec_pem(pem),
             Algorithm::EdDSA => EncodingKey::from_ed_pem(pem),
             other => return Err(MintError::UnsupportedAlgorithm(other)),

@@ -1,0 +1,67 @@
+//! What every request handler shares: config, the hub, the verifier, the shutdown signal.
+
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::Authenticator;
+use crate::config::Config;
+use crate::history::NoHistory;
+use crate::hub::{Hub, HubSettings};
+use crate::job_log::JobLimits;
+use crate::memory::MemoryBudget;
+use crate::publish::UploadLimits;
+use crate::subscription::Pacing;
+
+/// Shared state of one running gateway.
+pub(crate) struct App {
+    pub(crate) config: Config,
+    pub(crate) hub: Arc<Hub>,
+    pub(crate) auth: Authenticator,
+    /// Cancelled when the gateway starts draining: readiness turns false and every
+    /// stream ends itself (an SSE body never ends on its own).
+    pub(crate) shutdown: CancellationToken,
+}
+
+impl App {
+    pub(crate) fn new(config: Config, auth: Authenticator) -> Self {
+        let limits = &config.limits;
+        let settings = HubSettings {
+            max_jobs: limits.max_jobs,
+            retention: config.retention,
+            idle_timeout: config.idle_timeout,
+            job: JobLimits {
+                memory_bytes: limits.job_memory_bytes,
+                max_log_bytes: limits.max_log_bytes,
+                max_subscribers: limits.max_subscribers_per_job,
+            },
+        };
+        let memory = Arc::new(MemoryBudget::new(limits.memory_budget_bytes));
+        let hub = Arc::new(Hub::new(settings, memory, Arc::new(NoHistory)));
+        Self {
+            config,
+            hub,
+            auth,
+            shutdown: CancellationToken::new(),
+        }
+    }
+
+    pub(crate) fn is_draining(&self) -> bool {
+        self.shutdown.is_cancelled()
+    }
+
+    pub(crate) fn pacing(&self) -> Pacing {
+        Pacing {
+            keepalive: self.config.keepalive,
+            batch_bytes: self.config.limits.batch_bytes,
+            gather: self.config.gather,
+        }
+    }
+
+    pub(crate) fn upload_limits(&self) -> UploadLimits {
+        UploadLimits {
+            max_line_bytes: self.config.limits.max_line_bytes,
+            max_record_bytes: self.config.limits.max_record_bytes,
+        }
+    }
+}

@@ -1,0 +1,231 @@
+//! The [`Authenticator`]: checks a token's shape, picks its keys, verifies the signature and
+//! the registered claims with `jsonwebtoken`, then the job claims with `claims`.
+
+use std::fmt;
+use std::str::FromStr;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, Validation};
+use serde_json::{Map, Value};
+
+use super::claims::{Access, ClaimRules, JobClaims};
+use super::error::AuthError;
+use super::keys::{KeyError, KeySet};
+use super::mint::unix_now;
+use super::settings::AuthSettings;
+use crate::job_id::JobId;
+
+/// Longest token accepted, in bytes; longer ones are refused as malformed before any decoding.
+pub const MAX_TOKEN_LEN: usize = 16 * 1024;
+
+/// Verifies job tokens against the configured keys and claims.
+///
+/// Built once at startup (key files are read then); immutable, so share it in an `Arc`.
+pub struct Authenticator {
+    keys: KeySet,
+    /// One `jsonwebtoken` validation per algorithm that has a key, built once.
+    validations: Vec<(Algorithm, Validation)>,
+    issuer: String,
+    job_claim: String,
+    leeway: u64,
+}
+
+impl Authenticator {
+    /// Loads the secret and key files; fails if neither is given or a key file is bad.
+    pub fn new(settings: &AuthSettings) -> Result<Self, KeyError> {
+        let keys = KeySet::load(settings.hmac_secret.as_deref(), &settings.keys)?;
+        let leeway = settings.leeway.as_secs();
+        let mut validations: Vec<(Algorithm, Validation)> = Vec::new();
+        for alg in keys.algorithms() {
+            if validations.iter().all(|(a, _)| *a != alg) {
+                let mut validation = Validation::new(alg);
+                validation.leeway = leeway;
+                validation.validate_exp = true;
+                validation.validate_nbf = true;
+                validation.validate_aud = true;
+                validation.set_required_spec_claims(&["exp", "iss", "aud"]);
+                validation.set_issuer(&[&settings.issuer]);
+                validation.set_audience(&[&settings.audience]);
+                validations.push((alg, validation));
+            }
+        }
+        Ok(Self {
+            keys,
+            validations,
+            issuer: settings.issuer.clone(),
+            job_claim: settings.job_claim.clone(),
+            leeway,
+        })
+    }
+
+    /// Checks `token` for `access` to `job` and returns the claims it grants.
+    ///
+    /// Without a token, answer [`AuthError::Missing`] instead of calling this.
+    pub fn verify(&self, token: &str, job: &JobId, access: Access) -> Result<JobClaims, AuthError> {
+        let header = inspect(token)?;
+        let candidates = self.keys.select(header.kid.as_deref(), header.alg)?;
+        let validation = self
+            .validations
+            .iter()
+            .find(|(alg, _)| *alg == header.alg)
+            .map(|(_, v)| v)
+            .ok_or(AuthError::WrongAlgorithm)?;
+        // Several keys share an alg only without a kid (rotation): the first that verifies
+        // the signature decides; any other failure is about the token, not the key.
+        let mut claims = None;
+        for candidate in candidates {
+            match jsonwebtoken::decode::<Map<String, Value>>(token, &candidate.key, validation) {
+                Ok(data) => {
+                    claims = Some(data.claims);
+                    break;
+                }
+                Err(e) if matches!(e.kind(), ErrorKind::InvalidSignature) => continue,
+                Err(e) => return Err(AuthError::from_jwt(&e)),
+            }
+        }
+        let claims = claims.ok_or(AuthError::BadSignature)?;
+        ClaimRules {
+            issuer: &self.issuer,
+            job_claim: &self.job_claim,
+            job: job.as_str(),
+            access,
+            now: unix_now(),
+            leeway: self.leeway,
+        }
+        .check(&claims)
+    }
+}
+
+impl fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Authenticator")
+            .field("keys", &self.keys.describe())
+            .field("issuer", &self.issuer)
+            .field("job_claim", &self.job_claim)
+            .field("leeway", &self.leeway)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the unverified header says about how to verify the token.
+#[derive(Debug, PartialEq, Eq)]
+struct TokenHeader {
+    alg: Algorithm,
+    kid: Option<String>,
+}
+
+/// Checks the token is three base64url parts with JSON-object header and payload, and reads
+/// `alg` and `kid`. `alg: none` and algorithms `jsonwebtoken` does not know are refused here.
+fn inspect(token: &str) -> Result<TokenHeader, AuthError> {
+    if token.len() > MAX_TOKEN_LEN {
+        return Err(AuthError::Malformed);
+    }
+    let mut parts = token.split('.');
+    let (Some(header), Some(payload), Some(signature), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(AuthError::Malformed);
+    };
+    let header = json_object(header)?;
+    json_object(payload)?;
+    URL_SAFE_NO_PAD
+        .decode(signature)
+        .map_err(|_| AuthError::Malformed)?;
+    let alg = match header.get("alg") {
+        Some(Value::String(alg)) if alg.eq_ignore_ascii_case("none") => {
+            return Err(AuthError::WrongAlgorithm)
+        }
+        Some(Value::String(alg)) => {
+            Algorithm::from_str(alg).map_err(|_| AuthError::WrongAlgorithm)?
+        }
+        _ => return Err(AuthError::Malformed),
+    };
+    let kid = match header.get("kid") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(kid)) => Some(kid.clone()),
+        Some(_) => return Err(AuthError::Malformed),
+    };
+    Ok(TokenHeader { alg, kid })
+}
+
+fn json_object(part: &str) -> Result<Map<String, Value>, AuthError> {
+    let bytes = URL_SAFE_NO_PAD
+        .decode(part)
+        .map_err(|_| AuthError::Malformed)?;
+    match serde_json::from_slice(&bytes) {
+        Ok(Value::Object(map)) => Ok(map),
+        _ => Err(AuthError::Malformed),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn b64(value: &Value) -> String {
+        URL_SAFE_NO_PAD.encode(value.to_string())
+    }
+
+    fn token(header: Value) -> String {
+        format!("{}.{}.c2ln", b64(&header), b64(&json!({"sub": "u"})))
+    }
+
+    #[test]
+    fn reads_alg_and_kid() {
+        assert_eq!(
+            inspect(&token(json!({"alg": "RS256", "kid": "k1", "typ": "JWT"}))),
+            Ok(TokenHeader {
+                alg: Algorithm::RS256,
+                kid: Some("k1".into())
+            })
+        );
+        assert_eq!(
+            inspect(&token(json!({"alg": "EdDSA"}))),
+            Ok(TokenHeader {
+                alg: Algorithm::EdDSA,
+                kid: None
+            })
+        );
+    }
+
+    #[test]
+    fn none_and_unknown_algorithms_are_wrong_algorithm() {
+        for alg in ["none", "None", "NONE", "HS1", "rs256", ""] {
+            assert_eq!(
+                inspect(&token(json!({ "alg": alg }))),
+                Err(AuthError::WrongAlgorithm),
+                "{alg}"
+            );
+        }
+    }
+
+    #[test]
+    fn bad_shapes_are_malformed() {
+        let good = token(json!({"alg": "HS256"}));
+        let payload = b64(&json!({"sub": "u"}));
+        let cases = [
+            String::new(),
+            "abc".into(),
+            "a.b".into(),
+            format!("{good}.extra"),
+            format!("!!!.{payload}.c2ln"),
+            format!("{}.{payload}.c2ln", URL_SAFE_NO_PAD.encode("not json")),
+            format!("{}.{payload}.c2ln", b64(&json!(["alg", "HS256"]))),
+            format!("{}.{payload}.c2ln", b64(&json!({"typ": "JWT"}))),
+            format!("{}.{payload}.c2ln", b64(&json!({"alg": 256}))),
+            format!("{}.{payload}.c2ln", b64(&json!({"alg": "HS256", "kid": 7}))),
+            good.replace(&payload, "e30="),
+            good.replace(&payload, &URL_SAFE_NO_PAD.encode("[]")),
+            good.replace("c2ln", "*sig*"),
+            format!("{}.{payload}.c2ln", "a".repeat(MAX_TOKEN_LEN)),
+        ];
+        for case in cases {
+            assert_eq!(inspect(&case), Err(AuthError::Malformed), "{case:.60}");
+        }
+        assert!(inspect(&good).is_ok());
+    }
+}

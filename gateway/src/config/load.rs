@@ -1,0 +1,583 @@
+//! Layering flags over `TAILGATE_*` environment over the TOML file over defaults.
+//!
+//! Each key has one name: `--keepalive-secs` is `TAILGATE_KEEPALIVE_SECS` and
+//! `keepalive_secs` in the file. Environment is read through [`Env`] so tests pass a map.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use clap::Args;
+
+use super::*;
+use crate::auth::KeySpec;
+
+/// Where environment variables come from.
+pub trait Env {
+    fn var(&self, name: &str) -> Option<String>;
+}
+
+/// The process environment.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ProcessEnv;
+
+impl Env for ProcessEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+}
+
+/// A fixed map, for tests.
+#[derive(Debug, Default, Clone)]
+pub struct MapEnv(pub HashMap<String, String>);
+
+impl Env for MapEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        self.0.get(name).cloned()
+    }
+}
+
+/// `tailgate serve` flags. Each also reads `TAILGATE_<NAME>` and `<name>` in the file.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ServeArgs {
+    /// TOML config file; keys are the flag names with `_` for `-`.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Development mode: random secret, issuer `tailgate-dev`, and printed example commands.
+    #[arg(long)]
+    pub dev: bool,
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// Shared secret for HS256/384/512 tokens.
+    #[arg(long, value_name = "SECRET")]
+    pub jwt_secret: Option<String>,
+    /// File holding the shared secret (trailing newline ignored).
+    #[arg(long, value_name = "FILE")]
+    pub jwt_secret_file: Option<PathBuf>,
+    /// Required `iss` claim.
+    #[arg(long, value_name = "ISS")]
+    pub jwt_issuer: Option<String>,
+    /// Required `aud` claim (string, or an array containing it).
+    #[arg(long, value_name = "AUD")]
+    pub jwt_audience: Option<String>,
+    /// Public key for RS256/ES256/EdDSA tokens: `kid=K,alg=RS256,file=pub.pem` (kid
+    /// optional). Repeatable, for rotation; the environment separates entries with `;`.
+    #[arg(long, value_name = "SPEC")]
+    pub jwt_key: Vec<KeySpec>,
+    /// Name of the claim that must equal the job in the path [default: job_id].
+    #[arg(long, value_name = "NAME")]
+    pub jwt_job_claim: Option<String>,
+    /// Clock leeway for exp/nbf/iat, seconds [default: 30].
+    #[arg(long, value_name = "SECS")]
+    pub jwt_leeway_secs: Option<u64>,
+    /// SSE keep-alive comment interval, seconds [default: 15].
+    #[arg(long, value_name = "SECS")]
+    pub keepalive_secs: Option<u64>,
+    /// Keep a finished job this long after its last reader left, seconds [default: 3600].
+    #[arg(long, value_name = "SECS")]
+    pub retention_secs: Option<u64>,
+    /// Drop an unfinished job idle this long with nobody attached, seconds [default: 3600].
+    #[arg(long, value_name = "SECS")]
+    pub idle_timeout_secs: Option<u64>,
+    /// Time given to uploads and responses on shutdown, seconds [default: 10].
+    #[arg(long, value_name = "SECS")]
+    pub drain_timeout_secs: Option<u64>,
+    /// Time a client has to send its request headers, seconds [default: 10].
+    #[arg(long, value_name = "SECS")]
+    pub header_read_timeout_secs: Option<u64>,
+    /// After a wake-up, a subscriber waits this long to batch more records, ms [default: 0].
+    #[arg(long, value_name = "MS")]
+    pub gather_ms: Option<u64>,
+    /// Allowed CORS origin (`*` for any). Repeatable; the environment separates with `,`.
+    #[arg(long, value_name = "ORIGIN")]
+    pub cors_origin: Vec<String>,
+    /// Open connections at most [default: 16384].
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<usize>,
+    /// Jobs held at most [default: 10000].
+    #[arg(long, value_name = "N")]
+    pub max_jobs: Option<usize>,
+    /// Readers per job at most [default: 10000].
+    #[arg(long, value_name = "N")]
+    pub max_subscribers_per_job: Option<usize>,
+    /// Longer plain-text lines are split, bytes [default: 65536].
+    #[arg(long, value_name = "BYTES")]
+    pub max_line_bytes: Option<usize>,
+    /// Longer NDJSON records are refused, bytes [default: 1048576].
+    #[arg(long, value_name = "BYTES")]
+    pub max_record_bytes: Option<usize>,
+    /// Request header size limit, bytes [default: 16384].
+    #[arg(long, value_name = "BYTES")]
+    pub max_header_bytes: Option<usize>,
+    /// Records held in memory per job, bytes; the oldest are evicted [default: 64 MiB].
+    #[arg(long, value_name = "BYTES")]
+    pub job_memory_bytes: Option<usize>,
+    /// Records held in memory by all jobs, bytes; uploads wait beyond it [default: 1 GiB].
+    #[arg(long, value_name = "BYTES")]
+    pub memory_budget_bytes: Option<usize>,
+    /// Log text stored per job, bytes; later lines are counted, not stored [default: 512 MiB].
+    #[arg(long, value_name = "BYTES")]
+    pub max_log_bytes: Option<u64>,
+    /// Bytes a subscriber writes per batch [default: 65536].
+    #[arg(long, value_name = "BYTES")]
+    pub batch_bytes: Option<usize>,
+    /// Log output: `pretty` or `json` [default: pretty].
+    #[arg(long, value_name = "FORMAT")]
+    pub log_format: Option<String>,
+}
+
+/// Every key the file may hold.
+const FILE_KEYS: &[&str] = &[
+    "listen",
+    "jwt_secret",
+    "jwt_secret_file",
+    "jwt_issuer",
+    "jwt_audience",
+    "jwt_key",
+    "jwt_job_claim",
+    "jwt_leeway_secs",
+    "keepalive_secs",
+    "retention_secs",
+    "idle_timeout_secs",
+    "drain_timeout_secs",
+    "header_read_timeout_secs",
+    "gather_ms",
+    "cors_origin",
+    "max_connections",
+    "max_jobs",
+    "max_subscribers_per_job",
+    "max_line_bytes",
+    "max_record_bytes",
+    "max_header_bytes",
+    "job_memory_bytes",
+    "memory_budget_bytes",
+    "max_log_bytes",
+    "batch_bytes",
+    "log_format",
+    "dev",
+];
+
+/// The environment and the file, below the flags.
+struct Layers<'a> {
+    env: &'a dyn Env,
+    file: toml::Table,
+}
+
+impl Layers<'_> {
+    /// `flag`, else `TAILGATE_<KEY>`, else `<key>` in the file.
+    fn get<T: FromStr>(&self, flag: Option<T>, key: &str) -> Result<Option<T>, ConfigError>
+    where
+        T::Err: std::fmt::Display,
+    {
+        if flag.is_some() {
+            return Ok(flag);
+        }
+        let env_name = env_name(key);
+        if let Some(raw) = self.env.var(&env_name) {
+            return raw
+                .trim()
+                .parse()
+                .map(Some)
+                .map_err(|e| ConfigError::new(&env_name, format!("{e}")));
+        }
+        let file_key = key.replace('-', "_");
+        match self.file.get(&file_key) {
+            None => Ok(None),
+            Some(v) => scalar(v)
+                .ok_or_else(|| ConfigError::new(&file_key, "expected a string, number or boolean"))?
+                .parse()
+                .map(Some)
+                .map_err(|e| ConfigError::new(&file_key, format!("{e}"))),
+        }
+    }
+
+    /// A repeatable key: the flags if any, else the environment split at `sep`, else
+    /// the file's array.
+    fn list<T: FromStr>(&self, flags: &[T], key: &str, sep: char) -> Result<Vec<T>, ConfigError>
+    where
+        T: Clone,
+        T::Err: std::fmt::Display,
+    {
+        if !flags.is_empty() {
+            return Ok(flags.to_vec());
+        }
+        let parse = |name: &str, raw: &str| {
+            raw.trim()
+                .parse::<T>()
+                .map_err(|e| ConfigError::new(name, format!("{e}")))
+        };
+        let env_name = env_name(key);
+        if let Some(raw) = self.env.var(&env_name) {
+            return raw
+                .split(sep)
+                .filter(|s| !s.trim().is_empty())
+                .map(|s| parse(&env_name, s))
+                .collect();
+        }
+        let file_key = key.replace('-', "_");
+        match self.file.get(&file_key) {
+            None => Ok(Vec::new()),
+            Some(toml::Value::Array(items)) => items
+                .iter()
+                .map(|v| {
+                    let raw =
+                        scalar(v).ok_or_else(|| ConfigError::new(&file_key, "expected strings"))?;
+                    parse(&file_key, &raw)
+                })
+                .collect(),
+            Some(_) => Err(ConfigError::new(&file_key, "expected an array")),
+        }
+    }
+}
+
+fn env_name(key: &str) -> String {
+    format!("TAILGATE_{}", key.replace('-', "_").to_ascii_uppercase())
+}
+
+fn scalar(v: &toml::Value) -> Option<String> {
+    match v {
+        toml::Value::String(s) => Some(s.clone()),
+        toml::Value::Integer(i) => Some(i.to_string()),
+        toml::Value::Boolean(b) => Some(b.to_string()),
+        toml::Value::Float(f) => Some(f.to_string()),
+        _ => None,
+    }
+}
+
+fn read_file(args: &ServeArgs, env: &dyn Env) -> Result<toml::Table, ConfigError> {
+    let path = match (&args.config, env.var("TAILGATE_CONFIG")) {
+        (Some(p), _) => p.clone(),
+        (None, Some(p)) => PathBuf::from(p),
+        (None, None) => return Ok(toml::Table::new()),
+    };
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| ConfigError::new("config", format!("cannot read {}: {e}", path.display())))?;
+    let table: toml::Table = text.parse().map_err(|e| {
+        ConfigError::new(
+            "config",
+            format!("{} is not valid TOML: {e}", path.display()),
+        )
+    })?;
+    if let Some(unknown) = table.keys().find(|k| !FILE_KEYS.contains(&k.as_str())) {
+        return Err(ConfigError::new(
+            unknown.as_str(),
+            format!("unknown key in {}", path.display()),
+        ));
+    }
+    Ok(table)
+}
+
+fn secs(v: Option<u64>, default: Duration) -> Duration {
+    v.map_or(default, Duration::from_secs)
+}
+
+fn positive<T: PartialOrd + Default + Copy>(key: &str, v: T) -> Result<T, ConfigError> {
+    if v <= T::default() {
+        return Err(ConfigError::new(key, "must be greater than zero"));
+    }
+    Ok(v)
+}
+
+pub(super) fn load(args: &ServeArgs, env: &dyn Env) -> Result<Config, ConfigError> {
+    let l = Layers {
+        env,
+        file: read_file(args, env)?,
+    };
+    let dev = args.dev || l.get::<bool>(None, "dev")?.unwrap_or(false);
+
+    let secret = match (
+        l.get(args.jwt_secret.clone(), "jwt-secret")?,
+        l.get(args.jwt_secret_file.clone(), "jwt-secret-file")?,
+    ) {
+        (Some(_), Some(_)) => {
+            return Err(ConfigError::new(
+                "jwt-secret-file",
+                "give either a secret or a secret file, not both",
+            ))
+        }
+        (Some(s), None) => Some(s.into_bytes()),
+        (None, Some(path)) => {
+            let raw = std::fs::read(&path).map_err(|e| {
+                ConfigError::new(
+                    "jwt-secret-file",
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            })?;
+            Some(
+                raw.strip_suffix(b"\n")
+                    .map(|s| s.strip_suffix(b"\r").unwrap_or(s))
+                    .unwrap_or(&raw)
+                    .to_vec(),
+            )
+        }
+        (None, None) => None,
+    };
+    if secret.as_ref().is_some_and(|s| s.is_empty()) {
+        return Err(ConfigError::new("jwt-secret", "is empty"));
+    }
+    let keys: Vec<KeySpec> = l.list(&args.jwt_key, "jwt-key", ';')?;
+    let issuer = l.get(args.jwt_issuer.clone(), "jwt-issuer")?;
+    let audience = l.get(args.jwt_audience.clone(), "jwt-audience")?;
+
+    let (secret, issuer, audience) = if dev {
+        let secret = secret.or_else(|| (keys.is_empty()).then(random_secret));
+        (
+            secret,
+            issuer.unwrap_or_else(|| "tailgate-dev".into()),
+            audience.unwrap_or_else(|| "tailgate-dev".into()),
+        )
+    } else {
+        if secret.is_none() && keys.is_empty() {
+            return Err(ConfigError::new(
+                "jwt-secret",
+                "missing: set --jwt-secret, --jwt-secret-file or TAILGATE_JWT_SECRET (or --jwt-key for public keys), or use --dev",
+            ));
+        }
+        let issuer = issuer.ok_or_else(|| {
+            ConfigError::new(
+                "jwt-issuer",
+                "missing: set --jwt-issuer or TAILGATE_JWT_ISSUER",
+            )
+        })?;
+        let audience = audience.ok_or_else(|| {
+            ConfigError::new(
+                "jwt-audience",
+                "missing: set --jwt-audience or TAILGATE_JWT_AUDIENCE",
+            )
+        })?;
+        (secret, issuer, audience)
+    };
+    for (key, v) in [("jwt-issuer", &issuer), ("jwt-audience", &audience)] {
+        if v.trim().is_empty() {
+            return Err(ConfigError::new(key, "is empty"));
+        }
+    }
+
+    let mut config = Config::new_hmac(Vec::new(), &issuer, &audience);
+    config.dev = dev;
+    config.auth.hmac_secret = secret;
+    config.auth.keys = keys;
+    if let Some(listen) = l.get(args.listen, "listen")? {
+        config.listen = listen;
+    }
+    if let Some(claim) = l.get(args.jwt_job_claim.clone(), "jwt-job-claim")? {
+        if claim.is_empty() {
+            return Err(ConfigError::new("jwt-job-claim", "is empty"));
+        }
+        config.auth.job_claim = claim;
+    }
+    config.auth.leeway = secs(
+        l.get(args.jwt_leeway_secs, "jwt-leeway-secs")?,
+        DEFAULT_LEEWAY,
+    );
+    config.keepalive = secs(
+        l.get(args.keepalive_secs, "keepalive-secs")?
+            .map(|v| positive("keepalive-secs", v))
+            .transpose()?,
+        DEFAULT_KEEPALIVE,
+    );
+    config.retention = secs(
+        l.get(args.retention_secs, "retention-secs")?,
+        DEFAULT_RETENTION,
+    );
+    config.idle_timeout = secs(
+        l.get(args.idle_timeout_secs, "idle-timeout-secs")?,
+        DEFAULT_IDLE_TIMEOUT,
+    );
+    config.drain_timeout = secs(
+        l.get(args.drain_timeout_secs, "drain-timeout-secs")?,
+        DEFAULT_DRAIN_TIMEOUT,
+    );
+    config.header_read_timeout = secs(
+        l.get(args.header_read_timeout_secs, "header-read-timeout-secs")?
+            .map(|v| positive("header-read-timeout-secs", v))
+            .transpose()?,
+        DEFAULT_HEADER_READ_TIMEOUT,
+    );
+    config.gather = l
+        .get(args.gather_ms, "gather-ms")?
+        .map_or(DEFAULT_GATHER, Duration::from_millis);
+    config.cors_origins = l.list(&args.cors_origin, "cors-origin", ',')?;
+    config.log_format = match l.get(args.log_format.clone(), "log-format")?.as_deref() {
+        None | Some("pretty") => LogFormat::Pretty,
+        Some("json") => LogFormat::Json,
+        Some(other) => {
+            return Err(ConfigError::new(
+                "log-format",
+                format!("{other:?} is not pretty or json"),
+            ))
+        }
+    };
+
+    let lim = &mut config.limits;
+    let sizes: [(&str, Option<usize>, &mut usize); 9] = [
+        (
+            "max-connections",
+            args.max_connections,
+            &mut lim.max_connections,
+        ),
+        ("max-jobs", args.max_jobs, &mut lim.max_jobs),
+        (
+            "max-subscribers-per-job",
+            args.max_subscribers_per_job,
+            &mut lim.max_subscribers_per_job,
+        ),
+        (
+            "max-line-bytes",
+            args.max_line_bytes,
+            &mut lim.max_line_bytes,
+        ),
+        (
+            "max-record-bytes",
+            args.max_record_bytes,
+            &mut lim.max_record_bytes,
+        ),
+        (
+            "max-header-bytes",
+            args.max_header_bytes,
+            &mut lim.max_header_bytes,
+        ),
+        (
+            "job-memory-bytes",
+            args.job_memory_bytes,
+            &mut lim.job_memory_bytes,
+        ),
+        (
+            "memory-budget-bytes",
+            args.memory_budget_bytes,
+            &mut lim.memory_budget_bytes,
+        ),
+        ("batch-bytes", args.batch_bytes, &mut lim.batch_bytes),
+    ];
+    for (key, flag, slot) in sizes {
+        if let Some(v) = l.get(flag, key)? {
+            *slot = positive(key, v)?;
+        }
+    }
+    if let Some(v) = l.get(args.max_log_bytes, "max-log-bytes")? {
+        lim.max_log_bytes = positive("max-log-bytes", v)?;
+    }
+    if lim.max_line_bytes < 16 {
+        return Err(ConfigError::new("max-line-bytes", "must be at least 16"));
+    }
+    if lim.max_header_bytes < 8192 {
+        return Err(ConfigError::new(
+            "max-header-bytes",
+            "must be at least 8192",
+        ));
+    }
+    Ok(config)
+}
+
+/// 32 random bytes as hex, for `--dev`.
+fn random_secret() -> Vec<u8> {
+    let bytes: [u8; 32] = rand::random();
+    bytes
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<String>()
+        .into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> MapEnv {
+        MapEnv(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn missing_secret_issuer_audience_are_named() {
+        let err = Config::load(&ServeArgs::default(), &env(&[])).unwrap_err();
+        assert_eq!(err.key, "jwt-secret");
+        let e = env(&[("TAILGATE_JWT_SECRET", "s")]);
+        assert_eq!(
+            Config::load(&ServeArgs::default(), &e).unwrap_err().key,
+            "jwt-issuer"
+        );
+        let e = env(&[("TAILGATE_JWT_SECRET", "s"), ("TAILGATE_JWT_ISSUER", "i")]);
+        assert_eq!(
+            Config::load(&ServeArgs::default(), &e).unwrap_err().key,
+            "jwt-audience"
+        );
+    }
+
+    #[test]
+    fn flags_beat_env_beat_file() {
+        let dir = std::env::temp_dir().join(format!("tailgate-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("t.toml");
+        std::fs::write(&file, "jwt_secret = \"f\"\njwt_issuer = \"file-iss\"\njwt_audience = \"file-aud\"\nkeepalive_secs = 7\nmax_jobs = 3\n").unwrap();
+        let args = ServeArgs {
+            config: Some(file.clone()),
+            jwt_issuer: Some("flag-iss".into()),
+            ..Default::default()
+        };
+        let e = env(&[
+            ("TAILGATE_JWT_ISSUER", "env-iss"),
+            ("TAILGATE_JWT_AUDIENCE", "env-aud"),
+            ("TAILGATE_MAX_JOBS", "5"),
+        ]);
+        let c = Config::load(&args, &e).unwrap();
+        assert_eq!(
+            (c.auth.issuer.as_str(), c.auth.audience.as_str()),
+            ("flag-iss", "env-aud")
+        );
+        assert_eq!(c.auth.hmac_secret.as_deref(), Some(&b"f"[..]));
+        assert_eq!(
+            (c.keepalive, c.limits.max_jobs),
+            (Duration::from_secs(7), 5)
+        );
+        std::fs::write(&file, "jwt_secret = \"f\"\nbogus = 1\n").unwrap();
+        assert_eq!(Config::load(&args, &e).unwrap_err().key, "bogus");
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let base = [
+            ("TAILGATE_JWT_SECRET", "s"),
+            ("TAILGATE_JWT_ISSUER", "i"),
+            ("TAILGATE_JWT_AUDIENCE", "a"),
+        ];
+        for (k, v, key) in [
+            ("TAILGATE_KEEPALIVE_SECS", "0", "keepalive-secs"),
+            ("TAILGATE_KEEPALIVE_SECS", "soon", "TAILGATE_KEEPALIVE_SECS"),
+            ("TAILGATE_LISTEN", "nowhere", "TAILGATE_LISTEN"),
+            ("TAILGATE_LOG_FORMAT", "xml", "log-format"),
+            ("TAILGATE_MAX_LINE_BYTES", "0", "max-line-bytes"),
+        ] {
+            let mut pairs = base.to_vec();
+            pairs.push((k, v));
+            assert_eq!(
+                Config::load(&ServeArgs::default(), &env(&pairs))
+                    .unwrap_err()
+                    .key,
+                key,
+                "{k}={v}"
+            );
+        }
+    }
+
+    #[test]
+    fn dev_mode_needs_nothing() {
+        let c = Config::load(
+            &ServeArgs {
+                dev: true,
+                ..Default::default()
+            },
+            &env(&[]),
+        )
+        .unwrap();
+        assert_eq!(c.auth.hmac_secret.as_ref().map(Vec::len), Some(64));
+        assert_eq!(c.auth.issuer, "tailgate-dev");
+    }
+}

@@ -1,0 +1,155 @@
+//! Typed configuration, validated before anything binds.
+//!
+//! Sources, strongest first: command-line flags, `TAILGATE_*` environment, the TOML file
+//! given by `--config`, then the `DEFAULT_*` values here. See [`load`].
+
+mod load;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::auth::AuthSettings;
+
+pub use load::{Env, MapEnv, ProcessEnv, ServeArgs};
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub const DEFAULT_JOB_CLAIM: &str = "job_id";
+pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(30);
+pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(15);
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(3600);
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_GATHER: Duration = Duration::ZERO;
+pub const DEFAULT_MAX_CONNECTIONS: usize = 16_384;
+pub const DEFAULT_MAX_JOBS: usize = 10_000;
+pub const DEFAULT_MAX_SUBSCRIBERS_PER_JOB: usize = 10_000;
+pub const DEFAULT_MAX_LINE_BYTES: usize = 64 * 1024;
+pub const DEFAULT_MAX_RECORD_BYTES: usize = 1024 * 1024;
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 16 * 1024;
+pub const DEFAULT_JOB_MEMORY_BYTES: usize = 64 * 1024 * 1024;
+pub const DEFAULT_MEMORY_BUDGET_BYTES: usize = 1024 * 1024 * 1024;
+pub const DEFAULT_MAX_LOG_BYTES: u64 = 512 * 1024 * 1024;
+pub const DEFAULT_BATCH_BYTES: usize = 64 * 1024;
+
+/// How log lines of the gateway itself are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+/// Everything `run` needs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub auth: AuthSettings,
+    /// Idle SSE streams get a comment this often.
+    pub keepalive: Duration,
+    /// Finished jobs are kept this long once nobody reads them.
+    pub retention: Duration,
+    /// Unfinished jobs with no activity and nobody attached are dropped after this.
+    pub idle_timeout: Duration,
+    /// On shutdown, uploads and responses get this long to finish.
+    pub drain_timeout: Duration,
+    /// A client has this long to send its request headers.
+    pub header_read_timeout: Duration,
+    /// After a wake-up a subscriber waits this long so more records share one write.
+    pub gather: Duration,
+    /// Origins allowed by CORS (`*` for any); empty: no CORS headers.
+    pub cors_origins: Vec<String>,
+    pub limits: Limits,
+    pub log_format: LogFormat,
+    /// Started with `--dev`: a random secret and a printed example.
+    pub dev: bool,
+}
+
+/// Bounds on everything that could grow.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_connections: usize,
+    pub max_jobs: usize,
+    pub max_subscribers_per_job: usize,
+    /// Longer plain-text lines are split.
+    pub max_line_bytes: usize,
+    /// Longer NDJSON records are refused (`400 bad_record`).
+    pub max_record_bytes: usize,
+    pub max_header_bytes: usize,
+    /// Records held in memory per job; the oldest are evicted beyond it.
+    pub job_memory_bytes: usize,
+    /// Records held in memory by all jobs; uploads wait beyond it.
+    pub memory_budget_bytes: usize,
+    /// Log text stored per job; later lines are counted, not stored.
+    pub max_log_bytes: u64,
+    /// Bytes a subscriber takes from the log per write.
+    pub batch_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_jobs: DEFAULT_MAX_JOBS,
+            max_subscribers_per_job: DEFAULT_MAX_SUBSCRIBERS_PER_JOB,
+            max_line_bytes: DEFAULT_MAX_LINE_BYTES,
+            max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
+            max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
+            job_memory_bytes: DEFAULT_JOB_MEMORY_BYTES,
+            memory_budget_bytes: DEFAULT_MEMORY_BUDGET_BYTES,
+            max_log_bytes: DEFAULT_MAX_LOG_BYTES,
+            batch_bytes: DEFAULT_BATCH_BYTES,
+        }
+    }
+}
+
+impl Config {
+    /// Defaults everywhere, verifying HS256/384/512 tokens with `secret`: for tests
+    /// and embedding.
+    pub fn new_hmac(secret: impl Into<Vec<u8>>, issuer: &str, audience: &str) -> Self {
+        Self {
+            listen: DEFAULT_LISTEN
+                .parse()
+                .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8080))),
+            auth: AuthSettings {
+                hmac_secret: Some(secret.into()),
+                keys: Vec::new(),
+                issuer: issuer.to_string(),
+                audience: audience.to_string(),
+                job_claim: DEFAULT_JOB_CLAIM.to_string(),
+                leeway: DEFAULT_LEEWAY,
+            },
+            keepalive: DEFAULT_KEEPALIVE,
+            retention: DEFAULT_RETENTION,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            gather: DEFAULT_GATHER,
+            cors_origins: Vec::new(),
+            limits: Limits::default(),
+            log_format: LogFormat::Pretty,
+            dev: false,
+        }
+    }
+
+    /// Builds the config from flags, environment and file, and validates it.
+    pub fn load(args: &ServeArgs, env: &dyn Env) -> Result<Self, ConfigError> {
+        load::load(args, env)
+    }
+}
+
+/// A config value that is missing or wrong; names the key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("config {key}: {message}")]
+pub struct ConfigError {
+    pub key: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub(crate) fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}

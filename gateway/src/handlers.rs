@@ -1,0 +1,255 @@
+//! What each job route does once its request passed the shape and token checks.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use http::{header, HeaderValue, Request, Response, StatusCode};
+use hyper::body::Incoming as IncomingBody;
+use serde::Serialize;
+
+use crate::app::App;
+use crate::body::{empty, full, Body};
+use crate::error::ApiError;
+use crate::hub::TooManyJobs;
+use crate::job_id::JobId;
+use crate::job_log::JobLog;
+use crate::publish;
+use crate::record::{RecordBody, Stream};
+use crate::routes::query_param;
+use crate::subscription::{Format, Subscription};
+
+/// Longest `?wait=` on the status route.
+const MAX_WAIT: Duration = Duration::from_secs(300);
+
+pub(crate) fn text(status: StatusCode, body: &'static str) -> Response<Body> {
+    let mut resp = Response::new(full(Bytes::from_static(body.as_bytes())));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+pub(crate) fn json(value: &impl Serialize) -> Response<Body> {
+    let body = serde_json::to_vec(value).unwrap_or_default();
+    let mut resp = Response::new(full(body));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+pub(crate) fn job(app: &App, id: &JobId) -> Result<Arc<JobLog>, ApiError> {
+    app.hub
+        .job(id)
+        .map_err(|TooManyJobs(n)| ApiError::OverLimit {
+            message: format!("the gateway holds its maximum of {n} jobs"),
+            retry_after: Duration::from_secs(30),
+        })
+}
+
+/// `POST /v1/jobs/{job}/logs`.
+pub(crate) async fn publish(
+    app: &App,
+    id: &JobId,
+    req: Request<IncomingBody>,
+) -> Result<Response<Body>, ApiError> {
+    if app.is_draining() {
+        return Err(ApiError::Draining);
+    }
+    let format = publish::Format::from_headers(req.headers())?;
+    let stream = match query_param(req.uri().query(), "stream").as_deref() {
+        None | Some("stdout") => Stream::Stdout,
+        Some("stderr") => Stream::Stderr,
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "stream {other:?} is not stdout or stderr"
+            )))
+        }
+    };
+    let job = job(app, id)?;
+    let tally = publish::upload(
+        &app.hub,
+        &job,
+        req.into_body(),
+        format,
+        stream,
+        app.upload_limits(),
+    )
+    .await?;
+    Ok(json(&tally))
+}
+
+/// `POST /v1/jobs/{job}/status`.
+pub(crate) async fn set_status(
+    app: &App,
+    id: &JobId,
+    req: Request<IncomingBody>,
+) -> Result<Response<Body>, ApiError> {
+    let job = job(app, id)?;
+    publish::set_status(&job, req.into_body()).await?;
+    Ok(json(&job.snapshot()))
+}
+
+/// Where a reader resumes: `Last-Event-ID`, else `last_event_id`, else `last_sequence`.
+pub(crate) fn resume_point<B>(req: &Request<B>) -> Result<Option<u64>, ApiError> {
+    let query = req.uri().query();
+    let raw = match req.headers().get("last-event-id") {
+        Some(v) => Some(
+            v.to_str()
+                .map_err(|_| ApiError::BadRequest("Last-Event-ID is not text".into()))?
+                .to_string(),
+        ),
+        None => query_param(query, "last_event_id")
+            .or_else(|| query_param(query, "last_sequence"))
+            .map(|v| v.into_owned()),
+    };
+    match raw.as_deref().map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(v) => v.parse().map(Some).map_err(|_| {
+            ApiError::BadRequest(format!("last event id {v:?} is not a sequence number"))
+        }),
+    }
+}
+
+/// `GET /v1/jobs/{job}/logs`: the SSE stream.
+pub(crate) fn stream<B>(
+    app: &App,
+    id: &JobId,
+    req: &Request<B>,
+) -> Result<Response<Body>, ApiError> {
+    if app.is_draining() {
+        return Err(ApiError::Draining);
+    }
+    let format = match query_param(req.uri().query(), "format").as_deref() {
+        None | Some("json") => Format::Json,
+        Some("text") => Format::Text,
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "format {other:?} is not json or text"
+            )))
+        }
+    };
+    let resume = resume_point(req)?;
+    let job = job(app, id)?;
+    let Some((cursor, reset)) = start_cursor(&job, resume) else {
+        let mut resp = Response::new(empty());
+        *resp.status_mut() = StatusCode::NO_CONTENT;
+        return Ok(resp);
+    };
+    let attached = job.attach_subscriber().ok_or_else(|| ApiError::OverLimit {
+        message: format!(
+            "job {id} has its maximum of {} readers",
+            app.config.limits.max_subscribers_per_job
+        ),
+        retry_after: Duration::from_secs(5),
+    })?;
+    let sub = Subscription::new(
+        attached,
+        cursor,
+        reset,
+        format,
+        app.pacing(),
+        app.shutdown.child_token(),
+    );
+    let mut resp = Response::new(sub.into_body());
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream; charset=utf-8"),
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache, no-transform"),
+    );
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    Ok(resp)
+}
+
+/// The first seq to send and whether to reset, or `None` when a finished job was
+/// already read to its end (answered `204`, which stops EventSource reconnecting).
+pub(crate) fn start_cursor(job: &JobLog, resume: Option<u64>) -> Option<(u64, bool)> {
+    let last = job.last_seq();
+    match resume {
+        Some(n) if n > last => Some((1, true)),
+        Some(n) if n == last && job.is_finished() => None,
+        Some(n) => Some((n + 1, false)),
+        None => Some((1, false)),
+    }
+}
+
+/// `GET /v1/jobs/{job}/log`: the log so far as plain text.
+pub(crate) fn plain_log<B>(
+    app: &App,
+    id: &JobId,
+    req: &Request<B>,
+) -> Result<Response<Body>, ApiError> {
+    let tail =
+        match query_param(req.uri().query(), "tail_bytes") {
+            None => None,
+            Some(v) => Some(v.parse::<usize>().map_err(|_| {
+                ApiError::BadRequest(format!("tail_bytes {v:?} is not a byte count"))
+            })?),
+        };
+    let entries = job(app, id)?.held_log_lines();
+    let lines = entries.iter().filter_map(|e| match &e.record.body {
+        RecordBody::Log { line, .. } => Some(line.as_str()),
+        _ => None,
+    });
+    let lines: Vec<&str> = lines.collect();
+    let start = match tail {
+        None => 0,
+        Some(budget) => {
+            let mut used = 0;
+            let mut start = lines.len();
+            while start > 0 && used + lines[start - 1].len() + 1 <= budget {
+                used += lines[start - 1].len() + 1;
+                start -= 1;
+            }
+            start
+        }
+    };
+    let mut out = BytesMut::new();
+    for line in &lines[start..] {
+        out.put_slice(line.as_bytes());
+        out.put_u8(b'\n');
+    }
+    let mut resp = Response::new(full(out.freeze()));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    Ok(resp)
+}
+
+/// `GET /v1/jobs/{job}`: status JSON; `?wait=S` holds until the job is terminal.
+pub(crate) async fn status<B>(
+    app: &App,
+    id: &JobId,
+    req: &Request<B>,
+) -> Result<Response<Body>, ApiError> {
+    let wait =
+        match query_param(req.uri().query(), "wait") {
+            None => Duration::ZERO,
+            Some(v) => Duration::from_secs(v.parse::<u64>().map_err(|_| {
+                ApiError::BadRequest(format!("wait {v:?} is not a number of seconds"))
+            })?)
+            .min(MAX_WAIT),
+        };
+    let job = job(app, id)?;
+    if !wait.is_zero() {
+        let mut seq_rx = job.watch();
+        let deadline = tokio::time::Instant::now() + wait;
+        while !job.is_finished() {
+            tokio::select! {
+                _ = app.shutdown.cancelled() => break,
+                _ = tokio::time::sleep_until(deadline) => break,
+                changed = seq_rx.changed() => if changed.is_err() { break },
+            }
+        }
+    }
+    Ok(json(&job.snapshot()))
+}

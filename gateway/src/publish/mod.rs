@@ -1,0 +1,374 @@
+//! Publishing: a worker's upload, read as it arrives, split into records and appended to
+//! the job log one chunk at a time, so readers see each line while the body is still open.
+//!
+//! The body is read only as fast as records can be stored: when the process is over its
+//! memory budget, reading pauses (TCP backpressure) instead of dropping lines.
+
+pub(crate) mod lines;
+pub(crate) mod ndjson;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::HeaderMap;
+use http_body_util::BodyExt;
+use hyper::body::Incoming as IncomingBody;
+use serde::Deserialize;
+
+use crate::error::ApiError;
+use crate::hub::Hub;
+use crate::job_log::{Incoming, JobFinished, JobLog, Tally};
+use crate::record::{JobStatus, RecordBody, Stream};
+use lines::{LineSplitter, Overflow};
+
+/// The two upload formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Format {
+    /// Bytes split into log lines at LF.
+    Text,
+    /// One JSON record per line.
+    Ndjson,
+}
+
+impl Format {
+    /// From `Content-Type`; a missing one means plain text.
+    pub(crate) fn from_headers(headers: &HeaderMap) -> Result<Self, ApiError> {
+        let Some(value) = headers.get(http::header::CONTENT_TYPE) else {
+            return Ok(Self::Text);
+        };
+        let mime = value.to_str().map_err(|_| ApiError::UnsupportedMediaType)?;
+        let essence = mime
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        match essence.as_str() {
+            "text/plain" => Ok(Self::Text),
+            "application/x-ndjson" | "application/ndjson" | "application/jsonl" => Ok(Self::Ndjson),
+            _ => Err(ApiError::UnsupportedMediaType),
+        }
+    }
+}
+
+/// Sizes an upload is held to.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct UploadLimits {
+    pub(crate) max_line_bytes: usize,
+    pub(crate) max_record_bytes: usize,
+}
+
+/// Smallest ring a job keeps when the process sheds memory for new records.
+const SHED_FLOOR_BYTES: usize = 1024 * 1024;
+
+/// Reads `body` to its end, appending as it goes; answers with the tally.
+pub(crate) async fn upload(
+    hub: &Hub,
+    job: &Arc<JobLog>,
+    mut body: IncomingBody,
+    format: Format,
+    stream: Stream,
+    limits: UploadLimits,
+) -> Result<Tally, ApiError> {
+    let _publishing = job.attach_publisher();
+    let mut tally = Tally::default();
+    let mut parser = Parser::new(format, stream, limits);
+    loop {
+        wait_for_memory(hub, job).await;
+        let frame = match body.frame().await {
+            None => break,
+            Some(Ok(frame)) => frame,
+            Some(Err(e)) => {
+                // The upload broke off: keep the complete lines, drop the partial one.
+                tracing::debug!(error = %e, "upload body ended early");
+                append(job, parser.take(), &mut tally)?;
+                return Err(ApiError::BodyRead);
+            }
+        };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        let failed = parser.push(&data);
+        append(job, parser.take(), &mut tally)?;
+        if let Some((line, message)) = failed {
+            return Err(ApiError::BadRecord {
+                line,
+                message,
+                tally,
+            });
+        }
+    }
+    let failed = parser.finish();
+    append(job, parser.take(), &mut tally)?;
+    if let Some((line, message)) = failed {
+        return Err(ApiError::BadRecord {
+            line,
+            message,
+            tally,
+        });
+    }
+    Ok(tally)
+}
+
+fn append(job: &JobLog, batch: Vec<Incoming>, tally: &mut Tally) -> Result<(), ApiError> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    job.append(batch, tally)
+        .map_err(|JobFinished| ApiError::JobFinished {
+            tally: Some(*tally),
+        })
+}
+
+/// Holds the upload while the process is over its memory budget: first this job sheds
+/// its own oldest records, then it waits for others to free theirs.
+async fn wait_for_memory(hub: &Hub, job: &JobLog) {
+    if !hub.memory().is_over() {
+        return;
+    }
+    job.shed(SHED_FLOOR_BYTES);
+    while hub.memory().is_over() {
+        let freed = hub.memory().freed.notified();
+        let _ = tokio::time::timeout(Duration::from_millis(200), freed).await;
+    }
+}
+
+/// Turns body bytes into records, one format or the other.
+struct Parser {
+    format: Format,
+    stream: Stream,
+    splitter: LineSplitter,
+    batch: Vec<Incoming>,
+    /// Lines seen, for naming a bad record.
+    line_no: u64,
+    /// The first bad record: its line and why. Nothing after it is taken.
+    failed: Option<(u64, String)>,
+    max_record_bytes: usize,
+}
+
+impl Parser {
+    fn new(format: Format, stream: Stream, limits: UploadLimits) -> Self {
+        let splitter = match format {
+            Format::Text => LineSplitter::new(limits.max_line_bytes, Overflow::Split),
+            Format::Ndjson => LineSplitter::new(limits.max_record_bytes, Overflow::Refuse),
+        };
+        Self {
+            format,
+            stream,
+            splitter,
+            batch: Vec::new(),
+            line_no: 0,
+            failed: None,
+            max_record_bytes: limits.max_record_bytes,
+        }
+    }
+
+    /// Feeds one chunk; returns the bad record that ends the upload, if any.
+    fn push(&mut self, data: &Bytes) -> Option<(u64, String)> {
+        if self.failed.is_some() {
+            return self.failed.clone();
+        }
+        let Self {
+            format,
+            stream,
+            splitter,
+            batch,
+            line_no,
+            failed,
+            max_record_bytes,
+        } = self;
+        let mut emit = |line: &[u8]| take_line(*format, *stream, line, batch, line_no, failed);
+        if splitter.push(data, &mut emit).is_err() && failed.is_none() {
+            *failed = Some((
+                *line_no + 1,
+                format!("record is longer than {max_record_bytes} bytes"),
+            ));
+        }
+        self.failed.clone()
+    }
+
+    fn finish(&mut self) -> Option<(u64, String)> {
+        if self.failed.is_none() {
+            let Self {
+                format,
+                stream,
+                splitter,
+                batch,
+                line_no,
+                failed,
+                ..
+            } = self;
+            splitter.finish(&mut |line: &[u8]| {
+                take_line(*format, *stream, line, batch, line_no, failed)
+            });
+        }
+        self.failed.clone()
+    }
+
+    fn take(&mut self) -> Vec<Incoming> {
+        std::mem::take(&mut self.batch)
+    }
+}
+
+fn take_line(
+    format: Format,
+    stream: Stream,
+    line: &[u8],
+    batch: &mut Vec<Incoming>,
+    line_no: &mut u64,
+    failed: &mut Option<(u64, String)>,
+) {
+    if failed.is_some() {
+        return;
+    }
+    *line_no += 1;
+    match format {
+        Format::Text => batch.push(Incoming {
+            n: None,
+            body: RecordBody::Log {
+                stream,
+                line: String::from_utf8_lossy(line).into_owned(),
+            },
+        }),
+        Format::Ndjson => {
+            if line.iter().all(u8::is_ascii_whitespace) {
+                return;
+            }
+            match ndjson::parse(line, stream) {
+                Ok(rec) => batch.push(Incoming {
+                    n: rec.n,
+                    body: rec.body,
+                }),
+                Err(message) => *failed = Some((*line_no, message)),
+            }
+        }
+    }
+}
+
+/// `POST .../status` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StatusRequest {
+    status: String,
+    exit_code: Option<i32>,
+}
+
+/// Largest `POST .../status` body.
+const MAX_STATUS_BODY: usize = 16 * 1024;
+
+/// Reads a status change and appends it as a `status` record.
+pub(crate) async fn set_status(job: &JobLog, body: IncomingBody) -> Result<(), ApiError> {
+    let bytes = http_body_util::Limited::new(body, MAX_STATUS_BODY)
+        .collect()
+        .await
+        .map_err(|_| {
+            ApiError::TooLarge(format!(
+                "status body is larger than {MAX_STATUS_BODY} bytes"
+            ))
+        })?
+        .to_bytes();
+    let req: StatusRequest = serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::BadRequest(format!(
+            "status body must be {{\"status\":...,\"exit_code\":N}}: {e}"
+        ))
+    })?;
+    let status: JobStatus = req.status.parse().map_err(ApiError::BadRequest)?;
+    if status == JobStatus::Queued {
+        return Err(ApiError::BadRequest(
+            "status \"queued\" cannot be published".into(),
+        ));
+    }
+    let record = Incoming {
+        n: None,
+        body: RecordBody::Status {
+            status,
+            exit_code: req.exit_code,
+        },
+    };
+    job.append([record], &mut Tally::default())
+        .map_err(|JobFinished| ApiError::JobFinished { tally: None })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_all(format: Format, chunks: &[&[u8]]) -> (Vec<RecordBody>, Option<(u64, String)>) {
+        let limits = UploadLimits {
+            max_line_bytes: 8,
+            max_record_bytes: 64,
+        };
+        let mut p = Parser::new(format, Stream::Stdout, limits);
+        let mut failed = None;
+        for c in chunks {
+            failed = failed.or(p.push(&Bytes::copy_from_slice(c)));
+        }
+        failed = failed.or(p.finish());
+        (p.take().into_iter().map(|i| i.body).collect(), failed)
+    }
+
+    fn log(line: &str) -> RecordBody {
+        RecordBody::Log {
+            stream: Stream::Stdout,
+            line: line.into(),
+        }
+    }
+
+    #[test]
+    fn text_lines_are_lossy_and_split() {
+        let (got, failed) = parse_all(Format::Text, &[b"ok\r\nbad \xff\xfe", b"!\nlong line here"]);
+        assert_eq!(failed, None);
+        assert_eq!(
+            got,
+            vec![
+                log("ok"),
+                log("bad \u{fffd}\u{fffd}!"),
+                log("long lin"),
+                log("e here")
+            ]
+        );
+    }
+
+    #[test]
+    fn ndjson_stops_at_the_bad_record_and_names_its_line() {
+        let (got, failed) = parse_all(
+            Format::Ndjson,
+            &[
+                b"{\"line\":\"a\"}\n\n{\"li",
+                b"ne\":\"b\"}\n{oops}\n{\"line\":\"c\"}\n",
+            ],
+        );
+        assert_eq!(got, vec![log("a"), log("b")]);
+        let (line, message) = failed.unwrap();
+        assert_eq!(line, 4);
+        assert!(message.contains("invalid JSON"), "{message}");
+    }
+
+    #[test]
+    fn ndjson_too_long_record_is_refused() {
+        let long = format!("{{\"line\":\"{}\"}}\n", "x".repeat(100));
+        let (got, failed) = parse_all(Format::Ndjson, &[b"{\"line\":\"a\"}\n", long.as_bytes()]);
+        assert_eq!(got, vec![log("a")]);
+        assert_eq!(failed.map(|f| f.0), Some(2));
+    }
+
+    #[test]
+    fn content_types() {
+        let mut h = HeaderMap::new();
+        assert_eq!(Format::from_headers(&h).unwrap(), Format::Text);
+        h.insert(
+            http::header::CONTENT_TYPE,
+            "application/x-ndjson; charset=utf-8".parse().unwrap(),
+        );
+        assert_eq!(Format::from_headers(&h).unwrap(), Format::Ndjson);
+        h.insert(
+            http::header::CONTENT_TYPE,
+            "application/json".parse().unwrap(),
+        );
+        assert!(matches!(
+            Format::from_headers(&h),
+            Err(ApiError::UnsupportedMediaType)
+        ));
+    }
+}

@@ -1,0 +1,231 @@
+//! Routing: the request's shape first (route, method, job id), then its token, then the
+//! handler. Every failure becomes a JSON error; CORS headers are added on the way out.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use hyper::body::Incoming as IncomingBody;
+use tracing::Instrument;
+
+use crate::app::App;
+use crate::auth::{token_from_request, Access, AuthError, JobClaims};
+use crate::body::{empty, Body};
+use crate::error::ApiError;
+use crate::handlers;
+use crate::job_id::JobId;
+
+/// What a path names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route<'a> {
+    Healthz,
+    Readyz,
+    /// `/v1/jobs/{job}`
+    JobStatus(&'a str),
+    /// `/v1/jobs/{job}/logs`
+    JobLogs(&'a str),
+    /// `/v1/jobs/{job}/log`
+    JobText(&'a str),
+    /// `/v1/jobs/{job}/status`
+    JobSetStatus(&'a str),
+}
+
+impl<'a> Route<'a> {
+    fn parse(path: &'a str) -> Option<Self> {
+        match path {
+            "/healthz" => return Some(Self::Healthz),
+            "/readyz" => return Some(Self::Readyz),
+            _ => {}
+        }
+        let rest = path.strip_prefix("/v1/jobs/")?;
+        let mut parts = rest.splitn(2, '/');
+        let job = parts.next()?;
+        match parts.next() {
+            None => Some(Self::JobStatus(job)),
+            Some("logs") => Some(Self::JobLogs(job)),
+            Some("log") => Some(Self::JobText(job)),
+            Some("status") => Some(Self::JobSetStatus(job)),
+            Some(_) => None,
+        }
+    }
+
+    /// The methods the route answers, for `405` and `Allow`.
+    fn allow(self) -> &'static str {
+        match self {
+            Self::Healthz | Self::Readyz | Self::JobStatus(_) | Self::JobText(_) => {
+                "GET, HEAD, OPTIONS"
+            }
+            Self::JobLogs(_) => "GET, POST, OPTIONS",
+            Self::JobSetStatus(_) => "POST, OPTIONS",
+        }
+    }
+
+    fn job(self) -> Option<&'a str> {
+        match self {
+            Self::Healthz | Self::Readyz => None,
+            Self::JobStatus(j) | Self::JobLogs(j) | Self::JobText(j) | Self::JobSetStatus(j) => {
+                Some(j)
+            }
+        }
+    }
+}
+
+/// Serves one request.
+pub(crate) async fn handle(app: Arc<App>, req: Request<IncomingBody>) -> Response<Body> {
+    // The path, never the query string: it may hold a token.
+    let span = tracing::info_span!(
+        "request",
+        http.method = %req.method(),
+        http.path = %req.uri().path(),
+        job.id = tracing::field::Empty,
+    );
+    let origin = req.headers().get(header::ORIGIN).cloned();
+    let mut resp = async {
+        match dispatch(&app, req).await {
+            Ok(resp) => resp,
+            Err(err) => {
+                if err.status().is_server_error() {
+                    tracing::warn!(error = %err, "request failed");
+                } else {
+                    tracing::debug!(error = %err, status = err.status().as_u16(), "request refused");
+                }
+                err.into_response()
+            }
+        }
+    }
+    .instrument(span)
+    .await;
+    apply_cors(&app.config.cors_origins, origin.as_ref(), &mut resp);
+    resp
+}
+
+async fn dispatch(app: &Arc<App>, req: Request<IncomingBody>) -> Result<Response<Body>, ApiError> {
+    let route = Route::parse(req.uri().path()).ok_or(ApiError::NotFound)?;
+    let method = req.method().clone();
+    if method == Method::OPTIONS {
+        return Ok(preflight(route.allow()));
+    }
+    let allowed = match route {
+        Route::JobLogs(_) => method == Method::GET || method == Method::POST,
+        Route::JobSetStatus(_) => method == Method::POST,
+        _ => method == Method::GET || method == Method::HEAD,
+    };
+    if !allowed {
+        return Err(ApiError::MethodNotAllowed {
+            allow: route.allow(),
+        });
+    }
+    let job = match route.job() {
+        Some(raw) => JobId::parse(raw)?,
+        None => {
+            return Ok(match route {
+                Route::Readyz if app.is_draining() => ApiError::Draining.into_response(),
+                _ => handlers::text(StatusCode::OK, "ok\n"),
+            })
+        }
+    };
+    let access = if method == Method::POST {
+        Access::Publish
+    } else {
+        Access::Read
+    };
+    authorize(app, &req, &job, access)?;
+    match route {
+        Route::JobLogs(_) if method == Method::POST => handlers::publish(app, &job, req).await,
+        Route::JobLogs(_) => handlers::stream(app, &job, &req),
+        Route::JobText(_) => handlers::plain_log(app, &job, &req),
+        Route::JobStatus(_) => handlers::status(app, &job, &req).await,
+        Route::JobSetStatus(_) => handlers::set_status(app, &job, req).await,
+        Route::Healthz | Route::Readyz => Err(ApiError::NotFound),
+    }
+}
+
+/// Checks the request's token for `job`; records the job on the request span.
+pub(crate) fn authorize<B>(
+    app: &App,
+    req: &Request<B>,
+    job: &JobId,
+    access: Access,
+) -> Result<JobClaims, ApiError> {
+    let token = token_from_request(req.headers(), req.uri().query()).ok_or(AuthError::Missing)?;
+    let claims = app.auth.verify(&token, job, access)?;
+    tracing::Span::current().record("job.id", job.as_str());
+    Ok(claims)
+}
+
+/// The value of query parameter `name`, percent-decoded.
+pub(crate) fn query_param<'a>(query: Option<&'a str>, name: &str) -> Option<Cow<'a, str>> {
+    form_urlencoded::parse(query?.as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v)
+}
+
+fn preflight(allow: &'static str) -> Response<Body> {
+    let mut resp = Response::new(empty());
+    *resp.status_mut() = StatusCode::NO_CONTENT;
+    let h = resp.headers_mut();
+    h.insert(header::ALLOW, HeaderValue::from_static(allow));
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static(allow),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("authorization, content-type, last-event-id, x-capgo-log-token"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("600"),
+    );
+    resp
+}
+
+/// Adds `Access-Control-Allow-Origin` when the request's origin is allowed.
+fn apply_cors(allowed: &[String], origin: Option<&HeaderValue>, resp: &mut Response<Body>) {
+    let Some(origin) = origin else { return };
+    let ok = allowed
+        .iter()
+        .any(|a| a == "*" || a.as_bytes() == origin.as_bytes());
+    let h = resp.headers_mut();
+    if !ok {
+        h.remove(header::ACCESS_CONTROL_ALLOW_METHODS);
+        h.remove(header::ACCESS_CONTROL_ALLOW_HEADERS);
+        h.remove(header::ACCESS_CONTROL_MAX_AGE);
+        return;
+    }
+    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+    h.insert(header::VARY, HeaderValue::from_static("origin"));
+    h.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static("www-authenticate, retry-after"),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_by_shape() {
+        assert_eq!(Route::parse("/v1/jobs/a"), Some(Route::JobStatus("a")));
+        assert_eq!(Route::parse("/v1/jobs/a/logs"), Some(Route::JobLogs("a")));
+        assert_eq!(Route::parse("/v1/jobs/a/log"), Some(Route::JobText("a")));
+        assert_eq!(
+            Route::parse("/v1/jobs/a/status"),
+            Some(Route::JobSetStatus("a"))
+        );
+        assert_eq!(Route::parse("/v1/jobs/a/b/logs"), None);
+        assert_eq!(Route::parse("/v1/jobs/a/other"), None);
+        assert_eq!(Route::parse("/v2/jobs/a"), None);
+        assert_eq!(Route::parse("/healthz"), Some(Route::Healthz));
+    }
+
+    #[test]
+    fn query_params_are_decoded() {
+        assert_eq!(
+            query_param(Some("a=1&token=x%2By&b"), "token").as_deref(),
+            Some("x+y")
+        );
+        assert_eq!(query_param(None, "token"), None);
+    }
+}

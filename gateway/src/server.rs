@@ -1,0 +1,142 @@
+//! The accept loop: one task per connection, HTTP/1.1 and HTTP/2 (h2c prior knowledge),
+//! a cap on connections, and a graceful drain bounded by the config.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tracing::Instrument;
+
+use crate::app::App;
+use crate::auth::{Authenticator, KeyError};
+use crate::config::Config;
+use crate::routes;
+
+/// Why the server could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot load token keys")]
+    Keys(#[from] KeyError),
+}
+
+/// How often finished and idle jobs are looked for.
+const REAP_EVERY: Duration = Duration::from_secs(10);
+
+/// Serves `listener` until `shutdown` completes, then drains for at most the configured
+/// drain timeout.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let auth = Authenticator::new(&config.auth)?;
+    let drain_timeout = config.drain_timeout;
+    let app = Arc::new(App::new(config, auth));
+    tokio::spawn(Arc::clone(&app.hub).reap_until(REAP_EVERY, app.shutdown.clone()));
+
+    let builder = connection_builder(&app.config);
+    let graceful = GracefulShutdown::new();
+    let slots = Arc::new(Semaphore::new(app.config.limits.max_connections));
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, addr) = tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) if is_per_connection(&e) => continue,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            tokio::spawn(refuse_overloaded(stream));
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let app = Arc::clone(&app);
+        let service = service_fn(move |req| {
+            let app = Arc::clone(&app);
+            async move { Ok::<_, Infallible>(routes::handle(app, req).await) }
+        });
+        let conn = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned();
+        let conn = graceful.watch(conn);
+        let span = tracing::info_span!("conn", client.addr = %addr);
+        tokio::spawn(
+            async move {
+                if let Err(e) = conn.await {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+                drop(slot);
+            }
+            .instrument(span),
+        );
+    }
+
+    let started = Instant::now();
+    tracing::info!("draining");
+    app.shutdown.cancel();
+    drop(listener);
+    if tokio::time::timeout(drain_timeout, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            timeout_secs = drain_timeout.as_secs(),
+            "drain timed out; closing the rest"
+        );
+    }
+    tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "drained");
+    Ok(())
+}
+
+fn connection_builder(config: &Config) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(config.header_read_timeout)
+        .max_buf_size(config.limits.max_header_bytes.max(8192));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(config.limits.max_header_bytes as u32)
+        .keep_alive_interval(Some(config.keepalive));
+    builder
+}
+
+/// Errors of one incoming connection, which say nothing about the listener.
+fn is_per_connection(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        ConnectionRefused | ConnectionAborted | ConnectionReset
+    )
+}
+
+/// Answers a connection over the cap with `503` and closes it.
+async fn refuse_overloaded(mut stream: TcpStream) {
+    let body = r#"{"error":"overloaded","message":"the gateway is at its connection limit"}"#;
+    let resp = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\n\
+         connection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let write = async {
+        stream.write_all(resp.as_bytes()).await?;
+        stream.shutdown().await
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), write).await;
+}

@@ -1,0 +1,189 @@
+//! Server-sent events encoding: injection-proof fields, each event encoded once.
+//!
+//! The SSE spec ends a line at CR, LF or CRLF, so data is split at all three; ids and
+//! event names come from the gateway, never from input.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+/// The first bytes of every stream: a reconnect delay and a comment, so proxies and
+/// clients see the stream open before any log line exists.
+pub(crate) const PRELUDE: &[u8] = b"retry: 2000\n: tailgate stream open\n\n";
+
+/// An idle keep-alive comment.
+pub(crate) const KEEPALIVE: &[u8] = b":\n\n";
+
+/// Appends one event to `out`. `data` is split into one `data:` field per line, at CR,
+/// LF and CRLF; a reader joins them with LF.
+pub(crate) fn write_event(out: &mut BytesMut, id: Option<u64>, event: &str, data: &str) {
+    debug_assert!(!event.contains(['\r', '\n']));
+    out.reserve(data.len() + event.len() + 40);
+    if let Some(id) = id {
+        out.put_slice(b"id: ");
+        out.put_slice(id.to_string().as_bytes());
+        out.put_u8(b'\n');
+    }
+    out.put_slice(b"event: ");
+    out.put_slice(event.as_bytes());
+    out.put_u8(b'\n');
+    for line in split_lines(data) {
+        out.put_slice(b"data: ");
+        out.put_slice(line.as_bytes());
+        out.put_u8(b'\n');
+    }
+    out.put_u8(b'\n');
+}
+
+/// One event as its own buffer.
+pub(crate) fn event(id: Option<u64>, event: &str, data: &str) -> Bytes {
+    let mut out = BytesMut::new();
+    write_event(&mut out, id, event, data);
+    out.freeze()
+}
+
+/// Splits at CR, LF and CRLF (CRLF is one break). Unlike `str::lines`, a bare CR
+/// also ends a line, as it does for an SSE parser.
+pub(crate) fn split_lines(data: &str) -> impl Iterator<Item = &str> {
+    let bytes = data.as_bytes();
+    let mut start = 0;
+    let mut done = false;
+    std::iter::from_fn(move || {
+        if done {
+            return None;
+        }
+        let rest = &bytes[start..];
+        match rest.iter().position(|&b| b == b'\r' || b == b'\n') {
+            Some(i) => {
+                let line = &data[start..start + i];
+                let skip = if rest[i] == b'\r' && rest.get(i + 1) == Some(&b'\n') {
+                    2
+                } else {
+                    1
+                };
+                start += i + skip;
+                Some(line)
+            }
+            None => {
+                done = true;
+                Some(&data[start..])
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A spec-correct SSE parser (WHATWG "interpret an event stream"), fed in pieces.
+    #[derive(Default)]
+    struct Parser {
+        buf: Vec<u8>,
+        pending_cr: bool,
+        id: Option<String>,
+        event: String,
+        data: Vec<String>,
+        events: Vec<(Option<String>, String, String)>,
+    }
+
+    impl Parser {
+        fn feed(&mut self, chunk: &[u8]) {
+            for &b in chunk {
+                if self.pending_cr {
+                    self.pending_cr = false;
+                    if b == b'\n' {
+                        continue;
+                    }
+                }
+                match b {
+                    b'\r' => {
+                        self.pending_cr = true;
+                        self.line();
+                    }
+                    b'\n' => self.line(),
+                    _ => self.buf.push(b),
+                }
+            }
+        }
+
+        fn line(&mut self) {
+            let line = String::from_utf8(std::mem::take(&mut self.buf)).unwrap();
+            if line.is_empty() {
+                if !self.data.is_empty() {
+                    let data = self.data.join("\n");
+                    let event = std::mem::take(&mut self.event);
+                    self.events.push((self.id.clone(), event, data));
+                }
+                self.data.clear();
+                self.event.clear();
+                return;
+            }
+            if line.starts_with(':') {
+                return;
+            }
+            let (field, value) = match line.find(':') {
+                Some(i) => {
+                    let v = &line[i + 1..];
+                    (&line[..i], v.strip_prefix(' ').unwrap_or(v))
+                }
+                None => (line.as_str(), ""),
+            };
+            match field {
+                "id" => self.id = Some(value.to_string()),
+                "event" => self.event = value.to_string(),
+                "data" => self.data.push(value.to_string()),
+                _ => {}
+            }
+        }
+    }
+
+    fn normalise(s: &str) -> String {
+        s.replace("\r\n", "\n").replace('\r', "\n")
+    }
+
+    #[test]
+    fn forged_fields_stay_data() {
+        let line = "x\r\nevent: status\r\ndata: {\"status\":\"succeeded\"}\r\rid: 99\n\nretry: 1";
+        let bytes = event(Some(7), "log", line);
+        let mut p = Parser::default();
+        p.feed(PRELUDE);
+        p.feed(&bytes);
+        assert_eq!(
+            p.events,
+            vec![(Some("7".into()), "log".into(), normalise(line))]
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn parser_recovers_every_event_at_every_split(
+            lines in proptest::collection::vec("(\\PC|[\r\n\u{0}\u{1b}:]){0,40}", 1..4),
+            id in 1u64..u64::MAX,
+        ) {
+            let mut wire = BytesMut::new();
+            wire.put_slice(PRELUDE);
+            for (i, line) in lines.iter().enumerate() {
+                write_event(&mut wire, Some(id.wrapping_add(i as u64)), "log", line);
+                wire.put_slice(KEEPALIVE);
+            }
+            let expected: Vec<_> = lines
+                .iter()
+                .enumerate()
+                .map(|(i, l)| (Some(id.wrapping_add(i as u64).to_string()), "log".to_string(), normalise(l)))
+                .collect();
+            for cut in 0..=wire.len() {
+                let mut p = Parser::default();
+                p.feed(&wire[..cut]);
+                p.feed(&wire[cut..]);
+                prop_assert_eq!(&p.events, &expected);
+            }
+        }
+    }
+
+    #[test]
+    fn split_lines_treats_crlf_as_one_break() {
+        let got: Vec<_> = split_lines("a\r\nb\rc\nd\r").collect();
+        assert_eq!(got, vec!["a", "b", "c", "d", ""]);
+        assert_eq!(split_lines("").collect::<Vec<_>>(), vec![""]);
+    }
+}

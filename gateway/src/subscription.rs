@@ -1,0 +1,173 @@
+//! A reader's subscription: one cursor into one job's log, written out as SSE.
+//!
+//! When behind, it takes every record available (up to a byte budget) and writes them
+//! as one chunk; when caught up, it waits for the log's wake-up, the keep-alive tick or
+//! shutdown. It holds nothing but its cursor: a slow reader only falls further behind.
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::stream;
+use http_body::Frame;
+use http_body_util::{BodyExt, StreamBody};
+use serde_json::json;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::body::Body;
+use crate::job_log::{Attached, Entry, LazyFrame, Read};
+use crate::record::RecordBody;
+use crate::sse;
+
+/// How log records are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Format {
+    /// `data:` is the record's JSON.
+    Json,
+    /// `data:` is the raw line (status and custom events stay JSON).
+    Text,
+}
+
+/// How a subscription paces itself.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Pacing {
+    /// A comment is sent after this long without a write.
+    pub(crate) keepalive: Duration,
+    /// Bytes taken from the log per write.
+    pub(crate) batch_bytes: usize,
+    /// After a wake-up, wait this long so more records share one write (zero: none).
+    pub(crate) gather: Duration,
+}
+
+/// One reader's position in one job's log.
+pub(crate) struct Subscription {
+    /// Keeps the reader counted on its job; gives the log.
+    attached: Attached,
+    /// Seq of the next record to send.
+    cursor: u64,
+    format: Format,
+    pacing: Pacing,
+    /// Woken on every append.
+    seq_rx: watch::Receiver<u64>,
+    /// Sent before anything else: the retry hint and open comment, maybe a reset.
+    opening: Option<Bytes>,
+    next_keepalive: Instant,
+    shutdown: CancellationToken,
+    /// The terminal status went out: the stream is over.
+    done: bool,
+}
+
+impl Subscription {
+    /// A subscription starting at `cursor`; `reset` prepends an `event: reset`.
+    pub(crate) fn new(
+        attached: Attached,
+        cursor: u64,
+        reset: bool,
+        format: Format,
+        pacing: Pacing,
+        shutdown: CancellationToken,
+    ) -> Self {
+        let seq_rx = attached.job().watch();
+        let mut opening = BytesMut::from(sse::PRELUDE);
+        if reset {
+            let data = json!({ "reason": "unknown_last_event_id" }).to_string();
+            sse::write_event(&mut opening, None, "reset", &data);
+        }
+        Self {
+            attached,
+            cursor,
+            format,
+            pacing,
+            seq_rx,
+            opening: Some(opening.freeze()),
+            next_keepalive: Instant::now() + pacing.keepalive,
+            shutdown,
+            done: false,
+        }
+    }
+
+    /// The next bytes to write, or `None` when the stream is over.
+    pub(crate) async fn next_chunk(&mut self) -> Option<Bytes> {
+        if let Some(opening) = self.opening.take() {
+            return Some(opening);
+        }
+        loop {
+            if self.done || self.shutdown.is_cancelled() {
+                return None;
+            }
+            // Mark the current seq seen before reading, so no append slips between.
+            self.seq_rx.borrow_and_update();
+            match self
+                .attached
+                .job()
+                .read(self.cursor, self.pacing.batch_bytes)
+            {
+                Read::Entries(entries) => return Some(self.encode(&entries)),
+                Read::Gap { from, to } => {
+                    self.cursor = to + 1;
+                    self.touch();
+                    let data = json!({ "from": from, "to": to }).to_string();
+                    return Some(sse::event(Some(to), "gap", &data));
+                }
+                Read::End => return None,
+                Read::Idle => {}
+            }
+            tokio::select! {
+                biased;
+                _ = self.shutdown.cancelled() => return None,
+                changed = self.seq_rx.changed() => {
+                    if changed.is_err() {
+                        return None;
+                    }
+                    if !self.pacing.gather.is_zero() {
+                        tokio::time::sleep(self.pacing.gather).await;
+                    }
+                }
+                _ = tokio::time::sleep_until(self.next_keepalive) => {
+                    self.touch();
+                    return Some(Bytes::from_static(sse::KEEPALIVE));
+                }
+            }
+        }
+    }
+
+    fn touch(&mut self) {
+        self.next_keepalive = Instant::now() + self.pacing.keepalive;
+    }
+
+    /// The frames of `entries` as one chunk; advances the cursor.
+    fn encode(&mut self, entries: &[std::sync::Arc<Entry>]) -> Bytes {
+        self.touch();
+        if let Some(last) = entries.last() {
+            self.cursor = last.seq() + 1;
+            self.done = last.record.is_terminal();
+        }
+        if let [one] = entries {
+            return self.frame(one);
+        }
+        let mut out = BytesMut::with_capacity(entries.iter().map(|e| e.sse.len()).sum());
+        for entry in entries {
+            out.extend_from_slice(&self.frame(entry));
+        }
+        out.freeze()
+    }
+
+    fn frame(&self, entry: &Entry) -> Bytes {
+        match (self.format, &entry.record.body) {
+            (Format::Text, RecordBody::Log { line, .. }) => {
+                entry.lazy_frame(LazyFrame::SseText, |r| sse::event(Some(r.seq), "log", line))
+            }
+            _ => entry.sse.clone(),
+        }
+    }
+
+    /// The subscription as a streaming response body.
+    pub(crate) fn into_body(self) -> Body {
+        let frames = stream::unfold(self, |mut sub| async move {
+            let chunk = sub.next_chunk().await?;
+            Some((Ok(Frame::data(chunk)), sub))
+        });
+        StreamBody::new(frames).boxed_unsync()
+    }
+}
