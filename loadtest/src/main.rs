@@ -1,3 +1,61 @@
-//! `tailgate-loadtest`: load scenarios with correctness accounting.
+//! `tailgate-loadtest`: parse flags, run the scenario, print the table, write `--json`, and
+//! exit non-zero when any line was lost, doubled or reordered (1) or errors occurred (2).
 
-fn main() {}
+use std::process::ExitCode;
+
+use clap::Parser;
+use tailgate_loadtest::{procs, Settings};
+
+fn main() -> ExitCode {
+    let settings = Settings::parse();
+    if settings.child {
+        return procs::child_main();
+    }
+    if let Err(msg) = settings.validate() {
+        eprintln!("tailgate-loadtest: {msg}");
+        return ExitCode::from(64);
+    }
+    let threads = match settings.threads {
+        0 if settings.procs > 1 => 1,
+        0 => 2,
+        n => n,
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tailgate-loadtest: cannot start a runtime: {e}");
+            return ExitCode::from(70);
+        }
+    };
+    let report = match runtime.block_on(tailgate_loadtest::run(&settings)) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("tailgate-loadtest: {}", error_chain(&e));
+            return ExitCode::from(70);
+        }
+    };
+    print!("{}", report.table());
+    if let Some(path) = &settings.json {
+        if let Err(e) = std::fs::write(path, report.to_json() + "\n") {
+            eprintln!("tailgate-loadtest: cannot write {}: {e}", path.display());
+            return ExitCode::from(70);
+        }
+    }
+    ExitCode::from(report.exit_code())
+}
+
+/// `outer: inner: innermost`, since each level's Display names only itself.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}

@@ -1,0 +1,145 @@
+//! The server under test: its address, its routes, and (for Tailgate) the tokens it wants.
+//! Readers and publishers ask this module for paths and headers, never build them.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+use tailgate::auth::{job_claims, Minter};
+
+use crate::cli::{Settings, Target};
+
+/// Lifetime of minted tokens: longer than any bounded run.
+const TOKEN_TTL: Duration = Duration::from_secs(3600);
+
+/// Why the target could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    #[error("--url `{0}` is not an http://host:port[/path] URL")]
+    BadUrl(String),
+    #[error("--url host `{0}` does not resolve")]
+    Resolve(String),
+    #[error("--url `{0}` is not a loopback address; the load test only talks to loopback")]
+    NotLoopback(SocketAddr),
+    #[error("could not mint a token")]
+    Mint(#[from] tailgate::auth::MintError),
+}
+
+/// Where and how to talk to the server.
+#[derive(Clone)]
+pub struct TargetClient {
+    pub kind: Target,
+    /// Resolved socket address of `--url`.
+    pub addr: SocketAddr,
+    /// `Host` header value.
+    pub host: String,
+    /// Path prefix from `--url`, without a trailing slash.
+    base_path: String,
+    /// Signs read and publish tokens (tailgate only).
+    minter: Option<Minter>,
+    issuer: String,
+    audience: String,
+}
+
+impl std::fmt::Debug for TargetClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TargetClient")
+            .field("kind", &self.kind)
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TargetClient {
+    pub fn new(settings: &Settings) -> Result<Self, TargetError> {
+        let rest = settings
+            .url
+            .strip_prefix("http://")
+            .ok_or_else(|| TargetError::BadUrl(settings.url.clone()))?;
+        let (authority, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, ""),
+        };
+        if authority.is_empty() {
+            return Err(TargetError::BadUrl(settings.url.clone()));
+        }
+        let with_port = if authority
+            .rsplit_once(':')
+            .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+        {
+            authority.to_string()
+        } else {
+            format!("{authority}:80")
+        };
+        let addr = with_port
+            .to_socket_addrs()
+            .ok()
+            .and_then(|mut a| a.next())
+            .ok_or_else(|| TargetError::Resolve(authority.to_string()))?;
+        if !addr.ip().is_loopback() {
+            return Err(TargetError::NotLoopback(addr));
+        }
+        let minter = match settings.target {
+            Target::Tailgate => Some(Minter::hmac(
+                settings.jwt_secret.as_bytes(),
+                jsonwebtoken::Algorithm::HS256,
+            )?),
+            Target::Nchan => None,
+        };
+        Ok(Self {
+            kind: settings.target,
+            addr,
+            host: authority.to_string(),
+            base_path: path.trim_end_matches('/').to_string(),
+            minter,
+            issuer: settings.jwt_issuer.clone(),
+            audience: settings.jwt_audience.clone(),
+        })
+    }
+
+    /// Path of the reader's stream.
+    pub fn read_path(&self, job: &str) -> String {
+        match self.kind {
+            Target::Tailgate => format!("{}/v1/jobs/{job}/logs", self.base_path),
+            Target::Nchan => format!("{}/sub/{job}", self.base_path),
+        }
+    }
+
+    /// Path lines are published to.
+    pub fn publish_path(&self, job: &str) -> String {
+        match self.kind {
+            Target::Tailgate => format!("{}/v1/jobs/{job}/logs", self.base_path),
+            Target::Nchan => format!("{}/pub/{job}", self.base_path),
+        }
+    }
+
+    /// Path of the terminal status (tailgate only).
+    pub fn status_path(&self, job: &str) -> String {
+        format!("{}/v1/jobs/{job}/status", self.base_path)
+    }
+
+    /// `Authorization` header value for a reader (`None` for nchan).
+    pub fn read_auth(&self, job: &str) -> Result<Option<String>, TargetError> {
+        self.auth(job, false)
+    }
+
+    /// `Authorization` header value for the publisher (`None` for nchan).
+    pub fn publish_auth(&self, job: &str) -> Result<Option<String>, TargetError> {
+        self.auth(job, true)
+    }
+
+    fn auth(&self, job: &str, publish: bool) -> Result<Option<String>, TargetError> {
+        let Some(minter) = &self.minter else {
+            return Ok(None);
+        };
+        let claims = job_claims(
+            &self.issuer,
+            &self.audience,
+            "tailgate-loadtest",
+            "job_id",
+            job,
+            TOKEN_TTL,
+            publish,
+        );
+        Ok(Some(format!("Bearer {}", minter.mint(&claims)?)))
+    }
+}
