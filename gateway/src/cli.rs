@@ -19,9 +19,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the gateway.
     Serve(ServeArgs),
-    /// Follow a job's log live until the job ends; exit with the job's result.
+    // `tail` and `push` take their help text from their argument structs.
     Tail(TailArgs),
-    /// Run a command (or read stdin) and stream its output to a job.
     Push(PushArgs),
     /// Mint or inspect job tokens.
     #[command(subcommand)]
