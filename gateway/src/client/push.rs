@@ -10,7 +10,7 @@ use clap::Args;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use super::backlog::DEFAULT_MEMORY_BYTES;
-use super::http;
+use super::http::{self, HttpError};
 use super::lines::LineSplitter;
 use super::mask::{Masker, ENV_MASK};
 use super::publisher::{PublishError, Publisher, PublisherOptions};
@@ -181,12 +181,26 @@ pub async fn push(args: PushArgs) -> u8 {
     }
 }
 
-/// Refuses early a token the gateway rejects or a job that already ended; an unreachable
-/// gateway is not a reason to hold the build back.
+/// Refuses early a token the gateway rejects (an empty upload proves the `publish` scope)
+/// or a job that already ended; an unreachable gateway is not a reason to hold the build back.
 async fn preflight(url: &JobUrl, token: Option<&str>) -> Result<(), u8> {
-    let answer = match http::get(&url.endpoint, &url.status_path(), token) {
+    let empty_upload = http::bearer(
+        http::request("POST", &url.endpoint, &url.publish_path()),
+        token,
+    )
+    .header(::http::header::CONTENT_TYPE, "application/x-ndjson")
+    .body(http_body_util::Full::new(bytes::Bytes::new()))
+    .map_err(HttpError::from);
+    let answer = match empty_upload {
         Ok(req) => http::exchange_json(&url.endpoint, req).await,
         Err(e) => Err(e),
+    };
+    let answer = match answer {
+        Ok(Ok(_)) => match http::get(&url.endpoint, &url.status_path(), token) {
+            Ok(req) => http::exchange_json(&url.endpoint, req).await,
+            Err(e) => Err(e),
+        },
+        other => other,
     };
     match answer {
         Ok(Ok(status)) => match status["status"].as_str() {
