@@ -220,12 +220,14 @@ pub fn inspect(args: &InspectArgs) -> Result<(String, bool), String> {
     let now = unix_now();
     match claims.get("exp").and_then(Value::as_u64) {
         Some(exp) if exp > now => out.push_str(&format!(
-            "expires: in {}\n",
-            humantime::format_duration(Duration::from_secs(exp - now))
+            "expires: in {} ({})\n",
+            humantime::format_duration(Duration::from_secs(exp - now)),
+            at(exp)
         )),
         Some(exp) => out.push_str(&format!(
-            "expires: expired {} ago\n",
-            humantime::format_duration(Duration::from_secs(now - exp))
+            "expires: expired {} ago ({})\n",
+            humantime::format_duration(Duration::from_secs(now - exp)),
+            at(exp)
         )),
         None => out.push_str("expires: never (no exp claim: the gateway refuses it)\n"),
     }
@@ -354,6 +356,11 @@ fn decode_parts(token: &str) -> Result<(Value, Map<String, Value>), String> {
         Value::Object(claims) => Ok((header, claims)),
         _ => Err("the payload is not a JSON object".into()),
     }
+}
+
+/// Unix seconds as RFC 3339.
+fn at(secs: u64) -> String {
+    crate::record::rfc3339_millis(std::time::UNIX_EPOCH + Duration::from_secs(secs))
 }
 
 fn pretty(v: &Value) -> String {
