@@ -44,7 +44,7 @@ async fn every_line_once_across_connections_cut_mid_event() {
     )
     .await;
     let job = "cut-mid-event";
-    let mut tail = Running::spawn(tail_cmd(
+    let tail = Running::spawn(tail_cmd(
         &proxy.url(&format!("/v1/jobs/{job}/logs")),
         job,
         &[],

@@ -42,12 +42,12 @@ pub struct KeyArgs {
         value_name = "SECRET"
     )]
     pub secret: Option<String>,
-    /// Read the HMAC secret from a file (one trailing newline is dropped).
-    #[arg(long, value_name = "FILE", conflicts_with = "secret")]
+    /// Read the HMAC secret from a file (one trailing newline is dropped); wins over --secret.
+    #[arg(long, value_name = "FILE")]
     pub secret_file: Option<PathBuf>,
-    /// PEM key file instead of a secret: the private key to mint, the public key to inspect.
-    /// Needs --alg.
-    #[arg(long, value_name = "PEM", conflicts_with_all = ["secret", "secret_file"], requires = "alg")]
+    /// PEM key file instead of a secret (wins over both): the private key to mint, the
+    /// public key to inspect. Needs --alg.
+    #[arg(long, value_name = "PEM", requires = "alg")]
     pub key: Option<PathBuf>,
     /// Algorithm: HS256 (default with a secret), HS384, HS512, RS256/384/512, PS256/384/512,
     /// ES256, ES384 or EdDSA.
@@ -307,11 +307,14 @@ fn settings_for(
 }
 
 fn secret(key: &KeyArgs) -> Result<Vec<u8>, String> {
-    if let Some(s) = &key.secret {
-        return Ok(s.as_bytes().to_vec());
-    }
     let Some(path) = &key.secret_file else {
-        return Err("give --secret, --secret-file or --key (or set TAILGATE_JWT_SECRET)".into());
+        return key
+            .secret
+            .as_ref()
+            .map(|s| s.as_bytes().to_vec())
+            .ok_or_else(|| {
+                "give --secret, --secret-file or --key (or set TAILGATE_JWT_SECRET)".to_string()
+            });
     };
     let mut bytes =
         std::fs::read(path).map_err(|e| format!("--secret-file {}: {e}", path.display()))?;
