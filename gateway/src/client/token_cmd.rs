@@ -86,7 +86,8 @@ pub struct MintArgs {
     /// (`n=3`, `tags=["a"]`), else as a string. Overrides the claims above.
     #[arg(long = "claim", value_name = "NAME=VALUE")]
     pub claims: Vec<String>,
-    /// `kid` header, which selects the verifying key on the gateway (key rotation).
+    /// `kid` header, which selects the verifying key on the gateway (key rotation). Use it
+    /// with --key: the gateway refuses an HMAC token that names a kid (its secret has none).
     #[arg(long, value_name = "KID")]
     pub kid: Option<String>,
     /// Mint exactly Capgo's `logs_token` shape: HS256, `iss: "capgo"`, `aud: "build-logs"`,
