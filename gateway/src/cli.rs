@@ -2,6 +2,9 @@
 
 use clap::{Parser, Subcommand};
 
+use crate::client::push::PushArgs;
+use crate::client::tail::TailArgs;
+use crate::client::token_cmd::TokenCommand;
 use crate::config::ServeArgs;
 
 /// Tailgate: live build-log streaming gateway.
@@ -16,4 +19,10 @@ pub struct Cli {
 pub enum Command {
     /// Run the gateway.
     Serve(ServeArgs),
+    // `tail` and `push` take their help text from their argument structs.
+    Tail(TailArgs),
+    Push(PushArgs),
+    /// Mint or inspect job tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
 }

@@ -14,9 +14,11 @@
 //! - `memory`: the process-wide budget for held records.
 //! - [`config`]: typed config from flags, `TAILGATE_*` env and a TOML file.
 //! - [`job_id`]: the validated job name, a security boundary.
+//! - [`client`]: the gateway's clients (`tail`, `push`, `token`), usable from Rust too.
 
 pub mod auth;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod dev;
 pub mod job_id;

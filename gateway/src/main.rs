@@ -12,6 +12,9 @@ const EXIT_CONFIG: u8 = 64;
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Serve(args) => serve(&args),
+        Command::Tail(args) => tailgate::client::tail::run(args),
+        Command::Push(args) => tailgate::client::push::run(args),
+        Command::Token(command) => tailgate::client::token_cmd::run(command),
     }
 }
 

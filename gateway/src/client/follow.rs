@@ -1,0 +1,481 @@
+//! [`Follower`]: follows one job's SSE stream to its end across broken connections and
+//! gateway restarts, resuming with `Last-Event-ID` so no record is delivered twice or skipped.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::backoff::Backoff;
+use super::http::{self, ApiFailure};
+use super::sse::{EventStream, SseEvent};
+use super::url::JobUrl;
+use super::{error_chain, token_for};
+
+/// How to follow a job.
+#[derive(Debug, Clone)]
+pub struct FollowOptions {
+    pub url: JobUrl,
+    /// Overrides a `token` in the URL.
+    pub token: Option<String>,
+    /// Stop once this seq has been delivered (`--no-follow`).
+    pub until_seq: Option<u64>,
+    pub backoff: Backoff,
+    /// A stream silent this long (not even a keep-alive) is taken as dead and reopened.
+    pub idle_timeout: Duration,
+}
+
+impl FollowOptions {
+    pub fn new(url: JobUrl, token: Option<String>) -> Self {
+        Self {
+            url,
+            token,
+            until_seq: None,
+            backoff: Backoff::default(),
+            idle_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// What happened next while following.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Update {
+    /// About to open the stream for the first time.
+    Connecting,
+    /// The stream is open.
+    Connected,
+    /// The stream broke (or could not be opened); the next attempt comes after `delay`.
+    Reconnecting { delay: Duration, cause: String },
+    /// A log, status or custom record, each delivered once.
+    Record(Record),
+    /// Records `from..=to` are no longer held by the gateway and were skipped.
+    Gap { from: u64, to: u64 },
+    /// The gateway does not know the resume point (it lost the job's earlier life); the log
+    /// starts again from seq 1.
+    Reset { reason: String },
+    /// Following is over; every later call returns this again.
+    End(Ending),
+}
+
+/// One record of the job's log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    pub seq: u64,
+    /// Gateway time, RFC 3339.
+    pub ts: String,
+    pub body: RecordBody,
+    /// The event's data as sent.
+    pub json: Value,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum RecordBody {
+    Log {
+        /// `stdout`, `stderr` or `system`.
+        stream: String,
+        line: String,
+    },
+    Status {
+        status: String,
+        exit_code: Option<i32>,
+        /// A terminal status: the stream ends after it.
+        is_final: bool,
+    },
+    Custom {
+        kind: String,
+        data: Value,
+    },
+}
+
+/// Why following ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ending {
+    /// The job reached a terminal status.
+    Finished {
+        status: String,
+        exit_code: Option<i32>,
+    },
+    /// `until_seq` was reached.
+    CaughtUp,
+}
+
+impl Ending {
+    /// The process exit code a follower reports: 0 for `succeeded` (and for caught up), the
+    /// job's exit code (1 if none or out of range) for `failed`, 1 for other terminal statuses.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::CaughtUp => 0,
+            Self::Finished { status, exit_code } => match (status.as_str(), exit_code) {
+                ("succeeded", _) => 0,
+                ("failed", Some(code)) => u8::try_from(*code).ok().filter(|c| *c != 0).unwrap_or(1),
+                _ => 1,
+            },
+        }
+    }
+}
+
+/// Following stopped for good: retrying would not help.
+#[derive(Debug, thiserror::Error)]
+pub enum FollowError {
+    /// `401`/`403`: the token is missing, invalid, expired or for another job.
+    #[error("the gateway refused the token: {}", .0.message)]
+    Rejected(ApiFailure),
+    /// Another answer that retrying will not change (`400`, `404`...).
+    #[error("the gateway refused the request: {0}")]
+    Refused(ApiFailure),
+}
+
+/// Follows one job's stream; pull [`Update`]s with [`next`](Self::next).
+pub struct Follower {
+    opts: FollowOptions,
+    token: Option<String>,
+    stream: Option<EventStream>,
+    /// The last seq delivered: the resume point.
+    last_seq: Option<u64>,
+    /// Why the previous connection ended, until the retry is announced.
+    cause: Option<String>,
+    /// When the announced retry may start.
+    retry_at: Option<tokio::time::Instant>,
+    /// The current connection delivered an event (resets the backoff).
+    delivered: bool,
+    started: bool,
+    ended: Option<Ending>,
+    pending: VecDeque<Update>,
+}
+
+impl Follower {
+    pub fn new(opts: FollowOptions) -> Self {
+        let token = token_for(opts.token.as_deref(), &opts.url);
+        Self {
+            opts,
+            token,
+            stream: None,
+            last_seq: None,
+            cause: None,
+            retry_at: None,
+            delivered: false,
+            started: false,
+            ended: None,
+            pending: VecDeque::new(),
+        }
+    }
+
+    /// The last seq delivered.
+    pub fn last_seq(&self) -> Option<u64> {
+        self.last_seq
+    }
+
+    /// Updates already read and waiting: output may be batched until there are none.
+    pub fn has_buffered(&self) -> bool {
+        !self.pending.is_empty() || self.stream.as_ref().is_some_and(EventStream::has_buffered)
+    }
+
+    /// The next update; reconnects as needed, and fails only when retrying cannot help.
+    pub async fn next(&mut self) -> Result<Update, FollowError> {
+        loop {
+            if let Some(update) = self.pending.pop_front() {
+                return Ok(update);
+            }
+            if let Some(end) = &self.ended {
+                self.stream = None;
+                return Ok(Update::End(end.clone()));
+            }
+            let Some(stream) = self.stream.as_mut() else {
+                self.connect().await?;
+                continue;
+            };
+            match stream.next().await {
+                Ok(Some(event)) => {
+                    self.delivered = true;
+                    self.accept(event);
+                }
+                Ok(None) => self.lost("the gateway ended the stream".into()),
+                Err(e) => self.lost(error_chain(&e)),
+            }
+        }
+    }
+
+    fn lost(&mut self, cause: String) {
+        self.stream = None;
+        self.cause = Some(cause);
+    }
+
+    /// One step towards an open stream: announce, wait, or try.
+    async fn connect(&mut self) -> Result<(), FollowError> {
+        if !self.started {
+            self.started = true;
+            self.pending.push_back(Update::Connecting);
+            return Ok(());
+        }
+        if let Some(cause) = self.cause.take() {
+            if std::mem::take(&mut self.delivered) {
+                self.opts.backoff.reset();
+            }
+            let delay = self.opts.backoff.next_delay();
+            self.retry_at = Some(tokio::time::Instant::now() + delay);
+            self.pending
+                .push_back(Update::Reconnecting { delay, cause });
+            return Ok(());
+        }
+        if let Some(at) = self.retry_at.take() {
+            tokio::time::sleep_until(at).await;
+        }
+        self.attempt().await
+    }
+
+    async fn attempt(&mut self) -> Result<(), FollowError> {
+        let url = &self.opts.url;
+        let token = self.token.as_deref();
+        let query_token = if url.token_in_query() { token } else { None };
+        let path = url.stream_path(query_token, self.last_seq);
+        let mut req = http::request("GET", &url.endpoint, &path)
+            .header(::http::header::ACCEPT, "text/event-stream");
+        if !url.token_in_query() {
+            req = http::bearer(req, token);
+        }
+        if let Some(seq) = self.last_seq {
+            req = req.header("last-event-id", seq.to_string());
+        }
+        let req = match req.body(http_body_util::Empty::<bytes::Bytes>::new()) {
+            Ok(r) => r,
+            Err(e) => {
+                self.cause = Some(e.to_string());
+                return Ok(());
+            }
+        };
+        let resp = match http::send(&url.endpoint, req).await {
+            Ok(r) => r,
+            Err(e) => {
+                self.cause = Some(error_chain(&e));
+                return Ok(());
+            }
+        };
+        match resp.status().as_u16() {
+            200 => {
+                let stream =
+                    EventStream::new(resp.into_body()).with_idle_timeout(self.opts.idle_timeout);
+                self.stream = Some(stream);
+                self.pending.push_back(Update::Connected);
+            }
+            204 => self.finished_already().await?,
+            _ => {
+                let failure = ApiFailure::read(resp).await;
+                if failure.is_auth() {
+                    return Err(FollowError::Rejected(failure));
+                }
+                if !failure.is_retryable() {
+                    return Err(FollowError::Refused(failure));
+                }
+                if let Some(after) = failure.retry_after {
+                    self.retry_at = Some(tokio::time::Instant::now() + after);
+                }
+                self.cause = Some(failure.to_string());
+            }
+        }
+        Ok(())
+    }
+
+    /// `204`: the job finished and we have its last record; ask how it ended.
+    async fn finished_already(&mut self) -> Result<(), FollowError> {
+        let url = &self.opts.url;
+        let req = match http::get(&url.endpoint, &url.status_path(), self.token.as_deref()) {
+            Ok(r) => r,
+            Err(e) => {
+                self.cause = Some(error_chain(&e));
+                return Ok(());
+            }
+        };
+        match http::exchange_json(&url.endpoint, req).await {
+            Ok(Ok(status)) => {
+                self.ended = Some(Ending::Finished {
+                    status: status["status"].as_str().unwrap_or("lost").to_string(),
+                    exit_code: status["exit_code"].as_i64().map(|c| c as i32),
+                });
+            }
+            Ok(Err(f)) if f.is_auth() => return Err(FollowError::Rejected(f)),
+            Ok(Err(f)) => self.cause = Some(f.to_string()),
+            Err(e) => self.cause = Some(error_chain(&e)),
+        }
+        Ok(())
+    }
+
+    fn accept(&mut self, event: SseEvent) {
+        let seq = event
+            .id
+            .as_deref()
+            .and_then(|id| id.trim().parse::<u64>().ok());
+        let data: Value = serde_json::from_str(&event.data).unwrap_or(Value::Null);
+        match event.event.as_str() {
+            "log" | "status" | "custom" => {
+                let Some(seq) = seq else { return };
+                if self.last_seq.is_some_and(|last| seq <= last) {
+                    return;
+                }
+                self.last_seq = Some(seq);
+                let record = Record::from_event(seq, &event.event, &event.data, data);
+                if let RecordBody::Status {
+                    status,
+                    exit_code,
+                    is_final: true,
+                } = &record.body
+                {
+                    self.ended = Some(Ending::Finished {
+                        status: status.clone(),
+                        exit_code: *exit_code,
+                    });
+                }
+                self.pending.push_back(Update::Record(record));
+            }
+            "gap" => {
+                let from = data["from"].as_u64().unwrap_or(0);
+                let to = data["to"].as_u64().or(seq).unwrap_or(from);
+                self.last_seq = Some(self.last_seq.map_or(to, |l| l.max(to)));
+                self.pending.push_back(Update::Gap { from, to });
+            }
+            "reset" => {
+                self.last_seq = None;
+                let reason = data["reason"].as_str().unwrap_or("unknown").to_string();
+                self.pending.push_back(Update::Reset { reason });
+            }
+            _ => return,
+        }
+        if self.ended.is_none() {
+            if let (Some(until), Some(last)) = (self.opts.until_seq, self.last_seq) {
+                if last >= until {
+                    self.ended = Some(Ending::CaughtUp);
+                }
+            }
+        }
+    }
+}
+
+impl Record {
+    fn from_event(seq: u64, event: &str, raw: &str, json: Value) -> Self {
+        let text = |name: &str| json[name].as_str().unwrap_or_default().to_string();
+        let body = match event {
+            "log" => RecordBody::Log {
+                stream: text("stream"),
+                // A `?format=text` stream sends the raw line as data.
+                line: if json.is_object() {
+                    text("line")
+                } else {
+                    raw.to_string()
+                },
+            },
+            "status" => RecordBody::Status {
+                status: text("status"),
+                exit_code: json["exit_code"].as_i64().map(|c| c as i32),
+                is_final: json["final"].as_bool().unwrap_or(false),
+            },
+            _ => RecordBody::Custom {
+                kind: text("kind"),
+                data: json["data"].clone(),
+            },
+        };
+        Self {
+            seq,
+            ts: text("ts"),
+            body,
+            json,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn finished(status: &str, exit_code: Option<i32>) -> u8 {
+        Ending::Finished {
+            status: status.into(),
+            exit_code,
+        }
+        .exit_code()
+    }
+
+    #[test]
+    fn exit_codes_follow_the_job() {
+        assert_eq!(finished("succeeded", None), 0);
+        assert_eq!(finished("succeeded", Some(3)), 0);
+        assert_eq!(finished("failed", Some(3)), 3);
+        assert_eq!(finished("failed", None), 1);
+        assert_eq!(finished("failed", Some(0)), 1, "a failed job never exits 0");
+        assert_eq!(finished("failed", Some(300)), 1);
+        assert_eq!(finished("failed", Some(-2)), 1);
+        assert_eq!(finished("cancelled", Some(0)), 1);
+        assert_eq!(finished("lost", None), 1);
+        assert_eq!(Ending::CaughtUp.exit_code(), 0);
+    }
+
+    fn follower() -> Follower {
+        let url = JobUrl::from_logs_url("http://127.0.0.1:1/v1/jobs/j/logs").unwrap();
+        Follower::new(FollowOptions::new(url, None))
+    }
+
+    fn event(id: Option<&str>, event: &str, data: &str) -> SseEvent {
+        SseEvent {
+            id: id.map(str::to_string),
+            event: event.into(),
+            data: data.into(),
+        }
+    }
+
+    #[test]
+    fn records_are_delivered_once_and_gaps_reset_move_the_cursor() {
+        let mut f = follower();
+        let log = |seq: u64| {
+            event(
+                Some(&seq.to_string()),
+                "log",
+                &format!(r#"{{"seq":{seq},"ts":"t","stream":"stdout","line":"l{seq}"}}"#),
+            )
+        };
+        f.accept(log(1));
+        f.accept(log(2));
+        f.accept(log(2));
+        f.accept(log(1));
+        assert_eq!(f.pending.len(), 2);
+        f.accept(event(Some("9"), "gap", r#"{"from":3,"to":9}"#));
+        assert_eq!(f.last_seq(), Some(9));
+        f.accept(log(5));
+        assert_eq!(f.pending.len(), 3, "a record inside the gap is old");
+        f.accept(event(
+            None,
+            "reset",
+            r#"{"reason":"unknown_last_event_id"}"#,
+        ));
+        assert_eq!(f.last_seq(), None);
+        f.accept(log(1));
+        f.accept(event(
+            Some("2"),
+            "status",
+            r#"{"seq":2,"ts":"t","status":"failed","exit_code":4,"final":true}"#,
+        ));
+        let updates: Vec<Update> = f.pending.drain(..).collect();
+        assert!(matches!(
+            &updates[0],
+            Update::Record(Record { seq: 1, body: RecordBody::Log { line, .. }, .. }) if line == "l1"
+        ));
+        assert_eq!(updates[2], Update::Gap { from: 3, to: 9 });
+        assert!(
+            matches!(&updates[3], Update::Reset { reason } if reason == "unknown_last_event_id")
+        );
+        assert_eq!(
+            f.ended,
+            Some(Ending::Finished {
+                status: "failed".into(),
+                exit_code: Some(4)
+            })
+        );
+    }
+
+    #[test]
+    fn until_seq_ends_following() {
+        let mut f = follower();
+        f.opts.until_seq = Some(2);
+        f.accept(event(Some("1"), "log", r#"{"stream":"stdout","line":"a"}"#));
+        assert_eq!(f.ended, None);
+        f.accept(event(Some("2"), "custom", r#"{"kind":"k","data":{}}"#));
+        assert_eq!(f.ended, Some(Ending::CaughtUp));
+    }
+}

@@ -1,0 +1,279 @@
+//! One HTTP/1.1 connection per request, over TCP or TLS (rustls with the webpki roots), and
+//! the gateway's JSON error answers.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Empty, Full, Limited};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+
+use super::url::{Endpoint, Scheme};
+
+/// How long a TCP connect plus TLS handshake may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Largest non-streaming answer read (status JSON, errors).
+const MAX_ANSWER_BYTES: usize = 1024 * 1024;
+
+/// `User-Agent` of every client request.
+pub const USER_AGENT: &str = concat!("tailgate/", env!("CARGO_PKG_VERSION"));
+
+/// Why a request got no answer: the network, not the gateway.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    #[error("cannot connect to {addr}")]
+    Connect {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("connecting to {0} timed out")]
+    ConnectTimeout(String),
+    #[error("TLS handshake with {host} failed")]
+    Tls {
+        host: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0:?} is not a valid TLS server name")]
+    ServerName(String),
+    #[error("HTTP exchange failed")]
+    Hyper(#[from] hyper::Error),
+    #[error("invalid request")]
+    Request(#[from] http::Error),
+    #[error("answer body too large or unreadable")]
+    Body,
+}
+
+/// An error answer from the gateway: its status and JSON `{"error","message"}`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message} ({status} {code})")]
+pub struct ApiFailure {
+    pub status: u16,
+    /// The `error` code, or the status's reason when the body is not the gateway's JSON.
+    pub code: String,
+    pub message: String,
+    /// From `Retry-After` (seconds), for 429 and 503.
+    pub retry_after: Option<Duration>,
+}
+
+impl ApiFailure {
+    /// Reads the error body of `resp`.
+    pub async fn read(resp: Response<Incoming>) -> Self {
+        let status = resp.status();
+        let retry_after = resp
+            .headers()
+            .get(header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse().ok())
+            .map(Duration::from_secs);
+        let body = read_body(resp.into_body()).await.unwrap_or_default();
+        Self::from_body(status, &body, retry_after)
+    }
+
+    fn from_body(status: StatusCode, body: &[u8], retry_after: Option<Duration>) -> Self {
+        let reason = status.canonical_reason().unwrap_or("error").to_string();
+        let json: Option<serde_json::Value> = serde_json::from_slice(body).ok();
+        let field = |name: &str| {
+            json.as_ref()
+                .and_then(|v| v.get(name))
+                .and_then(|v| v.as_str())
+                .map(str::to_string)
+        };
+        let text = String::from_utf8_lossy(body).trim().to_string();
+        Self {
+            status: status.as_u16(),
+            code: field("error").unwrap_or_else(|| reason.to_lowercase().replace(' ', "_")),
+            message: field("message").unwrap_or(if text.is_empty() { reason } else { text }),
+            retry_after,
+        }
+    }
+
+    /// A token the gateway refused (`401`/`403`): retrying will not help.
+    pub fn is_auth(&self) -> bool {
+        matches!(self.status, 401 | 403)
+    }
+
+    /// Overload, draining or a proxy in between failing: worth retrying.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self.status, 408 | 429 | 502 | 503 | 504) || self.status >= 500
+    }
+}
+
+/// Starts a request to `path` (with query) on `endpoint` with `Host` and `User-Agent` set.
+pub fn request(method: &str, endpoint: &Endpoint, path: &str) -> http::request::Builder {
+    Request::builder()
+        .method(method)
+        .uri(path)
+        .header(header::HOST, endpoint.authority())
+        .header(header::USER_AGENT, USER_AGENT)
+}
+
+/// Adds `Authorization: Bearer` unless the token is `None`.
+pub fn bearer(builder: http::request::Builder, token: Option<&str>) -> http::request::Builder {
+    match token {
+        Some(t) => builder.header(header::AUTHORIZATION, format!("Bearer {t}")),
+        None => builder,
+    }
+}
+
+/// A `GET` without a body.
+pub fn get(
+    endpoint: &Endpoint,
+    path: &str,
+    token: Option<&str>,
+) -> Result<Request<Empty<Bytes>>, HttpError> {
+    Ok(bearer(request("GET", endpoint, path), token).body(Empty::new())?)
+}
+
+/// A `POST` of a JSON body.
+pub fn post_json(
+    endpoint: &Endpoint,
+    path: &str,
+    token: Option<&str>,
+    body: &serde_json::Value,
+) -> Result<Request<Full<Bytes>>, HttpError> {
+    Ok(bearer(request("POST", endpoint, path), token)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(body.to_string())))?)
+}
+
+/// Opens a connection to `endpoint`, sends `req` and returns the answer with its body
+/// still streaming. The connection lives as long as the body is read.
+pub async fn send<B>(endpoint: &Endpoint, req: Request<B>) -> Result<Response<Incoming>, HttpError>
+where
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let io = tokio::time::timeout(CONNECT_TIMEOUT, connect(endpoint))
+        .await
+        .map_err(|_| HttpError::ConnectTimeout(endpoint.to_string()))??;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "client connection ended");
+        }
+    });
+    Ok(sender.send_request(req).await?)
+}
+
+/// Sends `req` and reads a JSON answer; a non-2xx answer is an [`ApiFailure`].
+pub async fn exchange_json<B>(
+    endpoint: &Endpoint,
+    req: Request<B>,
+) -> Result<Result<serde_json::Value, ApiFailure>, HttpError>
+where
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let resp = send(endpoint, req).await?;
+    if !resp.status().is_success() {
+        return Ok(Err(ApiFailure::read(resp).await));
+    }
+    let status = resp.status();
+    let body = read_body(resp.into_body()).await?;
+    Ok(serde_json::from_slice(&body).map_err(|e| ApiFailure {
+        status: status.as_u16(),
+        code: "bad_answer".into(),
+        message: format!("the gateway's answer is not JSON: {e}"),
+        retry_after: None,
+    }))
+}
+
+/// Reads a whole (bounded) body.
+pub async fn read_body(body: Incoming) -> Result<Bytes, HttpError> {
+    Limited::new(body, MAX_ANSWER_BYTES)
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .map_err(|_| HttpError::Body)
+}
+
+/// A byte stream to the gateway, plain or TLS.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+async fn connect(endpoint: &Endpoint) -> Result<Box<dyn Io>, HttpError> {
+    let addr = (endpoint.host.as_str(), endpoint.port);
+    let tcp = TcpStream::connect(addr)
+        .await
+        .map_err(|source| HttpError::Connect {
+            addr: endpoint.to_string(),
+            source,
+        })?;
+    let _ = tcp.set_nodelay(true);
+    match endpoint.scheme {
+        Scheme::Http => Ok(Box::new(tcp)),
+        Scheme::Https => {
+            let name = rustls::pki_types::ServerName::try_from(endpoint.host.clone())
+                .map_err(|_| HttpError::ServerName(endpoint.host.clone()))?;
+            let connector = tokio_rustls::TlsConnector::from(tls_config());
+            let tls = connector
+                .connect(name, tcp)
+                .await
+                .map_err(|source| HttpError::Tls {
+                    host: endpoint.host.clone(),
+                    source,
+                })?;
+            Ok(Box::new(tls))
+        }
+    }
+}
+
+/// The TLS client config: the Mozilla roots from `webpki-roots`, HTTP/1.1 by ALPN.
+fn tls_config() -> Arc<rustls::ClientConfig> {
+    static CONFIG: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
+    CONFIG
+        .get_or_init(|| {
+            let roots = rustls::RootCertStore {
+                roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+            };
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let mut config = rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .map(|b| b.with_root_certificates(roots).with_no_client_auth())
+                .unwrap_or_else(|_| {
+                    // The ring provider supports the default versions; this cannot fail.
+                    rustls::ClientConfig::builder()
+                        .with_root_certificates(rustls::RootCertStore::empty())
+                        .with_no_client_auth()
+                });
+            config.alpn_protocols = vec![b"http/1.1".to_vec()];
+            Arc::new(config)
+        })
+        .clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_read_the_gateway_json() {
+        let f = ApiFailure::from_body(
+            StatusCode::UNAUTHORIZED,
+            br#"{"error":"invalid_token","message":"the token expired"}"#,
+            None,
+        );
+        assert_eq!(
+            (f.code.as_str(), f.message.as_str()),
+            ("invalid_token", "the token expired")
+        );
+        assert!(f.is_auth() && !f.is_retryable());
+        let f = ApiFailure::from_body(StatusCode::BAD_GATEWAY, b"upstream down", None);
+        assert_eq!(
+            (f.code.as_str(), f.message.as_str()),
+            ("bad_gateway", "upstream down")
+        );
+        assert!(f.is_retryable());
+        assert!(
+            !ApiFailure::from_body(StatusCode::NOT_FOUND, b"", None).is_retryable(),
+            "404 is final"
+        );
+    }
+}

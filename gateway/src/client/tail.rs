@@ -1,0 +1,223 @@
+//! `tailgate tail`: follow a job's log until it ends, and exit as the job did.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Args;
+
+use super::follow::{Ending, FollowError, FollowOptions, Follower, Update};
+use super::http;
+use super::output::{gap_fields, Printer, Style};
+use super::url::JobUrl;
+use super::{error_chain, token_for, ENV_TOKEN};
+
+/// Exit code for a rejected token.
+pub const EXIT_REJECTED: u8 = 2;
+/// Exit code when `--timeout` expires (as `timeout(1)`).
+pub const EXIT_TIMEOUT: u8 = 124;
+/// Exit code for a URL that cannot be used (BSD `EX_USAGE`).
+pub const EXIT_USAGE: u8 = 64;
+
+/// Follow a job's log live and exit with the job's result.
+///
+/// Exit code: 0 when the job succeeded; the job's exit code (1 if it has none) when it
+/// failed; 1 for any other end (cancelled, expired, lost...) or a refused request; 2 when
+/// the gateway rejects the token; 124 when --timeout expires; 64 for an unusable URL.
+/// Network errors and gateway restarts are retried with backoff, resuming after the last
+/// record printed, so no line is printed twice or skipped.
+#[derive(Debug, Clone, Args)]
+pub struct TailArgs {
+    /// The job's stream URL: `http(s)://HOST/v1/jobs/JOB/logs`, or a Capgo-style
+    /// `http(s)://HOST/build_logs_direct/JOB` (whose `token` query parameter is used when no
+    /// token is given).
+    #[arg(value_name = "LOGS_URL")]
+    pub logs_url: String,
+    /// A token for the job; a read-only one is enough.
+    #[arg(long, env = ENV_TOKEN, hide_env_values = true, value_name = "JWT")]
+    pub token: Option<String>,
+    /// Strip ANSI colour and other escape sequences from the lines (also when the NO_COLOR
+    /// environment variable is set). Without it, lines are printed byte for byte.
+    #[arg(long)]
+    pub no_color: bool,
+    /// Prefix each line with the time the gateway received it (RFC 3339, UTC).
+    #[arg(long)]
+    pub timestamps: bool,
+    /// Print every event as one JSON object per line on stdout (`event` is `log`, `status`,
+    /// `custom`, `gap` or `reset`; the other fields are the gateway's), instead of raw lines.
+    #[arg(long)]
+    pub json: bool,
+    /// Print the log so far and exit 0, instead of following until the job ends.
+    #[arg(long)]
+    pub no_follow: bool,
+    /// Give up after this long in all (e.g. `90s`, `10m`, `2h`) and exit 124.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub timeout: Option<Duration>,
+}
+
+/// Runs `tailgate tail`.
+pub fn run(args: TailArgs) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tailgate: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    ExitCode::from(runtime.block_on(tail(args)))
+}
+
+/// `tailgate tail` as a future resolving to the exit code.
+pub async fn tail(args: TailArgs) -> u8 {
+    let url = match JobUrl::from_logs_url(&args.logs_url) {
+        Ok(u) => u,
+        Err(e) => {
+            eprintln!("tailgate: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    let mut printer = Printer::new(Style {
+        strip_color: args.no_color || no_color,
+        timestamps: args.timestamps,
+        json: args.json,
+    });
+    let timeout = args.timeout;
+    let work = follow(args, url, &mut printer);
+    let code = match timeout {
+        Some(t) => match tokio::time::timeout(t, work).await {
+            Ok(code) => code,
+            Err(_) => {
+                let _ = printer.flush();
+                let _ = printer.notice(&format!("gave up after {}", humantime::format_duration(t)));
+                EXIT_TIMEOUT
+            }
+        },
+        None => work.await,
+    };
+    let _ = printer.flush();
+    code
+}
+
+async fn follow(args: TailArgs, url: JobUrl, printer: &mut Printer) -> u8 {
+    let status_line = std::io::stderr().is_terminal();
+    let mut opts = FollowOptions::new(url, args.token);
+    if args.no_follow {
+        match last_seq(&opts).await {
+            Ok(0) => return 0,
+            Ok(last) => opts.until_seq = Some(last),
+            Err(code) => return code,
+        }
+    }
+    let where_to = format!("{} (job {})", opts.url.endpoint, opts.url.job);
+    let mut follower = Follower::new(opts);
+    let mut reconnecting = false;
+    loop {
+        let update = match follower.next().await {
+            Ok(u) => u,
+            Err(e) => {
+                let _ = printer.flush();
+                let _ = printer.notice(&e.to_string());
+                return match e {
+                    FollowError::Rejected(_) => EXIT_REJECTED,
+                    FollowError::Refused(_) => 1,
+                };
+            }
+        };
+        let written = match update {
+            Update::Connecting if status_line => printer.notice(&format!("connecting to {where_to}")),
+            Update::Connected if status_line && reconnecting => {
+                reconnecting = false;
+                printer.notice("connected again")
+            }
+            Update::Reconnecting { delay, cause } => {
+                reconnecting = true;
+                if status_line {
+                    printer.notice(&format!(
+                        "{cause}; reconnecting in {}",
+                        humantime::format_duration(Duration::from_millis(delay.as_millis() as u64))
+                    ))
+                } else {
+                    Ok(())
+                }
+            }
+            Update::Connecting | Update::Connected => Ok(()),
+            Update::Record(record) => printer.record(&record),
+            Update::Gap { from, to } => printer.json_event("gap", gap_fields(from, to)).and_then(|()| {
+                printer.notice(&format!(
+                    "records {from} to {to} are no longer held by the gateway; {} skipped",
+                    to.saturating_sub(from) + 1
+                ))
+            }),
+            Update::Reset { reason } => printer
+                .json_event("reset", serde_json::json!({ "reason": reason }))
+                .and_then(|()| {
+                    printer.notice(&format!(
+                        "the gateway does not know this stream's position ({reason}); the log starts again from the beginning"
+                    ))
+                }),
+            Update::End(ending) => {
+                let _ = printer.flush();
+                if status_line {
+                    if let Ending::Finished { status, exit_code } = &ending {
+                        let code = exit_code.map(|c| format!(" (exit code {c})")).unwrap_or_default();
+                        let _ = printer.notice(&format!("job {status}{code}"));
+                    }
+                }
+                return if args.no_follow { 0 } else { ending.exit_code() };
+            }
+        };
+        let flushed = written.and_then(|()| {
+            if follower.has_buffered() {
+                Ok(())
+            } else {
+                printer.flush()
+            }
+        });
+        if let Err(e) = flushed {
+            // A closed pipe (`tail ... | head`) is the reader's choice, not a failure.
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                return 0;
+            }
+            eprintln!("tailgate: cannot write the log: {e}");
+            return 1;
+        }
+    }
+}
+
+/// The job's last seq, for `--no-follow`; `Err` is the exit code.
+async fn last_seq(opts: &FollowOptions) -> Result<u64, u8> {
+    let url = &opts.url;
+    let token = token_for(opts.token.as_deref(), url);
+    let mut backoff = opts.backoff.clone();
+    loop {
+        let answer = match http::get(&url.endpoint, &url.status_path(), token.as_deref()) {
+            Ok(req) => http::exchange_json(&url.endpoint, req).await,
+            Err(e) => Err(e),
+        };
+        let cause = match answer {
+            Ok(Ok(status)) => return Ok(status["last_seq"].as_u64().unwrap_or(0)),
+            Ok(Err(f)) if f.is_auth() => {
+                eprintln!("tailgate: the gateway refused the token: {}", f.message);
+                return Err(EXIT_REJECTED);
+            }
+            Ok(Err(f)) if !f.is_retryable() => {
+                eprintln!("tailgate: the gateway refused the request: {f}");
+                return Err(1);
+            }
+            Ok(Err(f)) => f.to_string(),
+            Err(e) => error_chain(&e),
+        };
+        let delay = backoff.next_delay();
+        if std::io::stderr().is_terminal() {
+            eprintln!(
+                "tailgate: {cause}; retrying in {}",
+                humantime::format_duration(Duration::from_millis(delay.as_millis() as u64))
+            );
+        }
+        tokio::time::sleep(delay).await;
+    }
+}

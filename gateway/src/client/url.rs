@@ -1,0 +1,290 @@
+//! Gateway URLs as the clients see them: a base (`http(s)://host[:port][/prefix]`) and the
+//! job routes under it, parsed from a `logs_url` (`/v1/jobs/J/logs` or Capgo's
+//! `/build_logs_direct/J`) or built from `--url BASE --job J`.
+
+use std::fmt;
+
+use crate::job_id::JobId;
+
+/// `http` or `https`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    Http,
+    Https,
+}
+
+/// Where the gateway listens: scheme, host and port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    pub scheme: Scheme,
+    /// Host name or IP literal, without brackets.
+    pub host: String,
+    pub port: u16,
+}
+
+impl Endpoint {
+    /// The `Host` header value.
+    pub fn authority(&self) -> String {
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        let default = match self.scheme {
+            Scheme::Http => 80,
+            Scheme::Https => 443,
+        };
+        if self.port == default {
+            host
+        } else {
+            format!("{host}:{}", self.port)
+        }
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = match self.scheme {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        };
+        write!(f, "{scheme}://{}", self.authority())
+    }
+}
+
+/// A URL the clients cannot use; says why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct BadUrl(String);
+
+/// Which route family a stream URL names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavor {
+    /// `/v1/jobs/{job}/logs`: token as `Authorization: Bearer`.
+    V1,
+    /// Capgo's `/build_logs_direct/{job}`: token as the `token` query parameter.
+    Capgo,
+}
+
+/// One job on one gateway: every route the clients use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobUrl {
+    pub endpoint: Endpoint,
+    /// Path the gateway is mounted under (empty, or `/something` without a trailing `/`).
+    pub prefix: String,
+    pub job: String,
+    pub flavor: Flavor,
+    /// A `token` query parameter found in the stream URL.
+    pub url_token: Option<String>,
+}
+
+impl JobUrl {
+    /// Parses a full stream URL: `.../v1/jobs/J/logs` or `.../build_logs_direct/J`.
+    pub fn from_logs_url(url: &str) -> Result<Self, BadUrl> {
+        let (endpoint, path, query) = split_url(url)?;
+        let url_token = query.and_then(|q| {
+            form_urlencoded::parse(q.as_bytes())
+                .find(|(k, _)| k == "token")
+                .map(|(_, v)| v.into_owned())
+        });
+        let path = path.trim_end_matches('/');
+        let (prefix, job, flavor) = if let Some((prefix, rest)) = path.rsplit_once("/v1/jobs/") {
+            let job = rest.strip_suffix("/logs").ok_or_else(|| {
+                BadUrl(format!(
+                    "{url:?} is not a stream URL: expected .../v1/jobs/JOB/logs"
+                ))
+            })?;
+            (prefix, job, Flavor::V1)
+        } else if let Some((prefix, job)) = path.rsplit_once("/build_logs_direct/") {
+            (prefix, job, Flavor::Capgo)
+        } else {
+            return Err(BadUrl(format!(
+                "{url:?} is not a stream URL: expected .../v1/jobs/JOB/logs or .../build_logs_direct/JOB"
+            )));
+        };
+        Ok(Self {
+            endpoint,
+            prefix: prefix.to_string(),
+            job: check_job(job)?,
+            flavor,
+            url_token,
+        })
+    }
+
+    /// A job under a base URL (`http://host:8080`, maybe with a path prefix).
+    pub fn from_base(base: &str, job: &str) -> Result<Self, BadUrl> {
+        let (endpoint, path, _) = split_url(base)?;
+        Ok(Self {
+            endpoint,
+            prefix: path.trim_end_matches('/').to_string(),
+            job: check_job(job)?,
+            flavor: Flavor::V1,
+            url_token: None,
+        })
+    }
+
+    /// Path and query of the SSE stream; `token` goes in the query for Capgo URLs.
+    pub fn stream_path(&self, token: Option<&str>, after: Option<u64>) -> String {
+        match self.flavor {
+            Flavor::V1 => format!("{}/v1/jobs/{}/logs", self.prefix, self.job),
+            Flavor::Capgo => {
+                let mut query = form_urlencoded::Serializer::new(String::new());
+                if let Some(token) = token {
+                    query.append_pair("token", token);
+                }
+                if let Some(after) = after {
+                    query.append_pair("last_sequence", &after.to_string());
+                }
+                let query = query.finish();
+                let path = format!("{}/build_logs_direct/{}", self.prefix, self.job);
+                if query.is_empty() {
+                    path
+                } else {
+                    format!("{path}?{query}")
+                }
+            }
+        }
+    }
+
+    /// `GET` status / `?wait=` long poll.
+    pub fn status_path(&self) -> String {
+        format!("{}/v1/jobs/{}", self.prefix, self.job)
+    }
+
+    /// `POST` records.
+    pub fn publish_path(&self) -> String {
+        format!("{}/v1/jobs/{}/logs", self.prefix, self.job)
+    }
+
+    /// `POST` a status.
+    pub fn set_status_path(&self) -> String {
+        format!("{}/v1/jobs/{}/status", self.prefix, self.job)
+    }
+
+    /// Whether the token travels in the query rather than in `Authorization`.
+    pub fn token_in_query(&self) -> bool {
+        self.flavor == Flavor::Capgo
+    }
+}
+
+fn check_job(raw: &str) -> Result<String, BadUrl> {
+    JobId::parse(raw)
+        .map(|j| j.as_str().to_string())
+        .map_err(|e| BadUrl(format!("job {raw:?}: {e}")))
+}
+
+/// Splits `scheme://authority/path?query#fragment`.
+fn split_url(url: &str) -> Result<(Endpoint, &str, Option<&str>), BadUrl> {
+    let (scheme, rest) = if let Some(rest) = url.strip_prefix("http://") {
+        (Scheme::Http, rest)
+    } else if let Some(rest) = url.strip_prefix("https://") {
+        (Scheme::Https, rest)
+    } else {
+        return Err(BadUrl(format!(
+            "{url:?} must start with http:// or https://"
+        )));
+    };
+    let rest = rest.split('#').next().unwrap_or_default();
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, rest) = rest.split_at(end);
+    let (path, query) = match rest.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (rest, None),
+    };
+    if authority.contains('@') {
+        return Err(BadUrl(format!(
+            "{url:?}: credentials in the URL are not supported; use --token"
+        )));
+    }
+    let default_port = match scheme {
+        Scheme::Http => 80,
+        Scheme::Https => 443,
+    };
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        let (host, after) = v6
+            .split_once(']')
+            .ok_or_else(|| BadUrl(format!("{url:?}: unclosed [ in the host")))?;
+        (host, after.strip_prefix(':'))
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (authority, None),
+        }
+    };
+    if host.is_empty() {
+        return Err(BadUrl(format!("{url:?} has no host")));
+    }
+    let port = match port {
+        None | Some("") => default_port,
+        Some(p) => p
+            .parse()
+            .map_err(|_| BadUrl(format!("{url:?}: port {p:?} is not a number")))?,
+    };
+    Ok((
+        Endpoint {
+            scheme,
+            host: host.to_string(),
+            port,
+        },
+        path,
+        query,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn v1_stream_urls() {
+        let u = JobUrl::from_logs_url("http://127.0.0.1:8080/v1/jobs/build-7/logs").unwrap();
+        assert_eq!(u.endpoint.authority(), "127.0.0.1:8080");
+        assert_eq!(u.job, "build-7");
+        assert_eq!(u.flavor, Flavor::V1);
+        assert_eq!(u.stream_path(Some("t"), Some(3)), "/v1/jobs/build-7/logs");
+        assert_eq!(u.status_path(), "/v1/jobs/build-7");
+        let u = JobUrl::from_logs_url("https://logs.example.com/gw/v1/jobs/a/logs/").unwrap();
+        assert_eq!(u.endpoint.port, 443);
+        assert_eq!(u.endpoint.to_string(), "https://logs.example.com");
+        assert_eq!(u.prefix, "/gw");
+        assert_eq!(u.publish_path(), "/gw/v1/jobs/a/logs");
+    }
+
+    #[test]
+    fn capgo_urls_carry_the_token_in_the_query() {
+        let u =
+            JobUrl::from_logs_url("http://[::1]:9000/build_logs_direct/j1?token=a%2Bb").unwrap();
+        assert_eq!(u.endpoint.host, "::1");
+        assert_eq!(u.endpoint.authority(), "[::1]:9000");
+        assert_eq!(u.flavor, Flavor::Capgo);
+        assert_eq!(u.url_token.as_deref(), Some("a+b"));
+        assert_eq!(
+            u.stream_path(Some("a+b"), Some(12)),
+            "/build_logs_direct/j1?token=a%2Bb&last_sequence=12"
+        );
+        assert_eq!(u.status_path(), "/v1/jobs/j1");
+    }
+
+    #[test]
+    fn bad_urls_say_why() {
+        for (url, why) in [
+            ("ftp://x/v1/jobs/a/logs", "http://"),
+            ("http:///v1/jobs/a/logs", "no host"),
+            ("http://h:xx/v1/jobs/a/logs", "port"),
+            ("http://u:p@h/v1/jobs/a/logs", "credentials"),
+            ("http://h/v1/jobs/a", "expected"),
+            ("http://h/v1/jobs/../logs", "job"),
+            ("http://h/other", "expected"),
+        ] {
+            let err = JobUrl::from_logs_url(url).unwrap_err().to_string();
+            assert!(err.contains(why), "{url}: {err}");
+        }
+        assert!(JobUrl::from_base("http://h:1", "a/b").is_err());
+        assert_eq!(
+            JobUrl::from_base("http://h:1/", "a")
+                .unwrap()
+                .publish_path(),
+            "/v1/jobs/a/logs"
+        );
+    }
+}
