@@ -71,6 +71,9 @@ pub(crate) async fn publish(
         }
     };
     let job = job(app, id)?;
+    if job.is_finished() {
+        return Err(ApiError::JobFinished { tally: None });
+    }
     let tally = publish::upload(
         &app.hub,
         &job,

@@ -181,6 +181,11 @@ async fn finished_and_fully_read_gets_204() {
         .publish_text("done", "late\n")
         .await
         .assert_error(409, "job_finished");
+    // Even an empty upload: a worker learns at once that the job is over.
+    server
+        .publish_text("done", "")
+        .await
+        .assert_error(409, "job_finished");
     server
         .set_status("done", "succeeded", None)
         .await
