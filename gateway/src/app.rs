@@ -18,8 +18,8 @@ pub(crate) struct App {
     pub(crate) config: Config,
     pub(crate) hub: Arc<Hub>,
     pub(crate) auth: Authenticator,
-    /// Cancelled when the gateway starts draining: readiness turns false and every
-    /// stream ends itself (an SSE body never ends on its own).
+    /// Cancelled when the gateway starts draining: readiness turns false, and the hub
+    /// closes every job so each stream ends itself (an SSE body never ends on its own).
     pub(crate) shutdown: CancellationToken,
 }
 

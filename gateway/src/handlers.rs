@@ -152,14 +152,7 @@ pub(crate) fn open_stream<B>(app: &App, id: &JobId, req: &Request<B>) -> Result<
         ),
         retry_after: Duration::from_secs(5),
     })?;
-    let sub = Subscription::new(
-        attached,
-        cursor,
-        reset,
-        format,
-        app.pacing(),
-        app.shutdown.child_token(),
-    );
+    let sub = Subscription::new(attached, cursor, reset, format, app.pacing());
     Ok(Opened::Stream(sub))
 }
 

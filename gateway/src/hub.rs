@@ -84,6 +84,13 @@ impl Hub {
         self.jobs.len()
     }
 
+    /// Ends every reader of every job: the gateway is draining.
+    pub(crate) fn close_all(&self) {
+        for job in self.jobs.iter() {
+            job.close();
+        }
+    }
+
     /// Drops finished jobs past their retention and idle jobs, when nobody is attached.
     pub(crate) fn reap(&self, now: Instant) -> usize {
         let before = self.jobs.len();

@@ -5,7 +5,7 @@
 //! waits on a reader. Readers keep their own cursor and copy out `Arc`s.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Instant, SystemTime};
 
@@ -172,6 +172,8 @@ pub(crate) struct JobLog {
     subscribers: AtomicUsize,
     /// Uploads in progress; a job with one is never reaped.
     publishers: AtomicUsize,
+    /// Set when the gateway drains: readers end at their next wake-up.
+    closed: AtomicBool,
 }
 
 impl JobLog {
@@ -207,6 +209,7 @@ impl JobLog {
             created_at: SystemTime::now(),
             subscribers: AtomicUsize::new(0),
             publishers: AtomicUsize::new(0),
+            closed: AtomicBool::new(false),
         }
     }
 
@@ -370,6 +373,17 @@ impl JobLog {
             .filter(|e| matches!(e.record.body, RecordBody::Log { .. }))
             .cloned()
             .collect()
+    }
+
+    /// Ends every reader of this job at its next wake-up, which this sends: the gateway
+    /// is draining. Readers then reconnect to another instance with `Last-Event-ID`.
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.seq_tx.send_modify(|_| {});
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
     }
 
     /// A receiver of the last seq, for readers waiting to be woken.

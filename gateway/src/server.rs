@@ -72,13 +72,16 @@ pub async fn run(
         let builder = Arc::clone(&builder);
         let watcher = graceful.watcher();
         let span = tracing::info_span!("conn", client.addr = %addr);
-        connections.spawn(
+        connections.spawn(async move {
+            let _slot = slot;
+            let io = match socket::accept(&app, stream).instrument(span.clone()).await {
+                // A stream runs outside the span: entering it on every event costs more
+                // than the write.
+                Outcome::Stream(sse) => return sse.run().await,
+                Outcome::Dropped => return,
+                Outcome::Hyper(io) => io,
+            };
             async move {
-                let _slot = slot;
-                let io = match socket::serve(&app, stream).await {
-                    Outcome::Served | Outcome::Dropped => return,
-                    Outcome::Hyper(io) => io,
-                };
                 let service = service_fn(move |req| {
                     // Boxed, so an idle connection does not carry a handler's state inline.
                     let handling = Box::pin(routes::handle(Arc::clone(&app), req));
@@ -89,13 +92,15 @@ pub async fn run(
                     tracing::debug!(error = %e, "connection ended with an error");
                 }
             }
-            .instrument(span),
-        );
+            .instrument(span)
+            .await
+        });
     }
 
     let started = Instant::now();
     tracing::info!("draining");
     app.shutdown.cancel();
+    app.hub.close_all();
     drop(listener);
     if tokio::time::timeout(drain_timeout, graceful.shutdown())
         .await

@@ -15,6 +15,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use http::{HeaderName, HeaderValue, Request, Response};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
 use crate::auth::Access;
@@ -28,18 +29,18 @@ const FIRST_READ: usize = 1024;
 /// Headers a fast-path request may carry.
 const MAX_HEADERS: usize = 48;
 
-/// What became of a connection.
+/// What a connection turned out to be.
 pub(crate) enum Outcome {
-    /// An SSE stream was served to its end.
-    Served,
+    /// An SSE request this path serves: run it with [`SseSocket::run`].
+    Stream(SseSocket),
     /// Not ours: hyper serves it, starting with the bytes already read.
     Hyper(Prefixed),
     /// The peer left or never sent a head in time.
     Dropped,
 }
 
-/// Serves `stream` if it opens with an SSE request this path takes.
-pub(crate) async fn serve(app: &App, mut stream: TcpStream) -> Outcome {
+/// Reads the request head from `stream` and decides who serves it.
+pub(crate) async fn accept(app: &App, mut stream: TcpStream) -> Outcome {
     let limit = app.config.limits.max_header_bytes;
     let read = tokio::time::timeout(
         app.config.header_read_timeout,
@@ -61,14 +62,81 @@ pub(crate) async fn serve(app: &App, mut stream: TcpStream) -> Outcome {
     let Some((sub, origin)) = opened else {
         return Outcome::Hyper(Prefixed::new(buf.freeze(), stream));
     };
-    drop(buf);
     let mut head = Response::new(());
     handlers::sse_headers(head.headers_mut());
     routes::apply_cors(&app.config.cors_origins, origin.as_ref(), &mut head);
-    if let Err(e) = stream_to(&mut stream, sub, response_head(&head), app).await {
-        tracing::debug!(error = %e, "stream reader went away");
+    Outcome::Stream(SseSocket {
+        stream,
+        sub,
+        head: response_head(&head),
+        shutdown: app.shutdown.clone(),
+    })
+}
+
+/// An accepted SSE reader: its socket, its subscription, the response head to send first.
+pub(crate) struct SseSocket {
+    stream: TcpStream,
+    sub: Subscription,
+    head: BytesMut,
+    /// Ends a write blocked on a reader that stopped reading, when the gateway drains.
+    shutdown: CancellationToken,
+}
+
+impl SseSocket {
+    /// Streams until the subscription ends, the peer leaves or the gateway shuts down.
+    pub(crate) async fn run(mut self) {
+        if let Err(e) = self.stream_out().await {
+            tracing::debug!(error = %e, "stream reader went away");
+        }
     }
-    Outcome::Served
+
+    async fn stream_out(&mut self) -> io::Result<()> {
+        loop {
+            let chunk = tokio::select! {
+                biased;
+                chunk = self.sub.next_chunk() => chunk,
+                gone = peer_gone(&self.stream) => if gone { return Ok(()) } else { continue },
+            };
+            let Some(data) = chunk else { break };
+            // Chunked framing around the shared bytes; the head rides along the first write.
+            let size = format!("{:x}\r\n", data.len());
+            self.head.extend_from_slice(size.as_bytes());
+            let framing = std::mem::take(&mut self.head).freeze();
+            if !self.write(framing, data).await? {
+                return Ok(());
+            }
+        }
+        self.head.extend_from_slice(b"0\r\n\r\n");
+        self.stream.write_all(&self.head).await?;
+        self.stream.shutdown().await
+    }
+
+    /// Writes `framing`, `data` and the chunk's CRLF: at once when the socket takes it
+    /// all (the common case, no future), else waiting for room unless the gateway drains.
+    /// Returns `false` when the drain ended the wait.
+    async fn write(&mut self, framing: Bytes, data: Bytes) -> io::Result<bool> {
+        const CRLF: &[u8] = b"\r\n";
+        let total = framing.len() + data.len() + CRLF.len();
+        let slices = [
+            io::IoSlice::new(&framing),
+            io::IoSlice::new(&data),
+            io::IoSlice::new(CRLF),
+        ];
+        let written = match self.stream.try_write_vectored(&slices) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+            Err(e) => return Err(e),
+        };
+        if written == total {
+            return Ok(true);
+        }
+        let mut rest = framing.chain(data).chain(CRLF);
+        rest.advance(written);
+        tokio::select! {
+            done = self.stream.write_all_buf(&mut rest) => done.map(|()| true),
+            _ = self.shutdown.cancelled() => Ok(false),
+        }
+    }
 }
 
 enum Head {
@@ -155,39 +223,6 @@ fn response_head(resp: &Response<()>) -> BytesMut {
     }
     head.extend_from_slice(b"transfer-encoding: chunked\r\n\r\n");
     head
-}
-
-/// Writes the head, then each chunk of the subscription, until it ends, the peer leaves
-/// or the gateway shuts down.
-async fn stream_to(
-    stream: &mut TcpStream,
-    mut sub: Subscription,
-    mut head: BytesMut,
-    app: &App,
-) -> io::Result<()> {
-    let shutdown = app.shutdown.clone();
-    loop {
-        let chunk = tokio::select! {
-            biased;
-            chunk = sub.next_chunk() => chunk,
-            gone = peer_gone(stream) => if gone { return Ok(()) } else { continue },
-        };
-        let Some(data) = chunk else { break };
-        // Chunked framing around the shared bytes; the head rides along the first write.
-        let size = format!("{:x}\r\n", data.len());
-        head.extend_from_slice(size.as_bytes());
-        let mut out = std::mem::take(&mut head)
-            .freeze()
-            .chain(data)
-            .chain(&b"\r\n"[..]);
-        tokio::select! {
-            written = stream.write_all_buf(&mut out) => written?,
-            _ = shutdown.cancelled() => return Ok(()),
-        }
-    }
-    head.extend_from_slice(b"0\r\n\r\n");
-    stream.write_all(&head).await?;
-    stream.shutdown().await
 }
 
 /// Completes when the peer closed (`true`) or sent something it should not have

@@ -1,9 +1,12 @@
 //! A reader's subscription: one cursor into one job's log, written out as SSE.
 //!
 //! When behind, it takes every record available (up to a byte budget) and writes them
-//! as one chunk; when caught up, it waits for the log's wake-up, the keep-alive tick or
-//! shutdown. It holds nothing but its cursor: a slow reader only falls further behind.
+//! as one chunk; when caught up, it waits for the log's wake-up or the keep-alive tick.
+//! Shutdown arrives through the same wake-up (the log closes). It holds nothing but its
+//! cursor: a slow reader only falls further behind. Every wait here runs once per event
+//! per reader, so it costs no lock and no timer work beyond the one keep-alive timer.
 
+use std::pin::Pin;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -12,8 +15,7 @@ use http_body::Frame;
 use http_body_util::{BodyExt, StreamBody};
 use serde_json::json;
 use tokio::sync::watch;
-use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
+use tokio::time::{Instant, Sleep};
 
 use crate::body::Body;
 use crate::job_log::{Attached, Entry, LazyFrame, Read};
@@ -37,8 +39,13 @@ pub(crate) struct Pacing {
     /// Bytes taken from the log per write.
     pub(crate) batch_bytes: usize,
     /// After a wake-up, wait this long so more records share one write (zero: none).
+    /// Only while records arrive faster than one per [`GATHER_WHEN_WITHIN`] gathers.
     pub(crate) gather: Duration,
 }
+
+/// A reader gathers only when its previous write was less than this many gather windows
+/// ago: at a trickle of lines, waiting would add latency and a wake-up and batch nothing.
+const GATHER_WHEN_WITHIN: u32 = 4;
 
 /// One reader's position in one job's log.
 pub(crate) struct Subscription {
@@ -52,8 +59,11 @@ pub(crate) struct Subscription {
     seq_rx: watch::Receiver<u64>,
     /// Sent before anything else: the retry hint and open comment, maybe a reset.
     opening: Option<Bytes>,
-    next_keepalive: Instant,
-    shutdown: CancellationToken,
+    /// When something was last written, for keep-alives and gathering.
+    last_write: Instant,
+    /// Fires at the keep-alive deadline; re-armed only when it fires, so a busy stream
+    /// does no timer work per event.
+    keepalive: Pin<Box<Sleep>>,
     /// The terminal status went out: the stream is over.
     done: bool,
 }
@@ -66,7 +76,6 @@ impl Subscription {
         reset: bool,
         format: Format,
         pacing: Pacing,
-        shutdown: CancellationToken,
     ) -> Self {
         let seq_rx = attached.job().watch();
         let mut opening = BytesMut::from(sse::PRELUDE);
@@ -81,8 +90,8 @@ impl Subscription {
             pacing,
             seq_rx,
             opening: Some(opening.freeze()),
-            next_keepalive: Instant::now() + pacing.keepalive,
-            shutdown,
+            last_write: Instant::now(),
+            keepalive: Box::pin(tokio::time::sleep(pacing.keepalive)),
             done: false,
         }
     }
@@ -93,7 +102,7 @@ impl Subscription {
             return Some(opening);
         }
         loop {
-            if self.done || self.shutdown.is_cancelled() {
+            if self.done || self.attached.job().is_closed() {
                 return None;
             }
             // Mark the current seq seen before reading, so no append slips between.
@@ -115,25 +124,34 @@ impl Subscription {
             }
             tokio::select! {
                 biased;
-                _ = self.shutdown.cancelled() => return None,
                 changed = self.seq_rx.changed() => {
                     if changed.is_err() {
                         return None;
                     }
-                    if !self.pacing.gather.is_zero() {
+                    if self.should_gather() {
                         tokio::time::sleep(self.pacing.gather).await;
                     }
                 }
-                _ = tokio::time::sleep_until(self.next_keepalive) => {
-                    self.touch();
-                    return Some(Bytes::from_static(sse::KEEPALIVE));
+                _ = self.keepalive.as_mut() => {
+                    let due = self.last_write + self.pacing.keepalive;
+                    if Instant::now() >= due {
+                        self.touch();
+                        self.keepalive.as_mut().reset(self.last_write + self.pacing.keepalive);
+                        return Some(Bytes::from_static(sse::KEEPALIVE));
+                    }
+                    self.keepalive.as_mut().reset(due);
                 }
             }
         }
     }
 
     fn touch(&mut self) {
-        self.next_keepalive = Instant::now() + self.pacing.keepalive;
+        self.last_write = Instant::now();
+    }
+
+    fn should_gather(&self) -> bool {
+        let gather = self.pacing.gather;
+        !gather.is_zero() && self.last_write.elapsed() < gather * GATHER_WHEN_WITHIN
     }
 
     /// The frames of `entries` as one chunk; advances the cursor.
