@@ -37,6 +37,8 @@ const MAX_BATCH_RECORDS: usize = 200;
 const MAX_BATCH_BYTES: usize = 256 * 1024;
 /// Client frames are small JSON objects; anything bigger is refused by the codec.
 const MAX_CLIENT_MESSAGE: usize = 64 * 1024;
+/// How long a close frame and the client's answer may take.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
 /// A frame that cannot be written for this long means the client is gone.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -190,7 +192,7 @@ impl Session {
             tokio::select! {
                 biased;
                 _ = self.shutdown.cancelled() => {
-                    self.close(&mut ws, CloseCode::Away, "gateway shutting down").await;
+                    self.close(&mut ws, CloseCode::Away, "gateway shutting down", CLOSE_WAIT).await;
                     return;
                 }
                 incoming = ws.next() => match incoming {
@@ -214,7 +216,7 @@ impl Session {
                 _ = ping.tick() => {
                     if last_heard.elapsed() > 3 * self.keepalive {
                         tracing::debug!("capgo reader silent; closing");
-                        self.close(&mut ws, CloseCode::Away, "no heartbeat").await;
+                        self.close(&mut ws, CloseCode::Away, "no heartbeat", Duration::ZERO).await;
                         return;
                     }
                     if !self.send(&mut ws, Message::Ping(Bytes::new())).await {
@@ -235,7 +237,7 @@ impl Session {
                             return;
                         }
                         if last {
-                            self.close(&mut ws, CloseCode::Normal, "build finished").await;
+                            self.close(&mut ws, CloseCode::Normal, "build finished", CLOSE_WAIT).await;
                             return;
                         }
                     }
@@ -355,25 +357,34 @@ impl Session {
         }
     }
 
-    /// Sends a close frame and waits briefly for the client's answer.
-    async fn close<S>(&self, ws: &mut WebSocketStream<S>, code: CloseCode, reason: &'static str)
-    where
+    /// Sends a close frame and waits up to `wait` for the client's answer, still taking
+    /// confirmations.
+    async fn close<S>(
+        &mut self,
+        ws: &mut WebSocketStream<S>,
+        code: CloseCode,
+        reason: &'static str,
+        wait: Duration,
+    ) where
         S: AsyncRead + AsyncWrite + Unpin,
     {
         let frame = CloseFrame {
             code,
             reason: Utf8Bytes::from_static(reason),
         };
-        let closing = async {
-            ws.close(Some(frame)).await?;
-            // Read until the client's close answer (or the end), so the close is clean.
-            while let Some(msg) = ws.next().await {
-                msg?;
+        let send = tokio::time::timeout(CLOSE_WAIT, ws.close(Some(frame)));
+        if !matches!(send.await, Ok(Ok(()))) || wait.is_zero() {
+            return;
+        }
+        // Read until the client's close answer (or the end), so the close is clean; a
+        // confirmation of the last frames may still arrive meanwhile.
+        let answer = async {
+            while let Some(Ok(msg)) = ws.next().await {
+                let _ = self.on_message(msg);
             }
-            Ok::<_, tokio_tungstenite::tungstenite::Error>(())
         };
-        if let Ok(Err(e)) = tokio::time::timeout(Duration::from_secs(2), closing).await {
-            tracing::debug!(error = %e, "capgo close not acknowledged");
+        if tokio::time::timeout(wait, answer).await.is_err() {
+            tracing::debug!("capgo close not acknowledged");
         }
     }
 }
