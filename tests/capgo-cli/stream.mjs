@@ -27,11 +27,15 @@ let name = null;
 for (const m of src.slice(0, marker).matchAll(fnRe)) name = m[1];
 if (!name) throw new Error('streaming function not found');
 
-// The entry: `<parse-argv>(process.argv);(async()=>{try{if(await <program>.parseAsync()...`
-const entry = src.lastIndexOf('(process.argv);(async()=>{');
-if (entry < 0) throw new Error('CLI entry point not found');
-const stmtStart = src.lastIndexOf(';', entry) + 1;
-src = src.slice(0, stmtStart).replace(/^#!.*\n/, '') + `\nexport { ${name} as streamBuildLogs };\n`;
+// The entry is the last statement running the commander program, `<program>.parseAsync()`
+// (8.x: `<init>(process.argv);(async()=>{try{if(await <program>.parseAsync()...`;
+// 7.x: `<program>.parseAsync().catch(...)`): cut from there.
+const parse = src.lastIndexOf('.parseAsync(');
+if (parse < 0) throw new Error('CLI entry point not found');
+let cut = src.lastIndexOf(';', parse) + 1;
+const before = src.lastIndexOf(';', cut - 2) + 1;
+if (src.slice(before, cut).includes('process.argv')) cut = before;
+src = src.slice(0, cut).replace(/^#!.*\n/, '') + `\nexport { ${name} as streamBuildLogs };\n`;
 
 // Beside the original, so its relative imports and its require() resolve the same.
 const harness = join(pkgDir, 'dist', `.tailgate-stream-harness-${process.pid}.mjs`);
@@ -43,7 +47,8 @@ try {
   rmSync(harness, { force: true });
 }
 
-// (silent, verbose, logs_url, logs_token, statusCheck, abortSignal, onFallback, output)
+// (silent, verbose, logs_url, logs_token, statusCheck, abortSignal, onFallback[, output])
+// in 7.7x and 8.x alike.
 const status = await streamBuildLogs(false, false, logsUrl, token, undefined, undefined, () => {
   console.log('TAILGATE_FALLBACK');
 }, undefined);
