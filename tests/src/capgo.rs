@@ -283,11 +283,10 @@ impl CliClient {
     fn record(&mut self, m: &Value) {
         self.records.push(m.clone());
         match m["type"].as_str() {
-            Some("log") => {
-                if self.final_status.is_none() {
-                    if let Some(line) = m["message"].as_str() {
-                        self.lines.push(line.to_string());
-                    }
+            // The CLI shows no line after the final status.
+            Some("log") if self.final_status.is_none() => {
+                if let Some(line) = m["message"].as_str() {
+                    self.lines.push(line.to_string());
                 }
             }
             Some("status") => {
