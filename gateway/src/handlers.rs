@@ -118,12 +118,16 @@ pub(crate) fn resume_point<B>(req: &Request<B>) -> Result<Option<u64>, ApiError>
     }
 }
 
-/// `GET /v1/jobs/{job}/logs`: the SSE stream.
-pub(crate) fn stream<B>(
-    app: &App,
-    id: &JobId,
-    req: &Request<B>,
-) -> Result<Response<Body>, ApiError> {
+/// An SSE request that passed every check: a stream to write, or nothing left to read.
+pub(crate) enum Opened {
+    Stream(Subscription),
+    /// A finished job already read to its end: `204`, which stops EventSource reconnecting.
+    NoContent,
+}
+
+/// Checks an SSE request for `job` (format, resume point, limits) and attaches a reader.
+/// Shared by the hyper path and the direct socket path, so both answer alike.
+pub(crate) fn open_stream<B>(app: &App, id: &JobId, req: &Request<B>) -> Result<Opened, ApiError> {
     if app.is_draining() {
         return Err(ApiError::Draining);
     }
@@ -139,9 +143,7 @@ pub(crate) fn stream<B>(
     let resume = resume_point(req)?;
     let job = job(app, id)?;
     let Some((cursor, reset)) = start_cursor(&job, resume) else {
-        let mut resp = Response::new(empty());
-        *resp.status_mut() = StatusCode::NO_CONTENT;
-        return Ok(resp);
+        return Ok(Opened::NoContent);
     };
     let attached = job.attach_subscriber().ok_or_else(|| ApiError::OverLimit {
         message: format!(
@@ -158,8 +160,11 @@ pub(crate) fn stream<B>(
         app.pacing(),
         app.shutdown.child_token(),
     );
-    let mut resp = Response::new(sub.into_body());
-    let h = resp.headers_mut();
+    Ok(Opened::Stream(sub))
+}
+
+/// The headers of every SSE response.
+pub(crate) fn sse_headers(h: &mut http::HeaderMap) {
     h.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/event-stream; charset=utf-8"),
@@ -169,7 +174,26 @@ pub(crate) fn stream<B>(
         HeaderValue::from_static("no-cache, no-transform"),
     );
     h.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    Ok(resp)
+}
+
+/// `GET /v1/jobs/{job}/logs`: the SSE stream.
+pub(crate) fn stream<B>(
+    app: &App,
+    id: &JobId,
+    req: &Request<B>,
+) -> Result<Response<Body>, ApiError> {
+    match open_stream(app, id, req)? {
+        Opened::Stream(sub) => {
+            let mut resp = Response::new(sub.into_body());
+            sse_headers(resp.headers_mut());
+            Ok(resp)
+        }
+        Opened::NoContent => {
+            let mut resp = Response::new(empty());
+            *resp.status_mut() = StatusCode::NO_CONTENT;
+            Ok(resp)
+        }
+    }
 }
 
 /// The first seq to send and whether to reset, or `None` when a finished job was

@@ -3,6 +3,7 @@
 //!
 //! Where a record travels:
 //! - [`server`]: accept loop, connection cap, graceful drain; `run(listener, config, shutdown)`.
+//! - `socket`: SSE readers over HTTP/1.1 served straight on their socket; the rest goes to hyper.
 //! - `routes`: request shape, method, job id, then token; `handlers`: what each route does.
 //! - [`auth`]: job-scoped JWTs: where a token comes from, which keys verify it, minting.
 //! - `publish`: a worker's upload split into lines (`lines`) or NDJSON records (`ndjson`).
@@ -37,6 +38,7 @@ pub(crate) mod job_log;
 pub(crate) mod memory;
 pub(crate) mod publish;
 pub(crate) mod routes;
+pub(crate) mod socket;
 pub(crate) mod sse;
 pub(crate) mod subscription;
 

@@ -35,7 +35,7 @@ fn serve(args: &ServeArgs) -> ExitCode {
         }
     };
     runtime.block_on(async {
-        let listener = match tokio::net::TcpListener::bind(config.listen).await {
+        let listener = match bind(config.listen) {
             Ok(l) => l,
             Err(e) => {
                 eprintln!("tailgate: cannot listen on {}: {e}", config.listen);
@@ -57,6 +57,21 @@ fn serve(args: &ServeArgs) -> ExitCode {
             }
         }
     })
+}
+
+/// Pending connections the kernel queues for us: readers arrive in bursts (a deploy,
+/// a reconnect storm), and a full queue costs each a 1 s SYN retry.
+const LISTEN_BACKLOG: u32 = 4096;
+
+fn bind(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

@@ -71,6 +71,14 @@ impl<'a> Route<'a> {
     }
 }
 
+/// The job of a `GET /v1/jobs/{job}/logs` path, the one route the socket fast path serves.
+pub(crate) fn stream_route(path: &str) -> Option<&str> {
+    match Route::parse(path)? {
+        Route::JobLogs(job) => Some(job),
+        _ => None,
+    }
+}
+
 /// Serves one request.
 pub(crate) async fn handle(app: Arc<App>, req: Request<IncomingBody>) -> Response<Body> {
     // The path, never the query string: it may hold a token.
@@ -185,7 +193,11 @@ pub(crate) fn preflight(allow: &'static str) -> Response<Body> {
 }
 
 /// Adds `Access-Control-Allow-Origin` when the request's origin is allowed.
-fn apply_cors(allowed: &[String], origin: Option<&HeaderValue>, resp: &mut Response<Body>) {
+pub(crate) fn apply_cors<B>(
+    allowed: &[String],
+    origin: Option<&HeaderValue>,
+    resp: &mut Response<B>,
+) {
     let Some(origin) = origin else { return };
     let ok = allowed
         .iter()

@@ -13,12 +13,14 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
+use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::app::App;
 use crate::auth::{Authenticator, KeyError};
 use crate::config::Config;
 use crate::routes;
+use crate::socket::{self, Outcome};
 
 /// Why the server could not run.
 #[derive(Debug, thiserror::Error)]
@@ -42,7 +44,9 @@ pub async fn run(
     let app = Arc::new(App::new(config, auth));
     tokio::spawn(Arc::clone(&app.hub).reap_until(REAP_EVERY, app.shutdown.clone()));
 
-    let builder = connection_builder(&app.config);
+    let builder = Arc::new(connection_builder(&app.config));
+    // Every connection task, both paths, so the drain can wait for them.
+    let connections = TaskTracker::new();
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(app.config.limits.max_connections));
     tokio::pin!(shutdown);
@@ -65,21 +69,25 @@ pub async fn run(
         };
         let _ = stream.set_nodelay(true);
         let app = Arc::clone(&app);
-        let service = service_fn(move |req| {
-            let app = Arc::clone(&app);
-            async move { Ok::<_, Infallible>(routes::handle(app, req).await) }
-        });
-        let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
-        let conn = graceful.watch(conn);
+        let builder = Arc::clone(&builder);
+        let watcher = graceful.watcher();
         let span = tracing::info_span!("conn", client.addr = %addr);
-        tokio::spawn(
+        connections.spawn(
             async move {
-                if let Err(e) = conn.await {
+                let _slot = slot;
+                let io = match socket::serve(&app, stream).await {
+                    Outcome::Served | Outcome::Dropped => return,
+                    Outcome::Hyper(io) => io,
+                };
+                let service = service_fn(move |req| {
+                    // Boxed, so an idle connection does not carry a handler's state inline.
+                    let handling = Box::pin(routes::handle(Arc::clone(&app), req));
+                    async move { Ok::<_, Infallible>(handling.await) }
+                });
+                let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+                if let Err(e) = watcher.watch(conn.into_owned()).await {
                     tracing::debug!(error = %e, "connection ended with an error");
                 }
-                drop(slot);
             }
             .instrument(span),
         );

@@ -267,3 +267,44 @@ async fn late_joiner_sees_every_line_once_across_the_seam() {
         }
     }
 }
+
+#[tokio::test]
+async fn http2_cleartext_readers_stream_through_hyper() {
+    use http_body_util::BodyExt;
+    let server = TestServer::start().await;
+    server.publish_text("h2", "one\ntwo\n").await;
+    server.set_status("h2", "succeeded", Some(0)).await;
+    let tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .expect("h2c prior knowledge");
+    tokio::spawn(conn);
+    let req = http::Request::builder()
+        .uri(format!("http://{}/v1/jobs/h2/logs", server.addr))
+        .header("authorization", bearer(&read_token("h2")))
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    assert_eq!(resp.version(), http::Version::HTTP_2);
+    assert_eq!(
+        resp.headers()["content-type"],
+        "text/event-stream; charset=utf-8"
+    );
+    let body = tokio::time::timeout(T, resp.into_body().collect())
+        .await
+        .unwrap()
+        .unwrap()
+        .to_bytes();
+    let mut parser = tailgate_tests::sse::Parser::default();
+    let mut events = std::collections::VecDeque::new();
+    parser.feed(&body, &mut events);
+    let events: Vec<Event> = events.into();
+    assert_eq!(
+        logs(&events),
+        vec![(1, "one".to_string()), (2, "two".to_string())]
+    );
+    assert_eq!(events[2].json()["status"], "succeeded");
+}

@@ -195,12 +195,19 @@ async fn preflight(url: &JobUrl, token: Option<&str>) -> Result<(), u8> {
         Ok(req) => http::exchange_json(&url.endpoint, req).await,
         Err(e) => Err(e),
     };
-    let answer = match answer {
-        Ok(Ok(_)) => match http::get(&url.endpoint, &url.status_path(), token) {
+    // A finished job refuses even an empty upload (409); its status says how it ended.
+    let ask_status = match &answer {
+        Ok(Ok(_)) => true,
+        Ok(Err(f)) => f.code == "job_finished",
+        Err(_) => false,
+    };
+    let answer = if ask_status {
+        match http::get(&url.endpoint, &url.status_path(), token) {
             Ok(req) => http::exchange_json(&url.endpoint, req).await,
             Err(e) => Err(e),
-        },
-        other => other,
+        }
+    } else {
+        answer
     };
     match answer {
         Ok(Ok(status)) => match status["status"].as_str() {

@@ -1,0 +1,289 @@
+//! SSE readers over HTTP/1.1, served directly on their socket.
+//!
+//! hyper keeps its dispatcher and two 8 KiB buffers per connection for as long as a
+//! response streams, and an SSE reader may idle for an hour. So a `GET .../logs` that will
+//! certainly succeed is answered here: the head is parsed with `httparse`, the response
+//! head written once, then each chunk of shared frames goes straight to the socket and the
+//! task holds little more than its cursor. Every other request, and every refusal, goes to
+//! hyper with the bytes already read replayed in front ([`Prefixed`]).
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::{HeaderName, HeaderValue, Request, Response};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+
+use crate::app::App;
+use crate::auth::Access;
+use crate::handlers::{self, Opened};
+use crate::job_id::JobId;
+use crate::routes;
+use crate::subscription::Subscription;
+
+/// Bytes read at first for a request head; grown up to the header limit.
+const FIRST_READ: usize = 1024;
+/// Headers a fast-path request may carry.
+const MAX_HEADERS: usize = 48;
+
+/// What became of a connection.
+pub(crate) enum Outcome {
+    /// An SSE stream was served to its end.
+    Served,
+    /// Not ours: hyper serves it, starting with the bytes already read.
+    Hyper(Prefixed),
+    /// The peer left or never sent a head in time.
+    Dropped,
+}
+
+/// Serves `stream` if it opens with an SSE request this path takes.
+pub(crate) async fn serve(app: &App, mut stream: TcpStream) -> Outcome {
+    let limit = app.config.limits.max_header_bytes;
+    let read = tokio::time::timeout(
+        app.config.header_read_timeout,
+        read_head(&mut stream, limit),
+    )
+    .await;
+    let (buf, head_len) = match read {
+        Err(_) | Ok(Err(_)) => return Outcome::Dropped,
+        Ok(Ok(Head::Eof)) => return Outcome::Dropped,
+        Ok(Ok(Head::Other(buf))) => return Outcome::Hyper(Prefixed::new(buf.freeze(), stream)),
+        Ok(Ok(Head::Complete(buf, len))) => (buf, len),
+    };
+    let opened = match request(&buf, head_len) {
+        Some(req) => {
+            open(app, &req).map(|sub| (sub, req.headers().get(http::header::ORIGIN).cloned()))
+        }
+        None => None,
+    };
+    let Some((sub, origin)) = opened else {
+        return Outcome::Hyper(Prefixed::new(buf.freeze(), stream));
+    };
+    drop(buf);
+    let mut head = Response::new(());
+    handlers::sse_headers(head.headers_mut());
+    routes::apply_cors(&app.config.cors_origins, origin.as_ref(), &mut head);
+    if let Err(e) = stream_to(&mut stream, sub, response_head(&head), app).await {
+        tracing::debug!(error = %e, "stream reader went away");
+    }
+    Outcome::Served
+}
+
+enum Head {
+    /// A complete head of `len` bytes at the start of the buffer.
+    Complete(BytesMut, usize),
+    /// Something this path does not parse (HTTP/2 preface, odd or oversized heads).
+    Other(BytesMut),
+    Eof,
+}
+
+async fn read_head(stream: &mut TcpStream, limit: usize) -> io::Result<Head> {
+    let mut buf = BytesMut::with_capacity(FIRST_READ);
+    loop {
+        if stream.read_buf(&mut buf).await? == 0 {
+            return Ok(if buf.is_empty() {
+                Head::Eof
+            } else {
+                Head::Other(buf)
+            });
+        }
+        if !b"GET ".starts_with(&buf[..buf.len().min(4)]) {
+            return Ok(Head::Other(buf));
+        }
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        match httparse::Request::new(&mut headers).parse(&buf) {
+            Ok(httparse::Status::Complete(len)) => return Ok(Head::Complete(buf, len)),
+            Ok(httparse::Status::Partial) if buf.len() < limit => {
+                if buf.capacity() == buf.len() {
+                    buf.reserve(buf.len().min(limit - buf.len()));
+                }
+            }
+            _ => return Ok(Head::Other(buf)),
+        }
+    }
+}
+
+/// The head as an `http::Request`, if it is a plain `GET .../logs` with nothing after it.
+fn request(buf: &[u8], head_len: usize) -> Option<Request<()>> {
+    if head_len != buf.len() {
+        return None; // pipelined bytes: let hyper keep the connection's order
+    }
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut headers);
+    parsed.parse(buf).ok()?;
+    if parsed.method != Some("GET") || parsed.version != Some(1) {
+        return None;
+    }
+    let path = parsed.path?;
+    routes::stream_route(path.split('?').next()?)?;
+    let mut req = Request::builder().method("GET").uri(path).body(()).ok()?;
+    for h in parsed.headers.iter() {
+        let name = HeaderName::from_bytes(h.name.as_bytes()).ok()?;
+        let body_or_upgrade = name == http::header::CONTENT_LENGTH && h.value != b"0"
+            || name == http::header::TRANSFER_ENCODING
+            || name == http::header::UPGRADE
+            || name == http::header::EXPECT;
+        if body_or_upgrade {
+            return None;
+        }
+        req.headers_mut()
+            .append(name, HeaderValue::from_bytes(h.value).ok()?);
+    }
+    Some(req)
+}
+
+/// Runs the same checks as the hyper path; `None` leaves the answer to hyper.
+fn open(app: &App, req: &Request<()>) -> Option<Subscription> {
+    let job = JobId::parse(routes::stream_route(req.uri().path())?).ok()?;
+    routes::authorize(app, req, &job, Access::Read).ok()?;
+    match handlers::open_stream(app, &job, req).ok()? {
+        Opened::Stream(sub) => Some(sub),
+        Opened::NoContent => None,
+    }
+}
+
+fn response_head(resp: &Response<()>) -> BytesMut {
+    let mut head = BytesMut::with_capacity(256);
+    head.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
+    for (name, value) in resp.headers() {
+        head.extend_from_slice(name.as_str().as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(value.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    head.extend_from_slice(b"transfer-encoding: chunked\r\n\r\n");
+    head
+}
+
+/// Writes the head, then each chunk of the subscription, until it ends, the peer leaves
+/// or the gateway shuts down.
+async fn stream_to(
+    stream: &mut TcpStream,
+    mut sub: Subscription,
+    mut head: BytesMut,
+    app: &App,
+) -> io::Result<()> {
+    let shutdown = app.shutdown.clone();
+    loop {
+        let chunk = tokio::select! {
+            biased;
+            chunk = sub.next_chunk() => chunk,
+            gone = peer_gone(stream) => if gone { return Ok(()) } else { continue },
+        };
+        let Some(data) = chunk else { break };
+        // Chunked framing around the shared bytes; the head rides along the first write.
+        let size = format!("{:x}\r\n", data.len());
+        head.extend_from_slice(size.as_bytes());
+        let mut out = std::mem::take(&mut head)
+            .freeze()
+            .chain(data)
+            .chain(&b"\r\n"[..]);
+        tokio::select! {
+            written = stream.write_all_buf(&mut out) => written?,
+            _ = shutdown.cancelled() => return Ok(()),
+        }
+    }
+    head.extend_from_slice(b"0\r\n\r\n");
+    stream.write_all(&head).await?;
+    stream.shutdown().await
+}
+
+/// Completes when the peer closed (`true`) or sent something it should not have
+/// (`true`: a streaming response takes no further requests), or on a spurious wake-up.
+async fn peer_gone(stream: &TcpStream) -> bool {
+    if stream.readable().await.is_err() {
+        return true;
+    }
+    let mut probe = [0u8; 64];
+    !matches!(stream.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+}
+
+/// A socket whose first bytes were already read: they are replayed before the rest.
+pub(crate) struct Prefixed {
+    prefix: Bytes,
+    inner: TcpStream,
+}
+
+impl Prefixed {
+    fn new(prefix: Bytes, inner: TcpStream) -> Self {
+        Self { prefix, inner }
+    }
+}
+
+impl AsyncRead for Prefixed {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(buf.remaining());
+            buf.put_slice(&self.prefix[..n]);
+            self.prefix.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Prefixed {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_plain_stream_gets_are_taken() {
+        let ok = b"GET /v1/jobs/a/logs?token=t HTTP/1.1\r\nhost: x\r\nlast-event-id: 3\r\n\r\n";
+        let req = request(ok, ok.len()).expect("taken");
+        assert_eq!(req.uri().query(), Some("token=t"));
+        assert_eq!(req.headers()["last-event-id"], "3");
+        for other in [
+            &b"GET /v1/jobs/a/log HTTP/1.1\r\nhost: x\r\n\r\n"[..],
+            b"POST /v1/jobs/a/logs HTTP/1.1\r\nhost: x\r\n\r\n",
+            b"GET /v1/jobs/a/logs HTTP/1.0\r\nhost: x\r\n\r\n",
+            b"GET /v1/jobs/a/logs HTTP/1.1\r\nupgrade: websocket\r\n\r\n",
+            b"GET /v1/jobs/a/logs HTTP/1.1\r\ncontent-length: 5\r\n\r\n",
+        ] {
+            assert!(
+                request(other, other.len()).is_none(),
+                "{}",
+                String::from_utf8_lossy(other)
+            );
+        }
+        assert!(
+            request(ok, ok.len() - 2).is_none(),
+            "pipelined bytes go to hyper"
+        );
+    }
+}
