@@ -5,6 +5,7 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::Authenticator;
+use crate::capgo::CapgoState;
 use crate::config::Config;
 use crate::history::NoHistory;
 use crate::hub::{Hub, HubSettings};
@@ -21,6 +22,8 @@ pub(crate) struct App {
     /// Cancelled when the gateway starts draining: readiness turns false, and the hub
     /// closes every job so each stream ends itself (an SSE body never ends on its own).
     pub(crate) shutdown: CancellationToken,
+    /// The Capgo routes' confirmations and WebSocket sessions.
+    pub(crate) capgo: CapgoState,
 }
 
 impl App {
@@ -38,11 +41,13 @@ impl App {
         };
         let memory = Arc::new(MemoryBudget::new(limits.memory_budget_bytes));
         let hub = Arc::new(Hub::new(settings, memory, Arc::new(NoHistory)));
+        let capgo = CapgoState::new(&config);
         Self {
             config,
             hub,
             auth,
             shutdown: CancellationToken::new(),
+            capgo,
         }
     }
 

@@ -18,7 +18,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the gateway.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     // `tail` and `push` take their help text from their argument structs.
     Tail(TailArgs),
     Push(PushArgs),

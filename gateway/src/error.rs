@@ -46,6 +46,8 @@ pub(crate) enum ApiError {
     Draining,
     #[error("could not read the request body")]
     BodyRead,
+    #[error("this route is a WebSocket (version 13): send an upgrade request")]
+    UpgradeRequired,
 }
 
 impl ApiError {
@@ -62,6 +64,7 @@ impl ApiError {
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::OverLimit { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Draining => StatusCode::SERVICE_UNAVAILABLE,
+            Self::UpgradeRequired => StatusCode::UPGRADE_REQUIRED,
         }
     }
 
@@ -79,6 +82,7 @@ impl ApiError {
             Self::OverLimit { .. } => "over_limit",
             Self::Draining => "draining",
             Self::BodyRead => "bad_body",
+            Self::UpgradeRequired => "upgrade_required",
         }
     }
 
@@ -122,6 +126,13 @@ impl ApiError {
             }
             Self::Draining => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            Self::UpgradeRequired => {
+                headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+                headers.insert(
+                    header::SEC_WEBSOCKET_VERSION,
+                    HeaderValue::from_static("13"),
+                );
             }
             _ => {}
         }

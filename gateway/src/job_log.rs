@@ -27,6 +27,8 @@ const ENTRY_OVERHEAD: usize = 160;
 pub(crate) enum LazyFrame {
     /// SSE with `?format=text`: a log line as raw `data:` lines.
     SseText = 0,
+    /// Capgo's WebSocket JSON frame (`log`, `status` or `custom_msg`).
+    CapgoWs = 1,
 }
 
 /// One record of the log with its shared encodings.
@@ -35,7 +37,7 @@ pub(crate) struct Entry {
     pub(crate) record: Record,
     /// The SSE frame with JSON data, encoded once at append.
     pub(crate) sse: Bytes,
-    lazy: [OnceLock<Bytes>; 1],
+    lazy: [OnceLock<Bytes>; 2],
 }
 
 impl Entry {

@@ -10,6 +10,7 @@
 //! - `job_log`: one job's append-only log, a byte-bounded ring of encode-once records.
 //! - `hub`: every job by id, created on first use, reaped after retention.
 //! - `subscription`: one reader's cursor, written out as SSE in batches.
+//! - `capgo`: Capgo's `logs_url` routes: its WebSocket frames, resume by confirmed id.
 //! - `sse`: injection-proof SSE encoding. [`record`]: records and statuses.
 //! - `history`: where evicted records are read back (none by default: readers get a gap).
 //! - `memory`: the process-wide budget for held records.
@@ -28,6 +29,7 @@ pub mod server;
 
 pub(crate) mod app;
 pub(crate) mod body;
+pub(crate) mod capgo;
 pub(crate) mod error;
 pub(crate) mod handlers;
 pub(crate) mod history;

@@ -11,6 +11,7 @@ use tracing::Instrument;
 use crate::app::App;
 use crate::auth::{token_from_request, Access, AuthError, JobClaims};
 use crate::body::{empty, Body};
+use crate::capgo;
 use crate::error::ApiError;
 use crate::handlers;
 use crate::job_id::JobId;
@@ -108,6 +109,9 @@ pub(crate) async fn handle(app: Arc<App>, req: Request<IncomingBody>) -> Respons
 }
 
 async fn dispatch(app: &Arc<App>, req: Request<IncomingBody>) -> Result<Response<Body>, ApiError> {
+    if capgo::owns(&app.config.capgo, req.uri().path()) {
+        return capgo::dispatch(app, req).await;
+    }
     let route = Route::parse(req.uri().path()).ok_or(ApiError::NotFound)?;
     let method = req.method().clone();
     if method == Method::OPTIONS {
@@ -168,7 +172,7 @@ pub(crate) fn query_param<'a>(query: Option<&'a str>, name: &str) -> Option<Cow<
         .map(|(_, v)| v)
 }
 
-fn preflight(allow: &'static str) -> Response<Body> {
+pub(crate) fn preflight(allow: &'static str) -> Response<Body> {
     let mut resp = Response::new(empty());
     *resp.status_mut() = StatusCode::NO_CONTENT;
     let h = resp.headers_mut();

@@ -102,10 +102,11 @@ pub async fn run(
     app.shutdown.cancel();
     app.hub.close_all();
     drop(listener);
-    if tokio::time::timeout(drain_timeout, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    let drained = async {
+        graceful.shutdown().await;
+        app.capgo.drain().await;
+    };
+    if tokio::time::timeout(drain_timeout, drained).await.is_err() {
         tracing::warn!(
             timeout_secs = drain_timeout.as_secs(),
             "drain timed out; closing the rest"

@@ -1,6 +1,7 @@
 //! Test support: the real server on an ephemeral loopback port, a small HTTP client, and
 //! a spec-correct SSE reader. Tests bind `127.0.0.1:0`; there are no port races.
 
+pub mod capgo;
 pub mod cli;
 pub mod http_client;
 pub mod proxy;

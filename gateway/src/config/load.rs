@@ -125,6 +125,13 @@ pub struct ServeArgs {
     /// Bytes a subscriber writes per batch [default: 65536].
     #[arg(long, value_name = "BYTES")]
     pub batch_bytes: Option<usize>,
+    /// Serve Capgo's `logs_url` routes under `--capgo-prefix`: `true` or `false`
+    /// [default: true].
+    #[arg(long, value_name = "BOOL")]
+    pub capgo_compat: Option<bool>,
+    /// Path prefix of the Capgo routes [default: /build_logs_direct].
+    #[arg(long, value_name = "PATH")]
+    pub capgo_prefix: Option<String>,
     /// Log output: `pretty` or `json` [default: pretty].
     #[arg(long, value_name = "FORMAT")]
     pub log_format: Option<String>,
@@ -158,6 +165,8 @@ const FILE_KEYS: &[&str] = &[
     "max_log_bytes",
     "batch_bytes",
     "log_format",
+    "capgo_compat",
+    "capgo_prefix",
     "dev",
 ];
 
@@ -412,6 +421,12 @@ pub(super) fn load(args: &ServeArgs, env: &dyn Env) -> Result<Config, ConfigErro
             ))
         }
     };
+    if let Some(enabled) = l.get(args.capgo_compat, "capgo-compat")? {
+        config.capgo.enabled = enabled;
+    }
+    if let Some(prefix) = l.get(args.capgo_prefix.clone(), "capgo-prefix")? {
+        config.capgo.prefix = capgo_prefix(&prefix)?;
+    }
 
     let lim = &mut config.limits;
     let sizes: [(&str, Option<usize>, &mut usize); 9] = [
@@ -471,6 +486,37 @@ pub(super) fn load(args: &ServeArgs, env: &dyn Env) -> Result<Config, ConfigErro
         ));
     }
     Ok(config)
+}
+
+/// A Capgo prefix: `/` and path segments, no trailing `/`, not under the gateway's own
+/// routes.
+fn capgo_prefix(raw: &str) -> Result<String, ConfigError> {
+    let bad = |why: &str| Err(ConfigError::new("capgo-prefix", format!("{raw:?} {why}")));
+    let prefix = raw.trim().trim_end_matches('/');
+    if !prefix.starts_with('/') {
+        return bad("must start with /");
+    }
+    if prefix
+        .split('/')
+        .skip(1)
+        .any(|seg| seg.is_empty() || seg == "." || seg == "..")
+    {
+        return bad("must be non-empty path segments");
+    }
+    if !prefix
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"/._-~".contains(&b))
+    {
+        return bad("may only hold letters, digits and / . _ - ~");
+    }
+    let clashes = |own: &str| prefix == own || prefix.starts_with(&format!("{own}/"));
+    if ["/v1", "/healthz", "/readyz", "/metrics"]
+        .iter()
+        .any(|own| clashes(own))
+    {
+        return bad("overlaps the gateway's own routes");
+    }
+    Ok(prefix.to_string())
 }
 
 /// 32 random bytes as hex, for `--dev`.
@@ -566,6 +612,63 @@ mod tests {
                 "{k}={v}"
             );
         }
+    }
+
+    #[test]
+    fn capgo_routes_are_configurable() {
+        let base = [
+            ("TAILGATE_JWT_SECRET", "s"),
+            ("TAILGATE_JWT_ISSUER", "i"),
+            ("TAILGATE_JWT_AUDIENCE", "a"),
+        ];
+        let c = Config::load(&ServeArgs::default(), &env(&base)).unwrap();
+        assert_eq!(c.capgo, CapgoConfig::default());
+        assert!(c.capgo.enabled);
+        assert_eq!(c.capgo.prefix, "/build_logs_direct");
+
+        let mut pairs = base.to_vec();
+        pairs.push(("TAILGATE_CAPGO_COMPAT", "false"));
+        pairs.push(("TAILGATE_CAPGO_PREFIX", "/logs/capgo/"));
+        let c = Config::load(&ServeArgs::default(), &env(&pairs)).unwrap();
+        assert!(!c.capgo.enabled);
+        assert_eq!(c.capgo.prefix, "/logs/capgo");
+
+        let args = ServeArgs {
+            capgo_compat: Some(true),
+            ..Default::default()
+        };
+        assert!(Config::load(&args, &env(&pairs)).unwrap().capgo.enabled);
+
+        for bad in ["logs", "/", "/a//b", "/v1/x", "/healthz", "/a b", "/../x"] {
+            let mut pairs = base.to_vec();
+            pairs.push(("TAILGATE_CAPGO_PREFIX", bad));
+            assert_eq!(
+                Config::load(&ServeArgs::default(), &env(&pairs))
+                    .unwrap_err()
+                    .key,
+                "capgo-prefix",
+                "{bad}"
+            );
+        }
+        let dir = std::env::temp_dir().join(format!("tailgate-capgo-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("t.toml");
+        std::fs::write(&file, "capgo_compat = false\ncapgo_prefix = \"/cap\"\n").unwrap();
+        let args = ServeArgs {
+            config: Some(file),
+            ..Default::default()
+        };
+        let c = Config::load(&args, &env(&base)).unwrap();
+        assert_eq!((c.capgo.enabled, c.capgo.prefix.as_str()), (false, "/cap"));
+
+        let mut pairs = base.to_vec();
+        pairs.push(("TAILGATE_CAPGO_COMPAT", "maybe"));
+        assert_eq!(
+            Config::load(&ServeArgs::default(), &env(&pairs))
+                .unwrap_err()
+                .key,
+            "TAILGATE_CAPGO_COMPAT"
+        );
     }
 
     #[test]

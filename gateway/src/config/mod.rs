@@ -31,6 +31,7 @@ pub const DEFAULT_JOB_MEMORY_BYTES: usize = 64 * 1024 * 1024;
 pub const DEFAULT_MEMORY_BUDGET_BYTES: usize = 1024 * 1024 * 1024;
 pub const DEFAULT_MAX_LOG_BYTES: u64 = 512 * 1024 * 1024;
 pub const DEFAULT_BATCH_BYTES: usize = 64 * 1024;
+pub const DEFAULT_CAPGO_PREFIX: &str = "/build_logs_direct";
 
 /// How log lines of the gateway itself are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,6 +60,8 @@ pub struct Config {
     /// Origins allowed by CORS (`*` for any); empty: no CORS headers.
     pub cors_origins: Vec<String>,
     pub limits: Limits,
+    /// Capgo's `logs_url` routes: a WebSocket speaking Capgo's frames, and SSE.
+    pub capgo: CapgoConfig,
     pub log_format: LogFormat,
     /// Started with `--dev`: a random secret and a printed example.
     pub dev: bool,
@@ -83,6 +86,25 @@ pub struct Limits {
     pub max_log_bytes: u64,
     /// Bytes a subscriber takes from the log per write.
     pub batch_bytes: usize,
+}
+
+/// The Capgo compatibility routes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CapgoConfig {
+    /// Serve the routes at all.
+    pub enabled: bool,
+    /// Path the routes live under: `{prefix}/{job}`, `{prefix}/{job}/start`,
+    /// `{prefix}/{job}/stream`. Starts with `/`, no trailing `/`.
+    pub prefix: String,
+}
+
+impl Default for CapgoConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            prefix: DEFAULT_CAPGO_PREFIX.to_string(),
+        }
+    }
 }
 
 impl Default for Limits {
@@ -126,6 +148,7 @@ impl Config {
             gather: DEFAULT_GATHER,
             cors_origins: Vec::new(),
             limits: Limits::default(),
+            capgo: CapgoConfig::default(),
             log_format: LogFormat::Pretty,
             dev: false,
         }

@@ -1,0 +1,191 @@
+//! The last id each Capgo client confirmed, per job and token, so a reconnecting client
+//! (which sends no resume point and drops no duplicates) continues strictly after it.
+//!
+//! Keyed by the job and a keyed hash of the token (the token itself is never stored);
+//! bounded in entries, and each entry expires a while after its last confirmation.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crate::job_id::JobId;
+
+/// Which client a confirmation belongs to: a job and the hash of its reader's token.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct ClientKey {
+    job: JobId,
+    token_hash: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    last_id: u64,
+    touched: Instant,
+}
+
+/// Every client's last confirmed id.
+pub(crate) struct Confirmations {
+    slots: Mutex<HashMap<ClientKey, Slot>>,
+    /// Keys the token hash with a per-process random key, so a stored hash says nothing
+    /// about the token outside this process.
+    hasher: RandomState,
+    /// An entry not confirmed again for this long is forgotten.
+    ttl: Duration,
+    /// Entries held at most; beyond it the expired, then the oldest, are dropped.
+    capacity: usize,
+}
+
+impl Confirmations {
+    pub(crate) fn new(ttl: Duration, capacity: usize) -> Self {
+        Self {
+            slots: Mutex::new(HashMap::new()),
+            hasher: RandomState::new(),
+            ttl,
+            capacity: capacity.max(1),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<ClientKey, Slot>> {
+        // Every update is a single insert or removal: a poisoned map is still consistent.
+        self.slots.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The key of the client reading `job` with `token`.
+    pub(crate) fn key(&self, job: &JobId, token: &str) -> ClientKey {
+        ClientKey {
+            job: job.clone(),
+            token_hash: self.hasher.hash_one(token),
+        }
+    }
+
+    /// The last id `key` confirmed, unless forgotten.
+    pub(crate) fn last(&self, key: &ClientKey) -> Option<u64> {
+        self.last_at(key, Instant::now())
+    }
+
+    fn last_at(&self, key: &ClientKey, now: Instant) -> Option<u64> {
+        let slots = self.lock();
+        let slot = slots.get(key)?;
+        (now.saturating_duration_since(slot.touched) < self.ttl).then_some(slot.last_id)
+    }
+
+    /// Records that `key` has every record up to `id`; ids only move forward.
+    pub(crate) fn confirm(&self, key: &ClientKey, id: u64) {
+        self.confirm_at(key, id, Instant::now());
+    }
+
+    fn confirm_at(&self, key: &ClientKey, id: u64, now: Instant) {
+        let mut slots = self.lock();
+        if let Some(slot) = slots.get_mut(key) {
+            let live = now.saturating_duration_since(slot.touched) < self.ttl;
+            slot.last_id = if live { slot.last_id.max(id) } else { id };
+            slot.touched = now;
+            return;
+        }
+        if slots.len() >= self.capacity {
+            self.make_room(&mut slots, now);
+        }
+        slots.insert(
+            key.clone(),
+            Slot {
+                last_id: id,
+                touched: now,
+            },
+        );
+    }
+
+    /// Forgets `key`, when its job started over.
+    pub(crate) fn forget(&self, key: &ClientKey) {
+        self.lock().remove(key);
+    }
+
+    /// Drops expired entries, then the least recently confirmed quarter if still full.
+    fn make_room(&self, slots: &mut HashMap<ClientKey, Slot>, now: Instant) {
+        slots.retain(|_, s| now.saturating_duration_since(s.touched) < self.ttl);
+        if slots.len() < self.capacity {
+            return;
+        }
+        let mut ages: Vec<Instant> = slots.values().map(|s| s.touched).collect();
+        let cut = (self.capacity / 4).max(1).min(ages.len() - 1);
+        let (_, oldest_kept, _) = ages.select_nth_unstable(cut);
+        let oldest_kept = *oldest_kept;
+        slots.retain(|_, s| s.touched >= oldest_kept);
+        tracing::debug!(
+            capgo.confirmations = slots.len(),
+            "confirmation store full; dropped the oldest"
+        );
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.lock().len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(s: &str) -> JobId {
+        JobId::parse(s).unwrap()
+    }
+
+    #[test]
+    fn ids_move_forward_per_job_and_token() {
+        let store = Confirmations::new(Duration::from_secs(60), 100);
+        let a = store.key(&job("j1"), "token-a");
+        let b = store.key(&job("j1"), "token-b");
+        let other_job = store.key(&job("j2"), "token-a");
+        assert_eq!(a, store.key(&job("j1"), "token-a"));
+        assert_eq!(store.last(&a), None);
+        store.confirm(&a, 5);
+        store.confirm(&a, 3);
+        assert_eq!(store.last(&a), Some(5), "never backwards");
+        assert_eq!((store.last(&b), store.last(&other_job)), (None, None));
+        store.forget(&a);
+        assert_eq!(store.last(&a), None);
+    }
+
+    #[test]
+    fn entries_expire() {
+        let store = Confirmations::new(Duration::from_secs(60), 100);
+        let a = store.key(&job("j"), "t");
+        let t0 = Instant::now();
+        store.confirm_at(&a, 9, t0);
+        assert_eq!(store.last_at(&a, t0 + Duration::from_secs(59)), Some(9));
+        assert_eq!(store.last_at(&a, t0 + Duration::from_secs(61)), None);
+        store.confirm_at(&a, 2, t0 + Duration::from_secs(61));
+        assert_eq!(
+            store.last_at(&a, t0 + Duration::from_secs(62)),
+            Some(2),
+            "an expired id does not hold a new one back"
+        );
+    }
+
+    #[test]
+    fn bounded_dropping_expired_then_oldest() {
+        let store = Confirmations::new(Duration::from_secs(60), 8);
+        let t0 = Instant::now();
+        for i in 0..8u64 {
+            let k = store.key(&job("j"), &format!("t{i}"));
+            store.confirm_at(&k, i, t0 + Duration::from_secs(i));
+        }
+        assert_eq!(store.len(), 8);
+        let newest = store.key(&job("j"), "t7");
+        let oldest = store.key(&job("j"), "t0");
+        let k = store.key(&job("j"), "late");
+        store.confirm_at(&k, 1, t0 + Duration::from_secs(10));
+        assert!(store.len() <= 8);
+        let now = t0 + Duration::from_secs(10);
+        assert_eq!(store.last_at(&oldest, now), None, "oldest dropped");
+        assert_eq!(store.last_at(&newest, now), Some(7));
+        assert_eq!(store.last_at(&k, now), Some(1));
+        // All expired: they go first.
+        for i in 0..20u64 {
+            let k = store.key(&job("j"), &format!("x{i}"));
+            store.confirm_at(&k, i, t0 + Duration::from_secs(1000 + i));
+        }
+        assert!(store.len() <= 8);
+    }
+}

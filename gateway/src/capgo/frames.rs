@@ -1,0 +1,215 @@
+//! Capgo's JSON frames: each record's frame is encoded once, on first use, and shared by
+//! every WebSocket reader of the job; batches are built from those shared frames.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use serde_json::Value;
+
+use crate::job_log::{Entry, LazyFrame};
+use crate::record::{JobStatus, Record, RecordBody};
+
+/// The answer to every client `heartbeat`.
+pub(crate) const HEARTBEAT_RESPONSE: &str = r#"{"type":"heartbeat_response"}"#;
+
+/// The record's frame, shared by every reader.
+pub(crate) fn entry_frame(entry: &Entry) -> Bytes {
+    entry.lazy_frame(LazyFrame::CapgoWs, record_frame)
+}
+
+/// `{"type":"log","message":..,"id":seq}`, `{"type":"status","status":..,"id":seq}` or
+/// `{"type":"custom_msg","kind":..,"data":..,"id":seq}`.
+pub(crate) fn record_frame(record: &Record) -> Bytes {
+    let text = match &record.body {
+        RecordBody::Log { line, .. } => format!(
+            r#"{{"type":"log","message":{},"id":{}}}"#,
+            json_string(line),
+            record.seq
+        ),
+        RecordBody::Status { status, .. } => status_frame(*status, record.seq),
+        RecordBody::Custom { kind, data } => format!(
+            r#"{{"type":"custom_msg","kind":{},"data":{},"id":{}}}"#,
+            json_string(kind),
+            data,
+            record.seq
+        ),
+    };
+    Bytes::from(text)
+}
+
+/// A status frame for `status` at `seq`.
+pub(crate) fn status_frame(status: JobStatus, seq: u64) -> String {
+    format!(
+        r#"{{"type":"status","status":"{}","id":{seq}}}"#,
+        capgo_status(status)
+    )
+}
+
+/// The status as Capgo names it. Capgo has no `lost`; its CLI treats only `succeeded`,
+/// `failed`, `expired`, `released` and `cancelled` as final, so a lost job is `failed`.
+pub(crate) fn capgo_status(status: JobStatus) -> &'static str {
+    match status {
+        JobStatus::Lost => "failed",
+        other => other.as_str(),
+    }
+}
+
+/// `{"type":"batch_messages","messages":[..]}` around already encoded frames.
+pub(crate) fn batch(frames: &[Bytes]) -> Bytes {
+    const HEAD: &[u8] = br#"{"type":"batch_messages","messages":["#;
+    let len = HEAD.len() + 2 + frames.iter().map(|f| f.len() + 1).sum::<usize>();
+    let mut out = BytesMut::with_capacity(len);
+    out.put_slice(HEAD);
+    for (i, frame) in frames.iter().enumerate() {
+        if i > 0 {
+            out.put_u8(b',');
+        }
+        out.put_slice(frame);
+    }
+    out.put_slice(b"]}");
+    out.freeze()
+}
+
+fn json_string(s: &str) -> String {
+    Value::from(s).to_string()
+}
+
+/// What a client frame asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ClientFrame {
+    /// `{"type":"heartbeat","lastId":N}`: answer, and confirm `N`.
+    Heartbeat { last_id: Option<u64> },
+    /// `{"type":"confirmed_received","lastId":N}`.
+    Confirmed { last_id: Option<u64> },
+    /// Anything else, ignored.
+    Other,
+}
+
+/// Reads a client text frame; never fails (unknown frames are [`ClientFrame::Other`]).
+pub(crate) fn parse_client(text: &str) -> ClientFrame {
+    let Ok(Value::Object(obj)) = serde_json::from_str::<Value>(text) else {
+        return ClientFrame::Other;
+    };
+    let last_id = obj.get("lastId").and_then(|v| match v {
+        Value::Number(n) => n
+            .as_u64()
+            .or_else(|| n.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64)),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    });
+    match obj.get("type").and_then(Value::as_str) {
+        Some("heartbeat") => ClientFrame::Heartbeat { last_id },
+        Some("confirmed_received") => ClientFrame::Confirmed { last_id },
+        _ => ClientFrame::Other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::Stream;
+    use serde_json::json;
+
+    fn rec(seq: u64, body: RecordBody) -> Record {
+        Record {
+            seq,
+            ts_ms: 0,
+            body,
+        }
+    }
+
+    fn parse(b: &Bytes) -> Value {
+        serde_json::from_slice(b).unwrap()
+    }
+
+    #[test]
+    fn record_frames_have_capgo_shapes() {
+        let log = rec(
+            7,
+            RecordBody::Log {
+                stream: Stream::Stderr,
+                line: "a \"quoted\"\r\n\u{1b}[1mline".into(),
+            },
+        );
+        assert_eq!(
+            parse(&record_frame(&log)),
+            json!({"type":"log","message":"a \"quoted\"\r\n\u{1b}[1mline","id":7})
+        );
+        let status = rec(
+            8,
+            RecordBody::Status {
+                status: JobStatus::Succeeded,
+                exit_code: Some(0),
+            },
+        );
+        assert_eq!(
+            parse(&record_frame(&status)),
+            json!({"type":"status","status":"succeeded","id":8})
+        );
+        let lost = rec(
+            9,
+            RecordBody::Status {
+                status: JobStatus::Lost,
+                exit_code: None,
+            },
+        );
+        assert_eq!(parse(&record_frame(&lost))["status"], "failed");
+        let custom = rec(
+            10,
+            RecordBody::Custom {
+                kind: "qr_download_link".into(),
+                data: json!({"url":"https://x/y?a=1"}),
+            },
+        );
+        assert_eq!(
+            parse(&record_frame(&custom)),
+            json!({"type":"custom_msg","kind":"qr_download_link","data":{"url":"https://x/y?a=1"},"id":10})
+        );
+    }
+
+    #[test]
+    fn batches_wrap_shared_frames() {
+        let frames: Vec<Bytes> = (1..=3)
+            .map(|i| {
+                record_frame(&rec(
+                    i,
+                    RecordBody::Log {
+                        stream: Stream::Stdout,
+                        line: format!("l{i}"),
+                    },
+                ))
+            })
+            .collect();
+        let v = parse(&batch(&frames));
+        assert_eq!(v["type"], "batch_messages");
+        let ids: Vec<u64> = v["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].as_u64().unwrap())
+            .collect();
+        assert_eq!(ids, vec![1, 2, 3]);
+        assert_eq!(parse(&batch(&[]))["messages"], json!([]));
+    }
+
+    #[test]
+    fn client_frames_are_read_leniently() {
+        assert_eq!(
+            parse_client(r#"{"type":"heartbeat","lastId":12}"#),
+            ClientFrame::Heartbeat { last_id: Some(12) }
+        );
+        assert_eq!(
+            parse_client(r#"{"type":"confirmed_received","lastId":3.0}"#),
+            ClientFrame::Confirmed { last_id: Some(3) }
+        );
+        assert_eq!(
+            parse_client(r#"{"type":"heartbeat"}"#),
+            ClientFrame::Heartbeat { last_id: None }
+        );
+        assert_eq!(
+            parse_client(r#"{"type":"confirmed_received","lastId":-1}"#),
+            ClientFrame::Confirmed { last_id: None }
+        );
+        for other in ["", "nope", "[]", r#"{"type":"hello"}"#] {
+            assert_eq!(parse_client(other), ClientFrame::Other, "{other}");
+        }
+    }
+}

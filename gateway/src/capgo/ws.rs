@@ -1,0 +1,396 @@
+//! One Capgo WebSocket reader: the upgrade, then a session that sends the job's records
+//! as Capgo frames from just after the client's last confirmed id, answers heartbeats,
+//! pings through silent build steps, and closes after the final status or on shutdown.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
+use hyper::body::Incoming as IncomingBody;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+use tokio_tungstenite::WebSocketStream;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::confirmations::{ClientKey, Confirmations};
+use super::frames::{self, ClientFrame};
+use crate::app::App;
+use crate::auth::{token_from_request, AuthError};
+use crate::body::{empty, Body};
+use crate::error::ApiError;
+use crate::handlers;
+use crate::job_id::JobId;
+use crate::job_log::{Attached, Read};
+
+/// Records per `batch_messages` frame at most.
+const MAX_BATCH_RECORDS: usize = 200;
+/// Bytes of records taken per frame at most (the last record may pass it).
+const MAX_BATCH_BYTES: usize = 256 * 1024;
+/// Client frames are small JSON objects; anything bigger is refused by the codec.
+const MAX_CLIENT_MESSAGE: usize = 64 * 1024;
+/// How long a close frame and the client's answer may take.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
+/// A frame that cannot be written for this long means the client is gone.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Answers an upgrade request to `{prefix}/{job}/stream` whose token was checked: `101`
+/// now, the session once hyper hands over the connection.
+pub(crate) fn upgrade(
+    app: &Arc<App>,
+    id: &JobId,
+    mut req: Request<IncomingBody>,
+) -> Result<Response<Body>, ApiError> {
+    if app.is_draining() {
+        return Err(ApiError::Draining);
+    }
+    let accept = handshake_accept(req.headers())?;
+    let token = token_from_request(req.headers(), req.uri().query()).ok_or(AuthError::Missing)?;
+    let key = app.capgo.confirmations.key(id, &token);
+    let job = handlers::job(app, id)?;
+    let attached = job.attach_subscriber().ok_or_else(|| ApiError::OverLimit {
+        message: format!(
+            "job {id} has its maximum of {} readers",
+            app.config.limits.max_subscribers_per_job
+        ),
+        retry_after: Duration::from_secs(5),
+    })?;
+    let session = Session::new(app, attached, key);
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let span = tracing::info_span!("capgo_ws", job.id = %id);
+    app.capgo.sessions.spawn(
+        async move {
+            match on_upgrade.await {
+                Ok(upgraded) => {
+                    let config = WebSocketConfig::default()
+                        .max_message_size(Some(MAX_CLIENT_MESSAGE))
+                        .max_frame_size(Some(MAX_CLIENT_MESSAGE));
+                    let ws = WebSocketStream::from_raw_socket(
+                        TokioIo::new(upgraded),
+                        Role::Server,
+                        Some(config),
+                    )
+                    .await;
+                    session.run(ws).await;
+                }
+                Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
+            }
+        }
+        .instrument(span),
+    );
+
+    let mut resp = Response::new(empty());
+    *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = resp.headers_mut();
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    h.insert(
+        header::SEC_WEBSOCKET_ACCEPT,
+        HeaderValue::from_str(&accept).map_err(|_| ApiError::UpgradeRequired)?,
+    );
+    Ok(resp)
+}
+
+/// Checks the request is a WebSocket (version 13) upgrade; returns the accept key.
+fn handshake_accept(headers: &HeaderMap) -> Result<String, ApiError> {
+    let has_token = |name: header::HeaderName, token: &str| {
+        headers.get_all(name).iter().any(|v| {
+            v.to_str().is_ok_and(|v| {
+                v.split(',')
+                    .any(|part| part.trim().eq_ignore_ascii_case(token))
+            })
+        })
+    };
+    if !has_token(header::UPGRADE, "websocket") || !has_token(header::CONNECTION, "upgrade") {
+        return Err(ApiError::UpgradeRequired);
+    }
+    if headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .is_none_or(|v| v.as_bytes() != b"13")
+    {
+        return Err(ApiError::UpgradeRequired);
+    }
+    let key = headers
+        .get(header::SEC_WEBSOCKET_KEY)
+        .map(|v| v.as_bytes())
+        .filter(|k| !k.is_empty())
+        .ok_or_else(|| ApiError::BadRequest("Sec-WebSocket-Key is missing".into()))?;
+    Ok(derive_accept_key(key))
+}
+
+/// What the log has for the client next.
+enum Next {
+    /// A frame to send; `true` when it carries the final status.
+    Frame(Bytes, bool),
+    /// Nothing yet.
+    Idle,
+}
+
+/// One WebSocket reader's cursor into one job's log.
+struct Session {
+    /// Keeps the reader counted on its job; gives the log.
+    attached: Attached,
+    /// Seq of the next record to send.
+    cursor: u64,
+    key: ClientKey,
+    confirmations: Arc<Confirmations>,
+    /// Woken on every append.
+    seq_rx: watch::Receiver<u64>,
+    /// Pings this often; a client silent for three times this long is gone.
+    keepalive: Duration,
+    batch_bytes: usize,
+    gather: Duration,
+    shutdown: CancellationToken,
+}
+
+impl Session {
+    fn new(app: &App, attached: Attached, key: ClientKey) -> Self {
+        let confirmations = Arc::clone(&app.capgo.confirmations);
+        let job = attached.job();
+        let last_seq = job.last_seq();
+        let cursor = match confirmations.last(&key) {
+            // An id beyond the log is from an earlier life of the job: start over.
+            Some(n) if n > last_seq => {
+                confirmations.forget(&key);
+                1
+            }
+            Some(n) => n + 1,
+            None => 1,
+        };
+        let pacing = app.pacing();
+        Self {
+            seq_rx: job.watch(),
+            attached,
+            cursor,
+            key,
+            confirmations,
+            keepalive: pacing.keepalive,
+            batch_bytes: pacing.batch_bytes.min(MAX_BATCH_BYTES),
+            gather: pacing.gather,
+            shutdown: app.shutdown.child_token(),
+        }
+    }
+
+    async fn run<S>(mut self, mut ws: WebSocketStream<S>)
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        tracing::debug!(cursor = self.cursor, "capgo reader attached");
+        let mut ping = tokio::time::interval_at(Instant::now() + self.keepalive, self.keepalive);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_heard = Instant::now();
+        loop {
+            let ready = self.has_more();
+            tokio::select! {
+                biased;
+                _ = self.shutdown.cancelled() => {
+                    self.close(&mut ws, CloseCode::Away, "gateway shutting down", CLOSE_WAIT).await;
+                    return;
+                }
+                incoming = ws.next() => match incoming {
+                    Some(Ok(msg)) => {
+                        last_heard = Instant::now();
+                        if let Some(reply) = self.on_message(msg) {
+                            if !self.send(&mut ws, reply).await {
+                                return;
+                            }
+                        }
+                    }
+                    Some(Err(e)) => {
+                        tracing::debug!(error = %e, "capgo reader went away");
+                        return;
+                    }
+                    None => {
+                        tracing::debug!("capgo reader closed");
+                        return;
+                    }
+                },
+                _ = ping.tick() => {
+                    if last_heard.elapsed() > 3 * self.keepalive {
+                        tracing::debug!("capgo reader silent; closing");
+                        self.close(&mut ws, CloseCode::Away, "no heartbeat", Duration::ZERO).await;
+                        return;
+                    }
+                    if !self.send(&mut ws, Message::Ping(Bytes::new())).await {
+                        return;
+                    }
+                }
+                changed = self.seq_rx.changed(), if !ready => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    if !self.gather.is_zero() {
+                        tokio::time::sleep(self.gather).await;
+                    }
+                }
+                _ = std::future::ready(()), if ready => {
+                    if let Next::Frame(frame, last) = self.next_frame() {
+                        if !self.send(&mut ws, text(frame)).await {
+                            return;
+                        }
+                        if last {
+                            self.close(&mut ws, CloseCode::Normal, "build finished", CLOSE_WAIT).await;
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether the log has something past the cursor, or ended (the final status is then
+    /// sent again, so a client reconnecting after it still learns the result).
+    fn has_more(&mut self) -> bool {
+        let last = *self.seq_rx.borrow_and_update();
+        self.cursor <= last || self.attached.job().is_finished()
+    }
+
+    /// The next frame: one record's frame, a batch, or the final status again.
+    fn next_frame(&mut self) -> Next {
+        let job = self.attached.job();
+        loop {
+            match job.read(self.cursor, self.batch_bytes) {
+                Read::Entries(mut entries) => {
+                    entries.truncate(MAX_BATCH_RECORDS);
+                    let Some(last) = entries.last() else {
+                        return Next::Idle;
+                    };
+                    self.cursor = last.seq() + 1;
+                    let done = last.record.is_terminal();
+                    let frame = match entries.as_slice() {
+                        [one] => frames::entry_frame(one),
+                        many => {
+                            let parts: Vec<Bytes> =
+                                many.iter().map(|e| frames::entry_frame(e)).collect();
+                            frames::batch(&parts)
+                        }
+                    };
+                    return Next::Frame(frame, done);
+                }
+                Read::Gap { from, to } => {
+                    // Capgo has no gap frame: go on from the first record held.
+                    tracing::debug!(
+                        gap.from = from,
+                        gap.to = to,
+                        "capgo reader skipped records no longer held"
+                    );
+                    self.cursor = to + 1;
+                }
+                Read::Idle => return Next::Idle,
+                Read::End => return Next::Frame(self.final_status(), true),
+            }
+        }
+    }
+
+    /// The final status frame, for a client that already confirmed it.
+    fn final_status(&self) -> Bytes {
+        let job = self.attached.job();
+        let last = job.last_seq();
+        if let Read::Entries(entries) = job.read(last, 1) {
+            if let Some(entry) = entries.first().filter(|e| e.record.is_terminal()) {
+                return frames::entry_frame(entry);
+            }
+        }
+        Bytes::from(frames::status_frame(job.snapshot().status, last))
+    }
+
+    /// Handles a client frame; returns the reply, if any.
+    fn on_message(&mut self, msg: Message) -> Option<Message> {
+        let Message::Text(text) = msg else {
+            // Pings are answered by the codec; pongs only prove the client is there.
+            return None;
+        };
+        match frames::parse_client(&text) {
+            ClientFrame::Heartbeat { last_id } => {
+                if let Some(id) = last_id {
+                    self.confirm(id);
+                }
+                Some(Message::Text(Utf8Bytes::from_static(
+                    frames::HEARTBEAT_RESPONSE,
+                )))
+            }
+            ClientFrame::Confirmed { last_id: Some(id) } => {
+                self.confirm(id);
+                None
+            }
+            ClientFrame::Confirmed { last_id: None } | ClientFrame::Other => None,
+        }
+    }
+
+    /// The client has every record up to `id`: remember it, and skip what it already has.
+    fn confirm(&mut self, id: u64) {
+        if id == 0 || id > self.attached.job().last_seq() {
+            return;
+        }
+        self.confirmations.confirm(&self.key, id);
+        if id >= self.cursor {
+            self.cursor = id + 1;
+        }
+    }
+
+    /// Sends `msg`; `false` when the client is gone or the gateway is shutting down.
+    async fn send<S>(&self, ws: &mut WebSocketStream<S>, msg: Message) -> bool
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        tokio::select! {
+            _ = self.shutdown.cancelled() => false,
+            res = tokio::time::timeout(WRITE_TIMEOUT, ws.send(msg)) => match res {
+                Ok(Ok(())) => true,
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "capgo reader went away");
+                    false
+                }
+                Err(_) => {
+                    tracing::debug!("capgo reader stopped reading");
+                    false
+                }
+            },
+        }
+    }
+
+    /// Sends a close frame and waits up to `wait` for the client's answer, still taking
+    /// confirmations.
+    async fn close<S>(
+        &mut self,
+        ws: &mut WebSocketStream<S>,
+        code: CloseCode,
+        reason: &'static str,
+        wait: Duration,
+    ) where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let frame = CloseFrame {
+            code,
+            reason: Utf8Bytes::from_static(reason),
+        };
+        let send = tokio::time::timeout(CLOSE_WAIT, ws.close(Some(frame)));
+        if !matches!(send.await, Ok(Ok(()))) || wait.is_zero() {
+            return;
+        }
+        // Read until the client's close answer (or the end), so the close is clean; a
+        // confirmation of the last frames may still arrive meanwhile.
+        let answer = async {
+            while let Some(Ok(msg)) = ws.next().await {
+                let _ = self.on_message(msg);
+            }
+        };
+        if tokio::time::timeout(wait, answer).await.is_err() {
+            tracing::debug!("capgo close not acknowledged");
+        }
+    }
+}
+
+/// A shared frame as a text message; frames are built from `String`s, so this always
+/// holds, and a frame that would not be UTF-8 is sent as nothing rather than corrupt.
+fn text(frame: Bytes) -> Message {
+    Message::Text(Utf8Bytes::try_from(frame).unwrap_or_default())
+}
