@@ -102,9 +102,12 @@ pub async fn run(
     app.shutdown.cancel();
     app.hub.close_all();
     drop(listener);
+    connections.close();
     let drained = async {
         graceful.shutdown().await;
         app.capgo.drain().await;
+        // Readers served on the socket path are not hyper's to track.
+        connections.wait().await;
     };
     if tokio::time::timeout(drain_timeout, drained).await.is_err() {
         tracing::warn!(
