@@ -239,14 +239,7 @@ async fn finish_job(
     let request = request.body(Full::new(Bytes::from_static(
         br#"{"status":"succeeded","exit_code":0}"#,
     )))?;
-    let resp = sender.send_request(request).await?;
-    let status = resp.status().as_u16();
-    let _ = resp.into_body().collect().await;
-    if (200..300).contains(&status) {
-        Ok(())
-    } else {
-        Err(PublishError::Status(status))
-    }
+    expect_success(sender.send_request(request).await?).await
 }
 
 async fn publish_nchan(
@@ -299,14 +292,7 @@ async fn post_line(
         .header(HOST, &target.host)
         .header(CONTENT_TYPE, "text/plain")
         .body(Full::new(line))?;
-    let resp = sender.send_request(request).await?;
-    let status = resp.status().as_u16();
-    let _ = resp.into_body().collect().await;
-    if (200..300).contains(&status) {
-        Ok(())
-    } else {
-        Err(PublishError::Status(status))
-    }
+    expect_success(sender.send_request(request).await?).await
 }
 
 async fn handshake<B>(target: &TargetClient) -> Result<SendRequest<B>, PublishError>
@@ -325,4 +311,15 @@ where
         let _ = conn.await;
     });
     Ok(sender)
+}
+
+/// Reads `resp` to its end; a status outside 2xx is the error.
+async fn expect_success(resp: hyper::Response<hyper::body::Incoming>) -> Result<(), PublishError> {
+    let status = resp.status().as_u16();
+    let _ = resp.into_body().collect().await;
+    if (200..300).contains(&status) {
+        Ok(())
+    } else {
+        Err(PublishError::Status(status))
+    }
 }
