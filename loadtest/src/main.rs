@@ -20,21 +20,14 @@ fn main() -> ExitCode {
         0 => 2,
         n => n,
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads)
-        .enable_all()
-        .build()
-    {
+    let runtime = match procs::runtime(threads, "tailgate-loadtest") {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("tailgate-loadtest: cannot start a runtime: {e}");
-            return ExitCode::from(70);
-        }
+        Err(code) => return code,
     };
     let report = match runtime.block_on(tailgate_loadtest::run(&settings)) {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("tailgate-loadtest: {}", error_chain(&e));
+            eprintln!("tailgate-loadtest: {}", tailgate::client::error_chain(&e));
             return ExitCode::from(70);
         }
     };
@@ -46,16 +39,4 @@ fn main() -> ExitCode {
         }
     }
     ExitCode::from(report.exit_code())
-}
-
-/// `outer: inner: innermost`, since each level's Display names only itself.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }

@@ -180,16 +180,9 @@ pub fn child_main() -> ExitCode {
     } else {
         task.settings.threads
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads)
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime(threads, "tailgate-loadtest child") {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("tailgate-loadtest child: cannot start a runtime: {e}");
-            return ExitCode::from(70);
-        }
+        Err(code) => return code,
     };
     runtime.block_on(run_child(task))
 }
@@ -250,4 +243,16 @@ fn emit<T: Serialize>(tag: &str, value: &T) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{tag} {json}");
     let _ = out.flush();
+}
+
+/// A runtime of `threads` workers, or exit code 70 (`EX_SOFTWARE`) after saying why not.
+pub fn runtime(threads: usize, who: &str) -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("{who}: cannot start a runtime: {e}");
+            ExitCode::from(70)
+        })
 }
