@@ -52,7 +52,7 @@ fn serve(args: &ServeArgs) -> ExitCode {
         match tailgate::run(listener, config, shutdown_signal()).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("tailgate: {e}: {}", error_chain(&e));
+                eprintln!("tailgate: {}", tailgate::client::error_chain(&e));
                 ExitCode::from(EXIT_CONFIG)
             }
         }
@@ -72,16 +72,6 @@ fn bind(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> 
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
     socket.listen(LISTEN_BACKLOG)
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut parts = Vec::new();
-    let mut source = e.source();
-    while let Some(s) = source {
-        parts.push(s.to_string());
-        source = s.source();
-    }
-    parts.join(": ")
 }
 
 fn init_tracing(format: LogFormat) {

@@ -36,8 +36,19 @@ pub(crate) fn token_for(explicit: Option<&str>, url: &JobUrl) -> Option<String> 
         .filter(|t| !t.is_empty())
 }
 
+/// A current-thread runtime for a client command, or the exit code after saying why not.
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, std::process::ExitCode> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("tailgate: cannot start the runtime: {e}");
+            std::process::ExitCode::FAILURE
+        })
+}
+
 /// `error: source: source...`, for one-line messages.
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {

@@ -96,15 +96,9 @@ pub struct PushArgs {
 
 /// Runs `tailgate push`.
 pub fn run(args: PushArgs) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match super::runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("tailgate: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let code = runtime.block_on(push(args));
     // A read of stdin may still be blocked in the runtime's thread pool.

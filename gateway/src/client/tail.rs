@@ -57,15 +57,9 @@ pub struct TailArgs {
 
 /// Runs `tailgate tail`.
 pub fn run(args: TailArgs) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match super::runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("tailgate: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     ExitCode::from(runtime.block_on(tail(args)))
 }
