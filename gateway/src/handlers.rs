@@ -13,7 +13,7 @@ use crate::body::{empty, full, Body};
 use crate::error::ApiError;
 use crate::hub::TooManyJobs;
 use crate::job_id::JobId;
-use crate::job_log::JobLog;
+use crate::job_log::{Attached, JobLog};
 use crate::publish;
 use crate::record::{RecordBody, Stream};
 use crate::routes::query_param;
@@ -145,15 +145,24 @@ pub(crate) fn open_stream<B>(app: &App, id: &JobId, req: &Request<B>) -> Result<
     let Some((cursor, reset)) = start_cursor(&job, resume) else {
         return Ok(Opened::NoContent);
     };
-    let attached = job.attach_subscriber().ok_or_else(|| ApiError::OverLimit {
+    let attached = attach_reader(app, &job, id)?;
+    let sub = Subscription::new(attached, cursor, reset, format, app.pacing());
+    Ok(Opened::Stream(sub))
+}
+
+/// Counts a reader on `job`, or refuses it at the per-job limit: SSE and WebSocket alike.
+pub(crate) fn attach_reader(
+    app: &App,
+    job: &Arc<JobLog>,
+    id: &JobId,
+) -> Result<Attached, ApiError> {
+    job.attach_subscriber().ok_or_else(|| ApiError::OverLimit {
         message: format!(
             "job {id} has its maximum of {} readers",
             app.config.limits.max_subscribers_per_job
         ),
         retry_after: Duration::from_secs(5),
-    })?;
-    let sub = Subscription::new(attached, cursor, reset, format, app.pacing());
-    Ok(Opened::Stream(sub))
+    })
 }
 
 /// The headers of every SSE response.

@@ -56,13 +56,7 @@ pub(crate) fn upgrade(
     let token = token_from_request(req.headers(), req.uri().query()).ok_or(AuthError::Missing)?;
     let key = app.capgo.confirmations.key(id, &token);
     let job = handlers::job(app, id)?;
-    let attached = job.attach_subscriber().ok_or_else(|| ApiError::OverLimit {
-        message: format!(
-            "job {id} has its maximum of {} readers",
-            app.config.limits.max_subscribers_per_job
-        ),
-        retry_after: Duration::from_secs(5),
-    })?;
+    let attached = handlers::attach_reader(app, &job, id)?;
     let session = Session::new(app, attached, key);
     let on_upgrade = hyper::upgrade::on(&mut req);
     let span = tracing::info_span!("capgo_ws", job.id = %id);
