@@ -136,15 +136,21 @@ async fn wait_for_memory(hub: &Hub, job: &JobLog) {
 
 /// Turns body bytes into records, one format or the other.
 struct Parser {
+    splitter: LineSplitter,
+    sink: Sink,
+    max_record_bytes: usize,
+}
+
+/// Where completed lines become records; apart from the splitter, so both can be
+/// borrowed at once.
+struct Sink {
     format: Format,
     stream: Stream,
-    splitter: LineSplitter,
     batch: Vec<Incoming>,
     /// Lines seen, for naming a bad record.
     line_no: u64,
     /// The first bad record: its line and why. Nothing after it is taken.
     failed: Option<(u64, String)>,
-    max_record_bytes: usize,
 }
 
 impl Parser {
@@ -153,94 +159,72 @@ impl Parser {
             Format::Text => LineSplitter::new(limits.max_line_bytes, Overflow::Split),
             Format::Ndjson => LineSplitter::new(limits.max_record_bytes, Overflow::Refuse),
         };
-        Self {
+        let sink = Sink {
             format,
             stream,
-            splitter,
             batch: Vec::new(),
             line_no: 0,
             failed: None,
+        };
+        Self {
+            splitter,
+            sink,
             max_record_bytes: limits.max_record_bytes,
         }
     }
 
     /// Feeds one chunk; returns the bad record that ends the upload, if any.
     fn push(&mut self, data: &Bytes) -> Option<(u64, String)> {
-        if self.failed.is_some() {
-            return self.failed.clone();
+        if self.sink.failed.is_none()
+            && self
+                .splitter
+                .push(data, &mut |line| self.sink.take(line))
+                .is_err()
+            && self.sink.failed.is_none()
+        {
+            let message = format!("record is longer than {} bytes", self.max_record_bytes);
+            self.sink.failed = Some((self.sink.line_no + 1, message));
         }
-        let Self {
-            format,
-            stream,
-            splitter,
-            batch,
-            line_no,
-            failed,
-            max_record_bytes,
-        } = self;
-        let mut emit = |line: &[u8]| take_line(*format, *stream, line, batch, line_no, failed);
-        if splitter.push(data, &mut emit).is_err() && failed.is_none() {
-            *failed = Some((
-                *line_no + 1,
-                format!("record is longer than {max_record_bytes} bytes"),
-            ));
-        }
-        self.failed.clone()
+        self.sink.failed.clone()
     }
 
     fn finish(&mut self) -> Option<(u64, String)> {
-        if self.failed.is_none() {
-            let Self {
-                format,
-                stream,
-                splitter,
-                batch,
-                line_no,
-                failed,
-                ..
-            } = self;
-            splitter.finish(&mut |line: &[u8]| {
-                take_line(*format, *stream, line, batch, line_no, failed)
-            });
+        if self.sink.failed.is_none() {
+            self.splitter.finish(&mut |line| self.sink.take(line));
         }
-        self.failed.clone()
+        self.sink.failed.clone()
     }
 
     fn take(&mut self) -> Vec<Incoming> {
-        std::mem::take(&mut self.batch)
+        std::mem::take(&mut self.sink.batch)
     }
 }
 
-fn take_line(
-    format: Format,
-    stream: Stream,
-    line: &[u8],
-    batch: &mut Vec<Incoming>,
-    line_no: &mut u64,
-    failed: &mut Option<(u64, String)>,
-) {
-    if failed.is_some() {
-        return;
-    }
-    *line_no += 1;
-    match format {
-        Format::Text => batch.push(Incoming {
-            n: None,
-            body: RecordBody::Log {
-                stream,
-                line: String::from_utf8_lossy(line).into_owned(),
-            },
-        }),
-        Format::Ndjson => {
-            if line.iter().all(u8::is_ascii_whitespace) {
-                return;
-            }
-            match ndjson::parse(line, stream) {
-                Ok(rec) => batch.push(Incoming {
-                    n: rec.n,
-                    body: rec.body,
-                }),
-                Err(message) => *failed = Some((*line_no, message)),
+impl Sink {
+    fn take(&mut self, line: &[u8]) {
+        if self.failed.is_some() {
+            return;
+        }
+        self.line_no += 1;
+        match self.format {
+            Format::Text => self.batch.push(Incoming {
+                n: None,
+                body: RecordBody::Log {
+                    stream: self.stream,
+                    line: String::from_utf8_lossy(line).into_owned(),
+                },
+            }),
+            Format::Ndjson => {
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    return;
+                }
+                match ndjson::parse(line, self.stream) {
+                    Ok(rec) => self.batch.push(Incoming {
+                        n: rec.n,
+                        body: rec.body,
+                    }),
+                    Err(message) => self.failed = Some((self.line_no, message)),
+                }
             }
         }
     }
