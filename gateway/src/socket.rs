@@ -47,13 +47,13 @@ pub(crate) async fn accept(app: &App, mut stream: TcpStream) -> Outcome {
         read_head(&mut stream, limit),
     )
     .await;
-    let (buf, head_len) = match read {
+    let (buf, head_req) = match read {
         Err(_) | Ok(Err(_)) => return Outcome::Dropped,
         Ok(Ok(Head::Eof)) => return Outcome::Dropped,
         Ok(Ok(Head::Other(buf))) => return Outcome::Hyper(Prefixed::new(buf.freeze(), stream)),
-        Ok(Ok(Head::Complete(buf, len))) => (buf, len),
+        Ok(Ok(Head::Complete(buf, req))) => (buf, req),
     };
-    let opened = match request(&buf, head_len) {
+    let opened = match head_req {
         Some(req) => {
             open(app, &req).map(|sub| (sub, req.headers().get(http::header::ORIGIN).cloned()))
         }
@@ -140,8 +140,8 @@ impl SseSocket {
 }
 
 enum Head {
-    /// A complete head of `len` bytes at the start of the buffer.
-    Complete(BytesMut, usize),
+    /// A complete head, as a request when it is one this path may take.
+    Complete(BytesMut, Option<Box<Request<()>>>),
     /// Something this path does not parse (HTTP/2 preface, odd or oversized heads).
     Other(BytesMut),
     Eof,
@@ -161,8 +161,15 @@ async fn read_head(stream: &mut TcpStream, limit: usize) -> io::Result<Head> {
             return Ok(Head::Other(buf));
         }
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        match httparse::Request::new(&mut headers).parse(&buf) {
-            Ok(httparse::Status::Complete(len)) => return Ok(Head::Complete(buf, len)),
+        let mut parsed = httparse::Request::new(&mut headers);
+        match parsed.parse(&buf) {
+            Ok(httparse::Status::Complete(len)) => {
+                let req = (len == buf.len())
+                    .then(|| request(&parsed))
+                    .flatten()
+                    .map(Box::new);
+                return Ok(Head::Complete(buf, req));
+            }
             Ok(httparse::Status::Partial) if buf.len() < limit => {
                 if buf.capacity() == buf.len() {
                     buf.reserve(buf.len().min(limit - buf.len()));
@@ -173,14 +180,9 @@ async fn read_head(stream: &mut TcpStream, limit: usize) -> io::Result<Head> {
     }
 }
 
-/// The head as an `http::Request`, if it is a plain `GET .../logs` with nothing after it.
-fn request(buf: &[u8], head_len: usize) -> Option<Request<()>> {
-    if head_len != buf.len() {
-        return None; // pipelined bytes: let hyper keep the connection's order
-    }
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut parsed = httparse::Request::new(&mut headers);
-    parsed.parse(buf).ok()?;
+/// The parsed head as an `http::Request`, if it is a plain `GET .../logs`. The caller
+/// passes only heads with nothing after them: pipelined bytes stay in order with hyper.
+fn request(parsed: &httparse::Request<'_, '_>) -> Option<Request<()>> {
     if parsed.method != Some("GET") || parsed.version != Some(1) {
         return None;
     }
@@ -299,8 +301,14 @@ mod tests {
 
     #[test]
     fn only_plain_stream_gets_are_taken() {
+        fn take(head: &[u8]) -> Option<Request<()>> {
+            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let mut parsed = httparse::Request::new(&mut headers);
+            parsed.parse(head).ok()?;
+            request(&parsed)
+        }
         let ok = b"GET /v1/jobs/a/logs?token=t HTTP/1.1\r\nhost: x\r\nlast-event-id: 3\r\n\r\n";
-        let req = request(ok, ok.len()).expect("taken");
+        let req = take(ok).expect("taken");
         assert_eq!(req.uri().query(), Some("token=t"));
         assert_eq!(req.headers()["last-event-id"], "3");
         for other in [
@@ -310,15 +318,38 @@ mod tests {
             b"GET /v1/jobs/a/logs HTTP/1.1\r\nupgrade: websocket\r\n\r\n",
             b"GET /v1/jobs/a/logs HTTP/1.1\r\ncontent-length: 5\r\n\r\n",
         ] {
-            assert!(
-                request(other, other.len()).is_none(),
-                "{}",
-                String::from_utf8_lossy(other)
-            );
+            assert!(take(other).is_none(), "{}", String::from_utf8_lossy(other));
         }
-        assert!(
-            request(ok, ok.len() - 2).is_none(),
-            "pipelined bytes go to hyper"
-        );
+    }
+
+    #[tokio::test]
+    async fn pipelined_bytes_go_to_hyper() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (mut server, _) = listener.accept().await.unwrap();
+        let head = b"GET /v1/jobs/a/logs HTTP/1.1\r\nhost: x\r\n\r\n";
+        client
+            .write_all(&[&head[..], b"GET /healthz HTTP/1.1\r\n\r\n"].concat())
+            .await
+            .unwrap();
+        match read_head(&mut server, 16 * 1024).await.unwrap() {
+            Head::Complete(buf, req) => {
+                assert!(buf.len() > head.len());
+                assert!(req.is_none(), "a head with bytes after it is hyper's");
+            }
+            _ => panic!("expected a complete head"),
+        }
+        // The same head alone is this path's.
+        let mut client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (mut server, _) = listener.accept().await.unwrap();
+        client.write_all(head).await.unwrap();
+        match read_head(&mut server, 16 * 1024).await.unwrap() {
+            Head::Complete(_, req) => assert!(req.is_some()),
+            _ => panic!("expected a complete head"),
+        }
     }
 }
