@@ -37,6 +37,7 @@ impl App {
                 memory_bytes: limits.job_memory_bytes,
                 max_log_bytes: limits.max_log_bytes,
                 max_subscribers: limits.max_subscribers_per_job,
+                gather: config.gather,
             },
         };
         let memory = Arc::new(MemoryBudget::new(limits.memory_budget_bytes));
@@ -59,7 +60,6 @@ impl App {
         Pacing {
             keepalive: self.config.keepalive,
             batch_bytes: self.config.limits.batch_bytes,
-            gather: self.config.gather,
         }
     }
 

@@ -141,6 +141,7 @@ mod tests {
                 memory_bytes: 1 << 20,
                 max_log_bytes: 1 << 20,
                 max_subscribers: 10,
+                gather: Duration::ZERO,
             },
         };
         Hub::new(

@@ -1,13 +1,13 @@
 //! One job's append-only log: a byte-bounded ring of records, each encoded once into the
 //! `Bytes` every subscriber shares, plus the job's status and the wake-up readers wait on.
 //!
-//! Publishing appends under a short lock and bumps a `watch` of the last seq; it never
-//! waits on a reader. Readers keep their own cursor and copy out `Arc`s.
+//! Publishing appends under a short lock and announces the last seq to the job's
+//! [`Wakeups`]; it never waits on a reader. Readers keep their own cursor and copy out `Arc`s.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use serde::Serialize;
@@ -18,6 +18,7 @@ use crate::job_id::JobId;
 use crate::memory::MemoryBudget;
 use crate::record::{rfc3339_millis, JobStatus, Record, RecordBody, Stream};
 use crate::sse;
+use crate::wakeups::Wakeups;
 
 /// Per-record bookkeeping counted against the memory budget besides its bytes.
 const ENTRY_OVERHEAD: usize = 160;
@@ -82,6 +83,8 @@ pub(crate) struct JobLimits {
     /// Bytes of log text stored per job; later lines are counted, not stored.
     pub(crate) max_log_bytes: u64,
     pub(crate) max_subscribers: usize,
+    /// Readers are woken at most once per this window; appends inside it share a write.
+    pub(crate) gather: Duration,
 }
 
 /// A record as the publisher hands it over.
@@ -164,8 +167,8 @@ impl State {
 pub(crate) struct JobLog {
     id: JobId,
     state: Mutex<State>,
-    /// The last appended seq; readers wait on it when caught up.
-    seq_tx: watch::Sender<u64>,
+    /// Tells readers of appends, at most once per gather window.
+    wakeups: Arc<Wakeups>,
     limits: JobLimits,
     memory: Arc<MemoryBudget>,
     history: Arc<dyn History>,
@@ -204,7 +207,7 @@ impl JobLog {
                 finished_instant: None,
                 last_activity: now,
             }),
-            seq_tx: watch::Sender::new(0),
+            wakeups: Wakeups::new(limits.gather),
             limits,
             memory,
             history,
@@ -221,8 +224,8 @@ impl JobLog {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Appends `batch` in order, dropping records whose `n` was already seen, and wakes
-    /// readers once. Records before a terminal status are kept even when later ones fail.
+    /// Appends `batch` in order, dropping records whose `n` was already seen, and
+    /// announces it to readers once. Records before a terminal status are kept even when later ones fail.
     pub(crate) fn append(
         &self,
         batch: impl IntoIterator<Item = Incoming>,
@@ -279,7 +282,7 @@ impl JobLog {
         drop(st);
         self.memory.sub(freed);
         if appended {
-            self.seq_tx.send_replace(tally.last_seq);
+            self.wakeups.announce(tally.last_seq);
         }
         result
     }
@@ -381,16 +384,16 @@ impl JobLog {
     /// is draining. Readers then reconnect to another instance with `Last-Event-ID`.
     pub(crate) fn close(&self) {
         self.closed.store(true, Ordering::Release);
-        self.seq_tx.send_modify(|_| {});
+        self.wakeups.wake_all();
     }
 
     pub(crate) fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
     }
 
-    /// A receiver of the last seq, for readers waiting to be woken.
+    /// A receiver of the last announced seq, for readers waiting to be woken.
     pub(crate) fn watch(&self) -> watch::Receiver<u64> {
-        self.seq_tx.subscribe()
+        self.wakeups.subscribe()
     }
 
     pub(crate) fn last_seq(&self) -> u64 {
@@ -512,6 +515,7 @@ mod tests {
                 memory_bytes,
                 max_log_bytes,
                 max_subscribers: 2,
+                gather: Duration::ZERO,
             },
             Arc::new(MemoryBudget::new(usize::MAX)),
             Arc::new(NoHistory),

@@ -10,6 +10,7 @@
 //! - `job_log`: one job's append-only log, a byte-bounded ring of encode-once records.
 //! - `hub`: every job by id, created on first use, reaped after retention.
 //! - `subscription`: one reader's cursor, written out as SSE in batches.
+//! - `wakeups`: when a job's readers hear of appends (at most once per gather window).
 //! - `capgo`: Capgo's `logs_url` routes: its WebSocket frames, resume by confirmed id.
 //! - `sse`: injection-proof SSE encoding. [`record`]: records and statuses.
 //! - `history`: where evicted records are read back (none by default: readers get a gap).
@@ -41,6 +42,7 @@ pub(crate) mod routes;
 pub(crate) mod socket;
 pub(crate) mod sse;
 pub(crate) mod subscription;
+pub(crate) mod wakeups;
 
 pub use config::Config;
 pub use server::{run, ServerError};

@@ -38,14 +38,7 @@ pub(crate) struct Pacing {
     pub(crate) keepalive: Duration,
     /// Bytes taken from the log per write.
     pub(crate) batch_bytes: usize,
-    /// After a wake-up, wait this long so more records share one write (zero: none).
-    /// Only while records arrive faster than one per [`GATHER_WHEN_WITHIN`] gathers.
-    pub(crate) gather: Duration,
 }
-
-/// A reader gathers only when its previous write was less than this many gather windows
-/// ago: at a trickle of lines, waiting would add latency and a wake-up and batch nothing.
-const GATHER_WHEN_WITHIN: u32 = 4;
 
 /// One reader's position in one job's log.
 pub(crate) struct Subscription {
@@ -55,11 +48,11 @@ pub(crate) struct Subscription {
     cursor: u64,
     format: Format,
     pacing: Pacing,
-    /// Woken on every append.
+    /// Woken when the job announces appends (see [`crate::wakeups`]).
     seq_rx: watch::Receiver<u64>,
     /// Sent before anything else: the retry hint and open comment, maybe a reset.
     opening: Option<Bytes>,
-    /// When something was last written, for keep-alives and gathering.
+    /// When something was last written, for keep-alives.
     last_write: Instant,
     /// Fires at the keep-alive deadline; re-armed only when it fires, so a busy stream
     /// does no timer work per event.
@@ -128,9 +121,6 @@ impl Subscription {
                     if changed.is_err() {
                         return None;
                     }
-                    if self.should_gather() {
-                        tokio::time::sleep(self.pacing.gather).await;
-                    }
                 }
                 _ = self.keepalive.as_mut() => {
                     let due = self.last_write + self.pacing.keepalive;
@@ -147,11 +137,6 @@ impl Subscription {
 
     fn touch(&mut self) {
         self.last_write = Instant::now();
-    }
-
-    fn should_gather(&self) -> bool {
-        let gather = self.pacing.gather;
-        !gather.is_zero() && self.last_write.elapsed() < gather * GATHER_WHEN_WITHIN
     }
 
     /// The frames of `entries` as one chunk; advances the cursor.

@@ -141,7 +141,6 @@ struct Session {
     /// Pings this often; a client silent for three times this long is gone.
     keepalive: Duration,
     batch_bytes: usize,
-    gather: Duration,
     shutdown: CancellationToken,
 }
 
@@ -168,7 +167,6 @@ impl Session {
             confirmations,
             keepalive: pacing.keepalive,
             batch_bytes: pacing.batch_bytes.min(MAX_BATCH_BYTES),
-            gather: pacing.gather,
             shutdown: app.shutdown.child_token(),
         }
     }
@@ -220,9 +218,6 @@ impl Session {
                 changed = self.seq_rx.changed(), if !ready => {
                     if changed.is_err() {
                         return;
-                    }
-                    if !self.gather.is_zero() {
-                        tokio::time::sleep(self.gather).await;
                     }
                 }
                 _ = std::future::ready(()), if ready => {

@@ -88,8 +88,9 @@ pub struct ServeArgs {
     /// Time a client has to send its request headers, seconds [default: 10].
     #[arg(long, value_name = "SECS")]
     pub header_read_timeout_secs: Option<u64>,
-    /// After a wake-up, a subscriber waits this long so more records share one write, ms
-    /// (0: write at once, lowest latency, most CPU under load) [default: 5].
+    /// A job wakes its readers at most once per this window, ms; lines arriving inside it
+    /// share one write per reader. A line after a quiet window goes out at once
+    /// (0: every line wakes every reader: most CPU under load) [default: 5].
     #[arg(long, value_name = "MS")]
     pub gather_ms: Option<u64>,
     /// Allowed CORS origin (`*` for any). Repeatable; the environment separates with `,`.

@@ -55,7 +55,7 @@ pub struct Config {
     pub drain_timeout: Duration,
     /// A client has this long to send its request headers.
     pub header_read_timeout: Duration,
-    /// After a wake-up a subscriber waits this long so more records share one write.
+    /// A job wakes its readers at most once per this window; lines inside it share a write.
     pub gather: Duration,
     /// Origins allowed by CORS (`*` for any); empty: no CORS headers.
     pub cors_origins: Vec<String>,
