@@ -52,6 +52,67 @@ pub fn get_request(host: &str, path: &str, headers: &[(&str, &str)]) -> Vec<u8> 
     out
 }
 
+/// Builds a POST request with a `Content-Length` body, for pipelining on one connection.
+pub fn post_request(host: &str, path: &str, content_type: &str, body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(128 + body.len());
+    for part in [
+        "POST ",
+        path,
+        " HTTP/1.1\r\nHost: ",
+        host,
+        "\r\nContent-Type: ",
+        content_type,
+        "\r\nContent-Length: ",
+    ] {
+        out.extend_from_slice(part.as_bytes());
+    }
+    out.extend_from_slice(body.len().to_string().as_bytes());
+    out.extend_from_slice(b"\r\n\r\n");
+    out.extend_from_slice(body);
+    out
+}
+
+/// Reads back-to-back responses (answers to pipelined requests) from a byte stream.
+#[derive(Debug, Default)]
+pub struct ResponseReader {
+    buf: Vec<u8>,
+    /// The response whose body is being read.
+    current: Option<(u16, BodyDecoder)>,
+}
+
+impl ResponseReader {
+    /// Feeds received bytes; returns the status of each response they complete, in order.
+    pub fn feed(&mut self, input: &[u8]) -> Result<Vec<u16>, ProtocolError> {
+        self.buf.extend_from_slice(input);
+        let mut done = Vec::new();
+        let mut at = 0;
+        loop {
+            if self.current.is_none() {
+                let Some((head, n)) = parse_head(&self.buf[at..])? else {
+                    break;
+                };
+                at += n;
+                if head.framing == Framing::Close {
+                    // Without a length the next response cannot be found.
+                    return Err(ProtocolError::BadHead);
+                }
+                self.current = Some((head.status, BodyDecoder::new(head.framing)));
+            }
+            let Some((status, decoder)) = self.current.as_mut() else {
+                break;
+            };
+            at += decoder.feed(&self.buf[at..], &mut |_| {})?;
+            if !decoder.is_done() {
+                break;
+            }
+            done.push(*status);
+            self.current = None;
+        }
+        self.buf.drain(..at);
+        Ok(done)
+    }
+}
+
 /// Parses a response head from the start of `buf`. `Ok(None)` means more bytes are needed;
 /// `Ok(Some((head, n)))` means the head took the first `n` bytes.
 pub fn parse_head(buf: &[u8]) -> Result<Option<(ResponseHead, usize)>, ProtocolError> {
@@ -173,20 +234,21 @@ impl BodyDecoder {
         matches!(self.state, State::Close | State::Done)
     }
 
-    /// Decodes `input`, passing each run of body bytes to `on_body`. Bytes after the end of the
-    /// body are ignored.
+    /// Decodes `input`, passing each run of body bytes to `on_body`. Returns how many bytes
+    /// were the body's: bytes after its end (a pipelined next response) are left alone.
     pub fn feed(
         &mut self,
         mut input: &[u8],
         on_body: &mut impl FnMut(&[u8]),
-    ) -> Result<(), ProtocolError> {
+    ) -> Result<usize, ProtocolError> {
+        let given = input.len();
         while !input.is_empty() {
             match self.state {
                 State::Close => {
                     on_body(input);
-                    return Ok(());
+                    return Ok(given);
                 }
-                State::Done => return Ok(()),
+                State::Done => return Ok(given - input.len()),
                 State::Length { left } | State::Data { left } => {
                     let take = input.len().min(usize::try_from(left).unwrap_or(usize::MAX));
                     on_body(&input[..take]);
@@ -206,7 +268,7 @@ impl BodyDecoder {
                 }
             }
         }
-        Ok(())
+        Ok(given)
     }
 
     fn step(&self, b: u8) -> Result<State, ProtocolError> {
@@ -310,6 +372,23 @@ mod tests {
             dec.feed(b"zz\r\n", &mut |_| {}),
             Err(ProtocolError::BadChunk)
         );
+    }
+
+    #[test]
+    fn pipelined_responses_are_read_back_in_order_at_every_split() {
+        let raw: &[u8] = b"HTTP/1.1 202 Accepted\r\nContent-Length: 5\r\n\r\nhello\
+            HTTP/1.1 500 Oops\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n\
+            HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n";
+        for cut in 0..=raw.len() {
+            let mut reader = ResponseReader::default();
+            let (a, b) = raw.split_at(cut);
+            let mut statuses = reader.feed(a).unwrap();
+            statuses.extend(reader.feed(b).unwrap());
+            assert_eq!(statuses, [202, 500, 201], "split at {cut}");
+        }
+        let request = post_request("h", "/pub/j", "text/plain", b"line");
+        assert!(request.starts_with(b"POST /pub/j HTTP/1.1\r\nHost: h\r\n"));
+        assert!(request.ends_with(b"Content-Length: 4\r\n\r\nline"));
     }
 
     #[test]

@@ -1,6 +1,10 @@
 //! One publisher per job. Tailgate: one long chunked upload, lines paced at the rate, then the
-//! terminal status so streams end. Nchan: one POST per line on a kept-alive connection.
-//! Each line carries its counter and send time (see [`crate::line`]).
+//! terminal status so streams end. Nchan: one POST per line, pipelined on one kept-alive
+//! connection (nginx answers them in order), at most [`NCHAN_IN_FLIGHT`] unanswered.
+//!
+//! Each line carries its counter and its *scheduled* send time (see [`crate::line`]): a
+//! server that makes the publisher wait shows that wait as latency instead of hiding it
+//! (no coordinated omission), so latencies compare at the same offered load.
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,12 +17,15 @@ use hyper::client::conn::http1::SendRequest;
 use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST};
 use hyper::Request;
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore, TryAcquireError};
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::cli::{Rate, Target};
+use crate::http1;
 use crate::latency::unix_micros;
 use crate::line::write_line;
 use crate::plan::PublishKind;
@@ -29,6 +36,8 @@ use crate::target::{TargetClient, TargetError};
 const MAX_BATCH: u64 = 4096;
 /// Lines per chunk with `--rate max`.
 const MAX_RATE_BATCH: u64 = 256;
+/// Nchan POSTs sent and not yet answered, at most; beyond it the publisher waits.
+const NCHAN_IN_FLIGHT: usize = 64;
 
 /// Why a publisher stopped early.
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +52,10 @@ pub enum PublishError {
     Request(#[from] hyper::http::Error),
     #[error("server answered {0}")]
     Status(u16),
+    #[error("connection failed")]
+    Io(#[source] std::io::Error),
+    #[error("response could not be parsed")]
+    Protocol(#[from] crate::http1::ProtocolError),
 }
 
 impl PublishError {
@@ -56,6 +69,8 @@ impl PublishError {
             PublishError::Http(_) => "publish_http_error".into(),
             PublishError::Request(_) => "publish_request".into(),
             PublishError::Status(s) => format!("publish_http_{s}"),
+            PublishError::Io(e) => format!("publish_{}", crate::connect::io_kind(e.kind())),
+            PublishError::Protocol(_) => "publish_protocol".into(),
         }
     }
 }
@@ -84,6 +99,8 @@ pub struct PublishPlan {
 struct Pacer {
     plan: PublishPlan,
     start: Instant,
+    /// `start` as wall-clock microseconds, for the lines' scheduled times.
+    start_unix: u64,
     sent: u64,
 }
 
@@ -92,7 +109,18 @@ impl Pacer {
         Self {
             plan,
             start: Instant::now(),
+            start_unix: unix_micros(),
             sent: 0,
+        }
+    }
+
+    /// When line `counter` (from 1) was due: on the rate's schedule, or now with no rate.
+    fn scheduled_micros(&self, counter: u64) -> u64 {
+        match (self.plan.kind, self.plan.rate) {
+            (PublishKind::Stream, Rate::PerSecond(rate)) => {
+                self.start_unix + ((counter - 1) as f64 * 1e6 / rate) as u64
+            }
+            _ => unix_micros(),
         }
     }
 
@@ -125,11 +153,15 @@ impl Pacer {
     }
 
     fn batch(&mut self, n: u64, line_bytes: usize, lf: bool) -> Vec<u8> {
-        let now = unix_micros();
         let mut out = Vec::with_capacity(n as usize * (line_bytes + 1));
         for _ in 0..n {
             self.sent += 1;
-            write_line(&mut out, self.sent, now, line_bytes);
+            write_line(
+                &mut out,
+                self.sent,
+                self.scheduled_micros(self.sent),
+                line_bytes,
+            );
             if lf {
                 out.push(b'\n');
             }
@@ -148,7 +180,7 @@ pub async fn publish(
 ) -> PublishOutcome {
     let result = match target.kind {
         Target::Tailgate => publish_tailgate(target, job, plan, published_live).await,
-        Target::Nchan => publish_nchan(target, job, plan, published_live, tally).await,
+        Target::Nchan => publish_nchan(target, job, plan, published_live).await,
     };
     match result {
         Ok(outcome) => outcome,
@@ -247,52 +279,106 @@ async fn publish_nchan(
     job: &str,
     plan: PublishPlan,
     published_live: &AtomicU64,
-    tally: &Tally,
 ) -> Result<PublishOutcome, Failed> {
-    let mut sender = handshake::<Full<Bytes>>(target)
+    let fail = |e: PublishError| (PublishOutcome::default(), e);
+    let stream = TcpStream::connect(target.addr)
         .await
-        .map_err(|e| (PublishOutcome::default(), e))?;
+        .map_err(|e| fail(PublishError::Connect(e)))?;
+    let _ = stream.set_nodelay(true);
+    let (read_half, mut write_half) = stream.into_split();
+    let window = Semaphore::new(NCHAN_IN_FLIGHT);
+    let mut answers = std::pin::pin!(read_answers(read_half, &window, published_live));
+
     let path = target.publish_path(job);
     let mut pacer = Pacer::new(plan);
     let mut outcome = PublishOutcome::default();
-    while let Some(n) = pacer.next_batch().await {
-        for _ in 0..n {
-            let line = Bytes::from(pacer.batch(1, plan.line_bytes, false));
-            let waited = Instant::now();
-            let result = post_line(&mut sender, target, &path, line).await;
-            outcome.blocked += waited.elapsed();
-            match result {
-                Ok(()) => {
-                    published_live.fetch_add(1, Ordering::Relaxed);
-                    outcome.published = pacer.sent;
-                }
-                Err(e) => {
-                    // Not published: the next line reuses the counter.
-                    pacer.sent -= 1;
-                    tally.error(&e.kind());
-                    if matches!(e, PublishError::Http(_)) {
-                        sender = handshake(target).await.map_err(|e| (outcome, e))?;
+    let send = async {
+        while let Some(n) = pacer.next_batch().await {
+            let mut requests = Vec::new();
+            for _ in 0..n {
+                let permit = match window.try_acquire() {
+                    Ok(permit) => permit,
+                    Err(TryAcquireError::Closed) => return Ok(()), // see the reader's error
+                    Err(TryAcquireError::NoPermits) => {
+                        // Send what is due, then wait for an answer to free a place.
+                        write_half
+                            .write_all(&requests)
+                            .await
+                            .map_err(PublishError::Io)?;
+                        requests.clear();
+                        let waited = Instant::now();
+                        let Ok(permit) = window.acquire().await else {
+                            return Ok(());
+                        };
+                        outcome.blocked += waited.elapsed();
+                        permit
                     }
-                }
+                };
+                permit.forget();
+                let line = pacer.batch(1, plan.line_bytes, false);
+                requests.extend(http1::post_request(
+                    &target.host,
+                    &path,
+                    "text/plain",
+                    &line,
+                ));
+            }
+            write_half
+                .write_all(&requests)
+                .await
+                .map_err(PublishError::Io)?;
+        }
+        Ok(())
+    };
+    let mut failure = tokio::select! {
+        sent = send => sent.err(),
+        answered = &mut answers => Some(answered.err().unwrap_or(PublishError::Status(0))),
+    };
+    outcome.elapsed = pacer.start.elapsed();
+    if failure.is_none() {
+        // Every answer in (all places back), the reader's error, or time up.
+        let all = u32::try_from(NCHAN_IN_FLIGHT).unwrap_or(u32::MAX);
+        tokio::select! {
+            _ = window.acquire_many(all) => {}
+            answered = &mut answers => failure = answered.err(),
+            () = tokio::time::sleep(NCHAN_ANSWER_WAIT) => {
+                failure = Some(PublishError::Io(std::io::ErrorKind::TimedOut.into()));
             }
         }
     }
-    outcome.elapsed = pacer.start.elapsed();
-    Ok(outcome)
+    outcome.published = published_live.load(Ordering::Relaxed);
+    match failure {
+        Some(e) => Err((outcome, e)),
+        None => Ok(outcome),
+    }
 }
 
-async fn post_line(
-    sender: &mut SendRequest<Full<Bytes>>,
-    target: &TargetClient,
-    path: &str,
-    line: Bytes,
+/// How long the last unanswered POSTs get once the run is over.
+const NCHAN_ANSWER_WAIT: Duration = Duration::from_secs(30);
+
+/// Reads the answers to pipelined POSTs in order: each one frees a place in `window`; each
+/// 2xx counts a line published. Stops at the first refusal (later lines would be lost).
+async fn read_answers(
+    mut read_half: OwnedReadHalf,
+    window: &Semaphore,
+    published_live: &AtomicU64,
 ) -> Result<(), PublishError> {
-    sender.ready().await?;
-    let request = Request::post(path)
-        .header(HOST, &target.host)
-        .header(CONTENT_TYPE, "text/plain")
-        .body(Full::new(line))?;
-    expect_success(sender.send_request(request).await?).await
+    let mut reader = http1::ResponseReader::default();
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = read_half.read(&mut buf).await.map_err(PublishError::Io)?;
+        if n == 0 {
+            return Err(PublishError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+        }
+        for status in reader.feed(&buf[..n])? {
+            if !(200..300).contains(&status) {
+                window.close();
+                return Err(PublishError::Status(status));
+            }
+            published_live.fetch_add(1, Ordering::Relaxed);
+            window.add_permits(1);
+        }
+    }
 }
 
 async fn handshake<B>(target: &TargetClient) -> Result<SendRequest<B>, PublishError>
@@ -321,5 +407,98 @@ async fn expect_success(resp: hyper::Response<hyper::body::Incoming>) -> Result<
         Ok(())
     } else {
         Err(PublishError::Status(status))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::line::parse_line;
+    use clap::Parser;
+
+    #[test]
+    fn lines_carry_their_scheduled_time_not_the_time_they_left() {
+        let plan = PublishPlan {
+            kind: PublishKind::Stream,
+            rate: Rate::PerSecond(100.0),
+            duration: Duration::from_secs(1),
+            line_bytes: 40,
+        };
+        let mut pacer = Pacer::new(plan);
+        // Three lines sent late, in one batch: each keeps its own slot, 10 ms apart.
+        let batch = pacer.batch(3, plan.line_bytes, true);
+        let stamps: Vec<(u64, u64)> = batch
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| parse_line(l).unwrap())
+            .collect();
+        let start = pacer.start_unix;
+        assert_eq!(
+            stamps,
+            [(1, start), (2, start + 10_000), (3, start + 20_000)]
+        );
+    }
+
+    /// A stand-in for Nchan's publisher endpoint: answers each POST (with a body, to
+    /// exercise the framing) and returns the lines' counters in the order they came.
+    async fn fake_nchan(listener: tokio::net::TcpListener) -> Vec<u64> {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut buf = Vec::new();
+        let mut counters = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length: "))
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                if buf.len() < end + 4 + len {
+                    break;
+                }
+                let body: Vec<u8> = buf.drain(..end + 4 + len).skip(end + 4).collect();
+                counters.push(parse_line(&body).unwrap().0);
+                let answer = b"HTTP/1.1 202 Accepted\r\nContent-Length: 7\r\n\r\nqueued\n";
+                socket.write_all(answer).await.unwrap();
+            }
+            match socket.read(&mut chunk).await.unwrap() {
+                0 => return counters,
+                n => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn nchan_posts_are_pipelined_in_order_and_counted_when_answered() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let server = tokio::spawn(fake_nchan(listener));
+        let settings = crate::cli::Settings::try_parse_from([
+            "tailgate-loadtest",
+            "fanout",
+            "--target",
+            "nchan",
+            "--url",
+            &url,
+        ])
+        .unwrap();
+        let target = TargetClient::new(&settings).unwrap();
+        let plan = PublishPlan {
+            kind: PublishKind::Stream,
+            rate: Rate::PerSecond(2000.0),
+            duration: Duration::from_millis(200),
+            line_bytes: 60,
+        };
+        let published = AtomicU64::new(0);
+        let outcome = publish_nchan(&target, "job", plan, &published)
+            .await
+            .unwrap();
+        assert!(outcome.published > 100, "{outcome:?}");
+        assert_eq!(published.load(Ordering::Relaxed), outcome.published);
+        let received = server.await.unwrap();
+        let want: Vec<u64> = (1..=outcome.published).collect();
+        assert_eq!(received, want);
     }
 }
