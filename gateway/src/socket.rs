@@ -98,11 +98,7 @@ impl SseSocket {
                 gone = peer_gone(&self.stream) => if gone { return Ok(()) } else { continue },
             };
             let Some(data) = chunk else { break };
-            // Chunked framing around the shared bytes; the head rides along the first write.
-            let size = format!("{:x}\r\n", data.len());
-            self.head.extend_from_slice(size.as_bytes());
-            let framing = std::mem::take(&mut self.head).freeze();
-            if !self.write(framing, data).await? {
+            if !self.write(&data).await? {
                 return Ok(());
             }
         }
@@ -111,31 +107,67 @@ impl SseSocket {
         self.stream.shutdown().await
     }
 
-    /// Writes `framing`, `data` and the chunk's CRLF: at once when the socket takes it
-    /// all (the common case, no future), else waiting for room unless the gateway drains.
-    /// Returns `false` when the drain ended the wait.
-    async fn write(&mut self, framing: Bytes, data: Bytes) -> io::Result<bool> {
+    /// Writes `data` as one chunk (the response head rides along the first): at once when
+    /// the socket takes it all (the common case: no future, no allocation), else waiting
+    /// for room unless the gateway drains. Returns `false` when the drain ended the wait.
+    async fn write(&mut self, data: &Bytes) -> io::Result<bool> {
         const CRLF: &[u8] = b"\r\n";
-        let total = framing.len() + data.len() + CRLF.len();
+        let size = ChunkSize::new(data.len());
         let slices = [
-            io::IoSlice::new(&framing),
-            io::IoSlice::new(&data),
+            io::IoSlice::new(&self.head),
+            io::IoSlice::new(size.as_bytes()),
+            io::IoSlice::new(data),
             io::IoSlice::new(CRLF),
         ];
+        let total: usize = slices.iter().map(|s| s.len()).sum();
         let written = match self.stream.try_write_vectored(&slices) {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
             Err(e) => return Err(e),
         };
         if written == total {
+            if !self.head.is_empty() {
+                self.head = BytesMut::new(); // frees the head's buffer for an idle reader
+            }
             return Ok(true);
         }
-        let mut rest = framing.chain(data).chain(CRLF);
+        let mut framing = std::mem::take(&mut self.head);
+        framing.extend_from_slice(size.as_bytes());
+        let mut rest = framing.freeze().chain(data.clone()).chain(CRLF);
         rest.advance(written);
         tokio::select! {
             done = self.stream.write_all_buf(&mut rest) => done.map(|()| true),
             _ = self.shutdown.cancelled() => Ok(false),
         }
+    }
+}
+
+/// A chunk's size line (`{hex}\r\n`), built on the stack.
+struct ChunkSize {
+    buf: [u8; 18],
+    start: usize,
+}
+
+impl ChunkSize {
+    fn new(len: usize) -> Self {
+        let mut buf = [0u8; 18];
+        buf[16] = b'\r';
+        buf[17] = b'\n';
+        let mut start = 16;
+        let mut rest = len;
+        loop {
+            start -= 1;
+            buf[start] = b"0123456789abcdef"[rest % 16];
+            rest /= 16;
+            if rest == 0 {
+                break;
+            }
+        }
+        Self { buf, start }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.buf[self.start..]
     }
 }
 
@@ -230,7 +262,12 @@ fn response_head(resp: &Response<()>) -> BytesMut {
 /// Completes when the peer closed (`true`) or sent something it should not have
 /// (`true`: a streaming response takes no further requests), or on a spurious wake-up.
 async fn peer_gone(stream: &TcpStream) -> bool {
-    if stream.readable().await.is_err() {
+    // `poll_read_ready` keeps one waker slot on the socket; `readable()` would queue and
+    // unqueue a waiter on every event this task writes.
+    if std::future::poll_fn(|cx| stream.poll_read_ready(cx))
+        .await
+        .is_err()
+    {
         return true;
     }
     let mut probe = [0u8; 64];
@@ -298,6 +335,19 @@ impl AsyncWrite for Prefixed {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chunk_size_lines_are_lowercase_hex() {
+        for (len, want) in [
+            (0, "0\r\n"),
+            (1, "1\r\n"),
+            (255, "ff\r\n"),
+            (65_536, "10000\r\n"),
+            (usize::MAX, "ffffffffffffffff\r\n"),
+        ] {
+            assert_eq!(ChunkSize::new(len).as_bytes(), want.as_bytes());
+        }
+    }
 
     #[test]
     fn only_plain_stream_gets_are_taken() {
