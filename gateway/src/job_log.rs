@@ -83,7 +83,8 @@ pub(crate) struct JobLimits {
     /// Bytes of log text stored per job; later lines are counted, not stored.
     pub(crate) max_log_bytes: u64,
     pub(crate) max_subscribers: usize,
-    /// Readers are woken at most once per this window; appends inside it share a write.
+    /// Readers are woken at most once per this window (scaled down for few readers, see
+    /// [`crate::wakeups`]); appends inside it share a write.
     pub(crate) gather: Duration,
 }
 
@@ -282,7 +283,8 @@ impl JobLog {
         drop(st);
         self.memory.sub(freed);
         if appended {
-            self.wakeups.announce(tally.last_seq);
+            let readers = self.subscribers.load(Ordering::Relaxed);
+            self.wakeups.announce(tally.last_seq, readers);
         }
         result
     }

@@ -89,8 +89,9 @@ pub struct ServeArgs {
     #[arg(long, value_name = "SECS")]
     pub header_read_timeout_secs: Option<u64>,
     /// A job wakes its readers at most once per this window, ms; lines arriving inside it
-    /// share one write per reader. A line after a quiet window goes out at once
-    /// (0: every line wakes every reader: most CPU under load) [default: 5].
+    /// share one write per reader. A line after a quiet window goes out at once. The window
+    /// scales with the job's readers: full at 1,000, a hundredth at 10
+    /// (0: every line wakes every reader: most CPU under load) [default: 20].
     #[arg(long, value_name = "MS")]
     pub gather_ms: Option<u64>,
     /// Allowed CORS origin (`*` for any). Repeatable; the environment separates with `,`.

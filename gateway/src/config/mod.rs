@@ -20,7 +20,7 @@ pub const DEFAULT_RETENTION: Duration = Duration::from_secs(3600);
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-pub const DEFAULT_GATHER: Duration = Duration::from_millis(5);
+pub const DEFAULT_GATHER: Duration = Duration::from_millis(20);
 pub const DEFAULT_MAX_CONNECTIONS: usize = 16_384;
 pub const DEFAULT_MAX_JOBS: usize = 10_000;
 pub const DEFAULT_MAX_SUBSCRIBERS_PER_JOB: usize = 10_000;
@@ -55,7 +55,8 @@ pub struct Config {
     pub drain_timeout: Duration,
     /// A client has this long to send its request headers.
     pub header_read_timeout: Duration,
-    /// A job wakes its readers at most once per this window; lines inside it share a write.
+    /// A job with 1,000 readers or more wakes them at most once per this window (fewer
+    /// readers: proportionally less); lines inside it share a write.
     pub gather: Duration,
     /// Origins allowed by CORS (`*` for any); empty: no CORS headers.
     pub cors_origins: Vec<String>,
