@@ -93,7 +93,12 @@ impl Wakeups {
         // Quiet for a window (or no runtime to wait on, as in unit tests): wake now.
         st.last_wake = Some(now);
         drop(st);
-        self.tx.send_replace(seq);
+        self.send(seq);
+    }
+
+    /// Wakes readers with `seq`, never lowering the value a racing wake-up already sent.
+    fn send(&self, seq: u64) {
+        self.tx.send_modify(|last| *last = (*last).max(seq));
     }
 
     fn wake_latest(&self) {
@@ -102,7 +107,7 @@ impl Wakeups {
         st.last_wake = Some(Instant::now());
         let seq = st.latest;
         drop(st);
-        self.tx.send_replace(seq);
+        self.send(seq);
     }
 
     /// Wakes every reader now, with nothing new: the log closed.

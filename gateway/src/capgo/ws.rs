@@ -128,6 +128,9 @@ enum Next {
     Idle,
 }
 
+/// How long a woken session waits before reading, so a burst's frames share one batch.
+const CLI_GATHER: Duration = Duration::from_millis(5);
+
 /// One WebSocket reader's cursor into one job's log.
 struct Session {
     /// Keeps the reader counted on its job; gives the log.
@@ -219,6 +222,10 @@ impl Session {
                     if changed.is_err() {
                         return;
                     }
+                    // Capgo's CLI handles frames concurrently: log lines of one frame that
+                    // land after a status frame was handled are dropped. Waiting a moment
+                    // lets a burst's lines and its status share one batch frame.
+                    tokio::time::sleep(CLI_GATHER).await;
                 }
                 _ = std::future::ready(()), if ready => {
                     if let Next::Frame(frame, last) = self.next_frame() {
@@ -237,9 +244,12 @@ impl Session {
 
     /// Whether the log has something past the cursor, or ended (the final status is then
     /// sent again, so a client reconnecting after it still learns the result).
+    /// Records past the cursor are in the log. Asks the log, not the last wake-up's value:
+    /// a wake-up may be held for the gather window while records are already readable.
     fn has_more(&mut self) -> bool {
-        let last = *self.seq_rx.borrow_and_update();
-        self.cursor <= last || self.attached.job().is_finished()
+        self.seq_rx.borrow_and_update();
+        let job = self.attached.job();
+        self.cursor <= job.last_seq() || job.is_finished()
     }
 
     /// The next frame: one record's frame, a batch, or the final status again.
