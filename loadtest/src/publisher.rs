@@ -287,7 +287,10 @@ async fn publish_nchan(
     let _ = stream.set_nodelay(true);
     let (read_half, mut write_half) = stream.into_split();
     let window = Semaphore::new(NCHAN_IN_FLIGHT);
-    let mut answers = std::pin::pin!(read_answers(read_half, &window, published_live));
+    // This job's acknowledged lines; `published_live` counts every job's.
+    let answered = AtomicU64::new(0);
+    let counters = [&answered, published_live];
+    let mut answers = std::pin::pin!(read_answers(read_half, &window, counters));
 
     let path = target.publish_path(job);
     let mut pacer = Pacer::new(plan);
@@ -346,7 +349,7 @@ async fn publish_nchan(
             }
         }
     }
-    outcome.published = published_live.load(Ordering::Relaxed);
+    outcome.published = answered.load(Ordering::Relaxed);
     match failure {
         Some(e) => Err((outcome, e)),
         None => Ok(outcome),
@@ -357,11 +360,12 @@ async fn publish_nchan(
 const NCHAN_ANSWER_WAIT: Duration = Duration::from_secs(30);
 
 /// Reads the answers to pipelined POSTs in order: each one frees a place in `window`; each
-/// 2xx counts a line published. Stops at the first refusal (later lines would be lost).
+/// 2xx counts a line published in both `counters`. Stops at the first refusal (later lines
+/// would be lost).
 async fn read_answers(
     mut read_half: OwnedReadHalf,
     window: &Semaphore,
-    published_live: &AtomicU64,
+    counters: [&AtomicU64; 2],
 ) -> Result<(), PublishError> {
     let mut reader = http1::ResponseReader::default();
     let mut buf = vec![0u8; 16 * 1024];
@@ -375,7 +379,9 @@ async fn read_answers(
                 window.close();
                 return Err(PublishError::Status(status));
             }
-            published_live.fetch_add(1, Ordering::Relaxed);
+            for counter in counters {
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
             window.add_permits(1);
         }
     }
@@ -491,12 +497,13 @@ mod tests {
             duration: Duration::from_millis(200),
             line_bytes: 60,
         };
-        let published = AtomicU64::new(0);
+        // Another job's publisher has already counted 1,000 lines in the shared counter.
+        let published = AtomicU64::new(1000);
         let outcome = publish_nchan(&target, "job", plan, &published)
             .await
             .unwrap();
         assert!(outcome.published > 100, "{outcome:?}");
-        assert_eq!(published.load(Ordering::Relaxed), outcome.published);
+        assert_eq!(published.load(Ordering::Relaxed), 1000 + outcome.published);
         let received = server.await.unwrap();
         let want: Vec<u64> = (1..=outcome.published).collect();
         assert_eq!(received, want);
