@@ -226,7 +226,8 @@ impl JobLog {
     }
 
     /// Appends `batch` in order, dropping records whose `n` was already seen, and
-    /// announces it to readers once. Records before a terminal status are kept even when later ones fail.
+    /// announces it to readers once. Records before a terminal status are kept even when
+    /// later ones fail.
     pub(crate) fn append(
         &self,
         batch: impl IntoIterator<Item = Incoming>,

@@ -243,9 +243,9 @@ impl Session {
     }
 
     /// Whether the log has something past the cursor, or ended (the final status is then
-    /// sent again, so a client reconnecting after it still learns the result).
-    /// Records past the cursor are in the log. Asks the log, not the last wake-up's value:
-    /// a wake-up may be held for the gather window while records are already readable.
+    /// sent again, so a client reconnecting after it still learns the result). Asks the
+    /// log, not the last wake-up's value: a wake-up may be held for the gather window while
+    /// records are already readable.
     fn has_more(&mut self) -> bool {
         self.seq_rx.borrow_and_update();
         let job = self.attached.job();
