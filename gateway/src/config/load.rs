@@ -549,13 +549,9 @@ pub(super) fn load(args: &ServeArgs, env: &dyn Env) -> Result<Config, ConfigErro
 /// Where jobs are kept: `--memory-only`, or a spool under `--data-dir` and its policy.
 fn store_config(args: &ServeArgs, l: &Layers<'_>) -> Result<StoreConfig, ConfigError> {
     let memory_only = args.memory_only || l.get::<bool>(None, "memory-only")?.unwrap_or(false);
+    // `--memory-only` wins over a data directory set anywhere (an image's environment,
+    // say), so one flag turns durability off.
     let data_dir: Option<PathBuf> = l.get(args.data_dir.clone(), "data-dir")?;
-    if memory_only && data_dir.is_some() {
-        return Err(ConfigError::new(
-            "memory-only",
-            "give either --memory-only or --data-dir, not both",
-        ));
-    }
     let interval = l
         .get(args.fsync_interval_ms, "fsync-interval-ms")?
         .map(|v| positive("fsync-interval-ms", v))
