@@ -245,15 +245,13 @@ impl Hub {
     /// How often [`Hub::reap_until`] should run for these settings.
     pub(crate) fn tick(&self) -> Duration {
         let s = &self.settings;
-        [
-            Duration::from_secs(10),
-            s.publisher_grace / 4,
-            s.queued_ttl / 4,
-        ]
-        .into_iter()
-        .min()
-        .unwrap_or(Duration::from_secs(10))
-        .max(Duration::from_millis(100))
+        [s.publisher_grace, s.queued_ttl, s.retention]
+            .into_iter()
+            .map(|d| d / 4)
+            .chain([Duration::from_secs(10)])
+            .min()
+            .unwrap_or(Duration::from_secs(10))
+            .max(Duration::from_millis(100))
     }
 }
 

@@ -49,4 +49,5 @@ pub(crate) mod subscription;
 pub(crate) mod wakeups;
 
 pub use config::Config;
-pub use server::{run, ServerError};
+pub use server::{check_store, run, ServerError};
+pub use store::spool::OpenError as StoreOpenError;

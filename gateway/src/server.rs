@@ -31,6 +31,16 @@ pub enum ServerError {
     Store(#[from] crate::store::spool::OpenError),
 }
 
+/// Checks, before anything binds, that the configured data directory can be used:
+/// created private, writable, and not in use by another gateway. Recovery happens in
+/// [`run`].
+pub fn check_store(config: &Config) -> Result<(), crate::store::spool::OpenError> {
+    if let Some(dir) = &config.store.data_dir {
+        crate::store::spool::Spool::prepare(dir)?;
+    }
+    Ok(())
+}
+
 /// Serves `listener` until `shutdown` completes, then drains for at most the configured
 /// drain timeout.
 pub async fn run(

@@ -42,11 +42,16 @@ pub(crate) struct SpoolSettings {
 
 /// The data directory could not be used.
 #[derive(Debug, thiserror::Error)]
-#[error("data directory {path}: {source}")]
+#[error("cannot use data directory {}", path.display())]
 pub struct OpenError {
     pub path: PathBuf,
     #[source]
     pub source: std::io::Error,
+}
+
+fn err(path: &Path) -> impl FnOnce(std::io::Error) -> OpenError {
+    let path = path.to_path_buf();
+    move |source| OpenError { path, source }
 }
 
 /// How often tombstones are swept (each sweep lists the directory).
@@ -69,22 +74,27 @@ pub(crate) struct Spool {
 }
 
 impl Spool {
-    /// Opens (creating if needed) the data directory and recovers every job in it.
-    pub(crate) fn open(settings: SpoolSettings) -> Result<Arc<Self>, OpenError> {
-        let err = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| OpenError { path, source }
-        };
-        let dir = settings.dir.clone();
+    /// Creates the data directory if needed, checks it is writable and not in use by
+    /// another gateway, and locks it; returns the lock. Cheap: no job is read.
+    pub(crate) fn prepare(dir: &Path) -> Result<File, OpenError> {
         let jobs_dir = dir.join(files::JOBS);
         let tomb_dir = dir.join(files::TOMBSTONES);
-        for d in [&dir, &jobs_dir, &tomb_dir] {
+        for d in [dir, &jobs_dir, &tomb_dir] {
             files::create_dir(d).map_err(err(d))?;
         }
-        let lock = files::lock(&dir).map_err(err(&dir))?;
+        let lock = files::lock(dir).map_err(err(dir))?;
         let probe = jobs_dir.join(".write-probe");
         files::write_new(&probe, b"").map_err(err(&jobs_dir))?;
         let _ = std::fs::remove_file(&probe);
+        Ok(lock)
+    }
+
+    /// Opens (creating if needed) the data directory and recovers every job in it.
+    pub(crate) fn open(settings: SpoolSettings) -> Result<Arc<Self>, OpenError> {
+        let dir = settings.dir.clone();
+        let lock = Self::prepare(&dir)?;
+        let jobs_dir = dir.join(files::JOBS);
+        let tomb_dir = dir.join(files::TOMBSTONES);
 
         let spool = Arc::new(Self {
             tombstones: DirTombstones::new(tomb_dir, settings.tombstone_ttl.as_millis() as u64),

@@ -228,7 +228,7 @@ fn a_second_gateway_cannot_share_the_directory() {
     let dir = TempDir::new("spool-lock");
     let _first = Spool::open(settings(&dir)).unwrap();
     let err = Spool::open(settings(&dir)).err().unwrap();
-    assert!(err.to_string().contains("another tailgate"), "{err}");
+    assert!(err.source.to_string().contains("another tailgate"), "{err}");
 }
 
 /// Creates `name` with `lines` lines of 100 bytes, finished at `finished_ms` if given.
