@@ -14,8 +14,13 @@ use serde_json::Value;
 use crate::record::{JobStatus, Record, RecordBody, Stream};
 use crate::sse;
 
-/// Bookkeeping per held record besides its frames: the `Arc`, this struct, the ring slot.
-pub(crate) const ENTRY_OVERHEAD: usize = 128;
+/// What the allocator adds to each allocation (glibc: a 16-byte header, 16-byte steps).
+const ALLOC_OVERHEAD: usize = 16;
+
+/// Bookkeeping per held record besides its frames' bytes: the `Arc` with this struct,
+/// its ring slot, and the allocator's share of both allocations.
+pub(crate) const ENTRY_OVERHEAD: usize =
+    std::mem::size_of::<Entry>() + 2 * std::mem::size_of::<usize>() + 32 + 2 * ALLOC_OVERHEAD;
 
 /// What kind of record an entry is, without parsing its JSON.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

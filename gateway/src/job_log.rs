@@ -360,9 +360,10 @@ impl JobLog {
                 _ => None,
             };
             if let Some(which) = wanted {
-                if let (made, true) = held.entry.frame(which) {
-                    held.cost += made.len();
-                    added += made.len();
+                if let (_, true) = held.entry.frame(which) {
+                    let cost = held.entry.cost();
+                    added += cost - held.cost;
+                    held.cost = cost;
                 }
             }
             out.push(Arc::clone(&held.entry));
