@@ -213,6 +213,9 @@ impl JobLog {
     ) -> Result<(), AppendError> {
         let now = SystemTime::now();
         let mut st = self.lock();
+        // Whatever happens, the tally names the job's counters, where a publisher resumes.
+        tally.last_seq = st.progress.last_seq();
+        tally.last_n = st.progress.last_n;
         let mut draft = st.progress;
         let mut entries: Vec<Arc<Entry>> = Vec::new();
         let (mut accepted, mut duplicates) = (0, 0);

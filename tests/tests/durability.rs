@@ -449,3 +449,108 @@ async fn data_dir_and_files_are_private_and_job_ids_cannot_escape_it() {
         "{top:?}"
     );
 }
+
+/// Publishes 1 KiB lines to `job` until the gateway refuses; returns the refusal and
+/// how many lines were acknowledged before it.
+async fn publish_until_refused(addr: SocketAddr, job: &str) -> (http_client::Reply, u64) {
+    let auth = bearer(&publish_token(job));
+    let mut acknowledged = 0u64;
+    for round in 0..10_000u64 {
+        let body: String = (0..64)
+            .map(|i| format!("{round:05}-{i:02} {}\n", "z".repeat(1000)))
+            .collect();
+        let reply = http_client::request(
+            addr,
+            "POST",
+            &format!("/v1/jobs/{job}/logs"),
+            &[("authorization", &auth), ("content-type", "text/plain")],
+            body.into(),
+        )
+        .await;
+        if reply.status != 200 {
+            return (reply, acknowledged);
+        }
+        acknowledged = reply.json()["last_seq"].as_u64().unwrap_or(0);
+    }
+    panic!("never refused");
+}
+
+/// After a refusal, the acknowledged records are all there and readers are served.
+async fn acknowledged_lines_survive(addr: SocketAddr, job: &str, reply: &http_client::Reply) {
+    let body = reply.json();
+    assert!(reply.header("retry-after").is_some(), "{body}");
+    let last_seq = body["last_seq"]
+        .as_u64()
+        .expect("the refusal reports last_seq");
+    assert_eq!(status(addr, job).await["last_seq"].as_u64(), Some(last_seq));
+    let resp = subscribe(addr, job, 0).await;
+    assert_eq!(resp.status(), 200);
+    let mut sse = SseStream::new(resp.into_body());
+    for seq in 1..=last_seq {
+        let e = sse
+            .next_within(Duration::from_secs(10))
+            .await
+            .expect("event");
+        assert_eq!((e.seq(), e.event.as_str()), (seq, "log"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_disk_budget_refuses_with_507_and_keeps_what_was_acknowledged() {
+    let data = TempDir::new("budget");
+    let gw = Daemon::start(&args(&data, &["--max-disk-bytes", "300000"]));
+    let (reply, acknowledged) = publish_until_refused(gw.addr, "too-big").await;
+    reply.assert_error(507, "insufficient_storage");
+    assert!(reply.json()["message"]
+        .as_str()
+        .unwrap()
+        .contains("--max-disk-bytes"));
+    assert!(acknowledged > 0);
+    acknowledged_lines_survive(gw.addr, "too-big", &reply).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_ends_the_publish_with_507_and_loses_nothing_acknowledged() {
+    let data = TempDir::new("fulldisk");
+    std::fs::create_dir_all(data.path()).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args([
+            "-t",
+            "tmpfs",
+            "-o",
+            "size=512k",
+            "tailgate-test",
+            &data.path().display().to_string(),
+        ])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        let why = "cannot mount a small tmpfs (needs root): full-disk test not run";
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "{why}");
+        eprintln!("skipped: {why}");
+        return;
+    }
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.0)
+                .status();
+        }
+    }
+    let _unmount = Unmount(data.path().to_path_buf());
+    let gw = Daemon::start(&args(&data, &[]));
+    let (reply, acknowledged) = publish_until_refused(gw.addr, "disk-full").await;
+    reply.assert_error(507, "insufficient_storage");
+    assert!(
+        reply.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("disk is full"),
+        "{}",
+        reply.text()
+    );
+    assert!(acknowledged > 0);
+    acknowledged_lines_survive(gw.addr, "disk-full", &reply).await;
+}
