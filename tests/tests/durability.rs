@@ -554,3 +554,46 @@ async fn a_full_disk_ends_the_publish_with_507_and_loses_nothing_acknowledged() 
     assert!(acknowledged > 0);
     acknowledged_lines_survive(gw.addr, "disk-full", &reply).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_capgo_cli_resumes_after_its_confirmed_id_across_a_restart() {
+    use tailgate::auth::{CAPGO_AUDIENCE, CAPGO_ISSUER};
+    use tailgate_tests::capgo::{self, capgo_token, stream_url, CliClient, Ended, PREFIX};
+    let data = TempDir::new("capgo");
+    let a = vec![
+        "--jwt-secret".to_string(),
+        tailgate_tests::SECRET.into(),
+        "--jwt-issuer".into(),
+        CAPGO_ISSUER.into(),
+        "--jwt-audience".into(),
+        CAPGO_AUDIENCE.into(),
+        "--data-dir".into(),
+        data.path().display().to_string(),
+    ];
+    let mut gw = Daemon::start(&a);
+    let job = "capgo-build";
+    let lines =
+        |r: std::ops::RangeInclusive<u64>| r.map(|i| format!("step {i}")).collect::<Vec<_>>();
+    capgo::publish_lines(gw.addr, job, lines(1..=5)).await;
+    let token = capgo_token(job);
+    let mut cli = CliClient::new(stream_url(gw.addr, PREFIX, job, &token));
+    cli.cut_after_lines = vec![5];
+    let end = tokio::time::timeout(Duration::from_secs(10), cli.session())
+        .await
+        .expect("session");
+    assert!(matches!(end, Ended::Cut), "{end:?}");
+    assert_eq!(cli.lines, lines(1..=5));
+
+    gw.crash_and_restart();
+    capgo::publish_lines(gw.addr, job, lines(6..=8)).await;
+    capgo::publish_status(gw.addr, job, "succeeded").await;
+    // The CLI reconnects with no resume point and shows whatever it is sent.
+    let mut again = CliClient::new(stream_url(gw.addr, PREFIX, job, &token));
+    again.follow(Duration::from_secs(20)).await;
+    assert_eq!(
+        again.lines,
+        lines(6..=8),
+        "continues after the confirmed id, nothing twice"
+    );
+    assert_eq!(again.final_status.as_deref(), Some("succeeded"));
+}
