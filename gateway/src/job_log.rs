@@ -336,6 +336,9 @@ impl JobLog {
     /// Records from `cursor` on, up to about `budget` bytes, with `frame` built for each
     /// (charged to the memory budget once, when the record is held).
     pub(crate) fn read(&self, cursor: u64, budget: usize, frame: Option<Frame>) -> Read {
+        if let Some(why) = &self.broken {
+            return Read::Failed(why.clone());
+        }
         let mut st = self.lock();
         if cursor >= st.progress.next_seq {
             return if st.progress.status.is_terminal() {
@@ -378,9 +381,6 @@ impl JobLog {
     }
 
     fn read_store(&self, from: u64, to: u64, budget: usize) -> Read {
-        if let Some(why) = &self.broken {
-            return Read::Failed(why.clone());
-        }
         match self.store.read(&self.id, from, to, budget) {
             Ok(older) => match older.first() {
                 Some(e) if e.seq() == from => Read::Entries(older),
