@@ -708,8 +708,13 @@ impl Drop for Attached {
                 if st.progress.status.is_terminal() {
                     return;
                 }
-                // The publisher's grace counts from now, also across a restart.
-                st.progress.activity_ms = now_ms();
+                // The publisher's grace counts from now, also across a restart. An append
+                // within the last second already told the store as much.
+                let now = now_ms();
+                if now.saturating_sub(st.progress.activity_ms) < 1000 {
+                    return;
+                }
+                st.progress.activity_ms = now;
                 if let Err(e) = job.store.note(&job.id, &st.progress, None) {
                     tracing::debug!(job.id = %job.id, error = %e, "cannot store the upload's end");
                 }
