@@ -12,6 +12,7 @@ use crate::job_log::JobLimits;
 use crate::memory::MemoryBudget;
 use crate::publish::UploadLimits;
 use crate::store::memory::MemoryStore;
+use crate::store::redis::{RedisSettings, RedisStore};
 use crate::store::spool::{OpenError, Spool, SpoolSettings};
 use crate::store::Store;
 use crate::subscription::Pacing;
@@ -57,10 +58,25 @@ impl App {
         }
     }
 
-    /// Opens the store the config names: the spool under its data directory (recovering
-    /// every job in it), or memory only.
+    /// Opens the store the config names: Redis shared with other instances, the spool
+    /// under its data directory (recovering every job in it), or memory only.
     pub(crate) fn open_store(config: &Config) -> Result<Arc<dyn Store>, OpenError> {
         let store = &config.store;
+        if let Some(redis) = &store.redis {
+            let settings = RedisSettings {
+                url: redis.url.clone(),
+                cluster: redis.cluster,
+                timeout: redis.timeout,
+                retention: store.disk_retention,
+                tombstone_ttl: store.tombstone_ttl,
+            };
+            return RedisStore::open(settings)
+                .map(|s| s as Arc<dyn Store>)
+                .map_err(|source| OpenError {
+                    path: "redis".into(),
+                    source,
+                });
+        }
         let Some(dir) = &store.data_dir else {
             tracing::warn!("memory-only: jobs are not kept across restarts, and a reader behind the ring gets a gap");
             return Ok(Arc::new(MemoryStore::new(

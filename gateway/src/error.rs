@@ -186,6 +186,12 @@ impl ApiError {
             Self::Draining => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
+            Self::Storage {
+                error: StoreError::Unavailable(_),
+                ..
+            } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
+            }
             Self::Storage { .. } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("30"));
             }

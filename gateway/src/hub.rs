@@ -85,6 +85,9 @@ impl Hub {
     /// The job named `id`: held, else loaded from the store, else created (unless a
     /// tombstone says it was deleted).
     pub(crate) fn job(&self, id: &JobId) -> Result<Arc<JobLog>, JobError> {
+        if let Some(shared) = self.store.shared() {
+            return self.shared_job(shared, id);
+        }
         if let Some(job) = self.jobs.get(id) {
             return Ok(Arc::clone(&job));
         }
@@ -148,8 +151,10 @@ impl Hub {
     pub(crate) fn reap(&self, now: Instant) -> usize {
         let before = self.jobs.len();
         let retention = self.settings.retention;
-        // With a durable store an unfinished job stays until its lifecycle ends it.
-        let idle = (!self.store.is_durable()).then_some(self.settings.idle_timeout);
+        // With a durable store an unfinished job stays until its lifecycle ends it; a
+        // shared store holds it for every instance, so an idle local copy may go.
+        let local = !self.store.is_durable() || self.store.shared().is_some();
+        let idle = local.then_some(self.settings.idle_timeout);
         self.jobs.retain(|id, job| {
             if !job.is_expired(now, retention, idle) {
                 return true;
@@ -255,5 +260,6 @@ impl Hub {
     }
 }
 
+mod shared;
 #[cfg(test)]
 mod tests;

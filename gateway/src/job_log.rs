@@ -211,6 +211,9 @@ impl JobLog {
         batch: impl IntoIterator<Item = Incoming>,
         tally: &mut Tally,
     ) -> Result<(), AppendError> {
+        if let Some(shared) = self.store.shared() {
+            return self.append_shared(shared, batch.into_iter().collect(), tally);
+        }
         let now = SystemTime::now();
         let mut st = self.lock();
         // Whatever happens, the tally names the job's counters, where a publisher resumes.
@@ -459,7 +462,11 @@ impl JobLog {
 
     /// A receiver of the last announced seq, for readers waiting to be woken.
     pub(crate) fn watch(&self) -> watch::Receiver<u64> {
-        self.wakeups.subscribe()
+        let seq_rx = self.wakeups.subscribe();
+        if let Some(shared) = self.store.shared() {
+            shared.wake(&self.id);
+        }
+        seq_rx
     }
 
     pub(crate) fn last_seq(&self) -> u64 {
@@ -555,6 +562,9 @@ impl JobLog {
         grace: Duration,
         queued_ttl: Duration,
     ) -> Option<JobStatus> {
+        if let Some(shared) = self.store.shared() {
+            return self.lifecycle_shared(shared, now_ms, grace, queued_ttl);
+        }
         if self.publishers.load(Ordering::Acquire) > 0 || self.broken.is_some() {
             return None;
         }
@@ -723,5 +733,6 @@ impl Drop for Attached {
     }
 }
 
+mod shared;
 #[cfg(test)]
 pub(crate) mod tests;

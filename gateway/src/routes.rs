@@ -15,6 +15,7 @@ use crate::capgo;
 use crate::error::ApiError;
 use crate::handlers;
 use crate::job_id::JobId;
+use crate::store::StoreError;
 
 /// What a path names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -132,6 +133,14 @@ async fn dispatch(app: &Arc<App>, req: Request<IncomingBody>) -> Result<Response
         None => {
             return Ok(match route {
                 Route::Readyz if app.is_draining() => ApiError::Draining.into_response(),
+                Route::Readyz => match app.hub.store().unready() {
+                    Some(why) => ApiError::Storage {
+                        error: StoreError::Unavailable(why),
+                        tally: None,
+                    }
+                    .into_response(),
+                    None => handlers::text(StatusCode::OK, "ok\n"),
+                },
                 _ => handlers::text(StatusCode::OK, "ok\n"),
             })
         }

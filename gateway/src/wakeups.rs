@@ -62,6 +62,11 @@ impl Wakeups {
         self.tx.subscribe()
     }
 
+    /// Receivers alive: readers (and status waiters) of the job.
+    pub(crate) fn watchers(&self) -> usize {
+        self.tx.receiver_count()
+    }
+
     /// The window for a job with `readers` readers.
     fn window_for(&self, readers: usize) -> Duration {
         let readers = u32::try_from(readers).unwrap_or(u32::MAX);

@@ -6,6 +6,7 @@ pub mod cli;
 pub mod daemon;
 pub mod http_client;
 pub mod proxy;
+pub mod redis;
 pub mod sse;
 
 use std::net::SocketAddr;

@@ -162,6 +162,16 @@ pub struct ServeArgs {
     /// A deleted job answers `410 job_expired` for this long, seconds [default: 604800].
     #[arg(long, value_name = "SECS")]
     pub tombstone_secs: Option<u64>,
+    /// Share jobs with other instances through Redis: `redis://host:6379/0`, `rediss://`
+    /// for TLS, `redis+cluster://` for Redis Cluster. Replaces the data directory.
+    #[arg(long, value_name = "URL")]
+    pub redis_url: Option<String>,
+    /// The Redis URL names a Redis Cluster node.
+    #[arg(long)]
+    pub redis_cluster: bool,
+    /// A Redis round trip at most before publishes answer 503, ms [default: 2000].
+    #[arg(long, value_name = "MS")]
+    pub redis_timeout_ms: Option<u64>,
     /// A running job whose publisher has been gone this long becomes `lost`, seconds
     /// [default: 600].
     #[arg(long, value_name = "SECS")]
@@ -210,6 +220,9 @@ const FILE_KEYS: &[&str] = &[
     "disk_retention_secs",
     "max_disk_bytes",
     "tombstone_secs",
+    "redis_url",
+    "redis_cluster",
+    "redis_timeout_ms",
     "publisher_grace_secs",
     "queued_ttl_secs",
 ];
@@ -572,8 +585,10 @@ fn store_config(args: &ServeArgs, l: &Layers<'_>) -> Result<StoreConfig, ConfigE
     if data_dir.as_os_str().is_empty() {
         return Err(ConfigError::new("data-dir", "is empty"));
     }
+    let redis = redis_config(args, l)?;
     Ok(StoreConfig {
-        data_dir: (!memory_only).then_some(data_dir),
+        data_dir: (!memory_only && redis.is_none()).then_some(data_dir),
+        redis,
         fsync,
         disk_retention: secs(
             l.get(args.disk_retention_secs, "disk-retention-secs")?,
@@ -589,6 +604,42 @@ fn store_config(args: &ServeArgs, l: &Layers<'_>) -> Result<StoreConfig, ConfigE
             DEFAULT_TOMBSTONE_TTL,
         ),
     })
+}
+
+/// The shared store, when a Redis URL is set: the URL checked (never echoed, it may hold
+/// a password), `+cluster` taken off the scheme.
+fn redis_config(args: &ServeArgs, l: &Layers<'_>) -> Result<Option<RedisConfig>, ConfigError> {
+    let Some(raw) = l.get::<String>(args.redis_url.clone(), "redis-url")? else {
+        return Ok(None);
+    };
+    let flag = args.redis_cluster || l.get::<bool>(None, "redis-cluster")?.unwrap_or(false);
+    let (scheme, rest) = raw.split_once("://").unwrap_or(("", ""));
+    let (url, cluster) = match scheme {
+        "redis" | "rediss" => (raw.clone(), flag),
+        "redis+cluster" | "rediss+cluster" => {
+            let plain = scheme.trim_end_matches("+cluster");
+            (format!("{plain}://{rest}"), true)
+        }
+        _ => {
+            return Err(ConfigError::new(
+                "redis-url",
+                "must start with redis://, rediss:// or redis+cluster://",
+            ))
+        }
+    };
+    if redis::IntoConnectionInfo::into_connection_info(url.as_str()).is_err() {
+        return Err(ConfigError::new("redis-url", "is not a valid Redis URL"));
+    }
+    let timeout = l
+        .get(args.redis_timeout_ms, "redis-timeout-ms")?
+        .map(|v| positive("redis-timeout-ms", v))
+        .transpose()?
+        .map_or(DEFAULT_REDIS_TIMEOUT, Duration::from_millis);
+    Ok(Some(RedisConfig {
+        url,
+        cluster,
+        timeout,
+    }))
 }
 
 /// A Capgo prefix: `/` and path segments, no trailing `/`, not under the gateway's own

@@ -39,6 +39,8 @@ pub const DEFAULT_FSYNC_INTERVAL: Duration = Duration::from_millis(1000);
 pub const DEFAULT_DISK_RETENTION: Duration = Duration::from_secs(24 * 3600);
 pub const DEFAULT_MAX_DISK_BYTES: u64 = 10 * 1024 * 1024 * 1024;
 pub const DEFAULT_TOMBSTONE_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+/// A Redis round trip at most before publishes answer 503.
+pub const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_secs(2);
 pub const DEFAULT_PUBLISHER_GRACE: Duration = Duration::from_secs(600);
 pub const DEFAULT_QUEUED_TTL: Duration = Duration::from_secs(3600);
 
@@ -116,6 +118,29 @@ pub struct StoreConfig {
     pub max_disk_bytes: u64,
     /// A deleted job answers `410` for this long.
     pub tombstone_ttl: Duration,
+    /// Share jobs with other instances through Redis (`--redis-url`) instead of a spool.
+    pub redis: Option<RedisConfig>,
+}
+
+/// Where the shared store is.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisConfig {
+    /// `redis://` or `rediss://` (TLS), with any `+cluster` marker removed.
+    pub url: String,
+    /// Redis Cluster (`--redis-cluster` or a `redis+cluster://` URL).
+    pub cluster: bool,
+    /// Each round trip at most; then the store reports Redis unavailable.
+    pub timeout: Duration,
+}
+
+impl std::fmt::Debug for RedisConfig {
+    // The URL may carry a password: never print it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("cluster", &self.cluster)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
 }
 
 impl StoreConfig {
@@ -128,6 +153,7 @@ impl StoreConfig {
             disk_retention: DEFAULT_DISK_RETENTION,
             max_disk_bytes: DEFAULT_MAX_DISK_BYTES,
             tombstone_ttl: DEFAULT_TOMBSTONE_TTL,
+            redis: None,
         }
     }
 

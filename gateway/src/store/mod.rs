@@ -4,18 +4,21 @@
 //!
 //! - [`memory`]: nothing beyond the ring (`--memory-only`): evicted records are a `gap`.
 //! - [`spool`]: one append-only, checksummed file per job under `--data-dir` (default).
+//! - [`redis`]: shared by several instances (`--redis-url`); it assigns seqs ([`Shared`]).
 
 pub(crate) mod memory;
+pub(crate) mod redis;
 pub(crate) mod spool;
 pub(crate) mod tombstones;
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::entry::Entry;
 use crate::job_id::JobId;
+use crate::job_log::Incoming;
 use crate::record::JobStatus;
 
 pub(crate) use tombstones::Tombstone;
@@ -44,6 +47,12 @@ pub(crate) struct Progress {
     /// The last sign of a publisher: an append, or an upload ending. The lifecycle rules
     /// (`lost`, `expired`) count from it, so they survive a restart.
     pub(crate) activity_ms: u64,
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        Self::new(0)
+    }
 }
 
 impl Progress {
@@ -123,6 +132,9 @@ pub(crate) enum StoreError {
     /// Reading or writing failed; the records before it are kept.
     #[error("{0}")]
     Io(String),
+    /// The store cannot be reached now (Redis is down); retrying soon may work.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl StoreError {
@@ -210,6 +222,98 @@ pub(crate) trait Store: Send + Sync + 'static {
 
     /// Forces everything appended to stable storage, at shutdown. Blocking.
     fn flush(&self);
+
+    /// The store other instances share, when it is one: it assigns seqs, and holds the
+    /// truth about each job that `JobLog` caches.
+    fn shared(&self) -> Option<&dyn Shared> {
+        None
+    }
+
+    /// Why the store cannot serve now, for `/readyz`.
+    fn unready(&self) -> Option<String> {
+        None
+    }
+}
+
+/// What one atomic append in a shared store did.
+#[derive(Debug, Default)]
+pub(crate) struct Appended {
+    /// The records stored, with the seqs the store gave them.
+    pub(crate) entries: Vec<Arc<Entry>>,
+    /// The job's state right after them.
+    pub(crate) progress: Progress,
+    pub(crate) accepted: u64,
+    pub(crate) duplicates: u64,
+    /// The job had finished: records after its terminal status were refused.
+    pub(crate) finished: bool,
+}
+
+impl Appended {
+    /// Adds a later append of the same batch.
+    pub(crate) fn absorb(&mut self, later: Appended) {
+        self.entries.extend(later.entries);
+        self.progress = later.progress;
+        self.accepted += later.accepted;
+        self.duplicates += later.duplicates;
+        self.finished |= later.finished;
+    }
+}
+
+/// A job as a shared store holds it.
+#[derive(Debug)]
+pub(crate) enum Loaded {
+    /// The job (created now when it was new), in life `epoch`: a job the store lost
+    /// and created again has a new one.
+    Job { recovered: Recovered, epoch: String },
+    /// Deleted by retention.
+    Gone(Tombstone),
+}
+
+/// A store several instances share: each change of a job is one atomic step in it, so
+/// the store, not the instance, assigns seqs. Blocking, one round trip each.
+pub(crate) trait Shared: Send + Sync {
+    /// Appends `batch` as `JobLog::append` would (dedupe by `n`, the size limit's
+    /// truncation line, nothing after a terminal status) in one atomic step.
+    fn append(
+        &self,
+        job: &JobId,
+        batch: Vec<Incoming>,
+        max_log_bytes: u64,
+    ) -> Result<Appended, StoreError>;
+
+    /// The job's state now, created when new.
+    fn load(&self, job: &JobId) -> Result<Loaded, StoreError>;
+
+    /// Ends the job as its lifecycle says, whichever instance asks first: `lost` when
+    /// running with no sign of a publisher since `lost_before_ms`, `expired` when queued
+    /// since before `expired_before_ms`. Nothing is stored when neither holds.
+    fn end_if_idle(
+        &self,
+        job: &JobId,
+        lost_before_ms: u64,
+        expired_before_ms: u64,
+    ) -> Result<Appended, StoreError>;
+
+    /// Delivers the job's new records to `follower` while it has readers, in life `epoch`.
+    fn follow(&self, job: &JobId, epoch: &str, follower: Weak<dyn Follower>);
+
+    /// Whether this instance follows the job in life `epoch`.
+    fn is_life(&self, job: &JobId, epoch: &str) -> bool;
+
+    /// A reader started waiting on the job: make sure its records are being followed.
+    fn wake(&self, job: &JobId);
+}
+
+/// A job's local copy, which a shared store keeps up to date (`JobLog`).
+pub(crate) trait Follower: Send + Sync {
+    /// Someone here waits for the job's records.
+    fn is_followed(&self) -> bool;
+    /// The seq the local copy expects next.
+    fn next_seq(&self) -> u64;
+    /// Takes records the store holds (in seq order) and wakes readers.
+    fn absorb(&self, entries: Vec<Arc<Entry>>);
+    /// The store lost the job: readers end, and reconnect to its new life.
+    fn end(&self);
 }
 
 /// Milliseconds since the Unix epoch now.

@@ -1,0 +1,175 @@
+//! `JobLog` over a shared store (Redis): the store assigns seqs in one atomic step, and
+//! the ring takes what the store holds, in seq order, from this instance's appends and
+//! from the store's tailer alike. The store's state wins over the local copy.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::{evict, AppendError, Held, Incoming, JobLog, Tally};
+use crate::entry::Entry;
+use crate::record::JobStatus;
+use crate::store::{Follower, Progress, Recovered, Shared};
+
+impl JobLog {
+    /// Appends `batch` through the shared store, then takes what it stored.
+    pub(super) fn append_shared(
+        &self,
+        shared: &dyn Shared,
+        batch: Vec<Incoming>,
+        tally: &mut Tally,
+    ) -> Result<(), AppendError> {
+        {
+            let st = self.lock();
+            tally.last_seq = st.progress.last_seq();
+            tally.last_n = st.progress.last_n;
+        }
+        let appended = shared.append(&self.id, batch, self.limits.max_log_bytes)?;
+        tally.accepted += appended.accepted;
+        tally.duplicates += appended.duplicates;
+        if !appended.entries.is_empty() || appended.progress.next_seq > 1 {
+            tally.last_seq = appended.progress.last_seq();
+            tally.last_n = appended.progress.last_n;
+        }
+        let finished = appended.finished;
+        self.take(appended.entries, Some(appended.progress));
+        if finished {
+            return Err(AppendError::Finished);
+        }
+        Ok(())
+    }
+
+    /// The lifecycle over a shared store: the store ends the job once, whichever instance
+    /// asks first, and only if it is still idle there. An upload here keeps the job
+    /// alive for every instance.
+    pub(super) fn lifecycle_shared(
+        &self,
+        shared: &dyn Shared,
+        now_ms: u64,
+        grace: Duration,
+        queued_ttl: Duration,
+    ) -> Option<JobStatus> {
+        let progress = self.lock().progress;
+        if self.publishers.load(Ordering::Acquire) > 0 {
+            let alive = Progress {
+                activity_ms: now_ms,
+                ..progress
+            };
+            let _ = self.store.note(&self.id, &alive, None);
+            return None;
+        }
+        let before = |limit: Duration| now_ms.saturating_sub(limit.as_millis() as u64);
+        // The local copy is never newer than the store: a job that looks busy here is.
+        let idle = match progress.status {
+            JobStatus::Running => progress.activity_ms <= before(grace),
+            JobStatus::Queued => progress.created_ms <= before(queued_ttl),
+            _ => false,
+        };
+        if !idle {
+            return None;
+        }
+        match shared.end_if_idle(&self.id, before(grace), before(queued_ttl)) {
+            Ok(appended) => {
+                let ended = (!appended.entries.is_empty()).then_some(appended.progress.status);
+                self.take(appended.entries, Some(appended.progress));
+                ended
+            }
+            Err(e) => {
+                tracing::warn!(job.id = %self.id, error = %e, "cannot end the job");
+                None
+            }
+        }
+    }
+
+    /// Takes the store's view of the job: its state and Capgo confirmations.
+    pub(crate) fn reconcile(&self, recovered: Recovered) {
+        {
+            let mut st = self.lock();
+            for (hash, id) in recovered.confirmations {
+                match st.confirmations.iter_mut().find(|(h, _)| *h == hash) {
+                    Some(kept) => kept.1 = kept.1.max(id),
+                    None => st.confirmations.push((hash, id)),
+                }
+            }
+            let excess = st
+                .confirmations
+                .len()
+                .saturating_sub(super::MAX_CONFIRMATIONS);
+            st.confirmations.drain(..excess);
+        }
+        self.take(Vec::new(), Some(recovered.progress));
+    }
+
+    /// Takes records the store holds, in seq order, and the job's state after them;
+    /// wakes readers when the log grew. A record past a hole (stored by another instance
+    /// and not followed here) restarts the ring: readers below it read the store.
+    fn take(&self, entries: Vec<Arc<Entry>>, progress: Option<Progress>) {
+        let mut st = self.lock();
+        let before = st.progress.next_seq;
+        let (mut added, mut freed) = (0, 0);
+        for entry in entries {
+            let next = st.progress.next_seq;
+            if entry.seq() < next {
+                continue;
+            }
+            if entry.seq() > next {
+                freed += clear(&mut st);
+                st.progress.next_seq = entry.seq();
+            }
+            st.progress.apply(&entry);
+            let cost = entry.cost();
+            added += cost;
+            st.ring_bytes += cost;
+            st.ring.push_back(Held { entry, cost });
+        }
+        if let Some(p) = progress {
+            if p.next_seq > st.progress.next_seq {
+                freed += clear(&mut st);
+            }
+            if p.next_seq >= st.progress.next_seq {
+                st.progress = p;
+            }
+        }
+        if st.progress.next_seq != before {
+            st.last_activity = Instant::now();
+        }
+        if st.progress.status.is_terminal() && st.finished_instant.is_none() {
+            st.finished_instant = Some(Instant::now());
+        }
+        self.memory.add(added);
+        freed += evict(&mut st, self.limits.memory_bytes);
+        let (grew, last) = (st.progress.next_seq > before, st.progress.last_seq());
+        drop(st);
+        self.memory.sub(freed);
+        if grew {
+            let readers = self.subscribers.load(Ordering::Relaxed);
+            self.wakeups.announce(last, readers);
+        }
+    }
+}
+
+/// Empties the ring; returns the bytes freed.
+fn clear(st: &mut super::State) -> usize {
+    let freed = st.ring_bytes;
+    st.ring.clear();
+    st.ring_bytes = 0;
+    freed
+}
+
+impl Follower for JobLog {
+    fn is_followed(&self) -> bool {
+        self.wakeups.watchers() > 0
+    }
+
+    fn next_seq(&self) -> u64 {
+        self.lock().progress.next_seq
+    }
+
+    fn absorb(&self, entries: Vec<Arc<Entry>>) {
+        self.take(entries, None);
+    }
+
+    fn end(&self) {
+        self.close();
+    }
+}

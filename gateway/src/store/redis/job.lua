@@ -1,0 +1,209 @@
+-- Tailgate: one job's state changes, each one atomic step on one Cluster slot.
+-- KEYS: 1 log stream, 2 meta hash, 3 Capgo confirmations hash, 4 tombstone
+--   (all `tailgate:{<job>}:...`, so they share a slot).
+-- ARGV: 1 op (load | append | end | note), 2 now ms, 3 epoch for a new job,
+--   4 retention ms after the terminal status, 5 extra ms a tombstone outlives it,
+--   then the op's own arguments (see each op below).
+-- Counters are strings in the hash and plain numbers here (exact below 2^53); `n` is
+-- compared as a decimal string, so any u64 works.
+local log_key, meta_key, capgo_key, gone_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local op, now = ARGV[1], tonumber(ARGV[2])
+local retention, tomb_extra = tonumber(ARGV[4]), tonumber(ARGV[5])
+
+local FIELDS = {'ep', 'next', 'st', 'ec', 'ln', 'lines', 'bytes', 'sb', 'dl', 'tr',
+  'cr', 'sa', 'fa', 'ac', 'done'}
+local NUMERIC = {next = true, lines = true, bytes = true, sb = true, dl = true,
+  tr = true, cr = true, ac = true, done = true}
+
+local function str(v)
+  if type(v) == 'number' then return string.format('%.0f', v) end
+  return v
+end
+
+-- Decimal strings without leading zeros: is a greater than b?
+local function n_gt(a, b)
+  if #a ~= #b then return #a > #b end
+  return a > b
+end
+
+local function read_meta()
+  local raw = redis.call('HMGET', meta_key, unpack(FIELDS))
+  if not raw[2] then return nil end
+  local m = {}
+  for i, f in ipairs(FIELDS) do
+    local v = raw[i] or ''
+    if NUMERIC[f] then v = tonumber(v) or 0 end
+    m[f] = v
+  end
+  return m
+end
+
+local function write_meta(m)
+  local args = {}
+  for _, f in ipairs(FIELDS) do
+    args[#args + 1] = f
+    args[#args + 1] = str(m[f])
+  end
+  redis.call('HSET', meta_key, unpack(args))
+end
+
+local function meta_list(m)
+  local out = {}
+  for i, f in ipairs(FIELDS) do out[i] = str(m[f]) end
+  return out
+end
+
+-- The job's state, created (queued) when it has none, unless retention deleted it.
+local function load_or_create()
+  local m = read_meta()
+  if m then return m end
+  local gone = redis.call('GET', gone_key)
+  if gone then return nil, gone end
+  m = {ep = ARGV[3], next = 1, st = 'queued', ec = '', ln = '', lines = 0, bytes = 0,
+    sb = 0, dl = 0, tr = 0, cr = now, sa = '', fa = '', ac = now, done = 0}
+  write_meta(m)
+  return m
+end
+
+-- Stores one record with the next seq; returns the seq.
+local function add(m, ts, kind, n, counted, status, exit_code, final, json_rest)
+  local seq = m.next
+  local fields = {'j', '{"seq":' .. str(seq) .. json_rest, 't', str(ts), 'k', kind}
+  if n ~= '' then
+    fields[#fields + 1] = 'n'
+    fields[#fields + 1] = n
+  end
+  if counted then
+    fields[#fields + 1] = 'c'
+    fields[#fields + 1] = str(counted)
+  end
+  redis.call('XADD', log_key, str(seq) .. '-0', unpack(fields))
+  m.next = seq + 1
+  if ts > m.ac then m.ac = ts end
+  if counted then m.sb = m.sb + counted end
+  if kind == 'status' then
+    m.st, m.ec = status, exit_code
+    if final then
+      m.fa, m.done = ts, 1
+    end
+  elseif counted == nil then
+    m.tr = 1
+  elseif kind ~= 'custom' then
+    m.lines = m.lines + 1
+    m.bytes = m.bytes + counted
+  end
+  if m.st == 'queued' then m.st = 'running' end
+  if m.sa == '' then m.sa = ts end
+  return seq
+end
+
+-- After the terminal status: the job's keys expire with retention, and a tombstone
+-- (status|exit code|finished ms|deleted ms) outlives them so the job answers 410.
+local function expire(m)
+  for _, key in ipairs({log_key, meta_key, capgo_key}) do
+    redis.call('PEXPIRE', key, retention)
+  end
+  local tomb = m.st .. '|' .. m.ec .. '|' .. str(m.fa) .. '|' .. str(m.fa + retention)
+  redis.call('SET', gone_key, tomb, 'PX', retention + tomb_extra)
+end
+
+-- Appends `records` (tables of n, kind, len, status, exit, final, rest) in order:
+-- dedupe by `n`, the size limit's truncation line, the append. Returns the reply.
+local function append(m, records, ts, max_bytes, trunc_head, trunc_tail)
+  local accepted, duplicates, finished = 0, 0, 0
+  local out = {}
+  for i, r in ipairs(records) do
+    if m.done == 1 then
+      finished = 1
+      break
+    end
+    local skip = false
+    if r.n ~= '' then
+      if m.ln ~= '' and not n_gt(r.n, m.ln) then
+        duplicates = duplicates + 1
+        skip = true
+      else
+        m.ln = r.n
+      end
+    end
+    if not skip then
+      accepted = accepted + 1
+      local is_status = r.kind == 'status'
+      if not is_status and (m.tr == 1 or m.sb + r.len > max_bytes) then
+        m.dl = m.dl + 1
+        if m.tr == 0 then
+          local seq = add(m, ts, 'system', '', nil, '', '', false,
+            trunc_head .. str(m.sb) .. trunc_tail)
+          out[#out + 1] = {seq, 0, m.sb}
+        end
+      else
+        local seq = add(m, ts, r.kind, r.n, r.len, r.status, r.exit, r.final, r.rest)
+        out[#out + 1] = {seq, i, 0}
+      end
+    end
+  end
+  write_meta(m)
+  if m.done == 1 then expire(m) end
+  local reply = {'ok', accepted, duplicates, finished, meta_list(m)}
+  for _, e in ipairs(out) do reply[#reply + 1] = e end
+  return reply
+end
+
+if op == 'note' then
+  -- 6 the publisher's last sign (ms), 7 and 8 a Capgo confirmation (hash, id) or ''.
+  -- A job the store no longer holds is left alone.
+  local m = read_meta()
+  if not m then return {'none'} end
+  local activity = tonumber(ARGV[6])
+  if activity > m.ac then redis.call('HSET', meta_key, 'ac', str(activity)) end
+  if ARGV[7] ~= '' then
+    local last = tonumber(redis.call('HGET', capgo_key, ARGV[7]) or '0')
+    if tonumber(ARGV[8]) > last then
+      if last == 0 and redis.call('HLEN', capgo_key) >= 64 then
+        redis.call('HDEL', capgo_key, redis.call('HRANDFIELD', capgo_key))
+      end
+      redis.call('HSET', capgo_key, ARGV[7], ARGV[8])
+      if m.done == 1 then redis.call('PEXPIRE', capgo_key, retention) end
+    end
+  end
+  return {'ok'}
+end
+
+local m, gone = load_or_create()
+if not m then return {'gone', gone} end
+
+if op == 'load' then
+  return {'ok', meta_list(m), redis.call('HGETALL', capgo_key)}
+end
+
+if op == 'append' then
+  -- 6 batch time, 7 max log bytes, 8 and 9 the truncation line's JSON around its
+  -- size, then 7 arguments per record: n, kind, len, status, exit, final, rest.
+  local ts, max_bytes = tonumber(ARGV[6]), tonumber(ARGV[7])
+  local records = {}
+  for i = 10, #ARGV, 7 do
+    records[#records + 1] = {n = ARGV[i], kind = ARGV[i + 1],
+      len = tonumber(ARGV[i + 2]), status = ARGV[i + 3], exit = ARGV[i + 4],
+      final = ARGV[i + 5] == '1', rest = ARGV[i + 6]}
+  end
+  return append(m, records, ts, max_bytes, ARGV[8], ARGV[9])
+end
+
+if op == 'end' then
+  -- The lifecycle, once per job whichever instance runs it: 6 running jobs idle since
+  -- before this ms become `lost` (7: the record's rest), 8 queued jobs created before
+  -- this ms become `expired` (9: its rest).
+  local record
+  if m.st == 'running' and m.ac <= tonumber(ARGV[6]) then
+    record = {n = '', kind = 'status', len = 16, status = 'lost', exit = '', final = true,
+      rest = ARGV[7]}
+  elseif m.st == 'queued' and m.cr <= tonumber(ARGV[8]) then
+    record = {n = '', kind = 'status', len = 16, status = 'expired', exit = '',
+      final = true, rest = ARGV[9]}
+  else
+    return {'ok', 0, 0, m.done, meta_list(m)}
+  end
+  return append(m, {record}, now, 0, '', '')
+end
+
+return redis.error_reply('unknown op ' .. tostring(op))

@@ -1,0 +1,394 @@
+//! The shared store (`--redis-url`): any number of instances serve the same jobs from
+//! Redis, the source of truth. A job is a stream of records (`tailgate:{job}:log`, entry
+//! ids `<seq>-0`) and a meta hash; every change is one atomic run of [`script`]'s job
+//! script, so two instances never give one seq to two records. Each instance follows the
+//! jobs its readers watch ([`tail`]) into their local rings.
+
+pub(crate) mod keys;
+pub(crate) mod link;
+pub(crate) mod script;
+pub(crate) mod tail;
+
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, SystemTime};
+
+use super::{Appended, Batch, Follower, Fsync, Progress, Recovered, Shared, Store, StoreError};
+use super::{Loaded, Tombstone};
+use crate::entry::Entry;
+use crate::job_id::JobId;
+use crate::job_log::Incoming;
+use crate::record::JobStatus;
+use keys::{decode_tombstone, JobKeys};
+use link::{Bridge, Conn};
+use script::{Common, Prepared};
+use tail::Followed;
+
+/// Where Redis is and how long to wait for it.
+#[derive(Debug, Clone)]
+pub(crate) struct RedisSettings {
+    /// `redis://` or `rediss://` (TLS).
+    pub(crate) url: String,
+    pub(crate) cluster: bool,
+    /// A round trip takes at most this long before the store reports Redis unavailable.
+    pub(crate) timeout: Duration,
+    /// A finished job's keys expire this long after it finished.
+    pub(crate) retention: Duration,
+    /// Its tombstone answers 410 this much longer.
+    pub(crate) tombstone_ttl: Duration,
+}
+
+/// Records sent to the script per call at most, so one call never holds Redis long.
+const MAX_SCRIPT_RECORDS: usize = 1000;
+/// How often readiness is checked.
+const HEALTH_EVERY: Duration = Duration::from_secs(1);
+
+/// The shared store.
+pub(crate) struct RedisStore {
+    bridge: Bridge,
+    conn: Conn,
+    common: Common,
+    followed: Arc<Followed>,
+    /// Why Redis cannot be used now (`None`: ready), for `/readyz`.
+    unready: Arc<Mutex<Option<String>>>,
+}
+
+impl RedisStore {
+    /// Starts the Redis thread, the health check (which loads the script) and the
+    /// tailer. Redis need not be up: until it is, `/readyz` says so.
+    pub(crate) fn open(settings: RedisSettings) -> Result<Arc<Self>, std::io::Error> {
+        let bridge = Bridge::start(settings.timeout)?;
+        let conn = Conn::new(&settings.url, settings.cluster, settings.timeout)
+            .map_err(|e| std::io::Error::other(format!("redis: {e}")))?;
+        let store = Arc::new(Self {
+            bridge,
+            conn: conn.clone(),
+            common: Common {
+                epoch: random_epoch(),
+                retention: settings.retention,
+                tombstone_ttl: settings.tombstone_ttl,
+            },
+            followed: Arc::new(Followed::default()),
+            unready: Arc::new(Mutex::new(Some("redis: not connected yet".into()))),
+        });
+        store
+            .bridge
+            .spawn(health(conn.clone(), Arc::clone(&store.unready)));
+        store.bridge.spawn(tail::run(
+            Arc::clone(&store.followed),
+            conn,
+            settings.url,
+            settings.timeout,
+        ));
+        Ok(store)
+    }
+
+    fn call(
+        &self,
+        job: &JobId,
+        op: &str,
+        add: impl FnOnce(&mut redis::ScriptInvocation<'static>),
+    ) -> Result<redis::Value, StoreError> {
+        let mut inv = script::invocation(job, op, super::now_ms(), &self.common);
+        add(&mut inv);
+        let conn = self.conn.clone();
+        let reply = self
+            .bridge
+            .block(async move { conn.invoke::<redis::Value>(&inv).await });
+        self.noted(reply)
+    }
+
+    /// Passes `result` on; a failure marks the store unready until the health check
+    /// reaches Redis again.
+    fn noted<T>(&self, result: Result<T, StoreError>) -> Result<T, StoreError> {
+        if let Err(StoreError::Unavailable(why)) = &result {
+            *self.unready.lock().unwrap_or_else(|e| e.into_inner()) = Some(why.clone());
+        }
+        result
+    }
+
+    fn load_job(&self, job: &JobId) -> Result<script::Loaded, StoreError> {
+        let reply = self.call(job, "load", |_| {})?;
+        script::decode_load(job, &reply).map_err(StoreError::Io)
+    }
+
+    fn run_append(
+        &self,
+        job: &JobId,
+        records: &[Prepared],
+        ts: SystemTime,
+        max_log_bytes: u64,
+    ) -> Result<Appended, StoreError> {
+        let reply = self.call(job, "append", |inv| {
+            script::append_args(inv, records, ts, max_log_bytes)
+        })?;
+        script::decode_append(&reply, records, ts).map_err(StoreError::Io)
+    }
+}
+
+/// A job's life: a new one is created with a fresh epoch.
+fn random_epoch() -> String {
+    format!("{:016x}", rand::random::<u64>())
+}
+
+/// Pings Redis every second: readiness follows, and the script is loaded (again) each
+/// time Redis comes back, so appends run it by its SHA.
+async fn health(conn: Conn, unready: Arc<Mutex<Option<String>>>) {
+    let mut loaded = false;
+    loop {
+        let ping: redis::RedisResult<String> = conn.query(&redis::cmd("PING")).await;
+        let state = match ping {
+            Ok(_) if loaded => None,
+            Ok(_) => match load_script(&conn).await {
+                Ok(()) => {
+                    loaded = true;
+                    tracing::info!("redis is ready");
+                    None
+                }
+                Err(e) => Some(format!("redis: cannot load the job script: {e}")),
+            },
+            Err(e) => {
+                loaded = false;
+                Some(format!("redis: {e}"))
+            }
+        };
+        let was = std::mem::replace(
+            &mut *unready.lock().unwrap_or_else(|e| e.into_inner()),
+            state.clone(),
+        );
+        if let (Some(why), None) = (&state, &was) {
+            tracing::warn!(error = %why, "redis is unavailable");
+        }
+        tokio::time::sleep(HEALTH_EVERY).await;
+    }
+}
+
+async fn load_script(conn: &Conn) -> redis::RedisResult<()> {
+    let code = include_str!("job.lua");
+    let _: String = conn
+        .query(redis::cmd("SCRIPT").arg("LOAD").arg(code))
+        .await?;
+    Ok(())
+}
+
+impl Store for RedisStore {
+    fn is_durable(&self) -> bool {
+        true
+    }
+
+    fn create(&self, job: &JobId, _progress: &Progress) -> Result<(), StoreError> {
+        self.load_job(job).map(|_| ())
+    }
+
+    fn append(&self, _job: &JobId, _batch: Batch<'_>) -> Result<(), StoreError> {
+        Err(StoreError::Io(
+            "redis assigns seqs: appends go through the shared store".into(),
+        ))
+    }
+
+    fn note(
+        &self,
+        job: &JobId,
+        progress: &Progress,
+        confirm: Option<(u64, u64)>,
+    ) -> Result<(), StoreError> {
+        // Best effort and off the caller's path: a lost note only moves the lifecycle
+        // or a Capgo resume back a little.
+        let mut inv = script::invocation(job, "note", super::now_ms(), &self.common);
+        inv.arg(progress.activity_ms);
+        match confirm {
+            Some((hash, id)) => inv.arg(hash).arg(id),
+            None => inv.arg("").arg(""),
+        };
+        let conn = self.conn.clone();
+        let job = job.clone();
+        self.bridge.spawn(async move {
+            if let Err(e) = conn.invoke::<redis::Value>(&inv).await {
+                tracing::debug!(job.id = %job, error = %e, "cannot note a job's state in redis");
+            }
+        });
+        Ok(())
+    }
+
+    fn read(
+        &self,
+        job: &JobId,
+        from: u64,
+        to: u64,
+        budget: usize,
+    ) -> Result<Vec<Arc<Entry>>, StoreError> {
+        // Entries are a few hundred bytes: ask for about the budget's worth, then cut.
+        let count = (budget / 256).clamp(16, 1024);
+        let cmd = redis::cmd("XRANGE")
+            .arg(JobKeys::new(job).log)
+            .arg(format!("{from}-0"))
+            .arg(format!("{to}-0"))
+            .arg("COUNT")
+            .arg(count)
+            .to_owned();
+        let conn = self.conn.clone();
+        let reply = self.noted(
+            self.bridge
+                .block(async move { conn.query::<redis::Value>(&cmd).await }),
+        )?;
+        let mut entries = script::decode_entries(&reply).map_err(StoreError::Io)?;
+        let mut bytes = 0;
+        let keep = entries
+            .iter()
+            .take_while(|e| {
+                bytes += e.sse.len();
+                bytes <= budget
+            })
+            .count()
+            .max(1);
+        entries.truncate(keep);
+        Ok(entries)
+    }
+
+    fn sync(&self, _job: &JobId) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn fsync(&self) -> Fsync {
+        // Redis's own persistence settings (appendfsync) decide.
+        Fsync::Never
+    }
+
+    fn load(&self, job: &JobId) -> Option<Recovered> {
+        match self.load_job(job) {
+            Ok(script::Loaded::Job { recovered, .. }) => Some(recovered),
+            _ => None,
+        }
+    }
+
+    fn recover(&self) -> Vec<Recovered> {
+        // Jobs load from Redis on first use.
+        Vec::new()
+    }
+
+    fn tombstone(&self, job: &JobId) -> Option<Tombstone> {
+        let key = JobKeys::new(job).gone;
+        let conn = self.conn.clone();
+        let raw: Option<String> = self
+            .bridge
+            .block(async move { conn.query(redis::cmd("GET").arg(key)).await })
+            .ok()?;
+        decode_tombstone(&raw?)
+    }
+
+    fn forget(&self, _job: &JobId, _tombstone: Tombstone) -> bool {
+        // The keys expire by themselves, and other instances may still serve the job.
+        false
+    }
+
+    fn sweep(&self, _now_ms: u64) -> Vec<JobId> {
+        Vec::new()
+    }
+
+    fn flush(&self) {}
+
+    fn shared(&self) -> Option<&dyn Shared> {
+        Some(self)
+    }
+
+    fn unready(&self) -> Option<String> {
+        self.unready
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+impl Shared for RedisStore {
+    fn append(
+        &self,
+        job: &JobId,
+        batch: Vec<Incoming>,
+        max_log_bytes: u64,
+    ) -> Result<Appended, StoreError> {
+        let ts = SystemTime::now();
+        let records: Vec<Prepared> = batch.into_iter().map(|i| script::prepare(i, ts)).collect();
+        let mut total = Appended::default();
+        for chunk in records.chunks(MAX_SCRIPT_RECORDS) {
+            let appended = self.run_append(job, chunk, ts, max_log_bytes)?;
+            total.absorb(appended);
+            if total.finished {
+                break;
+            }
+        }
+        Ok(total)
+    }
+
+    fn load(&self, job: &JobId) -> Result<Loaded, StoreError> {
+        Ok(match self.load_job(job)? {
+            script::Loaded::Job { recovered, epoch } => Loaded::Job { recovered, epoch },
+            script::Loaded::Gone(tombstone) => Loaded::Gone(tombstone),
+        })
+    }
+
+    fn end_if_idle(
+        &self,
+        job: &JobId,
+        lost_before_ms: u64,
+        expired_before_ms: u64,
+    ) -> Result<Appended, StoreError> {
+        let ts = SystemTime::now();
+        let records = [
+            script::prepare_status(JobStatus::Lost, ts),
+            script::prepare_status(JobStatus::Expired, ts),
+        ];
+        let now = script::ms(ts);
+        let mut inv = script::invocation(job, "end", now, &self.common);
+        inv.arg(lost_before_ms)
+            .arg(records[0].rest())
+            .arg(expired_before_ms)
+            .arg(records[1].rest());
+        let conn = self.conn.clone();
+        let reply = self.noted(
+            self.bridge
+                .block(async move { conn.invoke::<redis::Value>(&inv).await }),
+        )?;
+        let mut appended = script::decode_append(&reply, &records, ts).map_err(StoreError::Io)?;
+        // The script names the one record it stored as the first; it is whichever
+        // status the job took.
+        if appended.progress.status == JobStatus::Expired {
+            let reply = script::decode_append(&reply, &records[1..], ts).map_err(StoreError::Io)?;
+            appended = reply;
+        }
+        Ok(appended)
+    }
+
+    fn follow(&self, job: &JobId, epoch: &str, follower: Weak<dyn Follower>) {
+        self.followed.register(job, epoch, follower);
+    }
+
+    fn is_life(&self, job: &JobId, epoch: &str) -> bool {
+        self.followed.is_life(job, epoch)
+    }
+
+    fn wake(&self, job: &JobId) {
+        if self.followed.is_reading(job) {
+            return;
+        }
+        self.followed.poke();
+        // The blocking read in flight does not cover the job: end it early, so the
+        // next one does. It may not have reached Redis yet: try again a few times.
+        let (followed, conn, job) = (Arc::clone(&self.followed), self.conn.clone(), job.clone());
+        self.bridge.spawn(async move {
+            for _ in 0..20 {
+                if followed.is_reading(&job) {
+                    return;
+                }
+                let id = followed.client_id();
+                if id != 0 {
+                    let unblocked: redis::RedisResult<i64> = conn
+                        .query(redis::cmd("CLIENT").arg("UNBLOCK").arg(id))
+                        .await;
+                    if matches!(unblocked, Ok(1)) {
+                        return;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        });
+    }
+}

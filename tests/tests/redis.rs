@@ -1,0 +1,550 @@
+//! Several real gateway processes sharing jobs through one real Redis: publish on one,
+//! read on the others (byte-identical events), resume and dedupe across instances, the
+//! lifecycle once per job, and Redis faults (down at start, lost mid-run, restarted
+//! without its data). Skipped with a message where `redis-server` is missing; with
+//! `CI=true` they fail instead.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use serde_json::Value;
+use tailgate_tests::daemon::{test_args, Daemon};
+use tailgate_tests::http_client::{self, Reply, Upload};
+use tailgate_tests::redis::{available, free_port, Persistence, RedisServer};
+use tailgate_tests::{bearer, publish_token, read_token, SseStream};
+
+const WITHIN: Duration = Duration::from_secs(20);
+
+fn gateway(redis: &str, extra: &[&str]) -> Daemon {
+    let mut a = test_args();
+    a.extend(["--redis-url".to_string(), redis.to_string()]);
+    a.extend(extra.iter().map(|s| s.to_string()));
+    Daemon::start(&a)
+}
+
+async fn get(addr: SocketAddr, job: &str, path: &str) -> Reply {
+    let auth = bearer(&read_token(job));
+    http_client::request(addr, "GET", path, &[("authorization", &auth)], Bytes::new()).await
+}
+
+async fn publish(addr: SocketAddr, job: &str, body: String) -> Reply {
+    let auth = bearer(&publish_token(job));
+    http_client::request(
+        addr,
+        "POST",
+        &format!("/v1/jobs/{job}/logs"),
+        &[
+            ("authorization", &auth),
+            ("content-type", "application/x-ndjson"),
+        ],
+        body.into(),
+    )
+    .await
+}
+
+async fn finish(addr: SocketAddr, job: &str, status: &str) {
+    let auth = bearer(&publish_token(job));
+    let reply = http_client::request(
+        addr,
+        "POST",
+        &format!("/v1/jobs/{job}/status"),
+        &[
+            ("authorization", &auth),
+            ("content-type", "application/json"),
+        ],
+        format!("{{\"status\":\"{status}\",\"exit_code\":0}}").into(),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+}
+
+/// Publishes like a worker: a 503 (Redis unavailable) is retried after a pause.
+async fn publish_retrying(addr: SocketAddr, job: &str, body: String) -> Reply {
+    for _ in 0..50 {
+        let reply = publish(addr, job, body.clone()).await;
+        if reply.status != 503 {
+            return reply;
+        }
+        assert!(reply.header("retry-after").is_some());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("redis never came back");
+}
+
+fn ndjson(range: std::ops::RangeInclusive<u64>) -> String {
+    range
+        .map(|n| format!("{{\"n\":{n},\"line\":\"line {n} \\u001b[1mé\\r\\ndata: x\"}}\n"))
+        .collect()
+}
+
+async fn open(
+    addr: SocketAddr,
+    job: &str,
+    last: Option<u64>,
+) -> hyper::Response<hyper::body::Incoming> {
+    let auth = bearer(&read_token(job));
+    let last = last.map(|l| l.to_string());
+    let mut headers = vec![("authorization", auth.as_str())];
+    if let Some(last) = &last {
+        headers.push(("last-event-id", last.as_str()));
+    }
+    let resp = http_client::open(addr, "GET", &format!("/v1/jobs/{job}/logs"), &headers).await;
+    assert_eq!(resp.status(), 200);
+    resp
+}
+
+async fn reader(addr: SocketAddr, job: &str, last: Option<u64>) -> SseStream {
+    SseStream::new(open(addr, job, last).await.into_body())
+}
+
+/// The raw bytes of every event of a stream until the server ends it (the opening and
+/// keep-alive comments left out).
+async fn raw_events(resp: hyper::Response<hyper::body::Incoming>) -> Vec<String> {
+    let body = tokio::time::timeout(WITHIN, resp.into_body().collect())
+        .await
+        .expect("the stream ends after the final status")
+        .expect("body")
+        .to_bytes();
+    String::from_utf8_lossy(&body)
+        .split_inclusive("\n\n")
+        .filter(|e| e.starts_with("id: "))
+        .map(String::from)
+        .collect()
+}
+
+fn seqs(events: &[tailgate_tests::Event]) -> Vec<u64> {
+    events
+        .iter()
+        .filter(|e| e.id.is_some())
+        .map(|e| e.seq())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_published_on_one_instance_reads_the_same_on_every_other() {
+    if !available() {
+        return;
+    }
+    let redis = RedisServer::start(Persistence::Off);
+    let [a, b, c] = [(); 3].map(|_| gateway(&redis.url(), &[]));
+    let job = "shared-1";
+    // Live readers on every instance before anything is published.
+    let live = [
+        open(a.addr, job, None).await,
+        open(b.addr, job, None).await,
+        open(c.addr, job, None).await,
+    ];
+    let c_addr = c.addr;
+    let waiter =
+        tokio::spawn(async move { get(c_addr, job, &format!("/v1/jobs/{job}?wait=30")).await });
+    let reply = publish(a.addr, job, ndjson(1..=30)).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.json()["last_seq"], 30);
+    let reply = publish(b.addr, job, ndjson(31..=60)).await;
+    assert_eq!(reply.json()["accepted"], 30);
+    assert_eq!(reply.json()["last_seq"], 60);
+    finish(c.addr, job, "succeeded").await;
+
+    let mut streams = Vec::new();
+    for resp in live {
+        streams.push(raw_events(resp).await);
+    }
+    assert_eq!(streams[0].len(), 61);
+    assert!(
+        streams[0][0].starts_with("id: 1\nevent: log\n"),
+        "{}",
+        streams[0][0]
+    );
+    assert!(streams[0][60].starts_with("id: 61\nevent: status\n"));
+    assert_eq!(streams[0], streams[1], "A and B send byte-identical events");
+    assert_eq!(streams[0], streams[2], "A and C send byte-identical events");
+    // A late reader, served from Redis, gets the same bytes too.
+    assert_eq!(raw_events(open(b.addr, job, None).await).await, streams[0]);
+
+    let waited = waiter.await.expect("wait task");
+    assert_eq!(waited.status, 200);
+    assert_eq!(waited.json()["status"], "succeeded");
+    let mut statuses = Vec::new();
+    for gw in [&a, &b, &c] {
+        let mut s = get(gw.addr, job, &format!("/v1/jobs/{job}")).await.json();
+        s.as_object_mut().map(|o| o.remove("subscribers"));
+        statuses.push(s);
+    }
+    assert_eq!(statuses[0]["last_seq"], 61);
+    assert_eq!(statuses[0]["lines"], 60);
+    assert_eq!(statuses[0], statuses[1]);
+    assert_eq!(statuses[0], statuses[2]);
+    for path in [
+        format!("/v1/jobs/{job}/log"),
+        format!("/v1/jobs/{job}/log?tail_bytes=100"),
+    ] {
+        let texts: Vec<String> = [&a, &b, &c]
+            .iter()
+            .map(|gw| get(gw.addr, job, &path))
+            .collect::<futures_util::future::JoinAll<_>>()
+            .await
+            .into_iter()
+            .map(|r| r.text())
+            .collect();
+        assert!(texts[0].contains("line 60"), "{}", texts[0]);
+        assert_eq!(texts[0], texts[1], "{path}");
+        assert_eq!(texts[0], texts[2], "{path}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readers_resume_and_publishers_resend_through_other_instances() {
+    if !available() {
+        return;
+    }
+    let redis = RedisServer::start(Persistence::Off);
+    let [a, b, c] = [(); 3].map(|_| gateway(&redis.url(), &[]));
+    let job = "shared-resume";
+    assert_eq!(publish(a.addr, job, ndjson(1..=10)).await.status, 200);
+    let mut first = reader(b.addr, job, None).await;
+    for want in 1..=5 {
+        assert_eq!(first.next_within(WITHIN).await.expect("event").seq(), want);
+    }
+    drop(first);
+    let mut resumed = reader(c.addr, job, Some(5)).await;
+    // A worker resends through another instance after a broken connection.
+    let reply = publish(b.addr, job, ndjson(8..=15)).await;
+    assert_eq!(reply.json()["accepted"], 5, "{}", reply.text());
+    assert_eq!(reply.json()["duplicates"], 3);
+    assert_eq!(reply.json()["last_seq"], 15);
+    finish(a.addr, job, "failed").await;
+    let events = resumed.collect(WITHIN).await;
+    assert_eq!(
+        seqs(&events),
+        (6..=16).collect::<Vec<_>>(),
+        "nothing skipped or repeated"
+    );
+    assert_eq!(events.last().unwrap().json()["status"], "failed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_instances_with_a_hundred_readers_each_see_every_line_once() {
+    if !available() {
+        return;
+    }
+    let redis = RedisServer::start(Persistence::Off);
+    let gws = [(); 3].map(|_| gateway(&redis.url(), &[]));
+    let job = "shared-fanout";
+    let mut readers = Vec::new();
+    for gw in &gws {
+        for _ in 0..100 {
+            readers.push(reader(gw.addr, job, None).await);
+        }
+    }
+    let tasks: Vec<_> = readers
+        .into_iter()
+        .map(|mut r| tokio::spawn(async move { seqs(&r.collect(Duration::from_secs(60)).await) }))
+        .collect();
+    for chunk in 0..10 {
+        let from = chunk * 20 + 1;
+        let gw = &gws[chunk as usize % 3];
+        assert_eq!(
+            publish(gw.addr, job, ndjson(from..=from + 19)).await.status,
+            200
+        );
+    }
+    finish(gws[1].addr, job, "succeeded").await;
+    let want: Vec<u64> = (1..=201).collect();
+    for task in tasks {
+        assert_eq!(task.await.expect("reader"), want);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_resends_to_another_instance_after_one_is_killed() {
+    if !available() {
+        return;
+    }
+    let redis = RedisServer::start(Persistence::Off);
+    let mut a = gateway(&redis.url(), &[]);
+    let b = gateway(&redis.url(), &[]);
+    let job = "shared-kill";
+    let mut on_b = reader(b.addr, job, None).await;
+    let auth = bearer(&publish_token(job));
+    let upload = Upload::start(
+        a.addr,
+        &format!("/v1/jobs/{job}/logs"),
+        &[
+            ("authorization", &auth),
+            ("content-type", "application/x-ndjson"),
+        ],
+    )
+    .await;
+    upload.send(ndjson(1..=20)).await;
+    for want in 1..=20 {
+        assert_eq!(on_b.next_within(WITHIN).await.expect("event").seq(), want);
+    }
+    a.kill9();
+    drop(upload);
+    // The worker never got its reply: it sends everything again, to B.
+    let reply = publish(b.addr, job, ndjson(1..=40)).await;
+    assert_eq!(reply.json()["accepted"], 20, "{}", reply.text());
+    assert_eq!(reply.json()["duplicates"], 20);
+    finish(b.addr, job, "succeeded").await;
+    let rest = on_b.collect(WITHIN).await;
+    assert_eq!(seqs(&rest), (21..=41).collect::<Vec<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_at_start_is_named_by_readyz_until_it_comes() {
+    if !available() {
+        return;
+    }
+    let port = free_port();
+    let gw = gateway(
+        &format!("redis://127.0.0.1:{port}/0"),
+        &["--redis-timeout-ms", "500"],
+    );
+    let ready = http_client::request(gw.addr, "GET", "/readyz", &[], Bytes::new()).await;
+    assert_eq!(ready.status, 503);
+    assert!(ready.text().contains("redis"), "{}", ready.text());
+    let reply = publish(gw.addr, "shared-down", ndjson(1..=3)).await;
+    reply.assert_error(503, "store_unavailable");
+    assert!(reply.header("retry-after").is_some());
+
+    let redis = RedisServer::start_on(port, Persistence::Off, &[]);
+    wait_ready(gw.addr).await;
+    let reply = publish_retrying(gw.addr, "shared-down", ndjson(1..=3)).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(
+        redis.cli(&["XLEN", "tailgate:{shared-down}:log"]).trim(),
+        "3"
+    );
+}
+
+async fn wait_ready(addr: SocketAddr) {
+    let deadline = tokio::time::Instant::now() + WITHIN;
+    loop {
+        let ready = http_client::request(addr, "GET", "/readyz", &[], Bytes::new()).await;
+        if ready.status == 200 {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never ready: {}",
+            ready.text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_lost_mid_run_refuses_publishes_and_readers_resume_without_gap() {
+    if !available() {
+        return;
+    }
+    let mut redis = RedisServer::start(Persistence::Always);
+    let extra = ["--redis-timeout-ms", "500", "--keepalive-secs", "1"];
+    let a = gateway(&redis.url(), &extra);
+    let b = gateway(&redis.url(), &extra);
+    let job = "shared-outage";
+    let mut on_b = reader(b.addr, job, None).await;
+    assert_eq!(publish(a.addr, job, ndjson(1..=5)).await.status, 200);
+    for want in 1..=5 {
+        assert_eq!(on_b.next_within(WITHIN).await.expect("event").seq(), want);
+    }
+    redis.stop();
+    let reply = publish(a.addr, job, ndjson(6..=10)).await;
+    reply.assert_error(503, "store_unavailable");
+    assert!(reply.header("retry-after").is_some());
+    // The reader stays connected: keep-alives go on.
+    let comments = on_b.parser.comments;
+    tokio::time::timeout(WITHIN, on_b.wait_comments(comments + 2))
+        .await
+        .expect("keep-alives continue while redis is down");
+
+    redis.restart();
+    let reply = publish_retrying(a.addr, job, ndjson(6..=10)).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(
+        reply.json()["accepted"],
+        5,
+        "nothing of the refused publish was kept"
+    );
+    finish(a.addr, job, "succeeded").await;
+    let rest = on_b.collect(WITHIN).await;
+    assert_eq!(
+        seqs(&rest),
+        (6..=11).collect::<Vec<_>>(),
+        "no gap, no double"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restarted_without_its_data_resets_readers() {
+    if !available() {
+        return;
+    }
+    let mut redis = RedisServer::start(Persistence::Off);
+    let a = gateway(&redis.url(), &[]);
+    let b = gateway(&redis.url(), &[]);
+    let job = "shared-reborn";
+    let mut on_b = reader(b.addr, job, None).await;
+    assert_eq!(publish(a.addr, job, ndjson(1..=5)).await.status, 200);
+    for want in 1..=5 {
+        assert_eq!(on_b.next_within(WITHIN).await.expect("event").seq(), want);
+    }
+    redis.restart();
+    // The instance notices the job's new life and ends its readers, which reconnect.
+    let ended = on_b.collect(WITHIN).await;
+    assert!(ended.is_empty(), "no record of another life: {ended:?}");
+    assert_eq!(
+        publish_retrying(a.addr, job, ndjson(1..=2)).await.status,
+        200
+    );
+    let mut again = reader(b.addr, job, Some(5)).await;
+    let reset = again.next_within(WITHIN).await.expect("reset");
+    assert_eq!(reset.event, "reset");
+    assert_eq!(again.next_within(WITHIN).await.expect("event").seq(), 1);
+    assert_eq!(again.next_within(WITHIN).await.expect("event").seq(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lifecycle_ends_a_job_once_across_instances() {
+    if !available() {
+        return;
+    }
+    let redis = RedisServer::start(Persistence::Off);
+    let extra = ["--publisher-grace-secs", "1"];
+    let gws = [(); 3].map(|_| gateway(&redis.url(), &extra));
+    let job = "shared-lost";
+    let mut readers = Vec::new();
+    for gw in &gws {
+        readers.push(reader(gw.addr, job, None).await);
+    }
+    assert_eq!(publish(gws[0].addr, job, ndjson(1..=3)).await.status, 200);
+    for mut r in readers {
+        let events = r.collect(WITHIN).await;
+        assert_eq!(seqs(&events), vec![1, 2, 3, 4]);
+        assert_eq!(events[3].json()["status"], "lost");
+    }
+    assert_eq!(
+        redis.cli(&["XLEN", "tailgate:{shared-lost}:log"]).trim(),
+        "4"
+    );
+    let ttl: i64 = redis
+        .cli(&["PTTL", "tailgate:{shared-lost}:log"])
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(ttl > 0, "a finished job's keys expire with retention");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_capgo_cli_resumes_on_another_instance() {
+    use tailgate::auth::{CAPGO_AUDIENCE, CAPGO_ISSUER};
+    use tailgate_tests::capgo::{self, capgo_token, stream_url, CliClient, Ended, PREFIX};
+    if !available() {
+        return;
+    }
+    let redis = RedisServer::start(Persistence::Off);
+    let args = |url: &str| {
+        vec![
+            "--jwt-secret".to_string(),
+            tailgate_tests::SECRET.into(),
+            "--jwt-issuer".into(),
+            CAPGO_ISSUER.into(),
+            "--jwt-audience".into(),
+            CAPGO_AUDIENCE.into(),
+            "--redis-url".into(),
+            url.into(),
+        ]
+    };
+    let a = Daemon::start(&args(&redis.url()));
+    let b = Daemon::start(&args(&redis.url()));
+    let job = "capgo-shared";
+    let lines =
+        |r: std::ops::RangeInclusive<u64>| r.map(|i| format!("step {i}")).collect::<Vec<_>>();
+    capgo::publish_lines(a.addr, job, lines(1..=5)).await;
+    let token = capgo_token(job);
+    let mut cli = CliClient::new(stream_url(a.addr, PREFIX, job, &token));
+    cli.cut_after_lines = vec![5];
+    let end = tokio::time::timeout(WITHIN, cli.session())
+        .await
+        .expect("session");
+    assert!(matches!(end, Ended::Cut), "{end:?}");
+    assert_eq!(cli.lines, lines(1..=5));
+
+    capgo::publish_lines(b.addr, job, lines(6..=8)).await;
+    capgo::publish_status(b.addr, job, "succeeded").await;
+    let mut again = CliClient::new(stream_url(b.addr, PREFIX, job, &token));
+    again.follow(WITHIN).await;
+    assert_eq!(
+        again.lines,
+        lines(6..=8),
+        "continues after the id confirmed on A"
+    );
+    assert_eq!(again.final_status.as_deref(), Some("succeeded"));
+}
+
+/// A Redis Cluster of `n` masters on loopback, slots split evenly.
+fn cluster(n: usize) -> Vec<RedisServer> {
+    let nodes: Vec<RedisServer> = (0..n)
+        .map(|_| {
+            RedisServer::start_on(
+                free_port(),
+                Persistence::Off,
+                &["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"],
+            )
+        })
+        .collect();
+    let per = 16384 / n;
+    for (i, node) in nodes.iter().enumerate() {
+        let (from, to) = (i * per, if i + 1 == n { 16383 } else { (i + 1) * per - 1 });
+        let out = node.cli(&[
+            "CLUSTER",
+            "ADDSLOTSRANGE",
+            &from.to_string(),
+            &to.to_string(),
+        ]);
+        assert_eq!(out.trim(), "OK", "{out}");
+        if i > 0 {
+            nodes[0].cli(&["CLUSTER", "MEET", "127.0.0.1", &node.port.to_string()]);
+        }
+    }
+    let deadline = std::time::Instant::now() + WITHIN;
+    for node in &nodes {
+        while !node.cli(&["CLUSTER", "INFO"]).contains("cluster_state:ok") {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the cluster never formed"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    nodes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_cluster_keeps_each_job_on_one_slot_and_serves_it() {
+    if !available() {
+        return;
+    }
+    let nodes = cluster(3);
+    let url = format!("redis+cluster://127.0.0.1:{}", nodes[0].port);
+    let a = gateway(&url, &[]);
+    let b = gateway(&url, &[]);
+    for job in ["cluster-a", "cluster-b", "cluster-c"] {
+        let slots: Vec<String> = ["log", "meta", "capgo", "gone"]
+            .iter()
+            .map(|k| nodes[0].cli(&["CLUSTER", "KEYSLOT", &format!("tailgate:{{{job}}}:{k}")]))
+            .collect();
+        assert!(slots.iter().all(|s| *s == slots[0]), "{slots:?}");
+        let mut on_b = reader(b.addr, job, None).await;
+        let reply = publish(a.addr, job, ndjson(1..=10)).await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        finish(a.addr, job, "succeeded").await;
+        let events = on_b.collect(WITHIN).await;
+        assert_eq!(seqs(&events), (1..=11).collect::<Vec<_>>());
+        let status = get(b.addr, job, &format!("/v1/jobs/{job}")).await.json();
+        assert_eq!(status["status"], "succeeded");
+        assert_eq!(status["lines"], Value::from(10));
+    }
+}
