@@ -182,6 +182,9 @@ impl Hub {
     /// it ended.
     pub(crate) fn run_lifecycle(&self, now_ms: u64) -> Vec<Arc<JobLog>> {
         let (grace, ttl) = (self.settings.publisher_grace, self.settings.queued_ttl);
+        if let Some(shared) = self.store.shared() {
+            self.sweep_shared(shared, now_ms);
+        }
         let jobs: Vec<Arc<JobLog>> = self.jobs.iter().map(|j| Arc::clone(&j)).collect();
         jobs.into_iter()
             .filter(|job| match job.check_lifecycle(now_ms, grace, ttl) {

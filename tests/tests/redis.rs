@@ -438,6 +438,43 @@ async fn the_lifecycle_ends_a_job_once_across_instances() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_nobody_holds_is_ended_once_by_the_lease_holder() {
+    if !available() {
+        return;
+    }
+    let redis = RedisServer::start(Persistence::Off);
+    let extra = ["--publisher-grace-secs", "1"];
+    let mut a = gateway(&redis.url(), &extra);
+    let job = "shared-orphan";
+    assert_eq!(publish(a.addr, job, ndjson(1..=2)).await.status, 200);
+    // Its instance dies; no instance holds the job, but they sweep what Redis lists.
+    a.kill9();
+    let _others = [(); 2].map(|_| gateway(&redis.url(), &extra));
+    let deadline = std::time::Instant::now() + WITHIN;
+    // Ended (and, finished, off the list of jobs to sweep).
+    while redis
+        .cli(&["HGET", "tailgate:{shared-orphan}:meta", "st"])
+        .trim()
+        != "lost"
+        || !redis
+            .cli(&["ZSCORE", "tailgate:jobs", job])
+            .trim()
+            .is_empty()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the orphan never ended"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        redis.cli(&["XLEN", "tailgate:{shared-orphan}:log"]).trim(),
+        "3",
+        "one lost status, whichever instance swept"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_capgo_cli_resumes_on_another_instance() {
     use tailgate::auth::{CAPGO_AUDIENCE, CAPGO_ISSUER};
     use tailgate_tests::capgo::{self, capgo_token, stream_url, CliClient, Ended, PREFIX};

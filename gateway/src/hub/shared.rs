@@ -3,7 +3,7 @@
 //! tailer keeps current while readers watch it.
 
 use std::sync::{Arc, Weak};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use dashmap::mapref::entry::Entry as MapEntry;
 
@@ -53,5 +53,18 @@ impl Hub {
         let follower: Weak<dyn Follower> = Arc::downgrade(&job) as Weak<JobLog>;
         shared.follow(id, &epoch, follower);
         Ok(job)
+    }
+
+    /// The lifecycle of jobs no instance may hold (their instance died): one instance at
+    /// a time sweeps them, holding a lease for a few ticks.
+    pub(super) fn sweep_shared(&self, shared: &dyn Shared, now_ms: u64) {
+        let before = |limit: Duration| now_ms.saturating_sub(limit.as_millis() as u64);
+        let s = &self.settings;
+        let lease = self.tick() * 3;
+        for (id, status) in
+            shared.sweep_lifecycle(before(s.publisher_grace), before(s.queued_ttl), lease)
+        {
+            tracing::info!(job.id = %id, job.status = %status, "job ended by its lifecycle");
+        }
     }
 }

@@ -297,6 +297,15 @@ pub(crate) trait Shared: Send + Sync {
     /// Delivers the job's new records to `follower` while it has readers, in life `epoch`.
     fn follow(&self, job: &JobId, epoch: &str, follower: Weak<dyn Follower>);
 
+    /// Applies the lifecycle to jobs no instance may hold, when this instance holds the
+    /// sweep's lease (taken or renewed for `lease`); returns the jobs it ended.
+    fn sweep_lifecycle(
+        &self,
+        lost_before_ms: u64,
+        expired_before_ms: u64,
+        lease: Duration,
+    ) -> Vec<(JobId, JobStatus)>;
+
     /// Whether this instance follows the job in life `epoch`.
     fn is_life(&self, job: &JobId, epoch: &str) -> bool;
 

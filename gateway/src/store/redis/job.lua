@@ -62,7 +62,7 @@ local function load_or_create()
   m = {ep = ARGV[3], next = 1, st = 'queued', ec = '', ln = '', lines = 0, bytes = 0,
     sb = 0, dl = 0, tr = 0, cr = now, sa = '', fa = '', ac = now, done = 0}
   write_meta(m)
-  return m
+  return m, nil, true
 end
 
 -- Stores one record with the next seq; returns the seq.
@@ -169,11 +169,16 @@ if op == 'note' then
   return {'ok'}
 end
 
-local m, gone = load_or_create()
+-- The lifecycle never brings back a job Redis no longer holds.
+if op == 'end' and not read_meta() then
+  return {'gone', redis.call('GET', gone_key) or ''}
+end
+
+local m, gone, created = load_or_create()
 if not m then return {'gone', gone} end
 
 if op == 'load' then
-  return {'ok', meta_list(m), redis.call('HGETALL', capgo_key)}
+  return {'ok', meta_list(m), redis.call('HGETALL', capgo_key), created and 1 or 0}
 end
 
 if op == 'append' then

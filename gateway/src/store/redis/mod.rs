@@ -5,6 +5,7 @@
 //! jobs its readers watch ([`tail`]) into their local rings.
 
 pub(crate) mod keys;
+pub(crate) mod lease;
 pub(crate) mod link;
 pub(crate) mod script;
 pub(crate) mod tail;
@@ -50,6 +51,8 @@ pub(crate) struct RedisStore {
     followed: Arc<Followed>,
     /// Why Redis cannot be used now (`None`: ready), for `/readyz`.
     unready: Arc<Mutex<Option<String>>>,
+    /// The lifecycle sweep's place in `tailgate:jobs`.
+    sweep: lease::Sweep,
 }
 
 impl RedisStore {
@@ -69,6 +72,7 @@ impl RedisStore {
             },
             followed: Arc::new(Followed::default()),
             unready: Arc::new(Mutex::new(Some("redis: not connected yet".into()))),
+            sweep: lease::Sweep::default(),
         });
         store
             .bridge
@@ -108,7 +112,16 @@ impl RedisStore {
 
     fn load_job(&self, job: &JobId) -> Result<script::Loaded, StoreError> {
         let reply = self.call(job, "load", |_| {})?;
-        script::decode_load(job, &reply).map_err(StoreError::Io)
+        let loaded = script::decode_load(job, &reply).map_err(StoreError::Io)?;
+        if let script::Loaded::Job {
+            recovered,
+            created: true,
+            ..
+        } = &loaded
+        {
+            self.list_job(job, recovered.progress.created_ms);
+        }
+        Ok(loaded)
     }
 
     fn run_append(
@@ -320,7 +333,9 @@ impl Shared for RedisStore {
 
     fn load(&self, job: &JobId) -> Result<Loaded, StoreError> {
         Ok(match self.load_job(job)? {
-            script::Loaded::Job { recovered, epoch } => Loaded::Job { recovered, epoch },
+            script::Loaded::Job {
+                recovered, epoch, ..
+            } => Loaded::Job { recovered, epoch },
             script::Loaded::Gone(tombstone) => Loaded::Gone(tombstone),
         })
     }
@@ -359,6 +374,15 @@ impl Shared for RedisStore {
 
     fn follow(&self, job: &JobId, epoch: &str, follower: Weak<dyn Follower>) {
         self.followed.register(job, epoch, follower);
+    }
+
+    fn sweep_lifecycle(
+        &self,
+        lost_before_ms: u64,
+        expired_before_ms: u64,
+        lease: Duration,
+    ) -> Vec<(JobId, JobStatus)> {
+        self.sweep_jobs(lost_before_ms, expired_before_ms, lease.as_millis() as u64)
     }
 
     fn is_life(&self, job: &JobId, epoch: &str) -> bool {

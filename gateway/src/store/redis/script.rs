@@ -184,7 +184,12 @@ fn texts(v: &Value) -> Option<Vec<String>> {
 
 /// What `load` found: the job (created when new), or its tombstone.
 pub(crate) enum Loaded {
-    Job { recovered: Recovered, epoch: String },
+    /// `created`: this call created it.
+    Job {
+        recovered: Recovered,
+        epoch: String,
+        created: bool,
+    },
     Gone(Tombstone),
 }
 
@@ -222,6 +227,7 @@ pub(crate) fn decode_load(job: &JobId, reply: &Value) -> Result<Loaded, String> 
                     broken: None,
                 },
                 epoch,
+                created: items.get(3).and_then(int) == Some(1),
             })
         }
         _ => Err(bad("no status")),

@@ -1,0 +1,123 @@
+//! The lifecycle for jobs no instance holds (their instance died, nobody reads them):
+//! one instance at a time holds a lease in Redis and checks the unfinished jobs listed
+//! in `tailgate:jobs`, oldest first, a bounded slice per tick. Ending a job is the job
+//! script's `end` op, so it happens once even when a held copy ends it too.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::LazyLock;
+
+use redis::Script;
+
+use super::script::text;
+use super::RedisStore;
+use crate::job_id::JobId;
+use crate::record::JobStatus;
+use crate::store::Shared;
+
+/// Every job created, scored by its creation time; finished jobs leave it.
+pub(crate) const JOBS_KEY: &str = "tailgate:jobs";
+/// Who runs the sweep now: one instance's epoch, expiring unless renewed.
+const LEASE_KEY: &str = "tailgate:lifecycle-lease";
+/// Jobs checked per tick at most.
+const SLICE: usize = 500;
+
+/// Takes or renews the lease for `ARGV[2]` ms; 1 when this instance holds it.
+static LEASE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(LEASE_LUA));
+
+const LEASE_LUA: &str = r"
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+";
+
+/// Where the next slice starts.
+#[derive(Default)]
+pub(crate) struct Sweep {
+    offset: AtomicUsize,
+}
+
+impl RedisStore {
+    /// Lists a job just created, so the sweep finds it even if nobody holds it.
+    pub(super) fn list_job(&self, job: &JobId, created_ms: u64) {
+        let cmd = redis::cmd("ZADD")
+            .arg(JOBS_KEY)
+            .arg("NX")
+            .arg(created_ms)
+            .arg(job.as_str())
+            .to_owned();
+        let conn = self.conn.clone();
+        self.bridge.spawn(async move {
+            let _: redis::RedisResult<i64> = conn.query(&cmd).await;
+        });
+    }
+
+    /// When this instance holds the lease (for `lease_ms`), ends the listed jobs the
+    /// lifecycle says must end; returns them.
+    pub(super) fn sweep_jobs(
+        &self,
+        lost_before_ms: u64,
+        expired_before_ms: u64,
+        lease_ms: u64,
+    ) -> Vec<(JobId, JobStatus)> {
+        let mut inv = LEASE_SCRIPT.prepare_invoke();
+        inv.key(LEASE_KEY).arg(&self.common.epoch).arg(lease_ms);
+        let conn = self.conn.clone();
+        let held = self
+            .bridge
+            .block(async move { conn.invoke::<i64>(&inv).await });
+        if !matches!(held, Ok(1)) {
+            return Vec::new();
+        }
+        let from = self.sweep.offset.load(Ordering::Relaxed);
+        let cmd = redis::cmd("ZRANGE")
+            .arg(JOBS_KEY)
+            .arg(from)
+            .arg(from + SLICE - 1)
+            .to_owned();
+        let conn = self.conn.clone();
+        let Ok(listed) = self
+            .bridge
+            .block(async move { conn.query::<redis::Value>(&cmd).await })
+        else {
+            return Vec::new();
+        };
+        let ids: Vec<JobId> = match &listed {
+            redis::Value::Array(items) => items
+                .iter()
+                .filter_map(text)
+                .filter_map(|id| JobId::parse(&id).ok())
+                .collect(),
+            _ => Vec::new(),
+        };
+        let next = if ids.len() < SLICE { 0 } else { from + SLICE };
+        self.sweep.offset.store(next, Ordering::Relaxed);
+        let mut ended = Vec::new();
+        let mut done = Vec::new();
+        for id in ids {
+            let Ok(appended) = self.end_if_idle(&id, lost_before_ms, expired_before_ms) else {
+                break;
+            };
+            if !appended.entries.is_empty() {
+                ended.push((id.clone(), appended.progress.status));
+            }
+            if appended.finished || appended.progress.status.is_terminal() {
+                done.push(id);
+            }
+        }
+        if !done.is_empty() {
+            let mut cmd = redis::cmd("ZREM");
+            cmd.arg(JOBS_KEY);
+            for id in &done {
+                cmd.arg(id.as_str());
+            }
+            let conn = self.conn.clone();
+            self.bridge.spawn(async move {
+                let _: redis::RedisResult<i64> = conn.query(&cmd).await;
+            });
+        }
+        ended
+    }
+}
