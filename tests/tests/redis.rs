@@ -585,3 +585,106 @@ async fn a_redis_cluster_keeps_each_job_on_one_slot_and_serves_it() {
         assert_eq!(status["lines"], Value::from(10));
     }
 }
+
+/// nginx with `deploy/compose-nginx.conf`, its upstreams pointed at `gateways`; stopped on
+/// drop. `None` (skipped) where nginx is missing outside CI.
+struct Nginx {
+    child: std::process::Child,
+    addr: SocketAddr,
+    _dir: tailgate_tests::daemon::TempDir,
+}
+
+impl Nginx {
+    fn start(gateways: &[&Daemon]) -> Option<Self> {
+        let found = std::process::Command::new("nginx")
+            .arg("-v")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !found {
+            let why = "nginx is not installed (apt-get install -y nginx-light)";
+            assert!(std::env::var("CI").as_deref() != Ok("true"), "{why}");
+            eprintln!("skipped: {why}");
+            return None;
+        }
+        let dir = tailgate_tests::daemon::TempDir::new("nginx");
+        std::fs::create_dir_all(dir.path()).expect("nginx dir");
+        let port = free_port();
+        let site = include_str!("../../deploy/compose-nginx.conf")
+            .replace("tailgate-a:8080", &gateways[0].addr.to_string())
+            .replace("tailgate-b:8080", &gateways[1].addr.to_string())
+            .replace("listen 8080;", &format!("listen 127.0.0.1:{port};"));
+        let d = dir.path().display().to_string();
+        std::fs::write(dir.join("site.conf"), site).expect("site");
+        std::fs::write(
+            dir.join("nginx.conf"),
+            format!(
+                "daemon off; master_process off; pid {d}/nginx.pid; error_log {d}/error.log;\n\
+                 events {{}}\n\
+                 http {{ access_log off; client_body_temp_path {d}/body; proxy_temp_path {d}/proxy;\n\
+                 include {d}/site.conf; }}\n"
+            ),
+        )
+        .expect("nginx.conf");
+        let child = std::process::Command::new("nginx")
+            .args(["-c", &format!("{d}/nginx.conf"), "-p", &d])
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn nginx");
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+        let deadline = std::time::Instant::now() + WITHIN;
+        while std::net::TcpStream::connect(addr).is_err() {
+            assert!(std::time::Instant::now() < deadline, "nginx did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some(Self {
+            child,
+            addr,
+            _dir: dir,
+        })
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_the_compose_nginx_two_instances_serve_as_one() {
+    if !available() {
+        return;
+    }
+    let redis = RedisServer::start(Persistence::Off);
+    let a = gateway(&redis.url(), &[]);
+    let b = gateway(&redis.url(), &[]);
+    let Some(nginx) = Nginx::start(&[&a, &b]) else {
+        return;
+    };
+    let job = "behind-nginx";
+    let mut live = Vec::new();
+    for _ in 0..4 {
+        live.push(open(nginx.addr, job, None).await);
+    }
+    // nginx spread the readers over both instances.
+    for gw in [&a, &b] {
+        let status = get(gw.addr, job, &format!("/v1/jobs/{job}")).await.json();
+        assert!(status["subscribers"].as_u64() >= Some(1), "{status}");
+    }
+    for chunk in 0..4 {
+        let from = chunk * 10 + 1;
+        let reply = publish(nginx.addr, job, ndjson(from..=from + 9)).await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+    }
+    finish(nginx.addr, job, "succeeded").await;
+    let mut streams = Vec::new();
+    for resp in live {
+        streams.push(raw_events(resp).await);
+    }
+    assert_eq!(streams[0].len(), 41);
+    assert!(
+        streams.iter().all(|s| *s == streams[0]),
+        "identical through either instance"
+    );
+}
