@@ -19,6 +19,12 @@ pub struct Settings {
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     pub url: String,
 
+    /// More instances of the same gateway (sharing jobs through Redis): readers are spread
+    /// round-robin over `--url` and these; publishers use `--url`. Repeatable.
+    #[arg(long = "reader-url", value_name = "URL")]
+    #[serde(default)]
+    pub reader_urls: Vec<String>,
+
     /// Which server speaks at `--url`.
     #[arg(long, value_enum, default_value_t = Target::Tailgate)]
     pub target: Target,
@@ -65,9 +71,11 @@ pub struct Settings {
     #[arg(long, default_value_t = 1)]
     pub procs: usize,
 
-    /// Server process to account CPU and memory for (Linux `/proc`).
+    /// Server process to account CPU and memory for (Linux `/proc`); repeat it to sum
+    /// several (every instance, and Redis).
     #[arg(long)]
-    pub server_pid: Option<u32>,
+    #[serde(default)]
+    pub server_pid: Vec<u32>,
 
     /// Write the report as JSON to this file.
     #[arg(long)]
@@ -132,6 +140,9 @@ impl Settings {
         }
         if !self.url.starts_with("http://") {
             return Err("--url must be an http:// URL".into());
+        }
+        if self.reader_urls.iter().any(|u| !u.starts_with("http://")) {
+            return Err("--reader-url must be an http:// URL".into());
         }
         if self.target == Target::Tailgate && self.jwt_secret.is_empty() {
             return Err(

@@ -2,6 +2,7 @@
 //! transient failures, and the response head read with a timeout. Records connect time.
 
 use std::io::ErrorKind;
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -82,12 +83,14 @@ pub struct OpenStream {
 /// in `tally` by kind; the final error is returned.
 pub async fn open(
     target: &TargetClient,
+    reader: usize,
     gate: &Semaphore,
     tally: &Tally,
     path: &str,
     headers: &[(&str, &str)],
 ) -> Result<OpenStream, ConnectError> {
-    let request = http1::get_request(&target.host, path, headers);
+    let (addr, host) = target.reader_endpoint(reader);
+    let request = http1::get_request(host, path, headers);
     let mut backoff = Duration::from_millis(50);
     let mut attempt = 1;
     loop {
@@ -95,7 +98,7 @@ pub async fn open(
             // Closed only if the semaphore is dropped, which never happens while readers run.
             let _permit = gate.acquire().await;
             let started = Instant::now();
-            let result = tokio::time::timeout(HEAD_TIMEOUT, attempt_open(target, &request))
+            let result = tokio::time::timeout(HEAD_TIMEOUT, attempt_open(addr, &request))
                 .await
                 .unwrap_or(Err(ConnectError::Timeout(HEAD_TIMEOUT)));
             if result.is_ok() {
@@ -120,8 +123,8 @@ pub async fn open(
     }
 }
 
-async fn attempt_open(target: &TargetClient, request: &[u8]) -> Result<OpenStream, ConnectError> {
-    let mut stream = TcpStream::connect(target.addr)
+async fn attempt_open(addr: SocketAddr, request: &[u8]) -> Result<OpenStream, ConnectError> {
+    let mut stream = TcpStream::connect(addr)
         .await
         .map_err(|e| ConnectError::Io(e.kind()))?;
     // Without nodelay, the request waits on Nagle for no reason.

@@ -96,8 +96,8 @@ pub async fn run_phase(
     target: Arc<TargetClient>,
     spec: PhaseSpec,
 ) -> Result<PhaseOutcome, RunError> {
-    let pid = settings.server_pid;
-    let before = pid.map(server_stats::sample).transpose()?;
+    let pids = &settings.server_pid;
+    let before = server_stats::sample_sum(pids)?;
     let publisher_tally = Arc::new(Tally::default());
     let published_live = Arc::new(AtomicU64::new(0));
     let total_readers = spec.total_readers() as u64;
@@ -146,7 +146,7 @@ pub async fn run_phase(
     }
     let connect_secs = connect_start.elapsed().as_secs_f64();
     let go = Instant::now();
-    let cpu_start = pid.map(server_stats::sample).transpose()?;
+    let cpu_start = server_stats::sample_sum(pids)?;
 
     let plan = PublishPlan {
         kind: spec.publish,
@@ -174,7 +174,7 @@ pub async fn run_phase(
             Err(_) => publisher_tally.error("publisher_panicked"),
         }
     }
-    let after_publish = pid.map(server_stats::sample).transpose()?;
+    let after_publish = server_stats::sample_sum(pids)?;
     let published: Vec<u64> = outcomes.iter().map(|o| o.published).collect();
 
     let mut shards = match fleet {
@@ -188,7 +188,7 @@ pub async fn run_phase(
         }
     };
     let delivery_secs = go.elapsed().as_secs_f64();
-    let cpu_end = pid.map(server_stats::sample).transpose()?;
+    let cpu_end = server_stats::sample_sum(pids)?;
     progress.finish();
     shards.push(publisher_tally.result());
     let merged = Merged::merge(&shards)?;

@@ -98,7 +98,7 @@ async fn follow(mut env: ReaderEnv, spec: ReaderSpec) {
     loop {
         let last_id = (!first && !state.parser.last_id().is_empty())
             .then(|| String::from_utf8_lossy(state.parser.last_id()).into_owned());
-        let opened = open(&env, spec.job, last_id.as_deref()).await;
+        let opened = open(&env, spec.index, spec.job, last_id.as_deref()).await;
         if first {
             tally.ready.fetch_add(1, Ordering::Relaxed);
             first = false;
@@ -163,7 +163,7 @@ async fn churn(mut env: ReaderEnv, spec: ReaderSpec, hold: Duration) {
     let tally = env.tally.clone();
     let mut first = true;
     while env.end.borrow().is_none() {
-        let opened = open(&env, spec.job, None).await;
+        let opened = open(&env, spec.index, spec.job, None).await;
         if first {
             tally.ready.fetch_add(1, Ordering::Relaxed);
             first = false;
@@ -202,7 +202,12 @@ fn jitter(mean: Duration) -> Duration {
     mean.mul_f64(rand::rng().random_range(0.5..1.5))
 }
 
-async fn open(env: &ReaderEnv, job: usize, last_id: Option<&str>) -> Result<OpenStream, ()> {
+async fn open(
+    env: &ReaderEnv,
+    reader: usize,
+    job: usize,
+    last_id: Option<&str>,
+) -> Result<OpenStream, ()> {
     let mut headers: Vec<(&str, &str)> = Vec::with_capacity(2);
     if let Some(auth) = &env.auth[job] {
         headers.push(("Authorization", auth));
@@ -212,6 +217,7 @@ async fn open(env: &ReaderEnv, job: usize, last_id: Option<&str>) -> Result<Open
     }
     connect::open(
         &env.target,
+        reader,
         &env.gate,
         &env.tally,
         &env.paths[job],

@@ -40,6 +40,21 @@ pub fn sample(pid: u32) -> Result<Sample, StatsError> {
     })
 }
 
+/// The counters of every process in `pids`, summed (`None` for none).
+pub fn sample_sum(pids: &[u32]) -> Result<Option<Sample>, StatsError> {
+    let mut sum: Option<Sample> = None;
+    for &pid in pids {
+        let s = sample(pid)?;
+        let acc = sum.get_or_insert(Sample {
+            cpu_seconds: 0.0,
+            rss_bytes: 0,
+        });
+        acc.cpu_seconds += s.cpu_seconds;
+        acc.rss_bytes += s.rss_bytes;
+    }
+    Ok(sum)
+}
+
 fn read(path: &PathBuf) -> Result<String, StatsError> {
     std::fs::read_to_string(path).map_err(|source| StatsError::Read {
         path: path.clone(),

@@ -34,6 +34,9 @@ pub struct TargetClient {
     pub host: String,
     /// Path prefix from `--url`, without a trailing slash.
     base_path: String,
+    /// Where readers connect, round-robin: `--url`, then each `--reader-url` (address and
+    /// `Host`). Every one serves the same path prefix as `--url`.
+    readers: Vec<(SocketAddr, String)>,
     /// Signs read and publish tokens (tailgate only).
     minter: Option<Minter>,
     issuer: String,
@@ -51,32 +54,11 @@ impl std::fmt::Debug for TargetClient {
 
 impl TargetClient {
     pub fn new(settings: &Settings) -> Result<Self, TargetError> {
-        let rest = settings
-            .url
-            .strip_prefix("http://")
-            .ok_or_else(|| TargetError::BadUrl(settings.url.clone()))?;
-        let (authority, path) = match rest.find('/') {
-            Some(i) => (&rest[..i], &rest[i..]),
-            None => (rest, ""),
-        };
-        if authority.is_empty() {
-            return Err(TargetError::BadUrl(settings.url.clone()));
-        }
-        let with_port = if authority
-            .rsplit_once(':')
-            .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
-        {
-            authority.to_string()
-        } else {
-            format!("{authority}:80")
-        };
-        let addr = with_port
-            .to_socket_addrs()
-            .ok()
-            .and_then(|mut a| a.next())
-            .ok_or_else(|| TargetError::Resolve(authority.to_string()))?;
-        if !addr.ip().is_loopback() {
-            return Err(TargetError::NotLoopback(addr));
+        let (addr, authority, path) = endpoint(&settings.url)?;
+        let mut readers = vec![(addr, authority.clone())];
+        for url in &settings.reader_urls {
+            let (addr, authority, _) = endpoint(url)?;
+            readers.push((addr, authority));
         }
         let minter = match settings.target {
             Target::Tailgate => Some(Minter::hmac(
@@ -88,12 +70,19 @@ impl TargetClient {
         Ok(Self {
             kind: settings.target,
             addr,
-            host: authority.to_string(),
+            host: authority,
             base_path: path.trim_end_matches('/').to_string(),
+            readers,
             minter,
             issuer: settings.jwt_issuer.clone(),
             audience: settings.jwt_audience.clone(),
         })
+    }
+
+    /// Where reader `index` connects: its address and `Host` header.
+    pub fn reader_endpoint(&self, index: usize) -> (SocketAddr, &str) {
+        let (addr, host) = &self.readers[index % self.readers.len()];
+        (*addr, host)
     }
 
     /// Path of the reader's stream.
@@ -142,4 +131,35 @@ impl TargetClient {
         );
         Ok(Some(format!("Bearer {}", minter.mint(&claims)?)))
     }
+}
+
+/// The loopback address, authority and path of an `http://host:port[/path]` URL.
+fn endpoint(url: &str) -> Result<(SocketAddr, String, String), TargetError> {
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| TargetError::BadUrl(url.to_string()))?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, ""),
+    };
+    if authority.is_empty() {
+        return Err(TargetError::BadUrl(url.to_string()));
+    }
+    let with_port = if authority
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+    {
+        authority.to_string()
+    } else {
+        format!("{authority}:80")
+    };
+    let addr = with_port
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(|| TargetError::Resolve(authority.to_string()))?;
+    if !addr.ip().is_loopback() {
+        return Err(TargetError::NotLoopback(addr));
+    }
+    Ok((addr, authority.to_string(), path.to_string()))
 }
