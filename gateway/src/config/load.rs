@@ -826,6 +826,55 @@ mod tests {
     }
 
     #[test]
+    fn a_redis_url_replaces_the_spool_and_never_shows_its_password() {
+        let base = [
+            ("TAILGATE_JWT_SECRET", "s"),
+            ("TAILGATE_JWT_ISSUER", "i"),
+            ("TAILGATE_JWT_AUDIENCE", "a"),
+        ];
+        let with = |pairs: &[(&'static str, &'static str)]| {
+            let mut all = base.to_vec();
+            all.extend_from_slice(pairs);
+            Config::load(&ServeArgs::default(), &env(&all))
+        };
+        let c = with(&[("TAILGATE_REDIS_URL", "redis://u:hunter2@127.0.0.1:6379/0")]).unwrap();
+        let redis = c.store.redis.clone().unwrap();
+        assert_eq!(c.store.data_dir, None);
+        assert!(!redis.cluster);
+        assert_eq!(redis.timeout, DEFAULT_REDIS_TIMEOUT);
+        assert!(!format!("{c:?}").contains("hunter2"));
+
+        let c = with(&[("TAILGATE_REDIS_URL", "rediss+cluster://node:7000")]).unwrap();
+        let redis = c.store.redis.unwrap();
+        assert_eq!(
+            (redis.url.as_str(), redis.cluster),
+            ("rediss://node:7000", true)
+        );
+        let c = with(&[
+            ("TAILGATE_REDIS_URL", "redis://node:7000"),
+            ("TAILGATE_REDIS_CLUSTER", "true"),
+            ("TAILGATE_REDIS_TIMEOUT_MS", "250"),
+        ])
+        .unwrap();
+        let redis = c.store.redis.unwrap();
+        assert!(redis.cluster);
+        assert_eq!(redis.timeout, Duration::from_millis(250));
+
+        for (k, v, key) in [
+            ("TAILGATE_REDIS_URL", "http://u:hunter2@node", "redis-url"),
+            ("TAILGATE_REDIS_URL", "redis://[bad", "redis-url"),
+            ("TAILGATE_REDIS_TIMEOUT_MS", "0", "redis-timeout-ms"),
+        ] {
+            let mut pairs = vec![("TAILGATE_REDIS_URL", "redis://node")];
+            pairs.retain(|(name, _)| *name != k);
+            pairs.push((k, v));
+            let err = with(&pairs).unwrap_err();
+            assert_eq!(err.key, key, "{k}={v}");
+            assert!(!err.to_string().contains("hunter2"), "{err}");
+        }
+    }
+
+    #[test]
     fn the_store_is_a_spool_unless_memory_only() {
         let base = [
             ("TAILGATE_JWT_SECRET", "s"),
