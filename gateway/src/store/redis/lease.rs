@@ -16,7 +16,7 @@ use crate::store::Shared;
 
 /// Every job created, scored by its creation time; finished jobs leave it.
 pub(crate) const JOBS_KEY: &str = "tailgate:jobs";
-/// Who runs the sweep now: one instance's epoch, expiring unless renewed.
+/// Who runs the sweep now: one instance's id, expiring unless renewed.
 const LEASE_KEY: &str = "tailgate:lifecycle-lease";
 /// Jobs checked per tick at most.
 const SLICE: usize = 500;
@@ -63,7 +63,7 @@ impl RedisStore {
         lease_ms: u64,
     ) -> Vec<(JobId, JobStatus)> {
         let mut inv = LEASE_SCRIPT.prepare_invoke();
-        inv.key(LEASE_KEY).arg(&self.common.epoch).arg(lease_ms);
+        inv.key(LEASE_KEY).arg(&self.common.instance).arg(lease_ms);
         let conn = self.conn.clone();
         let held = self
             .bridge

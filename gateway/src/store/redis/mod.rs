@@ -66,7 +66,7 @@ impl RedisStore {
             bridge,
             conn: conn.clone(),
             common: Common {
-                epoch: random_epoch(),
+                instance: format!("{:016x}", rand::random::<u64>()),
                 retention: settings.retention,
                 tombstone_ttl: settings.tombstone_ttl,
             },
@@ -136,11 +136,6 @@ impl RedisStore {
         })?;
         script::decode_append(&reply, records, ts).map_err(StoreError::Io)
     }
-}
-
-/// A job's life: a new one is created with a fresh epoch.
-fn random_epoch() -> String {
-    format!("{:016x}", rand::random::<u64>())
 }
 
 /// Pings Redis every second: readiness follows, and the script is loaded (again) each

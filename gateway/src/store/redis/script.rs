@@ -21,8 +21,8 @@ pub(crate) static JOB_SCRIPT: LazyLock<Script> =
 /// Arguments every call carries.
 #[derive(Debug, Clone)]
 pub(crate) struct Common {
-    /// The epoch a job created by this call gets.
-    pub(crate) epoch: String,
+    /// This instance, for the lifecycle lease.
+    pub(crate) instance: String,
     /// A finished job's keys expire this long after its terminal status.
     pub(crate) retention: Duration,
     /// Its tombstone lives this much longer.
@@ -43,10 +43,16 @@ pub(crate) fn invocation(
     }
     inv.arg(op)
         .arg(now_ms)
-        .arg(&common.epoch)
+        .arg(new_epoch())
         .arg(common.retention.as_millis() as u64)
         .arg(common.tombstone_ttl.as_millis() as u64);
     inv
+}
+
+/// The life of a job this call would create: fresh for every call, so a job Redis lost
+/// and created again never has its earlier epoch.
+fn new_epoch() -> String {
+    format!("{:016x}", rand::random::<u64>())
 }
 
 /// A record ready for the script: what it decides on, and its JSON after the seq.
