@@ -36,7 +36,7 @@ pub enum ServerError {
 /// [`run`].
 pub fn check_store(config: &Config) -> Result<(), crate::store::spool::OpenError> {
     if let Some(dir) = &config.store.data_dir {
-        crate::store::spool::Spool::prepare(dir)?;
+        crate::store::spool::Spool::check(dir)?;
     }
     Ok(())
 }
