@@ -10,6 +10,7 @@ use crate::history::History;
 use crate::job_id::JobId;
 use crate::job_log::{JobLimits, JobLog};
 use crate::memory::MemoryBudget;
+use crate::record::JobStatus;
 
 /// The hub holds as many jobs as it may.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -82,6 +83,11 @@ impl Hub {
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.jobs.len()
+    }
+
+    /// Each job's status, for the metrics scrape.
+    pub(crate) fn statuses(&self) -> Vec<JobStatus> {
+        self.jobs.iter().map(|job| job.snapshot().status).collect()
     }
 
     /// Ends every reader of every job: the gateway is draining.

@@ -246,6 +246,7 @@ impl JobLog {
             if let Some(n) = incoming.n {
                 if st.last_n.is_some_and(|last| n <= last) {
                     tally.duplicates += 1;
+                    crate::metrics::get().duplicate_dropped();
                     continue;
                 }
                 st.last_n = Some(n);
@@ -308,6 +309,7 @@ impl JobLog {
         }
         let entry = Entry::new(Record::new(st.next_seq, now, body));
         st.next_seq += 1;
+        crate::metrics::get().record_published(entry.sse.len());
         let cost = entry.cost();
         st.ring_bytes += cost;
         self.memory.add(cost);

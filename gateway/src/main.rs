@@ -26,6 +26,10 @@ fn serve(args: &ServeArgs) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    if args.print_config {
+        print!("{}", config.to_toml());
+        return ExitCode::SUCCESS;
+    }
     init_tracing(config.log_format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -42,14 +46,33 @@ fn serve(args: &ServeArgs) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        let metrics = match config.metrics_listen.map(bind).transpose() {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("tailgate: cannot listen on the metrics address: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
         let addr = listener.local_addr().unwrap_or(config.listen);
-        println!("tailgate listening on http://{addr}");
+        let scheme = if config.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        println!("tailgate listening on {scheme}://{addr}");
+        if let Some(metrics) = metrics.as_ref().and_then(|l| l.local_addr().ok()) {
+            println!("tailgate metrics on http://{metrics}/metrics");
+        }
         if config.dev {
             if let Some(banner) = tailgate::dev::banner(addr, &config) {
                 println!("{banner}");
             }
         }
-        match tailgate::run(listener, config, shutdown_signal()).await {
+        let listeners = tailgate::Listeners {
+            main: listener,
+            metrics,
+        };
+        match tailgate::serve(listeners, config, shutdown_signal()).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("tailgate: {}", tailgate::client::error_chain(&e));

@@ -156,6 +156,11 @@ impl Record {
         Self { seq, ts_ms, body }
     }
 
+    /// The gateway time of the append.
+    pub fn time(&self) -> SystemTime {
+        UNIX_EPOCH + std::time::Duration::from_millis(self.ts_ms)
+    }
+
     /// `ts` as RFC 3339, UTC, milliseconds: `2026-11-20T10:00:00.123Z`.
     pub fn ts(&self) -> String {
         rfc3339_millis(UNIX_EPOCH + Duration::from_millis(self.ts_ms))
