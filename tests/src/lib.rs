@@ -3,9 +3,11 @@
 
 pub mod capgo;
 pub mod cli;
+pub mod gateway;
 pub mod http_client;
 pub mod proxy;
 pub mod sse;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::time::Duration;
