@@ -53,6 +53,14 @@ fn serve(args: &ServeArgs) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        let shutdown = shutdown_signal();
+        // With TLS, SIGHUP reloads the certificate: take it over from its default (exit)
+        // before anyone can send it.
+        #[cfg(unix)]
+        let _hup = config
+            .tls
+            .as_ref()
+            .map(|_| tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()));
         let addr = listener.local_addr().unwrap_or(config.listen);
         let scheme = if config.tls.is_some() {
             "https"
@@ -72,7 +80,7 @@ fn serve(args: &ServeArgs) -> ExitCode {
             main: listener,
             metrics,
         };
-        match tailgate::serve(listeners, config, shutdown_signal()).await {
+        match tailgate::serve(listeners, config, shutdown).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("tailgate: {}", tailgate::client::error_chain(&e));
@@ -109,25 +117,32 @@ fn init_tracing(format: LogFormat) {
     }
 }
 
-/// Completes on SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// Completes on SIGTERM or SIGINT. The handlers are installed before this returns, so a
+/// signal sent once the address is printed is never the default (fatal) one.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
+        use tokio::signal::unix::{signal, SignalKind};
+        let term = signal(SignalKind::terminate());
+        let int = signal(SignalKind::interrupt());
+        async move {
+            match (term, int) {
+                (Ok(mut term), Ok(mut int)) => {
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = int.recv() => {}
+                    }
                 }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+                _ => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
+            }
+            tracing::info!("shutdown signal received");
         }
     }
     #[cfg(not(unix))]
-    let _ = ctrl_c.await;
-    tracing::info!("shutdown signal received");
+    async {
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutdown signal received");
+    }
 }
