@@ -182,7 +182,7 @@ async fn dispatch(app: &Arc<App>, req: Request<IncomingBody>) -> Result<Response
     } else {
         Access::Read
     };
-    authorize(app, &req, &job, access)?;
+    authorize(app, &req, &job, access).await?;
     match route {
         Route::JobLogs(_) if method == Method::POST => handlers::publish(app, &job, req).await,
         Route::JobLogs(_) => handlers::stream(app, &job, &req),
@@ -193,23 +193,30 @@ async fn dispatch(app: &Arc<App>, req: Request<IncomingBody>) -> Result<Response
     }
 }
 
-/// Checks the request's token for `job`; records the job on the request span.
-pub(crate) fn authorize<B>(
-    app: &App,
+/// Checks the request's token for `job`; records the job on the request span. A token
+/// naming a key the JWKS lacks makes the JWKS be fetched again (rate-limited) first.
+pub(crate) fn authorize<'a, B>(
+    app: &'a App,
     req: &Request<B>,
-    job: &JobId,
+    job: &'a JobId,
     access: Access,
-) -> Result<JobClaims, ApiError> {
-    let token = token_from_request(req.headers(), req.uri().query()).ok_or_else(|| {
-        metrics::get().auth_failure(AuthError::Missing.reason());
-        AuthError::Missing
-    })?;
-    let claims = app
-        .auth
-        .verify(&token, job, access)
-        .inspect_err(|e| metrics::get().auth_failure(e.reason()))?;
-    tracing::Span::current().record("job.id", job.as_str());
-    Ok(claims)
+) -> impl std::future::Future<Output = Result<JobClaims, ApiError>> + Send + 'a {
+    let token = token_from_request(req.headers(), req.uri().query()).map(Cow::into_owned);
+    async move {
+        let token = token.ok_or_else(|| {
+            metrics::get().auth_failure(AuthError::Missing.reason());
+            AuthError::Missing
+        })?;
+        let mut verified = app.auth.verify(&token, job, access);
+        if let (Err(AuthError::UnknownKey), Some(jwks)) = (&verified, app.auth.jwks()) {
+            if jwks.refresh_for_unknown_kid().await {
+                verified = app.auth.verify(&token, job, access);
+            }
+        }
+        let claims = verified.inspect_err(|e| metrics::get().auth_failure(e.reason()))?;
+        tracing::Span::current().record("job.id", job.as_str());
+        Ok(claims)
+    }
 }
 
 /// The value of query parameter `name`, percent-decoded.

@@ -17,7 +17,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::app::App;
-use crate::auth::{Authenticator, KeyError};
+use crate::auth::{Authenticator, Jwks, JwksError, KeyError};
 use crate::config::Config;
 use crate::conn::Conn;
 use crate::metrics::{self, ConnLabels};
@@ -33,6 +33,8 @@ pub enum ServerError {
     Keys(#[from] KeyError),
     #[error("config {}", .0.key())]
     Tls(#[from] TlsError),
+    #[error("config {}", .0.key())]
+    Jwks(#[from] JwksError),
     #[error("cannot listen on the metrics address {addr}")]
     MetricsListen {
         addr: std::net::SocketAddr,
@@ -82,10 +84,16 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     let tls = config.tls.as_ref().map(Tls::load).transpose()?;
-    let auth = Authenticator::new(&config.auth)?;
+    let auth = match &config.jwks {
+        None => Authenticator::new(&config.auth)?,
+        Some(jwks) => Authenticator::with_jwks(&config.auth, Arc::new(Jwks::load(jwks).await?))?,
+    };
     let drain_timeout = config.drain_timeout;
     let grace = config.shutdown_grace;
     let app = Arc::new(App::new(config, auth));
+    if let Some(jwks) = app.auth.jwks() {
+        tokio::spawn(Arc::clone(jwks).refresh_until(app.shutdown.clone()));
+    }
     tokio::spawn(Arc::clone(&app.hub).reap_until(REAP_EVERY, app.shutdown.clone()));
     if let Some(tls) = &tls {
         tokio::spawn(tls.clone().reload_on_sighup(app.shutdown.clone()));

@@ -15,6 +15,7 @@ use http::{HeaderName, HeaderValue, Request, Response};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::app::App;
 use crate::auth::Access;
@@ -59,7 +60,21 @@ pub(crate) async fn accept(app: &App, mut stream: Conn) -> Outcome {
     };
     let opened = match head_req {
         Some(req) => {
-            open(app, &req).map(|sub| (sub, req.headers().get(http::header::ORIGIN).cloned()))
+            // The request span of this path; the stream itself runs outside any span.
+            let span = tracing::info_span!(
+                "request",
+                http.method = "GET",
+                http.path = %req.uri().path(),
+                http.route = "job_logs",
+                job.id = tracing::field::Empty,
+                http.status_code = tracing::field::Empty,
+            );
+            let sub = open(app, &req).instrument(span.clone()).await;
+            if sub.is_some() {
+                span.record("http.status_code", 200);
+                crate::metrics::get().request("job_logs", 200);
+            }
+            sub.map(|sub| (sub, req.headers().get(http::header::ORIGIN).cloned()))
         }
         None => None,
     };
@@ -248,9 +263,9 @@ fn request(parsed: &httparse::Request<'_, '_>) -> Option<Request<()>> {
 }
 
 /// Runs the same checks as the hyper path; `None` leaves the answer to hyper.
-fn open(app: &App, req: &Request<()>) -> Option<Subscription> {
+async fn open(app: &App, req: &Request<()>) -> Option<Subscription> {
     let job = JobId::parse(routes::stream_route(req.uri().path())?).ok()?;
-    routes::authorize(app, req, &job, Access::Read).ok()?;
+    routes::authorize(app, req, &job, Access::Read).await.ok()?;
     match handlers::open_stream(app, &job, req).ok()? {
         Opened::Stream(sub) => Some(sub),
         Opened::NoContent => None,
