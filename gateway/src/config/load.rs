@@ -356,12 +356,21 @@ pub(super) fn load(args: &ServeArgs, env: &dyn Env) -> Result<Config, ConfigErro
     } else {
         l.get::<bool>(None, "dev")?.unwrap_or(false)
     };
-    let secret_file = l.get(args.jwt_secret_file.clone(), "jwt-secret-file")?;
-
-    let secret = match (
-        l.get(args.jwt_secret.clone(), "jwt-secret")?,
-        secret_file.clone(),
-    ) {
+    let mut secret_file = l.get(args.jwt_secret_file.clone(), "jwt-secret-file")?;
+    let mut secret_value = l.get(args.jwt_secret.clone(), "jwt-secret")?;
+    // A secret from a stronger layer replaces a secret file from a weaker one (and the
+    // other way round): `TAILGATE_JWT_SECRET` overrides the file's `jwt_secret_file`.
+    if secret_file.is_some() && secret_value.is_some() {
+        let sources = l.sources.borrow();
+        let (value_source, file_source) =
+            (sources.get("jwt-secret"), sources.get("jwt-secret-file"));
+        if value_source > file_source {
+            secret_file = None;
+        } else if file_source > value_source {
+            secret_value = None;
+        }
+    }
+    let secret = match (secret_value, secret_file.clone()) {
         (Some(_), Some(_)) => {
             return Err(ConfigError::new(
                 "jwt-secret-file",
@@ -790,6 +799,33 @@ mod tests {
                 .unwrap_err()
                 .key,
             "TAILGATE_CAPGO_COMPAT"
+        );
+    }
+
+    #[test]
+    fn a_secret_from_a_stronger_layer_replaces_the_file_s_secret_file() {
+        let dir = std::env::temp_dir().join(format!("tailgate-secret-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("t.toml");
+        std::fs::write(
+            &file,
+            "jwt_secret_file = \"/nonexistent/secret\"\njwt_issuer = \"i\"\njwt_audience = \"a\"\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(file),
+            ..Default::default()
+        };
+        let c = Config::load(&args, &env(&[("TAILGATE_JWT_SECRET", "from-env")])).unwrap();
+        assert_eq!(c.auth.hmac_secret.as_deref(), Some(&b"from-env"[..]));
+        assert_eq!(c.jwt_secret_file, None);
+        let both = env(&[
+            ("TAILGATE_JWT_SECRET", "from-env"),
+            ("TAILGATE_JWT_SECRET_FILE", "/nonexistent/secret"),
+        ]);
+        assert_eq!(
+            Config::load(&ServeArgs::default(), &both).unwrap_err().key,
+            "jwt-secret-file"
         );
     }
 

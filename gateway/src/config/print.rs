@@ -13,8 +13,8 @@ use super::{Config, JwksSource, LogFormat};
 /// Shown instead of a secret.
 const REDACTED: &str = "<redacted>";
 
-/// Which layer set a key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// Which layer set a key, weakest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
 pub enum Source {
     #[default]
     Default,
