@@ -5,8 +5,8 @@
 //! status are counted when scraped. The README's "Metrics" table documents each family.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::LazyLock;
-use std::time::{Duration, SystemTime};
+use std::sync::{Arc, LazyLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::Counter;
@@ -15,6 +15,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
 
+use crate::entry::Entry;
 use crate::record::JobStatus;
 
 /// The `Content-Type` of a scrape.
@@ -71,6 +72,9 @@ pub(crate) struct Metrics {
     requests: Family<RequestLabels, Counter>,
     /// Time from a record's append to its write to a reader, observed per write.
     delivery_lag: AtomicHistogram,
+    spool_bytes: Gauge,
+    /// Time one job's `fsync` (fdatasync) took.
+    fsync_seconds: AtomicHistogram,
     tls_reloads: Family<StatusLabels, Counter>,
     jwks_refreshes: Family<StatusLabels, Counter>,
 }
@@ -157,6 +161,18 @@ impl Metrics {
             "Time from a record's append to its write to a reader (oldest record of each write)",
             delivery_lag.clone(),
         );
+        let spool_bytes = Gauge::default();
+        registry.register(
+            "spool_bytes",
+            "Bytes of job spools on disk (0 with --memory-only)",
+            spool_bytes.clone(),
+        );
+        let fsync_seconds = AtomicHistogram::default();
+        registry.register(
+            "fsync_seconds",
+            "Time each job spool fsync took",
+            fsync_seconds.clone(),
+        );
         let tls_reloads = Family::<StatusLabels, Counter>::default();
         registry.register(
             "tls_reloads",
@@ -189,6 +205,8 @@ impl Metrics {
             auth_failures,
             requests,
             delivery_lag,
+            spool_bytes,
+            fsync_seconds,
             tls_reloads,
             jwks_refreshes,
         }
@@ -209,24 +227,30 @@ impl Metrics {
         GaugeGuard::new(self.ws_readers.clone())
     }
 
-    pub(crate) fn record_published(&self, frame_bytes: usize) {
-        self.records_published.inc();
-        self.bytes_published.inc_by(frame_bytes as u64);
+    /// One append to a job's log: the records stored and the duplicates dropped.
+    pub(crate) fn appended(&self, records: &[Arc<Entry>], duplicates: u64) {
+        let bytes: usize = records.iter().map(|e| e.sse.len()).sum();
+        self.records_published.inc_by(records.len() as u64);
+        self.bytes_published.inc_by(bytes as u64);
+        if duplicates > 0 {
+            self.duplicates_dropped.inc_by(duplicates);
+        }
     }
 
-    pub(crate) fn duplicate_dropped(&self) {
-        self.duplicates_dropped.inc();
-    }
-
-    /// One write of `events` records (`bytes` long) to a reader; the oldest was stamped
-    /// `oldest`.
-    pub(crate) fn delivered(&self, events: usize, bytes: usize, oldest: SystemTime) {
+    /// One write of `events` records (`bytes` long) to a reader; the oldest was appended
+    /// at `oldest_ts_ms` (Unix milliseconds).
+    pub(crate) fn delivered(&self, events: usize, bytes: usize, oldest_ts_ms: u64) {
         self.events_delivered.inc_by(events as u64);
         self.bytes_delivered.inc_by(bytes as u64);
-        let lag = SystemTime::now()
-            .duration_since(oldest)
-            .unwrap_or(Duration::ZERO);
-        self.delivery_lag.observe(lag);
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        self.delivery_lag
+            .observe(Duration::from_millis(now_ms.saturating_sub(oldest_ts_ms)));
+    }
+
+    pub(crate) fn fsynced(&self, took: Duration) {
+        self.fsync_seconds.observe(took);
     }
 
     pub(crate) fn gap_sent(&self) {
@@ -263,8 +287,17 @@ impl Metrics {
             .inc();
     }
 
-    /// The scrape: sets the jobs-by-status gauges from `statuses`, then encodes everything.
-    pub(crate) fn render(&self, statuses: impl IntoIterator<Item = JobStatus>) -> String {
+    /// The scrape: sets the gauges read at scrape time (jobs by status, the spool's bytes),
+    /// then encodes everything.
+    pub(crate) fn render(
+        &self,
+        statuses: impl IntoIterator<Item = JobStatus>,
+        spool_bytes: Option<u64>,
+    ) -> String {
+        if let Some(bytes) = spool_bytes {
+            self.spool_bytes
+                .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        }
         let mut counts = [0i64; STATUSES.len()];
         for status in statuses {
             if let Some(i) = STATUSES.iter().position(|s| *s == status) {
@@ -314,7 +347,7 @@ const STATUSES: [JobStatus; 8] = [
     JobStatus::Lost,
 ];
 
-/// Upper bounds of the delivery-lag buckets, seconds.
+/// Upper bounds of the histogram buckets (delivery lag, fsync), seconds.
 const LAG_BUCKETS: [f64; 12] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
 ];
@@ -380,14 +413,14 @@ mod tests {
                 .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
                 .unwrap_or(0.0)
         };
-        let before = m.render([]);
-        m.record_published(10);
-        m.delivered(3, 30, SystemTime::now());
+        let before = m.render([], None);
+        m.appended(&[], 1);
+        m.delivered(3, 30, 0);
         m.auth_failure("expired");
         let reader = m.sse_reader();
-        let after = m.render([JobStatus::Running, JobStatus::Running]);
+        let after = m.render([JobStatus::Running, JobStatus::Running], Some(4096));
         for name in [
-            "tailgate_records_published_total",
+            "tailgate_duplicates_dropped_total",
             "tailgate_events_delivered_total",
             "tailgate_auth_failures_total{reason=\"expired\"}",
             "tailgate_delivery_lag_seconds_count",
@@ -399,6 +432,7 @@ mod tests {
         }
         assert!(value(&after, "tailgate_readers_active{kind=\"sse\"}") >= 1.0);
         assert_eq!(value(&after, "tailgate_jobs{status=\"running\"}"), 2.0);
+        assert_eq!(value(&after, "tailgate_spool_bytes"), 4096.0);
         assert!(after.ends_with("# EOF\n"), "{after}");
         drop(reader);
     }

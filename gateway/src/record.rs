@@ -42,7 +42,7 @@ impl FromStr for Stream {
 }
 
 /// Where a job is in its life. After a terminal status the log is closed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum JobStatus {
     Queued,
@@ -154,11 +154,6 @@ impl Record {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
         Self { seq, ts_ms, body }
-    }
-
-    /// The gateway time of the append.
-    pub fn time(&self) -> SystemTime {
-        UNIX_EPOCH + std::time::Duration::from_millis(self.ts_ms)
     }
 
     /// `ts` as RFC 3339, UTC, milliseconds: `2026-11-20T10:00:00.123Z`.

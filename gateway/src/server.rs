@@ -41,6 +41,8 @@ pub enum ServerError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot open the store")]
+    Store(#[from] crate::store::spool::OpenError),
 }
 
 /// The sockets the gateway serves on, bound before [`serve`].
@@ -51,8 +53,15 @@ pub struct Listeners {
     pub metrics: Option<TcpListener>,
 }
 
-/// How often finished and idle jobs are looked for.
-const REAP_EVERY: Duration = Duration::from_secs(10);
+/// Checks, before anything binds, that the configured data directory can be used:
+/// created private, writable, and not in use by another gateway. Recovery happens in
+/// [`run`].
+pub fn check_store(config: &Config) -> Result<(), crate::store::spool::OpenError> {
+    if let Some(dir) = &config.store.data_dir {
+        crate::store::spool::Spool::prepare(dir)?;
+    }
+    Ok(())
+}
 
 /// Serves `listener` (and binds `metrics_listen` if set) until `shutdown` completes, then
 /// drains for at most the configured drain timeout.
@@ -90,11 +99,13 @@ pub async fn serve(
     };
     let drain_timeout = config.drain_timeout;
     let grace = config.shutdown_grace;
-    let app = Arc::new(App::new(config, auth));
+    let store = App::open_store(&config)?;
+    let app = Arc::new(App::new(config, auth, store));
     if let Some(jwks) = app.auth.jwks() {
         tokio::spawn(Arc::clone(jwks).refresh_until(app.shutdown.clone()));
     }
-    tokio::spawn(Arc::clone(&app.hub).reap_until(REAP_EVERY, app.shutdown.clone()));
+    let every = app.hub.tick();
+    tokio::spawn(Arc::clone(&app.hub).reap_until(every, app.shutdown.clone()));
     if let Some(tls) = &tls {
         tokio::spawn(tls.clone().reload_on_sighup(app.shutdown.clone()));
     }
@@ -217,6 +228,8 @@ pub async fn serve(
             "drain timed out; closing the rest"
         );
     }
+    let store = Arc::clone(app.hub.store());
+    let _ = tokio::task::spawn_blocking(move || store.flush()).await;
     tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "drained");
     Ok(())
 }

@@ -18,9 +18,9 @@ use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 
 use crate::body::Body;
-use crate::job_log::{Attached, Entry, LazyFrame, Read};
+use crate::entry::{Entry, Frame as EntryFrame, Kind};
+use crate::job_log::{Attached, Read};
 use crate::metrics::{self, GaugeGuard};
-use crate::record::RecordBody;
 use crate::sse;
 
 /// How log records are written.
@@ -105,10 +105,11 @@ impl Subscription {
             }
             // Mark the current seq seen before reading, so no append slips between.
             self.seq_rx.borrow_and_update();
+            let frame = (self.format == Format::Text).then_some(EntryFrame::SseText);
             match self
                 .attached
                 .job()
-                .read(self.cursor, self.pacing.batch_bytes)
+                .read(self.cursor, self.pacing.batch_bytes, frame)
             {
                 Read::Entries(entries) => return Some(self.encode(&entries)),
                 Read::Gap { from, to } => {
@@ -117,6 +118,11 @@ impl Subscription {
                     metrics::get().gap_sent();
                     let data = json!({ "from": from, "to": to }).to_string();
                     return Some(sse::event(Some(to), "gap", &data));
+                }
+                Read::Failed(why) => {
+                    self.done = true;
+                    let data = json!({ "error": "store_unavailable", "message": why }).to_string();
+                    return Some(sse::event(None, "error", &data));
                 }
                 Read::End => return None,
                 Read::Idle => {}
@@ -150,7 +156,7 @@ impl Subscription {
         self.touch();
         if let Some(last) = entries.last() {
             self.cursor = last.seq() + 1;
-            self.done = last.record.is_terminal();
+            self.done = last.is_terminal();
         }
         let out = match entries {
             [one] => self.frame(one),
@@ -163,16 +169,14 @@ impl Subscription {
             }
         };
         if let Some(first) = entries.first() {
-            metrics::get().delivered(entries.len(), out.len(), first.record.time());
+            metrics::get().delivered(entries.len(), out.len(), first.ts_ms());
         }
         out
     }
 
     fn frame(&self, entry: &Entry) -> Bytes {
-        match (self.format, &entry.record.body) {
-            (Format::Text, RecordBody::Log { line, .. }) => {
-                entry.lazy_frame(LazyFrame::SseText, |r| sse::event(Some(r.seq), "log", line))
-            }
+        match (self.format, entry.kind()) {
+            (Format::Text, Kind::Log(_)) => entry.frame(EntryFrame::SseText).0,
             _ => entry.sse.clone(),
         }
     }

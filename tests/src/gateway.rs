@@ -22,7 +22,7 @@ pub struct Gateway {
 
 impl Gateway {
     /// `tailgate serve --listen 127.0.0.1:0 ARGS` with `TAILGATE_LOG=info` (plus `env`),
-    /// once it prints its address.
+    /// memory only unless ARGS has `--data-dir`, once it prints its address.
     pub async fn start(args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut cmd = Command::new(crate::tailgate_bin());
         cmd.env_clear()
@@ -32,6 +32,8 @@ impl Gateway {
             .arg("serve")
             .args(["--listen", "127.0.0.1:0"])
             .args(args)
+            // No data directory in the test's working directory unless a test names one.
+            .args((!args.contains(&"--data-dir")).then_some("--memory-only"))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

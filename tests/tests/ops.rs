@@ -96,6 +96,37 @@ async fn metrics_move_as_traffic_flows() {
     server.stop().await;
 }
 
+#[tokio::test]
+async fn spool_metrics_move_with_a_data_dir() {
+    let dir = std::env::temp_dir().join(format!("tailgate-ops-spool-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut config = tailgate_tests::test_config();
+    config.store.data_dir = Some(dir.clone());
+    let server = TestServer::start_with(config).await;
+    let before = scrape(&server).await;
+    assert_eq!(
+        server.publish_text("spooled", "on disk\n").await.status,
+        200
+    );
+    // The terminal status is always fsynced.
+    assert_eq!(
+        server
+            .set_status("spooled", "succeeded", Some(0))
+            .await
+            .status,
+        200
+    );
+    let after = scrape(&server).await;
+    assert!(sample(&after, "tailgate_spool_bytes") > 0.0, "{after}");
+    assert!(
+        sample(&after, "tailgate_fsync_seconds_count")
+            > sample(&before, "tailgate_fsync_seconds_count"),
+        "{after}"
+    );
+    server.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 fn gateway_args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
     let mut args = vec![
         "--jwt-secret",

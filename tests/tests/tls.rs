@@ -177,7 +177,7 @@ async fn a_bad_pair_is_a_config_error_naming_the_flag() {
         ),
         (vec!["--tls-cert", cert.as_str()], "tls-key"),
     ] {
-        let mut all = vec!["serve", "--listen", "127.0.0.1:0"];
+        let mut all = vec!["serve", "--listen", "127.0.0.1:0", "--memory-only"];
         all.extend_from_slice(&base);
         all.extend(args.iter().copied());
         let done = cli::run(cli::tailgate(&all), WAIT).await;

@@ -8,7 +8,7 @@ use std::fmt::{self, Write as _};
 use toml::Value;
 
 use super::load::FILE_KEYS;
-use super::{Config, JwksSource, LogFormat};
+use super::{Config, Fsync, JwksSource, LogFormat, DEFAULT_FSYNC_INTERVAL};
 
 /// Shown instead of a secret.
 const REDACTED: &str = "<redacted>";
@@ -127,6 +127,22 @@ fn values(c: &Config) -> Vec<(&'static str, Option<Value>)> {
                 "capgo_compat" => Some(Value::Boolean(c.capgo.enabled)),
                 "capgo_prefix" => text(&c.capgo.prefix),
                 "dev" => Some(Value::Boolean(c.dev)),
+                "data_dir" => path(c.store.data_dir.as_ref()),
+                "memory_only" => Some(Value::Boolean(c.store.data_dir.is_none())),
+                "fsync" => text(match c.store.fsync {
+                    Fsync::Interval(_) => "interval",
+                    Fsync::Always => "always",
+                    Fsync::Never => "never",
+                }),
+                "fsync_interval_ms" => int(match c.store.fsync {
+                    Fsync::Interval(every) => every.as_millis() as u64,
+                    _ => DEFAULT_FSYNC_INTERVAL.as_millis() as u64,
+                }),
+                "disk_retention_secs" => secs(c.store.disk_retention),
+                "max_disk_bytes" => int(c.store.max_disk_bytes),
+                "tombstone_secs" => secs(c.store.tombstone_ttl),
+                "publisher_grace_secs" => secs(c.publisher_grace),
+                "queued_ttl_secs" => secs(c.queued_ttl),
                 // A key added to FILE_KEYS without a line here; the test below names it.
                 _ => text("<not printable>"),
             };
