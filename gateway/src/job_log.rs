@@ -337,6 +337,9 @@ impl JobLog {
     /// Records from `cursor` on, up to about `budget` bytes, with `frame` built for each
     /// (charged to the memory budget once, when the record is held).
     pub(crate) fn read(&self, cursor: u64, budget: usize, frame: Option<Frame>) -> Read {
+        if let Some(why) = &self.broken {
+            return Read::Failed(why.clone());
+        }
         let mut st = self.lock();
         if cursor >= st.progress.next_seq {
             return if st.progress.status.is_terminal() {
@@ -379,9 +382,6 @@ impl JobLog {
     }
 
     fn read_store(&self, from: u64, to: u64, budget: usize) -> Read {
-        if let Some(why) = &self.broken {
-            return Read::Failed(why.clone());
-        }
         match self.store.read(&self.id, from, to, budget) {
             Ok(older) => match older.first() {
                 Some(e) if e.seq() == from => Read::Entries(older),
@@ -709,8 +709,13 @@ impl Drop for Attached {
                 if st.progress.status.is_terminal() {
                     return;
                 }
-                // The publisher's grace counts from now, also across a restart.
-                st.progress.activity_ms = now_ms();
+                // The publisher's grace counts from now, also across a restart. An append
+                // within the last second already told the store as much.
+                let now = now_ms();
+                if now.saturating_sub(st.progress.activity_ms) < 1000 {
+                    return;
+                }
+                st.progress.activity_ms = now;
                 if let Err(e) = job.store.note(&job.id, &st.progress, None) {
                     tracing::debug!(job.id = %job.id, error = %e, "cannot store the upload's end");
                 }

@@ -227,7 +227,7 @@ async fn a_reader_stalled_for_a_whole_build_reads_it_all_from_the_spool() {
             chunk.push_str(&format!("{n:08} {pad}\n"));
         }
         upload.send(chunk).await;
-        if n % 50_000 == 0 {
+        if n.is_multiple_of(50_000) {
             peak_rss = peak_rss.max(gw.rss_bytes());
         }
     }
@@ -249,7 +249,7 @@ async fn a_reader_stalled_for_a_whole_build_reads_it_all_from_the_spool() {
     let mut sse = SseStream::new(stalled.into_body());
     let mut expect = 1u64;
     while let Some(event) = sse.next().await {
-        assert_eq!(event.event == "gap", false, "no gap");
+        assert_ne!(event.event, "gap", "no gap");
         assert_eq!(event.seq(), expect);
         if event.event == "log" {
             let line = event.json()["line"]
@@ -259,7 +259,7 @@ async fn a_reader_stalled_for_a_whole_build_reads_it_all_from_the_spool() {
             assert!(line.starts_with(&format!("{expect:08} ")), "{line:.20}");
         }
         expect += 1;
-        if expect % 100_000 == 0 {
+        if expect.is_multiple_of(100_000) {
             peak_rss = peak_rss.max(gw.rss_bytes());
         }
     }

@@ -936,6 +936,61 @@ mod tests {
     }
 
     #[test]
+    fn the_store_is_a_spool_unless_memory_only() {
+        let base = [
+            ("TAILGATE_JWT_SECRET", "s"),
+            ("TAILGATE_JWT_ISSUER", "i"),
+            ("TAILGATE_JWT_AUDIENCE", "a"),
+        ];
+        let c = Config::load(&ServeArgs::default(), &env(&base)).unwrap();
+        assert_eq!(
+            c.store.data_dir.as_deref(),
+            Some(std::path::Path::new(DEFAULT_DATA_DIR))
+        );
+        assert_eq!(c.store.fsync, Fsync::Interval(DEFAULT_FSYNC_INTERVAL));
+        assert_eq!(c.limits.job_memory_bytes, 4 << 20);
+
+        let mut pairs = base.to_vec();
+        pairs.extend([
+            ("TAILGATE_DATA_DIR", "/var/lib/tailgate"),
+            ("TAILGATE_FSYNC", "always"),
+            ("TAILGATE_MAX_DISK_BYTES", "1000"),
+            ("TAILGATE_PUBLISHER_GRACE_SECS", "5"),
+        ]);
+        let c = Config::load(&ServeArgs::default(), &env(&pairs)).unwrap();
+        assert_eq!(
+            c.store.data_dir.as_deref(),
+            Some(std::path::Path::new("/var/lib/tailgate"))
+        );
+        assert_eq!(
+            (c.store.fsync, c.store.max_disk_bytes),
+            (Fsync::Always, 1000)
+        );
+        assert_eq!(c.publisher_grace, Duration::from_secs(5));
+
+        let args = ServeArgs {
+            memory_only: true,
+            ..Default::default()
+        };
+        assert_eq!(
+            Config::load(&args, &env(&pairs)).unwrap().store.data_dir,
+            None
+        );
+
+        for (k, v, key) in [
+            ("TAILGATE_FSYNC", "sometimes", "fsync"),
+            ("TAILGATE_FSYNC_INTERVAL_MS", "0", "fsync-interval-ms"),
+            ("TAILGATE_MAX_DISK_BYTES", "0", "max-disk-bytes"),
+            ("TAILGATE_QUEUED_TTL_SECS", "0", "queued-ttl-secs"),
+        ] {
+            let mut pairs = base.to_vec();
+            pairs.push((k, v));
+            let err = Config::load(&ServeArgs::default(), &env(&pairs)).unwrap_err();
+            assert_eq!(err.key, key, "{k}={v}");
+        }
+    }
+
+    #[test]
     fn dev_mode_needs_nothing() {
         let c = Config::load(
             &ServeArgs {

@@ -290,3 +290,20 @@ fn tail_start_counts_line_bytes_from_the_end() {
     assert_eq!(job.tail_start(5 * 900), 101);
     assert_eq!(job.tail_start(usize::MAX / 2), 1);
 }
+
+#[test]
+fn a_job_whose_spool_cannot_be_read_says_why() {
+    let mut recovered = fresh("broken");
+    recovered.progress.status = JobStatus::Lost;
+    recovered.broken = Some("not a tailgate spool (bad magic)".into());
+    let job = JobLog::new(
+        recovered,
+        limits(1 << 20, u64::MAX),
+        Arc::new(MemoryBudget::new(usize::MAX)),
+        Arc::new(MemoryStore::new(60_000)),
+    );
+    assert!(matches!(job.read(1, 100, None), Read::Failed(why) if why.contains("magic")));
+    let snap = job.snapshot();
+    assert_eq!(snap.status, JobStatus::Lost);
+    assert!(snap.error.unwrap().contains("magic"));
+}

@@ -57,7 +57,8 @@ pub(crate) enum RecordKind {
     Custom,
 }
 
-/// What a frame at some offset turned out to be.
+/// What a frame at some offset turned out to be (tests read frames this way).
+#[cfg(test)]
 #[derive(Debug, PartialEq)]
 pub(crate) enum Read<'a> {
     /// A whole, checked frame and the bytes it took.
@@ -131,22 +132,39 @@ fn put(
     out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
 }
 
-/// Reads the frame at the start of `buf`, checking its length and checksum.
-pub(crate) fn read(buf: &[u8]) -> Read<'_> {
+/// Whether a whole, intact frame starts `buf`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Check {
+    /// A frame of this many bytes whose checksum matches.
+    Whole(usize),
+    /// Not enough bytes for the frame (a torn tail, or more to read).
+    Short { need: usize },
+    /// The bytes are not a valid frame: the log ends before them.
+    Bad(&'static str),
+}
+
+/// Checks the length and checksum of the frame at the start of `buf`.
+pub(crate) fn check(buf: &[u8]) -> Check {
     let Some(head) = buf.get(..HEAD) else {
-        return Read::Short { need: HEAD };
+        return Check::Short { need: HEAD };
     };
     let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
     let crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
     if !(FIXED..=MAX_BODY).contains(&len) {
-        return Read::Bad("frame length out of range");
+        return Check::Bad("frame length out of range");
     }
     let Some(body) = buf.get(HEAD..HEAD + len) else {
-        return Read::Short { need: HEAD + len };
+        return Check::Short { need: HEAD + len };
     };
     if crc32fast::hash(body) != crc {
-        return Read::Bad("checksum mismatch");
+        return Check::Bad("checksum mismatch");
     }
+    Check::Whole(HEAD + len)
+}
+
+/// The contents of a frame [`check`] found whole (`frame` is exactly that frame).
+pub(crate) fn decode(frame: &[u8]) -> Result<Decoded<'_>, &'static str> {
+    let body = &frame[HEAD..];
     let u64_at = |i: usize| {
         let mut b = [0; 8];
         b.copy_from_slice(&body[i..i + 8]);
@@ -157,7 +175,7 @@ pub(crate) fn read(buf: &[u8]) -> Read<'_> {
     let counted = u32::from_le_bytes([body[26], body[27], body[28], body[29]]);
     let payload = &body[FIXED..];
     let kind = match kind {
-        KIND_META => return Read::Frame(Decoded::Meta(payload), HEAD + len),
+        KIND_META => return Ok(Decoded::Meta(payload)),
         KIND_LOG => RecordKind::Log(match (flags >> STREAM_SHIFT) & 3 {
             0 => Stream::Stdout,
             1 => Stream::Stderr,
@@ -165,20 +183,32 @@ pub(crate) fn read(buf: &[u8]) -> Read<'_> {
         }),
         KIND_STATUS => RecordKind::Status,
         KIND_CUSTOM => RecordKind::Custom,
-        _ => return Read::Bad("unknown frame kind"),
+        _ => return Err("unknown frame kind"),
     };
     if seq == 0 {
-        return Read::Bad("record with seq 0");
+        return Err("record with seq 0");
     }
-    let decoded = Decoded::Record {
+    Ok(Decoded::Record {
         seq,
         ts_ms,
         kind,
         n: (flags & FLAG_N != 0).then_some(n),
         counted: (flags & FLAG_COUNTED != 0).then_some(counted),
         payload,
-    };
-    Read::Frame(decoded, HEAD + len)
+    })
+}
+
+/// Reads the frame at the start of `buf`: [`check`], then [`decode`].
+#[cfg(test)]
+pub(crate) fn read(buf: &[u8]) -> Read<'_> {
+    match check(buf) {
+        Check::Whole(len) => match decode(&buf[..len]) {
+            Ok(decoded) => Read::Frame(decoded, len),
+            Err(why) => Read::Bad(why),
+        },
+        Check::Short { need } => Read::Short { need },
+        Check::Bad(why) => Read::Bad(why),
+    }
 }
 
 /// The entry a checked record frame holds.

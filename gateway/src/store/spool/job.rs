@@ -11,6 +11,7 @@ use bytes::BytesMut;
 
 use super::frame;
 use super::index::SparseIndex;
+use super::reader::FrameReader;
 use super::scan::{Meta, MAX_CONFIRMATIONS};
 use crate::entry::Entry;
 use crate::store::{Progress, StoreError};
@@ -168,58 +169,40 @@ impl SpoolJob {
         };
         let file = File::open(&self.path)
             .map_err(|e| StoreError::io(format!("cannot open {}", self.path.display()), &e))?;
+        let mut frames = FrameReader::new(file, start, end, budget.min(1 << 20));
         let mut out = Vec::new();
         let mut bytes = 0usize;
-        let mut buf: Vec<u8> = Vec::new();
-        let mut pos = start;
-        let mut at = 0usize;
-        loop {
-            match frame::read(&buf[at..]) {
-                frame::Read::Frame(decoded, used) => {
-                    at += used;
-                    let frame::Decoded::Record {
-                        seq,
-                        ts_ms,
-                        kind,
-                        n,
-                        counted,
-                        payload,
-                    } = decoded
-                    else {
-                        continue;
-                    };
-                    if seq < from {
-                        continue;
-                    }
-                    if seq > to || (!out.is_empty() && bytes + payload.len() > budget) {
-                        break;
-                    }
-                    let entry = frame::entry(seq, ts_ms, kind, n, counted, payload)
-                        .map_err(|e| StoreError::Io(e.to_string()))?;
-                    bytes += entry.sse.len();
-                    out.push(Arc::new(entry));
-                }
-                frame::Read::Short { need } if pos < end => {
-                    buf.drain(..at);
-                    at = 0;
-                    let want = (need.max(budget.min(1 << 20)).max(16 * 1024) as u64).min(end - pos)
-                        as usize;
-                    let old = buf.len();
-                    buf.resize(old + want, 0);
-                    read_at(&file, &mut buf[old..], pos).map_err(|e| {
-                        StoreError::io(format!("cannot read {}", self.path.display()), &e)
-                    })?;
-                    pos += want as u64;
-                }
-                frame::Read::Short { .. } => break,
-                frame::Read::Bad(why) => {
-                    return Err(StoreError::Io(format!(
-                        "{} is damaged at offset {}: {why}",
-                        self.path.display(),
-                        pos - (buf.len() - at) as u64
-                    )))
-                }
+        let read_err =
+            |e: std::io::Error| StoreError::io(format!("cannot read {}", self.path.display()), &e);
+        while let Some((_, decoded)) = frames.next().map_err(read_err)? {
+            let frame::Decoded::Record {
+                seq,
+                ts_ms,
+                kind,
+                n,
+                counted,
+                payload,
+            } = decoded
+            else {
+                continue;
+            };
+            if seq < from {
+                continue;
             }
+            if seq > to || (!out.is_empty() && bytes + payload.len() > budget) {
+                break;
+            }
+            let entry = frame::entry(seq, ts_ms, kind, n, counted, payload)
+                .map_err(|e| StoreError::Io(e.to_string()))?;
+            bytes += entry.sse.len();
+            out.push(Arc::new(entry));
+        }
+        if let Some(why) = frames.bad() {
+            return Err(StoreError::Io(format!(
+                "{} is damaged at offset {}: {why}",
+                self.path.display(),
+                frames.offset()
+            )));
         }
         Ok(out)
     }
@@ -236,10 +219,4 @@ impl State {
         self.writer = Some(Arc::clone(&file));
         Ok(file)
     }
-}
-
-#[cfg(unix)]
-fn read_at(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
-    use std::os::unix::fs::FileExt;
-    file.read_exact_at(buf, offset)
 }

@@ -10,6 +10,7 @@ pub(crate) mod files;
 pub(crate) mod frame;
 pub(crate) mod index;
 pub(crate) mod job;
+pub(crate) mod reader;
 pub(crate) mod scan;
 
 use std::fs::File;

@@ -5,8 +5,9 @@
 use std::fs::File;
 use std::io::Read as _;
 
-use super::frame::{self, Decoded, Read};
+use super::frame::{self, Decoded};
 use super::index::SparseIndex;
+use super::reader::FrameReader;
 use crate::store::Progress;
 
 /// Bytes read from the file at once while scanning.
@@ -58,85 +59,51 @@ pub(crate) fn scan(mut file: File) -> Result<Scanned, ScanError> {
     let mut progress: Option<Progress> = None;
     let mut index = SparseIndex::default();
     let mut confirmations: Vec<(u64, u64)> = Vec::new();
-    let mut buf: Vec<u8> = Vec::with_capacity(CHUNK);
-    // File offset of buf[0].
-    let mut base = frame::MAGIC.len() as u64;
-    let mut at = 0usize;
-    let mut eof = false;
-    loop {
-        match frame::read(&buf[at..]) {
-            Read::Frame(decoded, used) => {
-                let offset = base + at as u64;
-                match decoded {
-                    Decoded::Meta(payload) => {
-                        let Ok(meta) = serde_json::from_slice::<Meta>(payload) else {
-                            break;
-                        };
-                        if let Some((hash, id)) = meta.confirm {
-                            confirmations.retain(|(h, _)| *h != hash);
-                            confirmations.push((hash, id));
-                            if confirmations.len() > MAX_CONFIRMATIONS {
-                                confirmations.remove(0);
-                            }
-                        }
-                        progress = Some(meta.progress);
-                    }
-                    Decoded::Record {
-                        seq,
-                        ts_ms,
-                        kind,
-                        n,
-                        counted,
-                        payload,
-                    } => {
-                        let Some(p) = progress.as_mut() else {
-                            return Err(ScanError::NoHeader);
-                        };
-                        if seq != p.next_seq {
-                            // Out of order: not something we wrote; the log ends here.
-                            break;
-                        }
-                        let entry = frame::entry(seq, ts_ms, kind, n, counted, payload)?;
-                        index.note(seq, offset);
-                        p.apply(&entry);
+    let mut frames = FrameReader::new(file, frame::MAGIC.len() as u64, file_len, CHUNK);
+    let mut good_len = frames.offset();
+    while let Some((offset, decoded)) = frames.next()? {
+        match decoded {
+            Decoded::Meta(payload) => {
+                let Ok(meta) = serde_json::from_slice::<Meta>(payload) else {
+                    break;
+                };
+                if let Some((hash, id)) = meta.confirm {
+                    confirmations.retain(|(h, _)| *h != hash);
+                    confirmations.push((hash, id));
+                    if confirmations.len() > MAX_CONFIRMATIONS {
+                        confirmations.remove(0);
                     }
                 }
-                at += used;
+                progress = Some(meta.progress);
             }
-            Read::Short { need } if !eof => {
-                // Keep the partial frame, read more behind it.
-                buf.drain(..at);
-                base += at as u64;
-                at = 0;
-                let want = need.max(CHUNK);
-                let old = buf.len();
-                buf.resize(old + want, 0);
-                let got = read_full(&mut file, &mut buf[old..])?;
-                buf.truncate(old + got);
-                eof = got < want;
+            Decoded::Record {
+                seq,
+                ts_ms,
+                kind,
+                n,
+                counted,
+                payload,
+            } => {
+                let Some(p) = progress.as_mut() else {
+                    return Err(ScanError::NoHeader);
+                };
+                if seq != p.next_seq {
+                    // Out of order: not something we wrote; the log ends here.
+                    break;
+                }
+                let entry = frame::entry(seq, ts_ms, kind, n, counted, payload)?;
+                index.note(seq, offset);
+                p.apply(&entry);
             }
-            Read::Short { .. } | Read::Bad(_) => break,
         }
+        good_len = frames.offset();
     }
     let progress = progress.ok_or(ScanError::NoHeader)?;
     Ok(Scanned {
         progress,
         index,
-        good_len: base + at as u64,
+        good_len,
         file_len,
         confirmations,
     })
-}
-
-fn read_full(file: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut done = 0;
-    while done < buf.len() {
-        match file.read(&mut buf[done..]) {
-            Ok(0) => break,
-            Ok(n) => done += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(done)
 }
