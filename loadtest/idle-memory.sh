@@ -19,7 +19,7 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 \
 
 run() { # $1: http|https, extra serve flags after
     local scheme=$1; shift
-    TOKIO_WORKER_THREADS=1 TAILGATE_LOG=warn "$bin" serve --listen 127.0.0.1:0 \
+    TOKIO_WORKER_THREADS=1 TAILGATE_LOG=error "$bin" serve --listen 127.0.0.1:0 \
         --memory-only --jwt-secret "$secret" --jwt-issuer idle --jwt-audience idle "$@" > "$work/out" &
     pid=$!
     until grep -q "listening on" "$work/out" 2>/dev/null; do sleep 0.1; done
