@@ -128,7 +128,7 @@ pub(crate) async fn dispatch(
         });
     }
     let job = JobId::parse(route.job())?;
-    authorize(app, &req, &job, Access::Read)?;
+    authorize(app, &req, &job, Access::Read).await?;
     match route {
         Route::Start(_) => start(app, &job),
         Route::Sse(_) => handlers::stream(app, &job, &req),

@@ -378,6 +378,10 @@ impl Store for Spool {
         }
     }
 
+    fn disk_bytes(&self) -> Option<u64> {
+        Some(self.total.load(Ordering::Relaxed))
+    }
+
     fn fsync(&self) -> Fsync {
         self.settings.fsync
     }
