@@ -12,6 +12,7 @@
 //! - `subscription`: one reader's cursor, written out as SSE in batches.
 //! - `wakeups`: when a job's readers hear of appends (at most once per gather window).
 //! - `capgo`: Capgo's `logs_url` routes: its WebSocket frames, resume by confirmed id.
+//! - `view`: the live log page for browsers (HTML, CSS and JS embedded at build time).
 //! - `sse`: injection-proof SSE encoding. [`record`]: records and statuses.
 //! - `history`: where evicted records are read back (none by default: readers get a gap).
 //! - `memory`: the process-wide budget for held records.
@@ -42,6 +43,7 @@ pub(crate) mod routes;
 pub(crate) mod socket;
 pub(crate) mod sse;
 pub(crate) mod subscription;
+pub(crate) mod view;
 pub(crate) mod wakeups;
 
 pub use config::Config;
