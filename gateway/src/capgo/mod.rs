@@ -8,7 +8,7 @@
 //! - `GET {prefix}/{job}/view`: the live log page (`view`), reading that stream.
 
 mod confirmations;
-mod frames;
+pub(crate) mod frames;
 mod ws;
 
 use std::sync::Arc;
