@@ -1,6 +1,7 @@
 // The live log page in Debian's Chromium, driven by Playwright, against real gateways.
 // Run by tests/tests/view.rs, which starts the gateways and passes, in the environment:
 // TAILGATE_URL, TAILGATE_SMALL_URL (tiny per-job limits), TAILGATE_SECRET/ISSUER/AUDIENCE,
+// TAILGATE_BIN and TAILGATE_DATA_DIR (for a gateway this script kills and restarts),
 // PLAYWRIGHT_CORE (the installed package's folder), CHROMIUM, ARTIFACTS (screenshots) and,
 // optionally, README_SCREENSHOT (where to write the README's screenshot).
 
@@ -12,6 +13,8 @@ import net from 'node:net';
 import fs from 'node:fs';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
+import { spawn } from 'node:child_process';
+import readline from 'node:readline';
 
 const env = (name) => {
   const v = process.env[name];
@@ -54,6 +57,7 @@ function upload(job, base = BASE, stream = 'stdout') {
     });
     req.on('error', reject);
   });
+  done.catch(() => {}); // a test that kills the gateway never asks how the upload ended
   req.flushHeaders();
   return {
     write: (text) => new Promise((resolve) => { if (req.write(text)) resolve(); else req.once('drain', resolve); }),
@@ -302,7 +306,6 @@ test('groups fold and unfold, by mouse and by keyboard', async () => {
   await page.locator('#rows .text', { hasText: 'test view::folds' }).waitFor();
   assert.equal(await page.locator('#rows .text', { hasText: 'Compiling' }).count(), 0);
   await shot(page, 'groups.png');
-  if (process.env.README_SCREENSHOT) await page.screenshot({ path: process.env.README_SCREENSHOT });
   await header.click();
   await inner.first().waitFor();
   assert.equal(await header.getAttribute('aria-expanded'), 'true');
@@ -315,6 +318,58 @@ test('groups fold and unfold, by mouse and by keyboard', async () => {
   await page.keyboard.press('Enter');
   await inner.first().waitFor();
   assert.deepEqual(page.errors, []);
+  await page.context().close();
+});
+
+test('timestamps and elapsed time per line; the README screenshot', async () => {
+  const job = 'build-4821';
+  const ndjson = [
+    ['stdout', 'Run cargo build --release'],
+    ['stdout', '::group::Install toolchain'],
+    ...Array.from({ length: 12 }, (_, i) => ['stdout', `  downloading component ${i + 1} of 12`]),
+    ['stdout', '::endgroup::'],
+    ['stdout', '\x1b[1m\x1b[32m   Compiling\x1b[0m bytes v1.10.1'],
+    ['stdout', '\x1b[1m\x1b[32m   Compiling\x1b[0m hyper v1.7.0'],
+    ['stdout', '\x1b[1m\x1b[32m   Compiling\x1b[0m tailgate v0.1.0 (/work/gateway)'],
+    ['stderr', '\x1b[1m\x1b[33mwarning\x1b[0m\x1b[1m: unused variable: `budget`\x1b[0m'],
+    ['stderr', '\x1b[1m\x1b[34m  --> \x1b[0mgateway/src/view/mod.rs:42:9'],
+    ['stdout', '\x1b[1m\x1b[32m    Finished\x1b[0m `release` profile [optimized] target(s) in 41.07s'],
+    ['stdout', '--- :test_tube: Tests'],
+    ['stdout', 'running 48 tests'],
+    ['stdout', '+++ :rocket: Deploy'],
+    ['stdout', 'uploading artifact \x1b[36mtailgate-x86_64.tar.gz\x1b[0m'],
+    ['stdout', '[\x1b[32m##########\x1b[0m\x1b[2m----------\x1b[0m]  50%\r[\x1b[32m####################\x1b[0m] 100%'],
+    ['stderr', '\x1b[31merror\x1b[0m: registry answered 503 Service Unavailable'],
+  ];
+  const t0 = Date.parse('2026-11-20T10:00:00.000Z');
+  const body = ndjson.map(([stream, line], i) => JSON.stringify({ n: i + 1, stream, line, ts: new Date(t0 + i * 1370).toISOString() })).join('\n') + '\n';
+  const r = await fetch(`${BASE}/v1/jobs/${job}/logs`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${token(job, true)}`, 'content-type': 'application/x-ndjson' },
+    body,
+  });
+  assert.equal(r.status, 200, await r.text());
+  await setStatus(job, 'failed', 1);
+  const page = await openView(job, { height: 520 });
+  await page.locator('#badge', { hasText: 'failed · exit 1' }).waitFor();
+  await page.check('#times');
+  const time = page.locator('#rows .row:has(a.ln[data-n="1"]) .time');
+  await time.waitFor();
+  assert.match(await time.textContent(), /^\d\d:\d\d:\d\d\.\d{3}$/);
+  const elapsed = await page.locator('#rows .row:has(a.ln[data-n="1"]) .elapsed').textContent();
+  assert.equal(elapsed, '+0:00.0');
+  const last = await page.locator(`#rows .row:has(a.ln[data-n="${ndjson.length}"]) .elapsed`).textContent();
+  assert.match(last, /^\+0:\d\d\.\d$/);
+  // The choice is remembered for the next page.
+  assert.equal(await page.evaluate(() => localStorage.getItem('tailgate.times')), '1');
+  // The README's picture: no timestamps (the gateway stamped these lines all at once).
+  await page.uncheck('#times');
+  await page.locator('#rows .time').first().waitFor({ state: 'detached' });
+  await page.fill('#q', 'tailgate');
+  await page.keyboard.press('Enter');
+  await page.locator('#hits', { hasText: '1 of 2' }).waitFor();
+  await shot(page, 'readme.png');
+  if (process.env.README_SCREENSHOT) await page.screenshot({ path: process.env.README_SCREENSHOT });
   await page.context().close();
 });
 
@@ -439,7 +494,7 @@ function proxy(target) {
   })));
 }
 
-test('a gateway restart mid-stream: the page resumes without doubling a line', async () => {
+test('a connection cut mid-stream resumes without doubling; a gateway that lost the job resets the page', async () => {
   const job = jobName('restart');
   const p = await proxy(BASE);
   const page = await openView(job, { base: p.url });
@@ -477,6 +532,49 @@ test('a gateway restart mid-stream: the page resumes without doubling a line', a
   await Promise.all([p.close(), q.close()]);
   await page.context().close();
   await page2.context().close();
+});
+
+/** Starts `tailgate serve` on a spool in TAILGATE_DATA_DIR, on `port` (0: any free one). */
+async function startGateway(port = 0) {
+  const proc = spawn(env('TAILGATE_BIN'), [
+    'serve', '--listen', `127.0.0.1:${port}`, '--data-dir', env('TAILGATE_DATA_DIR'),
+    '--jwt-secret', env('TAILGATE_SECRET'), '--jwt-issuer', env('TAILGATE_ISSUER'),
+    '--jwt-audience', env('TAILGATE_AUDIENCE'),
+  ], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, TAILGATE_LOG: 'warn' } });
+  const lines = readline.createInterface({ input: proc.stdout });
+  const url = await new Promise((resolve, reject) => {
+    proc.once('exit', (code) => reject(new Error(`tailgate exited with ${code}`)));
+    lines.on('line', (l) => {
+      const m = /tailgate listening on (http:\/\/[\d.:]+)/.exec(l);
+      if (m) resolve(m[1]);
+    });
+  });
+  const exited = new Promise((resolve) => proc.once('exit', resolve));
+  return { url, port: Number(new URL(url).port), kill9: () => { proc.kill('SIGKILL'); return exited; } };
+}
+
+test('the gateway killed (-9) and restarted mid-stream: the page resumes, no line doubled', async () => {
+  const job = jobName('crash');
+  let gw = await startGateway();
+  const page = await openView(job, { base: gw.url });
+  const u = upload(job, gw.url); // left open: it dies with the gateway, mid-build
+  await u.write(Array.from({ length: 100 }, (_, i) => `before ${i + 1}`).join('\n') + '\n');
+  await waitLines(page, 100);
+  await gw.kill9();
+  await page.locator('#conn', { hasText: 'reconnecting' }).waitFor();
+  // Same port, same data directory: the job and its 100 lines come back from the spool.
+  gw = await startGateway(gw.port);
+  await publish(job, Array.from({ length: 100 }, (_, i) => `after ${i + 1}`).join('\n') + '\n', gw.url);
+  await waitLines(page, 200);
+  await page.locator('#conn').waitFor({ state: 'hidden' });
+  const seen = await page.evaluate(async () => (await import('./view/page.js')).view.model.entries.map((e) => [e.seq, e.text]));
+  assert.deepEqual(seen.map((e) => e[0]), Array.from({ length: 200 }, (_, i) => i + 1));
+  assert.equal(seen[99][1], 'before 100');
+  assert.equal(seen[100][1], 'after 1');
+  await setStatus(job, 'succeeded', 0, gw.url);
+  await page.locator('#badge', { hasText: 'succeeded · exit 0' }).waitFor();
+  await gw.kill9();
+  await page.context().close();
 });
 
 test('gaps and truncation are marked', async () => {

@@ -1,6 +1,7 @@
 //! The live log page in a real browser: `tests/browser/view.test.mjs` drives Debian's
-//! Chromium with Playwright against two real `tailgate` binaries on loopback (a roomy one,
-//! and a small one whose limits make gaps and truncation happen).
+//! Chromium with Playwright against real `tailgate` processes on loopback: a roomy one, a
+//! small one whose limits make gaps and truncation happen, and one on a spool that the
+//! script kills (-9) and restarts mid-stream.
 //!
 //! Needs `node`, `/usr/bin/chromium` (or `TAILGATE_CHROMIUM`) and playwright-core installed
 //! into `target/browser` (`.ci/run` does both; by hand: `cp tests/browser/package*.json
@@ -8,11 +9,11 @@
 //! missing, unless `CI=true`, where that fails. Screenshots land in `target/browser/artifacts`;
 //! `TAILGATE_UPDATE_SCREENSHOT=1` also refreshes the README's, beside the page's source.
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
+
+use tailgate_tests::daemon::{test_args, Daemon, TempDir};
 
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/browser/view.test.mjs");
 const SCREENSHOT: &str = concat!(
@@ -21,51 +22,6 @@ const SCREENSHOT: &str = concat!(
 );
 /// The whole browser run; it takes well under a minute on two cores.
 const RUN_LIMIT: Duration = Duration::from_secs(300);
-
-/// A `tailgate serve` child, killed when dropped.
-struct Gateway {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Gateway {
-    fn start(extra: &[&str]) -> Self {
-        let mut child = Command::new(tailgate_tests::tailgate_bin())
-            .arg("serve")
-            .args(["--listen", "127.0.0.1:0"])
-            .args(["--jwt-secret", tailgate_tests::SECRET])
-            .args(["--jwt-issuer", tailgate_tests::ISSUER])
-            .args(["--jwt-audience", tailgate_tests::AUDIENCE])
-            .args(extra)
-            .env("TAILGATE_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn tailgate");
-        let mut out = BufReader::new(child.stdout.take().expect("stdout"));
-        let mut line = String::new();
-        let addr = loop {
-            line.clear();
-            assert!(
-                out.read_line(&mut line).expect("read stdout") > 0,
-                "tailgate exited early"
-            );
-            if let Some(rest) = line.trim().strip_prefix("tailgate listening on http://") {
-                break rest.parse().expect("address");
-            }
-        };
-        // Drain stdout so the child never blocks on a full pipe.
-        std::thread::spawn(move || for _ in out.lines().map_while(Result::ok) {});
-        Self { child, addr }
-    }
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// What the browser run needs, or why it cannot run.
 fn prerequisites() -> Result<(PathBuf, PathBuf), String> {
@@ -114,15 +70,23 @@ async fn live_log_page_in_chromium() {
             return;
         }
     };
+    let gateway = |extra: &[&str]| {
+        let mut args = test_args();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Daemon::start(&args)
+    };
     // Room for a 200,000-line log in one job's memory, so no reader meets a gap there.
-    let roomy = Gateway::start(&["--job-memory-bytes", "268435456"]);
+    let roomy = gateway(&["--memory-only", "--job-memory-bytes", "268435456"]);
     // A job holds ~64 KiB in memory and stores at most 300 KB: gaps and truncation.
-    let small = Gateway::start(&[
+    let small = gateway(&[
+        "--memory-only",
         "--job-memory-bytes",
         "65536",
         "--max-log-bytes",
         "300000",
     ]);
+    // The restart scenario runs its own gateway on a spool here, killed and restarted.
+    let data = TempDir::new("view");
     let artifacts = playwright
         .parent()
         .and_then(Path::parent)
@@ -135,6 +99,8 @@ async fn live_log_page_in_chromium() {
         .arg(SCRIPT)
         .env("TAILGATE_URL", format!("http://{}", roomy.addr))
         .env("TAILGATE_SMALL_URL", format!("http://{}", small.addr))
+        .env("TAILGATE_BIN", tailgate_tests::tailgate_bin())
+        .env("TAILGATE_DATA_DIR", data.path())
         .env("TAILGATE_SECRET", tailgate_tests::SECRET)
         .env("TAILGATE_ISSUER", tailgate_tests::ISSUER)
         .env("TAILGATE_AUDIENCE", tailgate_tests::AUDIENCE)

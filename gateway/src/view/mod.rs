@@ -87,7 +87,10 @@ pub(crate) fn serve(asset: Asset, links: &Links) -> Response<Body> {
             ),
             "text/html; charset=utf-8",
         ),
-        Asset::Style => (Bytes::from_static(PAGE_CSS.as_bytes()), "text/css; charset=utf-8"),
+        Asset::Style => (
+            Bytes::from_static(PAGE_CSS.as_bytes()),
+            "text/css; charset=utf-8",
+        ),
         Asset::Script => (
             Bytes::from_static(PAGE_JS.as_bytes()),
             "text/javascript; charset=utf-8",
@@ -101,7 +104,10 @@ pub(crate) fn serve(asset: Asset, links: &Links) -> Response<Body> {
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(CSP),
     );
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
@@ -126,7 +132,10 @@ mod tests {
     fn page_names_its_routes_and_no_placeholder_is_left() {
         let job = JobId::parse("build-7").unwrap();
         let page = serve(Asset::Page, &Links::capgo(&job));
-        assert_eq!(page.headers()[header::CONTENT_TYPE], "text/html; charset=utf-8");
+        assert_eq!(
+            page.headers()[header::CONTENT_TYPE],
+            "text/html; charset=utf-8"
+        );
         assert!(page.headers()[header::CONTENT_SECURITY_POLICY]
             .to_str()
             .unwrap()

@@ -447,6 +447,7 @@ export const view = {
   connects: 0,
   conn: 'connecting',
   following: true,
+  atBottom: true,
   showTimes: false,
   selection: null, // [first, last] line numbers
   hit: -1, // the current hit
@@ -494,6 +495,7 @@ function frame() {
     log.scrollTop = log.scrollHeight;
   }
   lastScrollTop = log.scrollTop;
+  view.atBottom = log.scrollTop + log.clientHeight >= log.scrollHeight - rowHeight;
   const first = Math.max(0, Math.floor(log.scrollTop / rowHeight) - 5);
   const count = Math.max(0, Math.min(rows.length - first, Math.ceil(log.clientHeight / rowHeight) + 10));
   const box = $('rows');
@@ -624,7 +626,7 @@ function drawHeader() {
         : view.hit < 0
           ? `${model.hitTotal}${more} match${model.hitTotal === 1 ? '' : 'es'}`
           : `${view.hit + 1} of ${model.hitTotal}${more}`;
-  $('jump').hidden = view.following;
+  $('jump').hidden = view.following || view.atBottom;
 }
 
 function jobName() {
