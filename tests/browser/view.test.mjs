@@ -133,6 +133,15 @@ async function waitLines(page, n, timeout = 30000) {
   assert.equal(await lineCount(page), n);
 }
 
+/** Waits (polling, at most 10 s) until `check()` holds in this process. */
+async function until(check, timeout = 10000) {
+  const end = Date.now() + timeout;
+  while (!check()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${check}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
 async function shot(page, name) {
   await page.screenshot({ path: path.join(ARTIFACTS, name) });
 }
@@ -224,10 +233,24 @@ test('lines arrive live while the upload is open; the final status ends the stre
   await page.locator('.row.marker.status', { hasText: 'job failed (exit 2)' }).waitFor();
   assert.equal(await page.evaluate(async () => (await import('./view/page.js')).view.conn), 'done');
   assert.equal(streamRequests, 1);
+  // Asked again after its last seq, the gateway answers 204 (the EventSource gives up); the
+  // page asks the job's status, sees it read to its end, and stops there too.
+  let statusAsks = 0;
+  page.context().on('request', (req) => { if (/^\/v1\/jobs\/[^/]+$/.test(new URL(req.url()).pathname)) statusAsks += 1; });
+  await page.evaluate(async () => {
+    const m = await import('./view/page.js');
+    m.view.finished = false;
+    m.view.conn = 'live';
+    m.connect();
+  });
+  await until(() => statusAsks === 1);
+  await page.waitForFunction(() => document.body.dataset.conn === 'done');
+  assert.equal(streamRequests, 2);
   // The browser's retry interval is 2 s: a page that reconnected would have asked again.
   const before = streamRequests;
   await page.waitForTimeout(2500);
   assert.equal(streamRequests, before, 'the page reconnected after the final status');
+  assert.equal(statusAsks, 1);
   const raw = await page.locator('#raw').getAttribute('href');
   const text = await page.evaluate(async (href) => (await fetch(href)).text(), raw);
   assert.equal(text, 'first line\nsecond line\n');

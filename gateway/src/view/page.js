@@ -443,8 +443,10 @@ export const view = {
   lastSeq: 0,
   /** The worker that holds the EventSource. */
   worker: null,
-  /** Connections opened, and the page's own reconnects after a refused one. */
+  /** Streams the page opened (the browser's own reconnects not counted). */
   connects: 0,
+  /** The wait before the page's next reconnect after a refused stream, ms. */
+  backoff: 0,
   conn: 'connecting',
   following: true,
   atBottom: true,
@@ -604,6 +606,7 @@ function drawHeader() {
   if (badge.textContent !== label) badge.textContent = label;
   badge.dataset.status = status;
   document.title = `${label} \u00b7 ${jobName()} \u00b7 Tailgate`;
+  document.body.dataset.conn = view.conn;
   const conn = $('conn');
   const notice = {
     reconnecting: 'connection lost, reconnecting\u2026',
@@ -730,7 +733,8 @@ function link(attr) {
   return url;
 }
 
-function connect() {
+/** Opens the stream after the last seq shown (exported for the tests' 204 case). */
+export function connect() {
   const url = link('stream');
   url.searchParams.set('token', view.token);
   if (view.lastSeq > 0) url.searchParams.set('last_event_id', String(view.lastSeq));
@@ -745,6 +749,7 @@ function startWorker() {
       for (const rec of data.records) receive(rec);
     } else if (!view.finished) {
       view.conn = data.conn;
+      if (data.conn === 'live') view.backoff = 0;
       if (data.conn === 'closed') retryLater();
     }
     schedule();
