@@ -643,7 +643,7 @@ function jobName() {
 // off the page's main thread; the page gets the records in batches.
 
 /** Records per message from the worker: each message is one short task on the page. */
-const BATCH = 2000;
+const BATCH = 500;
 
 /** The worker's side: one EventSource at a time, as the page asks. */
 function runStream(scope) {
