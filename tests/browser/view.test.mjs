@@ -163,6 +163,21 @@ test('the page is static, carries no job data and needs no token', async () => {
   assert.equal((await fetch(`${BASE}/v1/jobs/x/view/other.js`)).status, 404);
 });
 
+test('without a token, or with a refused one, the page says so and stops', async () => {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  await page.goto(`${BASE}/v1/jobs/no-token/view`);
+  await page.locator('#conn', { hasText: 'no token' }).waitFor();
+  let streams = 0;
+  context.on('request', (req) => { if (new URL(req.url()).pathname.endsWith('/logs')) streams += 1; });
+  // A token for another job: the stream is refused (403), then the status route says why.
+  await page.goto(`${BASE}/v1/jobs/refused/view#token=${token('some-other-job')}`);
+  await page.locator('#conn', { hasText: 'the token was refused' }).waitFor();
+  assert.equal(await page.evaluate(() => document.body.dataset.conn), 'denied');
+  assert.equal(streams, 1);
+  await context.close();
+});
+
 test('pure functions: ANSI, carriage returns, sections, hits, fragment', async () => {
   const job = jobName('pure');
   const page = await openView(job);
