@@ -91,6 +91,9 @@ impl SpoolJob {
             };
             frame::put_meta(&mut buf, &serde_json::to_vec(&meta).unwrap_or_default());
         }
+        if buf.is_empty() {
+            return Ok(0);
+        }
         let writer = st.writer(&self.path)?;
         if let Err(e) = (&*writer).write_all(&buf) {
             let err = StoreError::io(format!("cannot write {}", self.path.display()), &e);
