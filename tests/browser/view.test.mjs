@@ -159,6 +159,13 @@ test('the page is static, carries no job data and needs no token', async () => {
     const a = await fetch(`${BASE}/v1/jobs/any-job/view/${asset}`);
     assert.equal(a.status, 200, asset);
   }
+  const head = await fetch(`${BASE}/v1/jobs/any-job/view`, { method: 'HEAD' });
+  assert.equal(head.status, 200);
+  assert.equal(await head.text(), '');
+  const post = await fetch(`${BASE}/v1/jobs/any-job/view`, { method: 'POST' });
+  assert.equal(post.status, 405);
+  assert.equal(post.headers.get('allow'), 'GET, HEAD, OPTIONS');
+  assert.equal((await post.json()).error, 'method_not_allowed');
   assert.equal((await fetch(`${BASE}/v1/jobs/bad%20id/view`)).status, 400);
   assert.equal((await fetch(`${BASE}/v1/jobs/x/view/other.js`)).status, 404);
 });
