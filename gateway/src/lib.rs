@@ -19,6 +19,7 @@
 //! - `subscription`: one reader's cursor, written out as SSE in batches.
 //! - `wakeups`: when a job's readers hear of appends (at most once per gather window).
 //! - `capgo`: Capgo's `logs_url` routes: its WebSocket frames, resume by confirmed id.
+//! - `view`: the live log page for browsers (HTML, CSS and JS embedded at build time).
 //! - `sse`: injection-proof SSE encoding. [`record`]: records and statuses.
 //! - `memory`: the process-wide budget for held records.
 //! - [`config`]: typed config from flags, `TAILGATE_*` env and a TOML file.
@@ -54,6 +55,7 @@ pub(crate) mod sse;
 pub(crate) mod store;
 pub(crate) mod subscription;
 pub(crate) mod tls;
+pub(crate) mod view;
 pub(crate) mod wakeups;
 
 pub use config::Config;

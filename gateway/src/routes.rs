@@ -17,6 +17,7 @@ use crate::error::ApiError;
 use crate::handlers;
 use crate::job_id::JobId;
 use crate::metrics;
+use crate::view;
 
 /// What a path names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,6 +33,8 @@ enum Route<'a> {
     JobText(&'a str),
     /// `/v1/jobs/{job}/status`
     JobSetStatus(&'a str),
+    /// `/v1/jobs/{job}/view` and its files: the live log page, served without a token.
+    View(&'a str, view::Asset),
 }
 
 impl<'a> Route<'a> {
@@ -50,7 +53,7 @@ impl<'a> Route<'a> {
             Some("logs") => Some(Self::JobLogs(job)),
             Some("log") => Some(Self::JobText(job)),
             Some("status") => Some(Self::JobSetStatus(job)),
-            Some(_) => None,
+            Some(rest) => view::Asset::parse(rest).map(|asset| Self::View(job, asset)),
         }
     }
 
@@ -61,7 +64,8 @@ impl<'a> Route<'a> {
             | Self::Readyz
             | Self::Metrics
             | Self::JobStatus(_)
-            | Self::JobText(_) => "GET, HEAD, OPTIONS",
+            | Self::JobText(_)
+            | Self::View(..) => "GET, HEAD, OPTIONS",
             Self::JobLogs(_) => "GET, POST, OPTIONS",
             Self::JobSetStatus(_) => "POST, OPTIONS",
         }
@@ -77,15 +81,18 @@ impl<'a> Route<'a> {
             Self::JobLogs(_) => "job_logs",
             Self::JobText(_) => "job_log",
             Self::JobSetStatus(_) => "job_set_status",
+            Self::View(..) => "job_view",
         }
     }
 
     fn job(self) -> Option<&'a str> {
         match self {
             Self::Healthz | Self::Readyz | Self::Metrics => None,
-            Self::JobStatus(j) | Self::JobLogs(j) | Self::JobText(j) | Self::JobSetStatus(j) => {
-                Some(j)
-            }
+            Self::JobStatus(j)
+            | Self::JobLogs(j)
+            | Self::JobText(j)
+            | Self::JobSetStatus(j)
+            | Self::View(j, _) => Some(j),
         }
     }
 }
@@ -177,6 +184,9 @@ async fn dispatch(app: &Arc<App>, req: Request<IncomingBody>) -> Result<Response
             })
         }
     };
+    if let Route::View(_, asset) = route {
+        return Ok(view::serve(asset, &view::Links::canonical(&job)));
+    }
     let access = if method == Method::POST {
         Access::Publish
     } else {
@@ -189,7 +199,9 @@ async fn dispatch(app: &Arc<App>, req: Request<IncomingBody>) -> Result<Response
         Route::JobText(_) => handlers::plain_log(app, &job, &req),
         Route::JobStatus(_) => handlers::status(app, &job, &req).await,
         Route::JobSetStatus(_) => handlers::set_status(app, &job, req).await,
-        Route::Healthz | Route::Readyz | Route::Metrics => Err(ApiError::NotFound),
+        Route::Healthz | Route::Readyz | Route::Metrics | Route::View(..) => {
+            Err(ApiError::NotFound)
+        }
     }
 }
 
@@ -286,6 +298,14 @@ mod tests {
         );
         assert_eq!(Route::parse("/v1/jobs/a/b/logs"), None);
         assert_eq!(Route::parse("/v1/jobs/a/other"), None);
+        assert_eq!(
+            Route::parse("/v1/jobs/a/view"),
+            Some(Route::View("a", view::Asset::Page))
+        );
+        assert_eq!(
+            Route::parse("/v1/jobs/a/view/page.js"),
+            Some(Route::View("a", view::Asset::Script))
+        );
         assert_eq!(Route::parse("/v2/jobs/a"), None);
         assert_eq!(Route::parse("/healthz"), Some(Route::Healthz));
     }
