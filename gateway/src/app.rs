@@ -27,6 +27,9 @@ pub(crate) struct App {
     pub(crate) shutdown: CancellationToken,
     /// The Capgo routes' confirmations and WebSocket sessions.
     pub(crate) capgo: CapgoState,
+    /// Cancelled on the shutdown signal, before the grace period: `/readyz` turns 503
+    /// while everything else is still served.
+    pub(crate) unready: CancellationToken,
 }
 
 impl App {
@@ -55,6 +58,7 @@ impl App {
             auth,
             shutdown: CancellationToken::new(),
             capgo,
+            unready: CancellationToken::new(),
         }
     }
 
@@ -95,6 +99,11 @@ impl App {
 
     pub(crate) fn is_draining(&self) -> bool {
         self.shutdown.is_cancelled()
+    }
+
+    /// What `/readyz` says: false from the shutdown signal on.
+    pub(crate) fn is_ready(&self) -> bool {
+        !self.unready.is_cancelled() && !self.is_draining()
     }
 
     pub(crate) fn pacing(&self) -> Pacing {

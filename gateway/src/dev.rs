@@ -36,6 +36,8 @@ pub fn banner(addr: SocketAddr, config: &Config) -> Option<String> {
         "\ntailgate dev mode: secret {secret}, issuer {iss}, audience {aud}\n\n\
          # follow the sample job (leave it running):\n\
          curl -N -H 'Authorization: Bearer {read}' {base}/logs\n\n\
+         # or watch it in a browser:\n\
+         {base}/view#token={read}\n\n\
          # publish a few lines, then finish the job:\n\
          printf 'hello\\nfrom tailgate\\n' | curl -sS -H 'Authorization: Bearer {publish}' -H 'Content-Type: text/plain' --data-binary @- {base}/logs\n\
          curl -sS -H 'Authorization: Bearer {publish}' -H 'Content-Type: application/json' -d '{{\"status\":\"succeeded\",\"exit_code\":0}}' {base}/status\n",

@@ -20,10 +20,22 @@ use crate::job_log::{Attached, JobLog, Read};
 use crate::publish;
 use crate::record::Stream;
 use crate::routes::query_param;
+use crate::store::StoreError;
 use crate::subscription::{Format, Subscription};
 
 /// Longest `?wait=` on the status route.
 const MAX_WAIT: Duration = Duration::from_secs(300);
+
+/// `GET /metrics`: the Prometheus scrape.
+pub(crate) fn metrics(app: &App) -> Response<Body> {
+    let text = crate::metrics::get().render(app.hub.statuses(), app.hub.store().disk_bytes());
+    let mut resp = Response::new(full(Bytes::from(text)));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
+    );
+    resp
+}
 
 pub(crate) fn text(status: StatusCode, body: &'static str) -> Response<Body> {
     let mut resp = Response::new(full(Bytes::from_static(body.as_bytes())));
@@ -43,6 +55,22 @@ pub(crate) fn json(value: &impl Serialize) -> Response<Body> {
         HeaderValue::from_static("application/json"),
     );
     resp
+}
+
+/// `GET /readyz`: 503 from the shutdown signal on, and while the store cannot serve (Redis
+/// unreachable), naming why.
+pub(crate) fn readyz(app: &App) -> Response<Body> {
+    if !app.is_ready() {
+        return ApiError::Draining.into_response();
+    }
+    match app.hub.store().unready() {
+        Some(why) => ApiError::Storage {
+            error: StoreError::Unavailable(why),
+            tally: None,
+        }
+        .into_response(),
+        None => text(StatusCode::OK, "ok\n"),
+    }
 }
 
 pub(crate) fn job(app: &App, id: &JobId) -> Result<Arc<JobLog>, ApiError> {

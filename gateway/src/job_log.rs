@@ -278,6 +278,7 @@ impl JobLog {
         }
         tally.accepted += accepted;
         tally.duplicates += duplicates;
+        crate::metrics::get().appended(&entries, duplicates);
         tally.last_n = draft.last_n;
         tally.last_seq = draft.last_seq();
         let appended = !entries.is_empty();

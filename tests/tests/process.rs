@@ -135,6 +135,13 @@ async fn dev_mode_prints_commands_that_work() {
     )
     .await;
     assert_eq!(reply.text(), "hello\n");
+    // The page to open in a browser, with the read token in its fragment.
+    let view = format!("http://{addr}/v1/jobs/demo/view#token={}", tokens[0]);
+    assert!(banner.lines().any(|l| l == view), "{banner}");
+    let page =
+        http_client::request(addr, "GET", "/v1/jobs/demo/view", &[], Default::default()).await;
+    assert_eq!(page.status, 200);
+    assert!(page.text().contains("view/page.js"), "{}", page.text());
     sigterm(&child);
     assert!(child.wait().unwrap().success());
 }

@@ -587,7 +587,7 @@ async fn a_redis_cluster_keeps_each_job_on_one_slot_and_serves_it() {
     }
 }
 
-/// nginx with `deploy/compose-nginx.conf`, its upstreams pointed at `gateways`; stopped on
+/// nginx with `deploy/compose-nginx.conf` (and the location it includes), its upstreams pointed at `gateways`; stopped on
 /// drop. `None` (skipped) where nginx is missing outside CI.
 struct Nginx {
     child: std::process::Child,
@@ -610,12 +610,21 @@ impl Nginx {
         let dir = tailgate_tests::daemon::TempDir::new("nginx");
         std::fs::create_dir_all(dir.path()).expect("nginx dir");
         let port = free_port();
+        let d = dir.path().display().to_string();
         let site = include_str!("../../deploy/compose-nginx.conf")
             .replace("tailgate-a:8080", &gateways[0].addr.to_string())
             .replace("tailgate-b:8080", &gateways[1].addr.to_string())
-            .replace("listen 8080;", &format!("listen 127.0.0.1:{port};"));
-        let d = dir.path().display().to_string();
+            .replace("listen 8080;", &format!("listen 127.0.0.1:{port};"))
+            .replace(
+                "/etc/nginx/tailgate-locations.conf",
+                &format!("{d}/locations.conf"),
+            );
         std::fs::write(dir.join("site.conf"), site).expect("site");
+        std::fs::write(
+            dir.join("locations.conf"),
+            include_str!("../../deploy/nginx/tailgate-locations.conf"),
+        )
+        .expect("locations");
         std::fs::write(
             dir.join("nginx.conf"),
             format!(

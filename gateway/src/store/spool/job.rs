@@ -135,7 +135,10 @@ impl SpoolJob {
             (st.writer.clone(), st.progress.status.is_terminal())
         };
         if let Some(writer) = writer {
-            if let Err(e) = writer.sync_data() {
+            let started = std::time::Instant::now();
+            let synced = writer.sync_data();
+            crate::metrics::get().fsynced(started.elapsed());
+            if let Err(e) = synced {
                 self.lock().dirty = true;
                 return Err(StoreError::io(
                     format!("cannot fsync {}", self.path.display()),
