@@ -128,7 +128,23 @@ fn values(c: &Config) -> Vec<(&'static str, Option<Value>)> {
                 "capgo_prefix" => text(&c.capgo.prefix),
                 "dev" => Some(Value::Boolean(c.dev)),
                 "data_dir" => path(c.store.data_dir.as_ref()),
-                "memory_only" => Some(Value::Boolean(c.store.data_dir.is_none())),
+                "memory_only" => Some(Value::Boolean(
+                    c.store.data_dir.is_none() && c.store.redis.is_none(),
+                )),
+                // The URL's user and password are a secret.
+                "redis_url" => c
+                    .store
+                    .redis
+                    .as_ref()
+                    .and_then(|r| text(&redact_userinfo(&r.url))),
+                "redis_cluster" => Some(Value::Boolean(
+                    c.store.redis.as_ref().is_some_and(|r| r.cluster),
+                )),
+                "redis_timeout_ms" => c
+                    .store
+                    .redis
+                    .as_ref()
+                    .and_then(|r| int(r.timeout.as_millis() as u64)),
                 "fsync" => text(match c.store.fsync {
                     Fsync::Interval(_) => "interval",
                     Fsync::Always => "always",
@@ -151,6 +167,17 @@ fn values(c: &Config) -> Vec<(&'static str, Option<Value>)> {
         .collect()
 }
 
+/// `scheme://user:pass@host/...` as `scheme://<redacted>@host/...`.
+fn redact_userinfo(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => match rest.split_once('@') {
+            Some((_, host)) => format!("{scheme}://{REDACTED}@{host}"),
+            None => url.to_string(),
+        },
+        None => url.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::{MapEnv, ServeArgs};
@@ -163,6 +190,27 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
         )
+    }
+
+    #[test]
+    fn a_redis_url_is_printed_without_its_password() {
+        let e = env(&[
+            ("TAILGATE_JWT_SECRET", "s3cret-s3cret-s3cret-s3cret-s3cr"),
+            ("TAILGATE_JWT_ISSUER", "i"),
+            ("TAILGATE_JWT_AUDIENCE", "a"),
+            (
+                "TAILGATE_REDIS_URL",
+                "redis+cluster://u:hunter2@node:7000/0",
+            ),
+        ]);
+        let text = Config::load(&ServeArgs::default(), &e).unwrap().to_toml();
+        assert!(!text.contains("hunter2"), "{text}");
+        assert!(
+            text.contains("redis_url = \"redis://<redacted>@node:7000/0\" # env"),
+            "{text}"
+        );
+        assert!(text.contains("redis_cluster = true"), "{text}");
+        assert!(text.contains("memory_only = false"), "{text}");
     }
 
     #[test]
