@@ -69,6 +69,14 @@ impl Daemon {
     /// Like [`Daemon::start`], or the exit code and stderr of a process that refused to
     /// start.
     pub fn try_start(args: &[String]) -> Result<Self, (Option<i32>, String)> {
+        Self::try_start_with_env(args, &[])
+    }
+
+    /// Like [`Daemon::try_start`], with extra environment variables.
+    pub fn try_start_with_env(
+        args: &[String],
+        env: &[(&str, &str)],
+    ) -> Result<Self, (Option<i32>, String)> {
         let mut child = Command::new(crate::tailgate_bin())
             .arg("serve")
             .args(["--listen", "127.0.0.1:0"])
@@ -77,6 +85,7 @@ impl Daemon {
                 "TAILGATE_LOG",
                 std::env::var("TAILGATE_LOG").unwrap_or("warn".into()),
             )
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

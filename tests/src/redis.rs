@@ -46,6 +46,8 @@ pub struct RedisServer {
     dir: TempDir,
     persistence: Persistence,
     extra: Vec<String>,
+    /// The CA `redis-cli` trusts when the server speaks TLS only.
+    tls_ca: Option<String>,
 }
 
 impl RedisServer {
@@ -62,6 +64,7 @@ impl RedisServer {
             dir: TempDir::new(&format!("redis-{port}")),
             persistence,
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            tls_ca: None,
         };
         std::fs::create_dir_all(server.dir.path()).expect("redis dir");
         server.spawn();
@@ -89,6 +92,37 @@ impl RedisServer {
         }
     }
 
+    /// Starts a server that speaks only TLS on a free port, with `cert` and `key` (signed
+    /// by `ca`); `redis-cli` trusts `ca`.
+    pub fn start_tls(ca: &str, cert: &str, key: &str) -> Self {
+        let port = free_port();
+        let tls = [
+            "--port",
+            "0",
+            "--tls-port",
+            &port.to_string(),
+            "--tls-cert-file",
+            cert,
+            "--tls-key-file",
+            key,
+            "--tls-ca-cert-file",
+            ca,
+            "--tls-auth-clients",
+            "no",
+        ];
+        let mut server = Self {
+            child: None,
+            port,
+            dir: TempDir::new(&format!("redis-tls-{port}")),
+            persistence: Persistence::Off,
+            extra: tls.iter().map(|s| s.to_string()).collect(),
+            tls_ca: Some(ca.to_string()),
+        };
+        std::fs::create_dir_all(server.dir.path()).expect("redis dir");
+        server.spawn();
+        server
+    }
+
     /// `redis://127.0.0.1:<port>/0`
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/0", self.port)
@@ -96,11 +130,12 @@ impl RedisServer {
 
     /// Runs `redis-cli` against the server; its output.
     pub fn cli(&self, args: &[&str]) -> String {
-        let out = Command::new("redis-cli")
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
-            .args(args)
-            .output()
-            .expect("run redis-cli");
+        let mut cmd = Command::new("redis-cli");
+        cmd.args(["-h", "127.0.0.1", "-p", &self.port.to_string()]);
+        if let Some(ca) = &self.tls_ca {
+            cmd.args(["--tls", "--cacert", ca]);
+        }
+        let out = cmd.args(args).output().expect("run redis-cli");
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 

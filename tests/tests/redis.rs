@@ -522,6 +522,110 @@ async fn the_capgo_cli_resumes_on_another_instance() {
     assert_eq!(again.final_status.as_deref(), Some("succeeded"));
 }
 
+/// A CA and a certificate for 127.0.0.1 it signed, made with `openssl` in `dir`: the CA,
+/// the certificate and its key.
+fn tls_files(dir: &std::path::Path) -> Option<(String, String, String)> {
+    let at = |name: &str| dir.join(name).display().to_string();
+    let run = |args: &[&str]| {
+        std::process::Command::new("openssl")
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    std::fs::create_dir_all(dir).ok()?;
+    std::fs::write(dir.join("ext.cnf"), "subjectAltName=IP:127.0.0.1\n").ok()?;
+    let ok = run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=test-ca",
+        "-keyout",
+        &at("ca.key"),
+        "-out",
+        &at("ca.pem"),
+    ]) && run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        &at("redis.key"),
+        "-out",
+        &at("redis.csr"),
+    ]) && run(&[
+        "x509",
+        "-req",
+        "-in",
+        &at("redis.csr"),
+        "-CA",
+        &at("ca.pem"),
+        "-CAkey",
+        &at("ca.key"),
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        &at("ext.cnf"),
+        "-out",
+        &at("redis.pem"),
+    ]);
+    ok.then(|| (at("ca.pem"), at("redis.pem"), at("redis.key")))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_share_jobs_over_rediss() {
+    if !available() {
+        return;
+    }
+    let dir = tailgate_tests::daemon::TempDir::new("redis-tls");
+    let Some((ca, cert, key)) = tls_files(dir.path()) else {
+        let why = "openssl cannot make a test certificate";
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "{why}");
+        eprintln!("skipped: {why}");
+        return;
+    };
+    let redis = RedisServer::start_tls(&ca, &cert, &key);
+    let url = format!("rediss://127.0.0.1:{}/0", redis.port);
+    let start = |extra: &[(&str, &str)]| {
+        let mut a = test_args();
+        a.extend(["--redis-url".to_string(), url.clone()]);
+        Daemon::try_start_with_env(&a, extra).expect("gateway")
+    };
+    // The system's trust store plus the test CA (SSL_CERT_FILE), as for a private CA.
+    let a = start(&[("SSL_CERT_FILE", ca.as_str())]);
+    let b = start(&[("SSL_CERT_FILE", ca.as_str())]);
+    let job = "shared-tls";
+    let mut on_b = reader(b.addr, job, None).await;
+    let reply = publish_retrying(a.addr, job, ndjson(1..=5)).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    finish(a.addr, job, "succeeded").await;
+    assert_eq!(
+        seqs(&on_b.collect(WITHIN).await),
+        (1..=6).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        redis.cli(&["XLEN", "tailgate:{shared-tls}:log"]).trim(),
+        "6"
+    );
+
+    // Without the CA the certificate is refused: not ready, publishes refused.
+    let untrusting = start(&[]);
+    let ready = http_client::request(untrusting.addr, "GET", "/readyz", &[], Bytes::new()).await;
+    assert_eq!(ready.status, 503, "{}", ready.text());
+    publish(untrusting.addr, job, ndjson(6..=6))
+        .await
+        .assert_error(503, "store_unavailable");
+}
+
 /// A Redis Cluster of `n` masters on loopback, slots split evenly.
 fn cluster(n: usize) -> Vec<RedisServer> {
     let nodes: Vec<RedisServer> = (0..n)
