@@ -267,6 +267,7 @@ async fn a_worker_resends_to_another_instance_after_one_is_killed() {
     let b = gateway(&redis.url(), &[]);
     let job = "shared-kill";
     let mut on_b = reader(b.addr, job, None).await;
+    let mut on_a = reader(a.addr, job, None).await;
     let auth = bearer(&publish_token(job));
     let upload = Upload::start(
         a.addr,
@@ -281,8 +282,15 @@ async fn a_worker_resends_to_another_instance_after_one_is_killed() {
     for want in 1..=20 {
         assert_eq!(on_b.next_within(WITHIN).await.expect("event").seq(), want);
     }
+    let mut seen_on_a = 0;
+    while seen_on_a < 12 {
+        seen_on_a = on_a.next_within(WITHIN).await.expect("event").seq();
+    }
     a.kill9();
     drop(upload);
+    // A's reader loses its connection and resumes on B.
+    while on_a.next().await.is_some() {}
+    let mut resumed = reader(b.addr, job, Some(seen_on_a)).await;
     // The worker never got its reply: it sends everything again, to B.
     let reply = publish(b.addr, job, ndjson(1..=40)).await;
     assert_eq!(reply.json()["accepted"], 20, "{}", reply.text());
@@ -290,6 +298,12 @@ async fn a_worker_resends_to_another_instance_after_one_is_killed() {
     finish(b.addr, job, "succeeded").await;
     let rest = on_b.collect(WITHIN).await;
     assert_eq!(seqs(&rest), (21..=41).collect::<Vec<_>>());
+    let resumed = resumed.collect(WITHIN).await;
+    assert_eq!(
+        seqs(&resumed),
+        (13..=41).collect::<Vec<_>>(),
+        "A's reader lost nothing"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
