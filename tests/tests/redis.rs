@@ -225,6 +225,44 @@ async fn readers_resume_and_publishers_resend_through_other_instances() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_size_limit_truncates_once_whichever_instance_publishes() {
+    if !available() {
+        return;
+    }
+    let redis = RedisServer::start(Persistence::Off);
+    let extra = ["--max-log-bytes", "400"];
+    let [a, b] = [(); 2].map(|_| gateway(&redis.url(), &extra));
+    let job = "shared-limit";
+    let mut on_b = reader(b.addr, job, None).await;
+    // A few lines fit, then one notice; later lines are counted, not stored.
+    assert_eq!(publish(a.addr, job, ndjson(1..=10)).await.status, 200);
+    let reply = publish(b.addr, job, ndjson(11..=20)).await;
+    assert_eq!(reply.json()["accepted"], 10, "{}", reply.text());
+    finish(a.addr, job, "succeeded").await;
+    let events = on_b.collect(WITHIN).await;
+    let notices: Vec<_> = events
+        .iter()
+        .filter(|e| e.event == "log" && e.json()["stream"] == "system")
+        .collect();
+    assert_eq!(notices.len(), 1, "{events:?}");
+    assert!(notices[0].json()["line"]
+        .as_str()
+        .unwrap()
+        .starts_with("tailgate: log truncated at "));
+    let logs = events.iter().filter(|e| e.event == "log").count() as u64;
+    for gw in [&a, &b] {
+        let status = get(gw.addr, job, &format!("/v1/jobs/{job}")).await.json();
+        assert_eq!(status["lines"].as_u64().unwrap() + 1, logs, "{status}");
+        assert!(status["dropped_lines"].as_u64().unwrap() > 0, "{status}");
+        assert_eq!(
+            status["dropped_lines"].as_u64().unwrap() + status["lines"].as_u64().unwrap(),
+            20,
+            "{status}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_instances_with_a_hundred_readers_each_see_every_line_once() {
     if !available() {
         return;
