@@ -173,3 +173,113 @@ impl Follower for JobLog {
         self.close();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::SystemTime;
+
+    use super::*;
+    use crate::job_id::JobId;
+    use crate::job_log::{JobLimits, Read};
+    use crate::memory::MemoryBudget;
+    use crate::record::{Record, RecordBody, Stream};
+    use crate::store::memory::MemoryStore;
+    use crate::store::now_ms;
+
+    fn job() -> Arc<JobLog> {
+        let recovered = Recovered {
+            id: JobId::parse("j").unwrap(),
+            progress: Progress::new(now_ms()),
+            confirmations: Vec::new(),
+            broken: None,
+        };
+        let limits = JobLimits {
+            memory_bytes: usize::MAX,
+            max_log_bytes: u64::MAX,
+            max_subscribers: 2,
+            gather: Duration::ZERO,
+        };
+        Arc::new(JobLog::new(
+            recovered,
+            limits,
+            Arc::new(MemoryBudget::new(usize::MAX)),
+            Arc::new(MemoryStore::new(60_000)),
+        ))
+    }
+
+    fn entries(seqs: std::ops::RangeInclusive<u64>) -> Vec<Arc<Entry>> {
+        seqs.map(|seq| {
+            let body = RecordBody::Log {
+                stream: Stream::Stdout,
+                line: format!("line {seq}"),
+            };
+            Arc::new(Entry::new(
+                &Record::new(seq, SystemTime::now(), body),
+                None,
+                Some(6),
+            ))
+        })
+        .collect()
+    }
+
+    fn seqs(read: Read) -> Vec<u64> {
+        match read {
+            Read::Entries(e) => e.iter().map(|e| e.seq()).collect(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn records_are_taken_once_in_order_and_a_hole_restarts_the_ring() {
+        let job = job();
+        let mut seq_rx = job.watch();
+        job.absorb(entries(1..=3));
+        assert!(seq_rx.has_changed().unwrap(), "readers are woken");
+        assert_eq!(*seq_rx.borrow_and_update(), 3);
+        // Already held: skipped, nothing announced.
+        job.absorb(entries(2..=3));
+        assert!(!seq_rx.has_changed().unwrap());
+        assert_eq!(seqs(job.read(1, usize::MAX, None)), vec![1, 2, 3]);
+        // 4..=5 were stored by another instance and never followed here.
+        job.absorb(entries(6..=7));
+        assert_eq!(job.last_seq(), 7);
+        assert_eq!(seqs(job.read(6, usize::MAX, None)), vec![6, 7]);
+        // Below the ring the store is asked; memory holds nothing there.
+        assert!(matches!(
+            job.read(1, usize::MAX, None),
+            Read::Gap { from: 1, to: 5 }
+        ));
+    }
+
+    #[test]
+    fn the_store_state_wins_unless_it_is_older() {
+        let job = job();
+        job.absorb(entries(1..=2));
+        let mut newer = job.lock().progress;
+        newer.next_seq = 10;
+        newer.dropped_lines = 4;
+        job.reconcile(Recovered {
+            id: job.id().clone(),
+            progress: newer,
+            confirmations: vec![(7, 3)],
+            broken: None,
+        });
+        assert_eq!(job.last_seq(), 9);
+        assert_eq!(job.snapshot().dropped_lines, 4);
+        assert_eq!(job.confirmed(7), Some(3));
+        assert!(matches!(
+            job.read(1, usize::MAX, None),
+            Read::Gap { from: 1, to: 9 }
+        ));
+        let mut older = newer;
+        older.next_seq = 4;
+        job.reconcile(Recovered {
+            id: job.id().clone(),
+            progress: older,
+            confirmations: vec![(7, 1)],
+            broken: None,
+        });
+        assert_eq!(job.last_seq(), 9, "an older view is ignored");
+        assert_eq!(job.confirmed(7), Some(3), "confirmations only move forward");
+    }
+}
