@@ -115,6 +115,12 @@ impl Bridge {
         })
     }
 
+    /// Makes the Redis thread's runtime current, so whatever a connection spawns (its
+    /// driver, its reconnects) runs there, not on the caller's runtime.
+    pub(crate) fn enter(&self) -> tokio::runtime::EnterGuard<'_> {
+        self.rt.enter()
+    }
+
     /// Runs `fut` on the Redis thread and waits for it, at most the timeout.
     pub(crate) fn block<T, F>(&self, fut: F) -> Result<T, StoreError>
     where

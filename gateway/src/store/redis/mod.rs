@@ -9,6 +9,8 @@ pub(crate) mod lease;
 pub(crate) mod link;
 pub(crate) mod script;
 pub(crate) mod tail;
+#[cfg(test)]
+mod tests;
 
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime};
@@ -60,8 +62,11 @@ impl RedisStore {
     /// tailer. Redis need not be up: until it is, `/readyz` says so.
     pub(crate) fn open(settings: RedisSettings) -> Result<Arc<Self>, std::io::Error> {
         let bridge = Bridge::start(settings.timeout)?;
-        let conn = Conn::new(&settings.url, settings.cluster, settings.timeout)
-            .map_err(|e| std::io::Error::other(format!("redis: {e}")))?;
+        let conn = {
+            let _redis_thread = bridge.enter();
+            Conn::new(&settings.url, settings.cluster, settings.timeout)
+                .map_err(|e| std::io::Error::other(format!("redis: {e}")))?
+        };
         let store = Arc::new(Self {
             bridge,
             conn: conn.clone(),
