@@ -287,7 +287,7 @@ fn text_chunk(job: &JobLog, mut cursor: u64, end: u64) -> (Bytes, Option<u64>) {
             }
             // Without a spool, records evicted from memory are gone: the text holds the rest.
             Read::Gap { to, .. } => cursor = to + 1,
-            Read::Failed(why) => {
+            Read::Failed(why) | Read::Unavailable(why) => {
                 out.put_slice(
                     format!("tailgate: the rest of the log cannot be read: {why}\n").as_bytes(),
                 );

@@ -74,6 +74,8 @@ pub(crate) enum Read {
     End,
     /// The records cannot be read (a damaged spool, a failing disk).
     Failed(String),
+    /// The store cannot be reached now (Redis is down); a later read may succeed.
+    Unavailable(String),
 }
 
 /// The JSON status of a job.
@@ -390,6 +392,7 @@ impl JobLog {
                 Some(e) if e.seq() == from => Read::Entries(older),
                 _ => Read::Gap { from, to },
             },
+            Err(StoreError::Unavailable(why)) => Read::Unavailable(why),
             Err(e) => {
                 tracing::warn!(job.id = %self.id, error = %e, "cannot read records back from the store");
                 Read::Failed(e.to_string())

@@ -125,7 +125,8 @@ impl Subscription {
                     return Some(sse::event(None, "error", &data));
                 }
                 Read::End => return None,
-                Read::Idle => {}
+                // Redis is down: wait (with keep-alives) and read again.
+                Read::Idle | Read::Unavailable(_) => {}
             }
             tokio::select! {
                 biased;

@@ -290,7 +290,7 @@ impl Session {
                     );
                     self.cursor = to + 1;
                 }
-                Read::Idle => return Next::Idle,
+                Read::Idle | Read::Unavailable(_) => return Next::Idle,
                 Read::End => return Next::Frame(self.final_status(), true),
                 Read::Failed(why) => {
                     tracing::warn!(error = %why, "capgo reader cannot read the job's records");
