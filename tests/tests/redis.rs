@@ -214,6 +214,17 @@ async fn readers_resume_and_publishers_resend_through_other_instances() {
     assert_eq!(reply.json()["accepted"], 5, "{}", reply.text());
     assert_eq!(reply.json()["duplicates"], 3);
     assert_eq!(reply.json()["last_seq"], 15);
+    // B's metrics count what B stored and dropped.
+    let metrics = http_client::request(b.addr, "GET", "/metrics", &[], Bytes::new()).await;
+    let value = |name: &str| {
+        metrics
+            .text()
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+    };
+    assert_eq!(value("tailgate_records_published_total"), Some(5.0));
+    assert_eq!(value("tailgate_duplicates_dropped_total"), Some(3.0));
     finish(a.addr, job, "failed").await;
     let events = resumed.collect(WITHIN).await;
     assert_eq!(

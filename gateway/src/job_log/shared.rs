@@ -27,6 +27,7 @@ impl JobLog {
         let appended = shared.append(&self.id, batch, self.limits.max_log_bytes)?;
         tally.accepted += appended.accepted;
         tally.duplicates += appended.duplicates;
+        crate::metrics::get().appended(&appended.entries, appended.duplicates);
         if !appended.entries.is_empty() || appended.progress.next_seq > 1 {
             tally.last_seq = appended.progress.last_seq();
             tally.last_n = appended.progress.last_n;
