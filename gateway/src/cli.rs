@@ -2,6 +2,8 @@
 
 use clap::{Parser, Subcommand};
 
+use crate::client::exit::EXIT_USAGE;
+
 use crate::client::push::PushArgs;
 use crate::client::tail::TailArgs;
 use crate::client::token_cmd::TokenCommand;
@@ -25,4 +27,18 @@ pub enum Command {
     /// Mint or inspect job tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+}
+
+/// Parses the process arguments; a usage error exits 64 (`EX_USAGE`) rather than clap's 2,
+/// which a build may exit with too. `--help` and `--version` exit 0.
+pub fn parse() -> Cli {
+    Cli::try_parse().unwrap_or_else(|e| {
+        let code = if e.use_stderr() {
+            i32::from(EXIT_USAGE)
+        } else {
+            0
+        };
+        let _ = e.print();
+        std::process::exit(code)
+    })
 }

@@ -2,15 +2,14 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-use tailgate::cli::{Cli, Command};
+use tailgate::cli::Command;
 use tailgate::config::{Config, LogFormat, ProcessEnv, ServeArgs};
 
 /// Exit code for a bad configuration (BSD `EX_USAGE`).
 const EXIT_CONFIG: u8 = 64;
 
 fn main() -> ExitCode {
-    match Cli::parse().command {
+    match tailgate::cli::parse().command {
         Command::Serve(args) => serve(&args),
         Command::Tail(args) => tailgate::client::tail::run(args),
         Command::Push(args) => tailgate::client::push::run(args),

@@ -40,7 +40,11 @@ fn environment_supplies_settings() {
         .env("TAILGATE_JWT_SECRET", "s")
         .output()
         .expect("run tailgate");
-    assert_eq!(out.status.code(), Some(2), "clap refuses a bad flag value");
+    assert_eq!(
+        out.status.code(),
+        Some(64),
+        "clap refuses a bad flag value with EX_USAGE, not 2"
+    );
     let out = tailgate()
         .arg("serve")
         .env("TAILGATE_JWT_SECRET", "s")

@@ -253,7 +253,7 @@ async fn refusals_stop_before_the_command_runs() {
     ]);
     cmd.env("TAILGATE_TOKEN", read_token("ro"));
     let done = run(cmd, WAIT).await;
-    assert_eq!(done.code, Some(2), "a read-only token: {}", done.stderr);
+    assert_eq!(done.code, Some(77), "a read-only token: {}", done.stderr);
     assert!(
         done.stderr.contains("does not allow publishing"),
         "{}",
@@ -266,7 +266,7 @@ async fn refusals_stop_before_the_command_runs() {
         200
     );
     let done = run(push_cmd(&base, "over", &["--", "sh", "-c", &touch]), WAIT).await;
-    assert_eq!(done.code, Some(1));
+    assert_eq!(done.code, Some(76), "a finished job is a refusal");
     assert!(done.stderr.contains("already ended"), "{}", done.stderr);
     assert!(!marker.exists());
 

@@ -10,11 +10,11 @@ use clap::Args;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use super::backlog::DEFAULT_MEMORY_BYTES;
+use super::exit::{EXIT_REFUSED, EXIT_REJECTED, EXIT_UNAVAILABLE, EXIT_USAGE};
 use super::http::{self, HttpError};
 use super::lines::LineSplitter;
 use super::mask::{Masker, ENV_MASK};
 use super::publisher::{PublishError, Publisher, PublisherOptions};
-use super::tail::{EXIT_REJECTED, EXIT_USAGE};
 use super::url::JobUrl;
 use super::{error_chain, ENV_TOKEN};
 
@@ -47,6 +47,7 @@ const STATUSES: [&str; 6] = [
 /// sequence `n`, wait in a local buffer (memory, then a private spool file) until
 /// acknowledged, and are resent from the job's `last_n` after a broken connection.
 #[derive(Debug, Clone, Args)]
+#[command(after_help = super::exit::TABLE)]
 pub struct PushArgs {
     /// The gateway's base URL, e.g. `https://logs.example.com` (routes are under `/v1/jobs/`).
     #[arg(long, env = "TAILGATE_URL", value_name = "BASE")]
@@ -169,7 +170,9 @@ pub async fn push(args: PushArgs) -> u8 {
             match (e, args.command.is_empty()) {
                 (_, false) => code,
                 (PublishError::Rejected(_), true) => EXIT_REJECTED,
-                (_, true) => 1,
+                (PublishError::Refused(_), true) => EXIT_REFUSED,
+                (PublishError::Timeout { .. }, true) => EXIT_UNAVAILABLE,
+                (PublishError::Spool(_), true) => super::exit::EXIT_IO,
             }
         }
     }
@@ -207,7 +210,7 @@ async fn preflight(url: &JobUrl, token: Option<&str>) -> Result<(), u8> {
         Ok(Ok(status)) => match status["status"].as_str() {
             Some(s) if STATUSES.contains(&s) => {
                 eprintln!("tailgate: job {} already ended ({s})", url.job);
-                Err(1)
+                Err(EXIT_REFUSED)
             }
             _ => Ok(()),
         },
@@ -217,7 +220,7 @@ async fn preflight(url: &JobUrl, token: Option<&str>) -> Result<(), u8> {
         }
         Ok(Err(f)) if !f.is_retryable() => {
             eprintln!("tailgate: the gateway refused the request: {f}");
-            Err(1)
+            Err(EXIT_REFUSED)
         }
         Ok(Err(f)) => {
             eprintln!("tailgate: the gateway is unavailable ({f}); output is buffered");

@@ -139,7 +139,7 @@ pub fn run(command: TokenCommand) -> ExitCode {
         Ok(false) => ExitCode::FAILURE,
         Err(message) => {
             eprintln!("tailgate: {message}");
-            ExitCode::from(super::tail::EXIT_USAGE)
+            ExitCode::from(super::exit::EXIT_USAGE)
         }
     }
 }
