@@ -44,7 +44,8 @@ fn serve(args: &ServeArgs) -> ExitCode {
         let addr = listener.local_addr().unwrap_or(config.listen);
         println!("tailgate listening on http://{addr}");
         if config.dev {
-            if let Some(banner) = tailgate::dev::banner(addr, &config) {
+            let job = tailgate::dev::fresh_job();
+            if let Some(banner) = tailgate::dev::banner(addr, &config, &job) {
                 println!("{banner}");
             }
         }

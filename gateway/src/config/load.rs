@@ -57,6 +57,10 @@ pub struct ServeArgs {
     /// File holding the shared secret (trailing newline ignored).
     #[arg(long, value_name = "FILE")]
     pub jwt_secret_file: Option<PathBuf>,
+    /// Accept an HMAC secret shorter than 32 bytes (RFC 7518 section 3.2 requires at least
+    /// the hash size: 32 bytes for HS256), e.g. to verify an existing issuer's tokens.
+    #[arg(long)]
+    pub jwt_allow_short_secret: bool,
     /// Required `iss` claim.
     #[arg(long, value_name = "ISS")]
     pub jwt_issuer: Option<String>,
@@ -144,6 +148,7 @@ const FILE_KEYS: &[&str] = &[
     "listen",
     "jwt_secret",
     "jwt_secret_file",
+    "jwt_allow_short_secret",
     "jwt_issuer",
     "jwt_audience",
     "jwt_key",
@@ -245,7 +250,8 @@ impl Layers<'_> {
     }
 }
 
-fn env_name(key: &str) -> String {
+/// The environment variable of setting `key` (`max-jobs`: `TAILGATE_MAX_JOBS`).
+pub fn env_name(key: &str) -> String {
     format!("TAILGATE_{}", key.replace('-', "_").to_ascii_uppercase())
 }
 
@@ -365,6 +371,20 @@ pub(super) fn load(args: &ServeArgs, env: &dyn Env) -> Result<Config, ConfigErro
     for (key, v) in [("jwt-issuer", &issuer), ("jwt-audience", &audience)] {
         if v.trim().is_empty() {
             return Err(ConfigError::new(key, "is empty"));
+        }
+    }
+    let allow_short = args.jwt_allow_short_secret
+        || l.get::<bool>(None, "jwt-allow-short-secret")?
+            .unwrap_or(false);
+    if let Some(len) = secret.as_ref().map(Vec::len) {
+        if len < MIN_HMAC_SECRET_BYTES && !dev && !allow_short {
+            return Err(ConfigError::new(
+                "jwt-secret",
+                format!(
+                    "is {len} bytes; HMAC secrets need at least {MIN_HMAC_SECRET_BYTES} (RFC 7518 section 3.2), \
+                     or pass --jwt-allow-short-secret"
+                ),
+            ));
         }
     }
 
@@ -535,6 +555,9 @@ fn random_secret() -> Vec<u8> {
 mod tests {
     use super::*;
 
+    /// A secret of the least accepted length.
+    const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
     fn env(pairs: &[(&str, &str)]) -> MapEnv {
         MapEnv(
             pairs
@@ -565,7 +588,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("tailgate-config-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("t.toml");
-        std::fs::write(&file, "jwt_secret = \"f\"\njwt_issuer = \"file-iss\"\njwt_audience = \"file-aud\"\nkeepalive_secs = 7\nmax_jobs = 3\n").unwrap();
+        std::fs::write(&file, "jwt_secret = \"ffffffffffffffffffffffffffffffff\"\njwt_issuer = \"file-iss\"\njwt_audience = \"file-aud\"\nkeepalive_secs = 7\nmax_jobs = 3\n").unwrap();
         let args = ServeArgs {
             config: Some(file.clone()),
             jwt_issuer: Some("flag-iss".into()),
@@ -581,7 +604,7 @@ mod tests {
             (c.auth.issuer.as_str(), c.auth.audience.as_str()),
             ("flag-iss", "env-aud")
         );
-        assert_eq!(c.auth.hmac_secret.as_deref(), Some(&b"f"[..]));
+        assert_eq!(c.auth.hmac_secret.as_deref(), Some(&[b'f'; 32][..]));
         assert_eq!(
             (c.keepalive, c.limits.max_jobs),
             (Duration::from_secs(7), 5)
@@ -593,7 +616,7 @@ mod tests {
     #[test]
     fn bad_values_name_their_key() {
         let base = [
-            ("TAILGATE_JWT_SECRET", "s"),
+            ("TAILGATE_JWT_SECRET", SECRET),
             ("TAILGATE_JWT_ISSUER", "i"),
             ("TAILGATE_JWT_AUDIENCE", "a"),
         ];
@@ -619,7 +642,7 @@ mod tests {
     #[test]
     fn capgo_routes_are_configurable() {
         let base = [
-            ("TAILGATE_JWT_SECRET", "s"),
+            ("TAILGATE_JWT_SECRET", SECRET),
             ("TAILGATE_JWT_ISSUER", "i"),
             ("TAILGATE_JWT_AUDIENCE", "a"),
         ];
@@ -685,5 +708,52 @@ mod tests {
         .unwrap();
         assert_eq!(c.auth.hmac_secret.as_ref().map(Vec::len), Some(64));
         assert_eq!(c.auth.issuer, "tailgate-dev");
+    }
+}
+
+#[cfg(test)]
+mod secret_tests {
+    use super::*;
+
+    fn load(pairs: &[(&str, &str)], args: ServeArgs) -> Result<Config, ConfigError> {
+        let mut all = vec![("TAILGATE_JWT_ISSUER", "i"), ("TAILGATE_JWT_AUDIENCE", "a")];
+        all.extend_from_slice(pairs);
+        let env = MapEnv(
+            all.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        );
+        Config::load(&args, &env)
+    }
+
+    #[test]
+    fn short_hmac_secrets_are_refused_naming_the_key_and_the_rfc() {
+        let err = load(&[("TAILGATE_JWT_SECRET", "x")], ServeArgs::default()).unwrap_err();
+        assert_eq!(err.key, "jwt-secret");
+        assert!(err.message.contains("RFC 7518 section 3.2"), "{err}");
+        assert!(err.message.contains("--jwt-allow-short-secret"), "{err}");
+        let one_short = "x".repeat(MIN_HMAC_SECRET_BYTES - 1);
+        assert!(load(&[("TAILGATE_JWT_SECRET", &one_short)], ServeArgs::default()).is_err());
+        let enough = "x".repeat(MIN_HMAC_SECRET_BYTES);
+        assert!(load(&[("TAILGATE_JWT_SECRET", &enough)], ServeArgs::default()).is_ok());
+    }
+
+    #[test]
+    fn the_escape_hatch_and_dev_mode_accept_a_short_secret() {
+        let flag = ServeArgs {
+            jwt_allow_short_secret: true,
+            ..Default::default()
+        };
+        assert!(load(&[("TAILGATE_JWT_SECRET", "x")], flag).is_ok());
+        let env = [
+            ("TAILGATE_JWT_SECRET", "x"),
+            ("TAILGATE_JWT_ALLOW_SHORT_SECRET", "true"),
+        ];
+        assert!(load(&env, ServeArgs::default()).is_ok());
+        let dev = ServeArgs {
+            dev: true,
+            ..Default::default()
+        };
+        assert!(load(&[("TAILGATE_JWT_SECRET", "x")], dev).is_ok());
     }
 }

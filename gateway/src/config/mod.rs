@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use crate::auth::AuthSettings;
 
-pub use load::{Env, MapEnv, ProcessEnv, ServeArgs};
+pub use load::{env_name, Env, MapEnv, ProcessEnv, ServeArgs};
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_JOB_CLAIM: &str = "job_id";
@@ -32,6 +32,9 @@ pub const DEFAULT_MEMORY_BUDGET_BYTES: usize = 1024 * 1024 * 1024;
 pub const DEFAULT_MAX_LOG_BYTES: u64 = 512 * 1024 * 1024;
 pub const DEFAULT_BATCH_BYTES: usize = 64 * 1024;
 pub const DEFAULT_CAPGO_PREFIX: &str = "/build_logs_direct";
+/// Shortest HMAC secret accepted without `--jwt-allow-short-secret`: RFC 7518 section 3.2
+/// wants a key at least as long as the hash (HS256: 32 bytes).
+pub const MIN_HMAC_SECRET_BYTES: usize = 32;
 
 /// How log lines of the gateway itself are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
