@@ -21,7 +21,7 @@ pub(crate) enum ApiError {
     Auth(#[from] AuthError),
     #[error("no such route")]
     NotFound,
-    #[error("method not allowed here")]
+    #[error("method not allowed here; this route answers {allow}")]
     MethodNotAllowed { allow: &'static str },
     #[error("the job has finished; its log is closed")]
     JobFinished { tally: Option<Tally> },
