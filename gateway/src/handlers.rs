@@ -112,9 +112,11 @@ pub(crate) fn resume_point<B>(req: &Request<B>) -> Result<Option<u64>, ApiError>
     };
     match raw.as_deref().map(str::trim) {
         None | Some("") => Ok(None),
-        Some(v) => v.parse().map(Some).map_err(|_| {
-            ApiError::BadRequest(format!("last event id {v:?} is not a sequence number"))
-        }),
+        // Not quoted back: a header's value never goes into a message (messages are logged).
+        Some(v) => v
+            .parse()
+            .map(Some)
+            .map_err(|_| ApiError::BadRequest("the last event id is not a sequence number".into())),
     }
 }
 

@@ -15,6 +15,8 @@
 //! - `sse`: injection-proof SSE encoding. [`record`]: records and statuses.
 //! - `history`: where evicted records are read back (none by default: readers get a gap).
 //! - `memory`: the process-wide budget for held records.
+//! - `redact`: what of a request may be logged (paths with tokens masked); [`logging`]:
+//!   the libraries silenced because they would log frames and headers.
 //! - [`config`]: typed config from flags, `TAILGATE_*` env and a TOML file.
 //! - [`job_id`]: the validated job name, a security boundary.
 //! - [`client`]: the gateway's clients (`tail`, `push`, `token`), usable from Rust too.
@@ -25,6 +27,7 @@ pub mod client;
 pub mod config;
 pub mod dev;
 pub mod job_id;
+pub mod logging;
 pub mod record;
 pub mod server;
 
@@ -38,6 +41,7 @@ pub(crate) mod hub;
 pub(crate) mod job_log;
 pub(crate) mod memory;
 pub(crate) mod publish;
+pub(crate) mod redact;
 pub(crate) mod routes;
 pub(crate) mod socket;
 pub(crate) mod sse;

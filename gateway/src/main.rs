@@ -37,7 +37,10 @@ fn serve(args: &ServeArgs) -> ExitCode {
         let listener = match bind(config.listen) {
             Ok(l) => l,
             Err(e) => {
-                eprintln!("tailgate: cannot listen on {}: {e}", config.listen);
+                eprintln!(
+                    "tailgate: config listen: cannot listen on {} (set by --listen or TAILGATE_LISTEN): {e}",
+                    config.listen
+                );
                 return ExitCode::FAILURE;
             }
         };
@@ -77,8 +80,10 @@ fn bind(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> 
 fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("TAILGATE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter = tailgate::logging::quiet_codecs(filter);
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().init(),

@@ -3,6 +3,7 @@
 
 use std::borrow::Cow;
 use std::sync::Arc;
+use std::time::Instant;
 
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming as IncomingBody;
@@ -15,6 +16,7 @@ use crate::capgo;
 use crate::error::ApiError;
 use crate::handlers;
 use crate::job_id::JobId;
+use crate::redact;
 
 /// What a path names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,6 +63,18 @@ impl<'a> Route<'a> {
         }
     }
 
+    /// The route as the access log names it.
+    fn template(self) -> &'static str {
+        match self {
+            Self::Healthz => "/healthz",
+            Self::Readyz => "/readyz",
+            Self::JobStatus(_) => "/v1/jobs/{job}",
+            Self::JobLogs(_) => "/v1/jobs/{job}/logs",
+            Self::JobText(_) => "/v1/jobs/{job}/log",
+            Self::JobSetStatus(_) => "/v1/jobs/{job}/status",
+        }
+    }
+
     fn job(self) -> Option<&'a str> {
         match self {
             Self::Healthz | Self::Readyz => None,
@@ -79,33 +93,65 @@ pub(crate) fn stream_route(path: &str) -> Option<&str> {
     }
 }
 
+/// The route a path names, as the access log writes it: a template, never the job or a
+/// token a client put in the path.
+pub(crate) fn template(app: &App, path: &str) -> &'static str {
+    if capgo::owns(&app.config.capgo, path) {
+        return capgo::template(&app.config.capgo.prefix, path);
+    }
+    Route::parse(path).map_or("(unknown)", Route::template)
+}
+
 /// Serves one request.
 pub(crate) async fn handle(app: Arc<App>, req: Request<IncomingBody>) -> Response<Body> {
-    // The path, never the query string: it may hold a token.
+    // The path with tokens masked, never the query string: both may hold a token.
     let span = tracing::info_span!(
         "request",
         http.method = %req.method(),
-        http.path = %req.uri().path(),
+        http.path = %redact::path(req.uri().path()),
         job.id = tracing::field::Empty,
     );
+    let started = Instant::now();
+    let method = req.method().clone();
+    let route = template(&app, req.uri().path());
     let origin = req.headers().get(header::ORIGIN).cloned();
     let mut resp = async {
-        match dispatch(&app, req).await {
+        let resp = match dispatch(&app, req).await {
             Ok(resp) => resp,
             Err(err) => {
+                // The code, not the message: a message may quote what the client sent.
                 if err.status().is_server_error() {
-                    tracing::warn!(error = %err, "request failed");
+                    tracing::warn!(error.code = err.code(), "request failed");
                 } else {
-                    tracing::debug!(error = %err, status = err.status().as_u16(), "request refused");
+                    tracing::debug!(error.code = err.code(), "request refused");
                 }
                 err.into_response()
             }
-        }
+        };
+        access_log(&method, route, resp.status(), started);
+        resp
     }
     .instrument(span)
     .await;
     apply_cors(&app.config.cors_origins, origin.as_ref(), &mut resp);
     resp
+}
+
+/// One line per request at `info`: method, route template, status, time to the response
+/// head (a stream's own duration is its reader's business).
+pub(crate) fn access_log(
+    method: &Method,
+    route: &'static str,
+    status: StatusCode,
+    started: Instant,
+) {
+    tracing::info!(
+        http.method = %method,
+        http.route = route,
+        http.status = status.as_u16(),
+        duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+        "request"
+    );
 }
 
 async fn dispatch(app: &Arc<App>, req: Request<IncomingBody>) -> Result<Response<Body>, ApiError> {

@@ -53,6 +53,7 @@ pub(crate) async fn accept(app: &App, mut stream: TcpStream) -> Outcome {
         Ok(Ok(Head::Other(buf))) => return Outcome::Hyper(Prefixed::new(buf.freeze(), stream)),
         Ok(Ok(Head::Complete(buf, req))) => (buf, req),
     };
+    let started = std::time::Instant::now();
     let opened = match head_req {
         Some(req) => {
             open(app, &req).map(|sub| (sub, req.headers().get(http::header::ORIGIN).cloned()))
@@ -62,6 +63,12 @@ pub(crate) async fn accept(app: &App, mut stream: TcpStream) -> Outcome {
     let Some((sub, origin)) = opened else {
         return Outcome::Hyper(Prefixed::new(buf.freeze(), stream));
     };
+    routes::access_log(
+        &http::Method::GET,
+        "/v1/jobs/{job}/logs",
+        http::StatusCode::OK,
+        started,
+    );
     let mut head = Response::new(());
     handlers::sse_headers(head.headers_mut());
     routes::apply_cors(&app.config.cors_origins, origin.as_ref(), &mut head);

@@ -157,3 +157,19 @@ fn help_shows_each_setting_environment_variable_without_stray_equals() {
         assert!(!help.contains("=]"), "{args:?}: {help}");
     }
 }
+
+#[test]
+fn a_port_in_use_names_the_listen_setting() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = tailgate()
+        .args(["serve", "--dev", "--listen", &addr])
+        .output()
+        .expect("run tailgate");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--listen") && stderr.contains(&addr),
+        "{stderr}"
+    );
+}

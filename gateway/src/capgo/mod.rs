@@ -67,6 +67,16 @@ pub(crate) fn owns(config: &CapgoConfig, path: &str) -> bool {
             .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
+/// The route `path` names, as the access log writes it.
+pub(crate) fn template(prefix: &str, path: &str) -> &'static str {
+    match Route::parse(prefix, path) {
+        Some(Route::Sse(_)) => "{capgo}/{job}",
+        Some(Route::Start(_)) => "{capgo}/{job}/start",
+        Some(Route::Stream(_)) => "{capgo}/{job}/stream",
+        None => "(unknown)",
+    }
+}
+
 /// What a path under the prefix names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Route<'a> {
