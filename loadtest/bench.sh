@@ -92,7 +92,8 @@ pids+=($!)
 nginx_pid=$!
 echo "== starting tailgate on 127.0.0.1:$TG_PORT"
 TOKIO_WORKER_THREADS=$WORKERS "$bin/tailgate" serve --listen "127.0.0.1:$TG_PORT" \
-    --jwt-secret "$SECRET" --jwt-issuer "$ISS" --jwt-audience "$AUD" >"$work/logs/tailgate.log" 2>&1 &
+    --jwt-secret "$SECRET" --jwt-issuer "$ISS" --jwt-audience "$AUD" \
+    --memory-only --job-memory-bytes 67108864 >"$work/logs/tailgate.log" 2>&1 &
 pids+=($!)
 tg_pid=$!
 

@@ -7,11 +7,13 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::Authenticator;
 use crate::capgo::CapgoState;
 use crate::config::Config;
-use crate::history::NoHistory;
 use crate::hub::{Hub, HubSettings};
 use crate::job_log::JobLimits;
 use crate::memory::MemoryBudget;
 use crate::publish::UploadLimits;
+use crate::store::memory::MemoryStore;
+use crate::store::spool::{OpenError, Spool, SpoolSettings};
+use crate::store::Store;
 use crate::subscription::Pacing;
 
 /// Shared state of one running gateway.
@@ -27,12 +29,15 @@ pub(crate) struct App {
 }
 
 impl App {
-    pub(crate) fn new(config: Config, auth: Authenticator) -> Self {
+    /// The gateway's state over `store`, holding every job the store recovered.
+    pub(crate) fn new(config: Config, auth: Authenticator, store: Arc<dyn Store>) -> Self {
         let limits = &config.limits;
         let settings = HubSettings {
             max_jobs: limits.max_jobs,
             retention: config.retention,
             idle_timeout: config.idle_timeout,
+            publisher_grace: config.publisher_grace,
+            queued_ttl: config.queued_ttl,
             job: JobLimits {
                 memory_bytes: limits.job_memory_bytes,
                 max_log_bytes: limits.max_log_bytes,
@@ -41,7 +46,7 @@ impl App {
             },
         };
         let memory = Arc::new(MemoryBudget::new(limits.memory_budget_bytes));
-        let hub = Arc::new(Hub::new(settings, memory, Arc::new(NoHistory)));
+        let hub = Arc::new(Hub::new(settings, memory, store));
         let capgo = CapgoState::new(&config);
         Self {
             config,
@@ -50,6 +55,26 @@ impl App {
             shutdown: CancellationToken::new(),
             capgo,
         }
+    }
+
+    /// Opens the store the config names: the spool under its data directory (recovering
+    /// every job in it), or memory only.
+    pub(crate) fn open_store(config: &Config) -> Result<Arc<dyn Store>, OpenError> {
+        let store = &config.store;
+        let Some(dir) = &store.data_dir else {
+            tracing::warn!("memory-only: jobs are not kept across restarts, and a reader behind the ring gets a gap");
+            return Ok(Arc::new(MemoryStore::new(
+                store.tombstone_ttl.as_millis() as u64
+            )));
+        };
+        let spool = Spool::open(SpoolSettings {
+            dir: dir.clone(),
+            fsync: store.fsync,
+            disk_retention: store.disk_retention,
+            max_disk_bytes: store.max_disk_bytes,
+            tombstone_ttl: store.tombstone_ttl,
+        })?;
+        Ok(spool)
     }
 
     pub(crate) fn is_draining(&self) -> bool {

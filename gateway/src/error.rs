@@ -9,8 +9,11 @@ use serde_json::json;
 
 use crate::auth::AuthError;
 use crate::body::{full, Body};
+use crate::hub::JobError;
 use crate::job_id::BadJobId;
-use crate::job_log::Tally;
+use crate::job_log::{AppendError, Tally};
+use crate::record::rfc3339_millis;
+use crate::store::{StoreError, Tombstone};
 
 /// Why a request failed, and whose side caused it.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +51,40 @@ pub(crate) enum ApiError {
     BodyRead,
     #[error("this route is a WebSocket (version 13): send an upgrade request")]
     UpgradeRequired,
+    #[error("the job's log was deleted by retention; it ended {}", .0.status)]
+    JobExpired(Tombstone),
+    /// The store refused records; the ones acknowledged before stay.
+    #[error("{error}; records acknowledged before are kept")]
+    Storage {
+        error: StoreError,
+        tally: Option<Tally>,
+    },
+}
+
+impl From<JobError> for ApiError {
+    fn from(e: JobError) -> Self {
+        match e {
+            JobError::TooMany(n) => Self::OverLimit {
+                message: format!("the gateway holds its maximum of {n} jobs"),
+                retry_after: Duration::from_secs(30),
+            },
+            JobError::Expired(tombstone) => Self::JobExpired(tombstone),
+            JobError::Store(error) => Self::Storage { error, tally: None },
+        }
+    }
+}
+
+impl ApiError {
+    /// An append's failure, with what the request had stored before it.
+    pub(crate) fn append(e: AppendError, tally: Tally) -> Self {
+        match e {
+            AppendError::Finished => Self::JobFinished { tally: Some(tally) },
+            AppendError::Store(error) => Self::Storage {
+                error,
+                tally: Some(tally),
+            },
+        }
+    }
 }
 
 impl ApiError {
@@ -65,6 +102,12 @@ impl ApiError {
             Self::OverLimit { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Draining => StatusCode::SERVICE_UNAVAILABLE,
             Self::UpgradeRequired => StatusCode::UPGRADE_REQUIRED,
+            Self::JobExpired(_) => StatusCode::GONE,
+            Self::Storage {
+                error: StoreError::Full(_),
+                ..
+            } => StatusCode::INSUFFICIENT_STORAGE,
+            Self::Storage { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -83,6 +126,12 @@ impl ApiError {
             Self::Draining => "draining",
             Self::BodyRead => "bad_body",
             Self::UpgradeRequired => "upgrade_required",
+            Self::JobExpired(_) => "job_expired",
+            Self::Storage {
+                error: StoreError::Full(_),
+                ..
+            } => "insufficient_storage",
+            Self::Storage { .. } => "store_unavailable",
         }
     }
 
@@ -93,7 +142,17 @@ impl ApiError {
                 body["line"] = json!(line);
                 merge_tally(&mut body, tally);
             }
-            Self::JobFinished { tally: Some(tally) } => merge_tally(&mut body, tally),
+            Self::JobFinished { tally: Some(tally) }
+            | Self::Storage {
+                tally: Some(tally), ..
+            } => merge_tally(&mut body, tally),
+            Self::JobExpired(t) => {
+                body["status"] = json!(t.status);
+                body["exit_code"] = json!(t.exit_code);
+                body["finished_at"] = json!(t
+                    .finished_ms
+                    .map(|ms| rfc3339_millis(std::time::UNIX_EPOCH + Duration::from_millis(ms))));
+            }
             _ => {}
         }
         let mut resp = Response::new(full(Bytes::from(body.to_string())));
@@ -126,6 +185,9 @@ impl ApiError {
             }
             Self::Draining => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            Self::Storage { .. } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("30"));
             }
             Self::UpgradeRequired => {
                 headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));

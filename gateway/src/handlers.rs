@@ -4,18 +4,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
+use futures_util::stream;
 use http::{header, HeaderValue, Request, Response, StatusCode};
+use http_body::Frame;
+use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Incoming as IncomingBody;
 use serde::Serialize;
 
 use crate::app::App;
 use crate::body::{empty, full, Body};
+use crate::entry::Kind;
 use crate::error::ApiError;
-use crate::hub::TooManyJobs;
 use crate::job_id::JobId;
-use crate::job_log::{Attached, JobLog};
+use crate::job_log::{Attached, JobLog, Read};
 use crate::publish;
-use crate::record::{RecordBody, Stream};
+use crate::record::Stream;
 use crate::routes::query_param;
 use crate::subscription::{Format, Subscription};
 
@@ -43,12 +46,7 @@ pub(crate) fn json(value: &impl Serialize) -> Response<Body> {
 }
 
 pub(crate) fn job(app: &App, id: &JobId) -> Result<Arc<JobLog>, ApiError> {
-    app.hub
-        .job(id)
-        .map_err(|TooManyJobs(n)| ApiError::OverLimit {
-            message: format!("the gateway holds its maximum of {n} jobs"),
-            retry_after: Duration::from_secs(30),
-        })
+    Ok(app.hub.job(id)?)
 }
 
 /// `POST /v1/jobs/{job}/logs`.
@@ -212,7 +210,11 @@ pub(crate) fn start_cursor(job: &JobLog, resume: Option<u64>) -> Option<(u64, bo
     }
 }
 
-/// `GET /v1/jobs/{job}/log`: the log so far as plain text.
+/// Bytes of log text sent per chunk of the plain-text view.
+const TEXT_CHUNK_BYTES: usize = 64 * 1024;
+
+/// `GET /v1/jobs/{job}/log`: the log so far as plain text, streamed from the ring and the
+/// store in chunks (a 500 MB log never sits in memory whole).
 pub(crate) fn plain_log<B>(
     app: &App,
     id: &JobId,
@@ -225,39 +227,51 @@ pub(crate) fn plain_log<B>(
                 ApiError::BadRequest(format!("tail_bytes {v:?} is not a byte count"))
             })?),
         };
-    let entries = job(app, id)?.held_log_lines();
-    let lines = entries.iter().filter_map(|e| match &e.record.body {
-        RecordBody::Log { line, .. } => Some(line.as_str()),
-        _ => None,
+    let job = job(app, id)?;
+    let end = job.last_seq();
+    let start = tail.map_or(1, |bytes| job.tail_start(bytes));
+    let chunks = stream::unfold(Some((job, start)), move |state| async move {
+        let (job, cursor) = state?;
+        let (chunk, next) = text_chunk(&job, cursor, end);
+        let next = next.map(|cursor| (job, cursor));
+        Some((Ok(Frame::data(chunk)), next))
     });
-    let lines: Vec<&str> = lines.collect();
-    let start = match tail {
-        None => 0,
-        Some(budget) => {
-            // Whole lines from the end, each with its LF, while they fit.
-            let mut used = 0;
-            let mut start = lines.len();
-            while let Some(line) = start.checked_sub(1).map(|i| lines[i]) {
-                if used + line.len() + 1 > budget {
-                    break;
-                }
-                used += line.len() + 1;
-                start -= 1;
-            }
-            start
-        }
-    };
-    let mut out = BytesMut::new();
-    for line in &lines[start..] {
-        out.put_slice(line.as_bytes());
-        out.put_u8(b'\n');
-    }
-    let mut resp = Response::new(full(out.freeze()));
+    let mut resp = Response::new(StreamBody::new(chunks).boxed_unsync());
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     Ok(resp)
+}
+
+/// The log lines from `cursor` up to `end`, about one chunk's worth, and where the next
+/// chunk starts (`None`: this was the last).
+fn text_chunk(job: &JobLog, mut cursor: u64, end: u64) -> (Bytes, Option<u64>) {
+    let mut out = BytesMut::new();
+    while cursor <= end && out.len() < TEXT_CHUNK_BYTES {
+        match job.read(cursor, TEXT_CHUNK_BYTES, None) {
+            Read::Entries(entries) => {
+                for e in entries.iter().take_while(|e| e.seq() <= end) {
+                    if let (Kind::Log(_), Some(line)) = (e.kind(), e.line()) {
+                        out.put_slice(line.as_bytes());
+                        out.put_u8(b'\n');
+                    }
+                }
+                cursor = entries.last().map_or(end + 1, |e| e.seq() + 1);
+            }
+            // Without a spool, records evicted from memory are gone: the text holds the rest.
+            Read::Gap { to, .. } => cursor = to + 1,
+            Read::Failed(why) => {
+                out.put_slice(
+                    format!("tailgate: the rest of the log cannot be read: {why}\n").as_bytes(),
+                );
+                return (out.freeze(), None);
+            }
+            Read::Idle | Read::End => return (out.freeze(), None),
+        }
+    }
+    let next = (cursor <= end).then_some(cursor);
+    (out.freeze(), next)
 }
 
 /// `GET /v1/jobs/{job}`: status JSON; `?wait=S` holds until the job is terminal.

@@ -1,4 +1,7 @@
-//! The hub: every live job by id, created on first valid use, reaped when done.
+//! The hub: every job held in memory by id, loaded from the store or created on first
+//! valid use, its memory copy dropped after retention. It also runs what applies to all
+//! jobs: the lifecycle (`lost`, `expired`), the store's retention sweep, and shedding
+//! rings across jobs when the process is over its memory budget.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -6,22 +9,36 @@ use std::time::{Duration, Instant};
 use dashmap::mapref::entry::Entry as MapEntry;
 use dashmap::DashMap;
 
-use crate::history::History;
 use crate::job_id::JobId;
 use crate::job_log::{JobLimits, JobLog};
 use crate::memory::MemoryBudget;
+use crate::store::{now_ms, Progress, Recovered, Store, StoreError, Tombstone};
 
-/// The hub holds as many jobs as it may.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("the gateway holds its maximum of {0} jobs")]
-pub(crate) struct TooManyJobs(pub(crate) usize);
+/// Why a job cannot be had.
+#[derive(Debug, Clone, thiserror::Error)]
+pub(crate) enum JobError {
+    /// The hub holds as many jobs as it may.
+    #[error("the gateway holds its maximum of {0} jobs")]
+    TooMany(usize),
+    /// The job was deleted by retention; its tombstone says how it ended.
+    #[error("the job's log was deleted by retention")]
+    Expired(Tombstone),
+    /// The store cannot take a new job.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
 
 /// How long jobs live and how many there may be.
 #[derive(Debug, Clone)]
 pub(crate) struct HubSettings {
     pub(crate) max_jobs: usize,
+    /// A finished job's memory copy is dropped this long after it finished.
     pub(crate) retention: Duration,
     pub(crate) idle_timeout: Duration,
+    /// A running job whose publisher is gone this long becomes `lost`.
+    pub(crate) publisher_grace: Duration,
+    /// A queued job nobody published to for this long becomes `expired`.
+    pub(crate) queued_ttl: Duration,
     pub(crate) job: JobLimits,
 }
 
@@ -30,45 +47,75 @@ pub(crate) struct Hub {
     jobs: DashMap<JobId, Arc<JobLog>>,
     settings: HubSettings,
     memory: Arc<MemoryBudget>,
-    history: Arc<dyn History>,
+    store: Arc<dyn Store>,
 }
 
 impl Hub {
+    /// A hub holding every unfinished job the store recovered (finished ones load on
+    /// first use).
     pub(crate) fn new(
         settings: HubSettings,
         memory: Arc<MemoryBudget>,
-        history: Arc<dyn History>,
+        store: Arc<dyn Store>,
     ) -> Self {
-        Self {
+        let hub = Self {
             jobs: DashMap::new(),
             settings,
             memory,
-            history,
+            store,
+        };
+        for recovered in hub.store.recover() {
+            if !recovered.progress.status.is_terminal() && hub.jobs.len() < hub.settings.max_jobs {
+                let id = recovered.id.clone();
+                hub.jobs.insert(id, Arc::new(hub.job_log(recovered)));
+            }
         }
+        hub
     }
 
-    /// The job named `id`, created if new.
-    pub(crate) fn job(&self, id: &JobId) -> Result<Arc<JobLog>, TooManyJobs> {
+    fn job_log(&self, recovered: Recovered) -> JobLog {
+        JobLog::new(
+            recovered,
+            self.settings.job.clone(),
+            Arc::clone(&self.memory),
+            Arc::clone(&self.store),
+        )
+    }
+
+    /// The job named `id`: held, else loaded from the store, else created (unless a
+    /// tombstone says it was deleted).
+    pub(crate) fn job(&self, id: &JobId) -> Result<Arc<JobLog>, JobError> {
         if let Some(job) = self.jobs.get(id) {
             return Ok(Arc::clone(&job));
         }
         if self.jobs.len() >= self.settings.max_jobs {
             self.reap(Instant::now());
             if self.jobs.len() >= self.settings.max_jobs {
-                return Err(TooManyJobs(self.settings.max_jobs));
+                return Err(JobError::TooMany(self.settings.max_jobs));
             }
         }
         let job = match self.jobs.entry(id.clone()) {
             MapEntry::Occupied(e) => Arc::clone(e.get()),
             MapEntry::Vacant(e) => {
-                let job = Arc::new(JobLog::new(
-                    id.clone(),
-                    self.settings.job.clone(),
-                    Arc::clone(&self.memory),
-                    Arc::clone(&self.history),
-                ));
+                let recovered = match self.store.load(id) {
+                    Some(recovered) => recovered,
+                    None => {
+                        if let Some(tombstone) = self.store.tombstone(id) {
+                            return Err(JobError::Expired(tombstone));
+                        }
+                        let progress = Progress::new(now_ms());
+                        self.store.create(id, &progress)?;
+                        tracing::debug!(job.id = %id, "job created");
+                        Recovered {
+                            id: id.clone(),
+                            progress,
+                            confirmations: Vec::new(),
+                            broken: None,
+                        }
+                    }
+                };
+                let job = Arc::new(self.job_log(recovered));
                 e.insert(Arc::clone(&job));
-                tracing::debug!(job.id = %id, "job created");
                 job
             }
         };
@@ -77,6 +124,10 @@ impl Hub {
 
     pub(crate) fn memory(&self) -> &MemoryBudget {
         &self.memory
+    }
+
+    pub(crate) fn store(&self) -> &Arc<dyn Store> {
+        &self.store
     }
 
     #[cfg(test)]
@@ -91,12 +142,26 @@ impl Hub {
         }
     }
 
-    /// Drops finished jobs past their retention and idle jobs, when nobody is attached.
+    /// Drops memory copies past their retention (and, without a durable store, idle
+    /// unfinished jobs), then lets the store delete what its retention says; returns
+    /// how many jobs left memory.
     pub(crate) fn reap(&self, now: Instant) -> usize {
         let before = self.jobs.len();
-        let (retention, idle) = (self.settings.retention, self.settings.idle_timeout);
-        self.jobs
-            .retain(|_, job| !job.is_expired(now, retention, idle));
+        let retention = self.settings.retention;
+        // With a durable store an unfinished job stays until its lifecycle ends it.
+        let idle = (!self.store.is_durable()).then_some(self.settings.idle_timeout);
+        self.jobs.retain(|id, job| {
+            if !job.is_expired(now, retention, idle) {
+                return true;
+            }
+            if job.is_finished() {
+                self.store.forget(id, job.tombstone());
+            }
+            false
+        });
+        for id in self.store.sweep(now_ms()) {
+            self.jobs.remove(&id);
+        }
         let reaped = before.saturating_sub(self.jobs.len());
         if reaped > 0 {
             tracing::debug!(
@@ -108,7 +173,52 @@ impl Hub {
         reaped
     }
 
-    /// Runs [`Hub::reap`] every `every` until `shutdown` fires.
+    /// Applies the lifecycle to every held job at wall-clock `now_ms`; returns the jobs
+    /// it ended.
+    pub(crate) fn run_lifecycle(&self, now_ms: u64) -> Vec<Arc<JobLog>> {
+        let (grace, ttl) = (self.settings.publisher_grace, self.settings.queued_ttl);
+        let jobs: Vec<Arc<JobLog>> = self.jobs.iter().map(|j| Arc::clone(&j)).collect();
+        jobs.into_iter()
+            .filter(|job| match job.check_lifecycle(now_ms, grace, ttl) {
+                Some(status) => {
+                    tracing::info!(job.id = %job.id(), job.status = %status, "job ended by its lifecycle");
+                    true
+                }
+                None => false,
+            })
+            .collect()
+    }
+
+    /// Sheds held records across all jobs until `want` bytes are freed: least recently
+    /// active first, finished and unwatched jobs before watched and running ones, each
+    /// job's oldest records first. Returns the bytes freed.
+    pub(crate) fn shed(&self, want: usize) -> usize {
+        let mut victims: Vec<(u8, Instant, Arc<JobLog>)> = self
+            .jobs
+            .iter()
+            .filter(|j| j.held_bytes() > 0)
+            .map(|j| {
+                let class = match (j.is_finished(), j.is_unattached()) {
+                    (true, true) => 0,
+                    (false, true) => 1,
+                    (true, false) => 2,
+                    (false, false) => 3,
+                };
+                (class, j.last_activity(), Arc::clone(&j))
+            })
+            .collect();
+        victims.sort_by_key(|(class, at, _)| (*class, *at));
+        let mut freed = 0;
+        for (_, _, job) in victims {
+            if freed >= want {
+                break;
+            }
+            freed += job.shed(want - freed);
+        }
+        freed
+    }
+
+    /// Runs [`Hub::reap`] and the lifecycle every `every` until `shutdown` fires.
     pub(crate) async fn reap_until(
         self: Arc<Self>,
         every: Duration,
@@ -119,71 +229,31 @@ impl Hub {
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = tick.tick() => { self.reap(Instant::now()); }
+                _ = tick.tick() => {}
             }
+            for job in self.run_lifecycle(now_ms()) {
+                if let Err(e) = job.settle().await {
+                    tracing::warn!(job.id = %job.id(), error = %e, "cannot fsync an ended job");
+                }
+            }
+            let hub = Arc::clone(&self);
+            // The sweep lists and deletes files: off the runtime's threads.
+            let _ = tokio::task::spawn_blocking(move || hub.reap(Instant::now())).await;
         }
+    }
+
+    /// How often [`Hub::reap_until`] should run for these settings.
+    pub(crate) fn tick(&self) -> Duration {
+        let s = &self.settings;
+        [s.publisher_grace, s.queued_ttl, s.retention]
+            .into_iter()
+            .map(|d| d / 4)
+            .chain([Duration::from_secs(10)])
+            .min()
+            .unwrap_or(Duration::from_secs(10))
+            .max(Duration::from_millis(100))
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::history::NoHistory;
-    use crate::job_log::{Incoming, Tally};
-    use crate::record::{JobStatus, RecordBody};
-
-    fn hub(max_jobs: usize) -> Hub {
-        let settings = HubSettings {
-            max_jobs,
-            retention: Duration::from_secs(60),
-            idle_timeout: Duration::from_secs(600),
-            job: JobLimits {
-                memory_bytes: 1 << 20,
-                max_log_bytes: 1 << 20,
-                max_subscribers: 10,
-                gather: Duration::ZERO,
-            },
-        };
-        Hub::new(
-            settings,
-            Arc::new(MemoryBudget::new(usize::MAX)),
-            Arc::new(NoHistory),
-        )
-    }
-
-    #[test]
-    fn same_id_same_job_and_a_bound_on_jobs() {
-        let hub = hub(2);
-        let a = hub.job(&JobId::parse("a").unwrap()).unwrap();
-        assert!(Arc::ptr_eq(
-            &a,
-            &hub.job(&JobId::parse("a").unwrap()).unwrap()
-        ));
-        hub.job(&JobId::parse("b").unwrap()).unwrap();
-        assert_eq!(
-            hub.job(&JobId::parse("c").unwrap()).err(),
-            Some(TooManyJobs(2))
-        );
-    }
-
-    #[test]
-    fn reaps_finished_jobs_after_retention_unless_watched() {
-        let hub = hub(10);
-        let job = hub.job(&JobId::parse("a").unwrap()).unwrap();
-        let done = Incoming {
-            n: None,
-            body: RecordBody::Status {
-                status: JobStatus::Succeeded,
-                exit_code: None,
-            },
-        };
-        job.append([done], &mut Tally::default()).unwrap();
-        let watcher = job.attach_subscriber().unwrap();
-        let later = Instant::now() + Duration::from_secs(61);
-        assert_eq!(hub.reap(later), 0);
-        drop(watcher);
-        assert_eq!(hub.reap(Instant::now()), 0, "still within retention");
-        assert_eq!(hub.reap(later), 1);
-        assert_eq!(hub.len(), 0);
-    }
-}
+mod tests;

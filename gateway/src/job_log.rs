@@ -1,86 +1,32 @@
-//! One job's append-only log: a byte-bounded ring of records, each encoded once into the
-//! `Bytes` every subscriber shares, plus the job's status and the wake-up readers wait on.
+//! One job's append-only log: the per-process fan-out point. Its ring of recent records
+//! is a cache over the [`Store`]: appends go to the store first (written to the OS),
+//! then into the ring, then readers wake; a reader behind the ring reads the store.
 //!
 //! Publishing appends under a short lock and announces the last seq to the job's
-//! [`Wakeups`]; it never waits on a reader. Readers keep their own cursor and copy out `Arc`s.
+//! [`Wakeups`]; it never waits on a reader. Readers keep their own cursor and copy out
+//! `Arc`s; caught-up readers never touch the disk.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
-use bytes::Bytes;
 use serde::Serialize;
 use tokio::sync::watch;
 
-use crate::history::History;
+use crate::entry::{Entry, Frame, Kind};
 use crate::job_id::JobId;
 use crate::memory::MemoryBudget;
 use crate::record::{rfc3339_millis, JobStatus, Record, RecordBody, Stream};
-use crate::sse;
+use crate::store::{now_ms, Batch, Fsync, Progress, Recovered, Store, StoreError, Tombstone};
 use crate::wakeups::Wakeups;
-
-/// Per-record bookkeeping counted against the memory budget besides its bytes.
-const ENTRY_OVERHEAD: usize = 160;
-
-/// Frames encoded lazily, on first use by a reader of that kind, then shared.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum LazyFrame {
-    /// SSE with `?format=text`: a log line as raw `data:` lines.
-    SseText = 0,
-    /// Capgo's WebSocket JSON frame (`log`, `status` or `custom_msg`).
-    CapgoWs = 1,
-}
-
-/// One record of the log with its shared encodings.
-#[derive(Debug)]
-pub(crate) struct Entry {
-    pub(crate) record: Record,
-    /// The SSE frame with JSON data, encoded once at append.
-    pub(crate) sse: Bytes,
-    lazy: [OnceLock<Bytes>; 2],
-}
-
-impl Entry {
-    pub(crate) fn new(record: Record) -> Self {
-        let sse = sse::event(
-            Some(record.seq),
-            record.body.event_name(),
-            &record.to_json(),
-        );
-        Self {
-            record,
-            sse,
-            lazy: Default::default(),
-        }
-    }
-
-    pub(crate) fn seq(&self) -> u64 {
-        self.record.seq
-    }
-
-    /// The frame of kind `which`, encoding it with `encode` the first time.
-    pub(crate) fn lazy_frame(
-        &self,
-        which: LazyFrame,
-        encode: impl FnOnce(&Record) -> Bytes,
-    ) -> Bytes {
-        self.lazy[which as usize]
-            .get_or_init(|| encode(&self.record))
-            .clone()
-    }
-
-    fn cost(&self) -> usize {
-        ENTRY_OVERHEAD + self.sse.len() + self.record.body.payload_len()
-    }
-}
 
 /// Limits that apply to every job.
 #[derive(Debug, Clone)]
 pub(crate) struct JobLimits {
     /// Bytes of records held in memory per job; the oldest are evicted beyond it.
     pub(crate) memory_bytes: usize,
-    /// Bytes of log text stored per job; later lines are counted, not stored.
+    /// Bytes of records stored per job; later ones are counted, not stored.
     pub(crate) max_log_bytes: u64,
     pub(crate) max_subscribers: usize,
     /// Readers are woken at most once per this window (scaled down for few readers, see
@@ -104,9 +50,16 @@ pub(crate) struct Tally {
     pub(crate) last_n: Option<u64>,
 }
 
-/// The job's log is closed by a terminal status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct JobFinished;
+/// Why an append kept nothing (or nothing past some point).
+#[derive(Debug, Clone, thiserror::Error)]
+pub(crate) enum AppendError {
+    /// The job's log is closed by a terminal status.
+    #[error("the job has finished")]
+    Finished,
+    /// The store refused the batch; nothing of it was kept.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
 
 /// What a reader finds at its cursor.
 #[derive(Debug)]
@@ -119,6 +72,8 @@ pub(crate) enum Read {
     Idle,
     /// The log is closed and the cursor is past its end.
     End,
+    /// The records cannot be read (a damaged spool, a failing disk).
+    Failed(String),
 }
 
 /// The JSON status of a job.
@@ -137,30 +92,40 @@ pub(crate) struct Snapshot {
     pub(crate) started_at: Option<String>,
     pub(crate) finished_at: Option<String>,
     pub(crate) subscribers: usize,
+    /// An upload is held back because the process is over its memory budget and nothing
+    /// anywhere can be shed.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) waiting_for_memory: bool,
+    /// Why the job's records cannot be read, when they cannot.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) error: Option<String>,
+}
+
+/// A record in the ring and what it costs the memory budget now.
+#[derive(Debug)]
+struct Held {
+    entry: Arc<Entry>,
+    cost: usize,
 }
 
 #[derive(Debug)]
 struct State {
-    ring: VecDeque<Arc<Entry>>,
+    ring: VecDeque<Held>,
     ring_bytes: usize,
-    /// Seq the next record gets; records so far are `1..next_seq`.
-    next_seq: u64,
-    status: JobStatus,
-    exit_code: Option<i32>,
-    lines: u64,
-    bytes: u64,
-    dropped_lines: u64,
-    truncated: bool,
-    last_n: Option<u64>,
-    started_at: Option<SystemTime>,
-    finished_at: Option<SystemTime>,
+    progress: Progress,
+    /// When the job finished, on this process's clock, for memory retention.
     finished_instant: Option<Instant>,
+    /// The last append or attach change, for idle reaping and shedding order.
     last_activity: Instant,
+    /// Capgo clients' last confirmed ids, by stable token hash; the newest last.
+    confirmations: Vec<(u64, u64)>,
 }
 
 impl State {
     fn first_held(&self) -> u64 {
-        self.ring.front().map_or(self.next_seq, |e| e.seq())
+        self.ring
+            .front()
+            .map_or(self.progress.next_seq, |h| h.entry.seq())
     }
 }
 
@@ -172,115 +137,161 @@ pub(crate) struct JobLog {
     wakeups: Arc<Wakeups>,
     limits: JobLimits,
     memory: Arc<MemoryBudget>,
-    history: Arc<dyn History>,
-    created_at: SystemTime,
+    store: Arc<dyn Store>,
+    /// Why the store cannot give this job's records back, when it cannot.
+    broken: Option<String>,
     /// Readers attached now; bounded by `limits.max_subscribers`.
     subscribers: AtomicUsize,
-    /// Uploads in progress; a job with one is never reaped.
+    /// Uploads in progress; a job with one is never reaped nor declared lost.
     publishers: AtomicUsize,
+    /// An upload of this job waits for the memory budget.
+    waiting_for_memory: AtomicBool,
     /// Set when the gateway drains: readers end at their next wake-up.
     closed: AtomicBool,
 }
 
+/// Most Capgo confirmations kept per job (the newest win).
+const MAX_CONFIRMATIONS: usize = 64;
+
 impl JobLog {
+    /// A job as the store holds it (new: `Recovered` with a fresh `Progress`).
     pub(crate) fn new(
-        id: JobId,
+        recovered: Recovered,
         limits: JobLimits,
         memory: Arc<MemoryBudget>,
-        history: Arc<dyn History>,
+        store: Arc<dyn Store>,
     ) -> Self {
         let now = Instant::now();
+        let progress = recovered.progress;
+        let finished_instant = progress
+            .finished_ms
+            .filter(|_| progress.status.is_terminal())
+            .map(|t| {
+                let ago = Duration::from_millis(now_ms().saturating_sub(t));
+                now.checked_sub(ago).unwrap_or(now)
+            });
+        let wakeups = Wakeups::new(limits.gather);
         Self {
-            id,
+            id: recovered.id,
             state: Mutex::new(State {
                 ring: VecDeque::new(),
                 ring_bytes: 0,
-                next_seq: 1,
-                status: JobStatus::Queued,
-                exit_code: None,
-                lines: 0,
-                bytes: 0,
-                dropped_lines: 0,
-                truncated: false,
-                last_n: None,
-                started_at: None,
-                finished_at: None,
-                finished_instant: None,
+                progress,
+                finished_instant,
                 last_activity: now,
+                confirmations: recovered.confirmations,
             }),
-            wakeups: Wakeups::new(limits.gather),
+            wakeups,
             limits,
             memory,
-            history,
-            created_at: SystemTime::now(),
+            store,
+            broken: recovered.broken,
             subscribers: AtomicUsize::new(0),
             publishers: AtomicUsize::new(0),
+            waiting_for_memory: AtomicBool::new(false),
             closed: AtomicBool::new(false),
         }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        // A panic while holding the lock leaves consistent state behind (every update is
-        // a push or a counter), so a poisoned lock is still usable.
+        // A panic while holding the lock leaves consistent state behind (the progress is
+        // replaced whole, after the store took the batch), so a poisoned lock is usable.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Appends `batch` in order, dropping records whose `n` was already seen, and
-    /// announces it to readers once. Records before a terminal status are kept even when
-    /// later ones fail.
+    pub(crate) fn id(&self) -> &JobId {
+        &self.id
+    }
+
+    /// Appends `batch` in order, dropping records whose `n` was already seen, stores it,
+    /// then announces it to readers once. Records before a terminal status are kept even
+    /// when later ones fail; a store error keeps nothing of this batch.
     pub(crate) fn append(
         &self,
         batch: impl IntoIterator<Item = Incoming>,
         tally: &mut Tally,
-    ) -> Result<(), JobFinished> {
+    ) -> Result<(), AppendError> {
         let now = SystemTime::now();
         let mut st = self.lock();
-        st.last_activity = Instant::now();
-        let before = st.next_seq;
+        // Whatever happens, the tally names the job's counters, where a publisher resumes.
+        tally.last_seq = st.progress.last_seq();
+        tally.last_n = st.progress.last_n;
+        let mut draft = st.progress;
+        let mut entries: Vec<Arc<Entry>> = Vec::new();
+        let (mut accepted, mut duplicates) = (0, 0);
         let mut result = Ok(());
         for incoming in batch {
-            if st.status.is_terminal() {
-                result = Err(JobFinished);
+            if draft.status.is_terminal() {
+                result = Err(AppendError::Finished);
                 break;
             }
             if let Some(n) = incoming.n {
-                if st.last_n.is_some_and(|last| n <= last) {
-                    tally.duplicates += 1;
+                if draft.last_n.is_some_and(|last| n <= last) {
+                    duplicates += 1;
                     continue;
                 }
-                st.last_n = Some(n);
+                draft.last_n = Some(n);
             }
-            tally.accepted += 1;
-            if let RecordBody::Log { line, .. } = &incoming.body {
-                let len = line.len() as u64;
-                if st.bytes + len > self.limits.max_log_bytes {
-                    st.dropped_lines += 1;
-                    if !st.truncated {
-                        st.truncated = true;
-                        let line = format!(
-                            "tailgate: log truncated at {} bytes; later lines are counted, not stored",
-                            st.bytes
-                        );
-                        self.push(
-                            &mut st,
-                            now,
-                            RecordBody::Log {
-                                stream: Stream::System,
-                                line,
-                            },
-                        );
-                    }
-                    continue;
+            accepted += 1;
+            let len = incoming.body.payload_len() as u64;
+            let is_status = matches!(incoming.body, RecordBody::Status { .. });
+            // A status always fits: a job must be able to finish at its size limit. Once
+            // truncated, the log stays truncated (no later short line slips in).
+            if !is_status
+                && (draft.truncated || draft.stored_bytes + len > self.limits.max_log_bytes)
+            {
+                draft.dropped_lines += 1;
+                if !draft.truncated {
+                    let line = format!(
+                        "tailgate: log truncated at {} bytes; later records are counted, not stored",
+                        draft.stored_bytes
+                    );
+                    let body = RecordBody::Log {
+                        stream: Stream::System,
+                        line,
+                    };
+                    push(&mut draft, &mut entries, now, body, None, None);
                 }
-                st.lines += 1;
-                st.bytes += len;
+                continue;
             }
-            self.push(&mut st, now, incoming.body);
+            let counted = Some(len.min(u64::from(u32::MAX)) as u32);
+            push(
+                &mut draft,
+                &mut entries,
+                now,
+                incoming.body,
+                incoming.n,
+                counted,
+            );
         }
-        tally.last_n = st.last_n;
-        tally.last_seq = st.next_seq - 1;
-        let appended = st.next_seq != before;
-        let freed = self.evict(&mut st, self.limits.memory_bytes);
+        if draft != st.progress {
+            self.store.append(
+                &self.id,
+                Batch {
+                    records: &entries,
+                    progress: &draft,
+                },
+            )?;
+        }
+        tally.accepted += accepted;
+        tally.duplicates += duplicates;
+        tally.last_n = draft.last_n;
+        tally.last_seq = draft.last_seq();
+        let appended = !entries.is_empty();
+        st.progress = draft;
+        st.last_activity = Instant::now();
+        if draft.status.is_terminal() && st.finished_instant.is_none() {
+            st.finished_instant = Some(Instant::now());
+        }
+        let mut added = 0;
+        for entry in entries {
+            let cost = entry.cost();
+            added += cost;
+            st.ring.push_back(Held { entry, cost });
+        }
+        st.ring_bytes += added;
+        self.memory.add(added);
+        let freed = evict(&mut st, self.limits.memory_bytes);
         drop(st);
         self.memory.sub(freed);
         if appended {
@@ -290,59 +301,47 @@ impl JobLog {
         result
     }
 
-    fn push(&self, st: &mut State, now: SystemTime, body: RecordBody) {
-        match &body {
-            RecordBody::Status { status, exit_code } => {
-                st.status = *status;
-                st.exit_code = *exit_code;
-                if status.is_terminal() {
-                    st.finished_at = Some(now);
-                    st.finished_instant = Some(Instant::now());
-                }
-            }
-            _ if st.status == JobStatus::Queued => st.status = JobStatus::Running,
-            _ => {}
+    /// Forces what was appended to disk when the policy says so now: after every append
+    /// with `--fsync always`, and at the terminal status. Runs off the runtime's threads.
+    pub(crate) async fn settle(self: &Arc<Self>) -> Result<(), StoreError> {
+        let finished = self.is_finished();
+        if !finished && self.store.fsync() != Fsync::Always {
+            return Ok(());
         }
-        if st.status != JobStatus::Queued && st.started_at.is_none() {
-            st.started_at = Some(now);
+        if !self.store.is_durable() {
+            return Ok(());
         }
-        let entry = Entry::new(Record::new(st.next_seq, now, body));
-        st.next_seq += 1;
-        let cost = entry.cost();
-        st.ring_bytes += cost;
-        self.memory.add(cost);
-        st.ring.push_back(Arc::new(entry));
+        let job = Arc::clone(self);
+        tokio::task::spawn_blocking(move || job.store.sync(&job.id))
+            .await
+            .unwrap_or_else(|e| Err(StoreError::Io(format!("fsync task failed: {e}"))))
     }
 
-    /// Drops the oldest records until the ring holds at most `limit` bytes; returns the
-    /// bytes freed.
-    fn evict(&self, st: &mut State, limit: usize) -> usize {
-        let mut freed = 0;
-        while st.ring_bytes > limit {
-            let Some(old) = st.ring.pop_front() else {
-                break;
-            };
-            let cost = old.cost();
-            st.ring_bytes -= cost;
-            freed += cost;
-        }
+    /// Sheds up to `want` bytes of this job's oldest held records; returns the bytes freed.
+    pub(crate) fn shed(&self, want: usize) -> usize {
+        let freed = {
+            let mut st = self.lock();
+            let limit = st.ring_bytes.saturating_sub(want);
+            evict(&mut st, limit)
+        };
+        self.memory.sub(freed);
         freed
     }
 
-    /// Shrinks this job's ring to `limit` bytes, when the process is over its budget.
-    pub(crate) fn shed(&self, limit: usize) {
-        let freed = {
-            let mut st = self.lock();
-            self.evict(&mut st, limit)
-        };
-        self.memory.sub(freed);
+    /// Bytes held in the ring.
+    pub(crate) fn held_bytes(&self) -> usize {
+        self.lock().ring_bytes
     }
 
-    /// Records from `cursor` on, up to about `budget` bytes.
-    pub(crate) fn read(&self, cursor: u64, budget: usize) -> Read {
-        let st = self.lock();
-        if cursor >= st.next_seq {
-            return if st.status.is_terminal() {
+    /// Records from `cursor` on, up to about `budget` bytes, with `frame` built for each
+    /// (charged to the memory budget once, when the record is held).
+    pub(crate) fn read(&self, cursor: u64, budget: usize, frame: Option<Frame>) -> Read {
+        if let Some(why) = &self.broken {
+            return Read::Failed(why.clone());
+        }
+        let mut st = self.lock();
+        if cursor >= st.progress.next_seq {
+            return if st.progress.status.is_terminal() {
                 Read::End
             } else {
                 Read::Idle
@@ -351,36 +350,100 @@ impl JobLog {
         let first = st.first_held();
         if cursor < first {
             drop(st);
-            let older = self.history.read(&self.id, cursor, first - 1, budget);
-            return match older.first() {
-                Some(e) if e.seq() == cursor => Read::Entries(older),
-                _ => Read::Gap {
-                    from: cursor,
-                    to: first - 1,
-                },
-            };
+            return self.read_store(cursor, first - 1, budget);
         }
         let start = (cursor - first) as usize;
         let mut out = Vec::new();
         let mut bytes = 0;
-        for entry in st.ring.range(start..) {
-            if !out.is_empty() && bytes + entry.sse.len() > budget {
+        let mut added = 0;
+        for held in st.ring.range_mut(start..) {
+            if !out.is_empty() && bytes + held.entry.sse.len() > budget {
                 break;
             }
-            bytes += entry.sse.len();
-            out.push(Arc::clone(entry));
+            bytes += held.entry.sse.len();
+            let wanted = match (frame, held.entry.kind()) {
+                (Some(Frame::SseText), Kind::Log(_)) | (Some(Frame::CapgoWs), _) => frame,
+                _ => None,
+            };
+            if let Some(which) = wanted {
+                if let (_, true) = held.entry.frame(which) {
+                    let cost = held.entry.cost();
+                    added += cost - held.cost;
+                    held.cost = cost;
+                }
+            }
+            out.push(Arc::clone(&held.entry));
         }
+        st.ring_bytes += added;
+        drop(st);
+        self.memory.add(added);
         Read::Entries(out)
     }
 
-    /// The log records held in memory, oldest first, for the plain-text view.
-    pub(crate) fn held_log_lines(&self) -> Vec<Arc<Entry>> {
-        let st = self.lock();
-        st.ring
-            .iter()
-            .filter(|e| matches!(e.record.body, RecordBody::Log { .. }))
-            .cloned()
-            .collect()
+    fn read_store(&self, from: u64, to: u64, budget: usize) -> Read {
+        match self.store.read(&self.id, from, to, budget) {
+            Ok(older) => match older.first() {
+                Some(e) if e.seq() == from => Read::Entries(older),
+                _ => Read::Gap { from, to },
+            },
+            Err(e) => {
+                tracing::warn!(job.id = %self.id, error = %e, "cannot read records back from the store");
+                Read::Failed(e.to_string())
+            }
+        }
+    }
+
+    /// The seq from which the log's lines hold at most `bytes` bytes (each with its LF):
+    /// where `?tail_bytes=` starts. Reads backwards in growing windows, each forward.
+    pub(crate) fn tail_start(&self, bytes: usize) -> u64 {
+        let mut start = self.last_seq() + 1;
+        let mut used = 0usize;
+        let mut window = 256u64;
+        while start > 1 {
+            let from = start.saturating_sub(window).max(1);
+            let (lens, floor) = self.line_lens(from, start);
+            for &(seq, len) in lens.iter().rev() {
+                if used + len > bytes {
+                    return seq + 1;
+                }
+                used += len;
+            }
+            if floor > from {
+                return floor;
+            }
+            start = from;
+            window = window.saturating_mul(4);
+        }
+        1
+    }
+
+    /// The text bytes (line and LF) of each record in `from..end`, and the first seq
+    /// after any records that are no longer held.
+    fn line_lens(&self, from: u64, end: u64) -> (Vec<(u64, usize)>, u64) {
+        let mut lens = Vec::new();
+        let (mut cursor, mut floor) = (from, from);
+        while cursor < end {
+            match self.read(cursor, 256 * 1024, None) {
+                Read::Entries(entries) => {
+                    for e in entries.iter().take_while(|e| e.seq() < end) {
+                        let len = match (e.kind(), e.counted()) {
+                            (Kind::Log(_), Some(len)) => len as usize + 1,
+                            (Kind::Log(_), None) => e.line().map_or(1, |l| l.len() + 1),
+                            _ => 0,
+                        };
+                        lens.push((e.seq(), len));
+                    }
+                    cursor = entries.last().map_or(end, |e| e.seq() + 1);
+                }
+                Read::Gap { to, .. } => {
+                    lens.clear();
+                    floor = to + 1;
+                    cursor = to + 1;
+                }
+                _ => break,
+            }
+        }
+        (lens, floor)
     }
 
     /// Ends every reader of this job at its next wake-up, which this sends: the gateway
@@ -400,30 +463,126 @@ impl JobLog {
     }
 
     pub(crate) fn last_seq(&self) -> u64 {
-        self.lock().next_seq - 1
+        self.lock().progress.last_seq()
     }
 
     pub(crate) fn is_finished(&self) -> bool {
-        self.lock().status.is_terminal()
+        self.lock().progress.status.is_terminal()
     }
 
     pub(crate) fn snapshot(&self) -> Snapshot {
         let st = self.lock();
-        let last_seq = st.next_seq - 1;
+        let p = &st.progress;
+        let last_seq = p.last_seq();
+        let first_seq = match (last_seq, self.store.is_durable() && self.broken.is_none()) {
+            (0, _) => 0,
+            (_, true) => 1,
+            (_, false) => st.first_held(),
+        };
+        let at = |ms: u64| rfc3339_millis(SystemTime::UNIX_EPOCH + Duration::from_millis(ms));
         Snapshot {
             job_id: self.id.to_string(),
-            status: st.status,
-            exit_code: st.exit_code,
-            lines: st.lines,
-            bytes: st.bytes,
-            dropped_lines: st.dropped_lines,
-            first_seq: if last_seq == 0 { 0 } else { st.first_held() },
+            status: p.status,
+            exit_code: p.exit_code,
+            lines: p.lines,
+            bytes: p.bytes,
+            dropped_lines: p.dropped_lines,
+            first_seq,
             last_seq,
-            last_n: st.last_n,
-            created_at: rfc3339_millis(self.created_at),
-            started_at: st.started_at.map(rfc3339_millis),
-            finished_at: st.finished_at.map(rfc3339_millis),
+            last_n: p.last_n,
+            created_at: at(p.created_ms),
+            started_at: p.started_ms.map(at),
+            finished_at: p.finished_ms.map(at),
             subscribers: self.subscribers.load(Ordering::Relaxed),
+            waiting_for_memory: self.waiting_for_memory.load(Ordering::Relaxed),
+            error: self.broken.clone(),
+        }
+    }
+
+    /// What is left once the job is deleted.
+    pub(crate) fn tombstone(&self) -> Tombstone {
+        let st = self.lock();
+        Tombstone {
+            status: st.progress.status,
+            exit_code: st.progress.exit_code,
+            finished_ms: st.progress.finished_ms,
+            deleted_ms: now_ms(),
+        }
+    }
+
+    /// Marks (or clears) an upload of this job as waiting for memory.
+    pub(crate) fn set_waiting_for_memory(&self, waiting: bool) {
+        self.waiting_for_memory.store(waiting, Ordering::Relaxed);
+    }
+
+    /// The last id the Capgo client with token hash `hash` confirmed.
+    pub(crate) fn confirmed(&self, hash: u64) -> Option<u64> {
+        let st = self.lock();
+        st.confirmations
+            .iter()
+            .rev()
+            .find(|(h, _)| *h == hash)
+            .map(|(_, id)| *id)
+    }
+
+    /// Keeps a Capgo client's confirmation with the job (in the store too), so its
+    /// resume survives a restart. Ids only move forward.
+    pub(crate) fn confirm(&self, hash: u64, id: u64) {
+        let mut st = self.lock();
+        if st
+            .confirmations
+            .iter()
+            .any(|(h, last)| *h == hash && *last >= id)
+        {
+            return;
+        }
+        st.confirmations.retain(|(h, _)| *h != hash);
+        st.confirmations.push((hash, id));
+        if st.confirmations.len() > MAX_CONFIRMATIONS {
+            st.confirmations.remove(0);
+        }
+        if let Err(e) = self.store.note(&self.id, &st.progress, Some((hash, id))) {
+            tracing::debug!(job.id = %self.id, error = %e, "cannot store a capgo confirmation");
+        }
+    }
+
+    /// Applies the job lifecycle at wall-clock `now_ms`: a running job whose publisher
+    /// has been gone for `grace` becomes `lost`; a queued job nobody published to for
+    /// `queued_ttl` becomes `expired`. Returns the status it moved to.
+    pub(crate) fn check_lifecycle(
+        &self,
+        now_ms: u64,
+        grace: Duration,
+        queued_ttl: Duration,
+    ) -> Option<JobStatus> {
+        if self.publishers.load(Ordering::Acquire) > 0 || self.broken.is_some() {
+            return None;
+        }
+        let status = {
+            let st = self.lock();
+            let p = &st.progress;
+            let idle = |since: u64, limit: Duration| {
+                now_ms.saturating_sub(since) >= limit.as_millis() as u64
+            };
+            match p.status {
+                JobStatus::Running if idle(p.activity_ms, grace) => JobStatus::Lost,
+                JobStatus::Queued if idle(p.created_ms, queued_ttl) => JobStatus::Expired,
+                _ => return None,
+            }
+        };
+        let record = Incoming {
+            n: None,
+            body: RecordBody::Status {
+                status,
+                exit_code: None,
+            },
+        };
+        match self.append([record], &mut Tally::default()) {
+            Ok(()) => Some(status),
+            Err(e) => {
+                tracing::warn!(job.id = %self.id, error = %e, "cannot end the job");
+                None
+            }
         }
     }
 
@@ -449,25 +608,64 @@ impl JobLog {
         }
     }
 
-    /// Whether the job may be dropped: nobody attached, and finished longer than
-    /// `retention` ago or idle longer than `idle`.
+    /// Nobody reads or publishes now.
+    pub(crate) fn is_unattached(&self) -> bool {
+        self.subscribers.load(Ordering::Acquire) == 0
+            && self.publishers.load(Ordering::Acquire) == 0
+    }
+
+    /// When the job last saw an append or a reader or publisher leave.
+    pub(crate) fn last_activity(&self) -> Instant {
+        self.lock().last_activity
+    }
+
+    /// Whether the job's memory copy may be dropped: nobody attached, and finished longer
+    /// than `retention` ago, or (`idle` given) unfinished and idle longer than it.
     pub(crate) fn is_expired(
         &self,
         now: Instant,
-        retention: std::time::Duration,
-        idle: std::time::Duration,
+        retention: Duration,
+        idle: Option<Duration>,
     ) -> bool {
-        if self.subscribers.load(Ordering::Acquire) > 0
-            || self.publishers.load(Ordering::Acquire) > 0
-        {
+        if !self.is_unattached() {
             return false;
         }
         let st = self.lock();
-        match st.finished_instant {
-            Some(t) => now.saturating_duration_since(t) >= retention,
-            None => now.saturating_duration_since(st.last_activity) >= idle,
+        match (st.finished_instant, idle) {
+            (Some(t), _) => now.saturating_duration_since(t) >= retention,
+            (None, Some(idle)) => now.saturating_duration_since(st.last_activity) >= idle,
+            (None, None) => false,
         }
     }
+}
+
+/// Gives the next record its seq and time, and takes it into `draft`.
+fn push(
+    draft: &mut Progress,
+    entries: &mut Vec<Arc<Entry>>,
+    now: SystemTime,
+    body: RecordBody,
+    n: Option<u64>,
+    counted: Option<u32>,
+) {
+    let record = Record::new(draft.next_seq, now, body);
+    let entry = Entry::new(&record, n, counted);
+    draft.apply(&entry);
+    entries.push(Arc::new(entry));
+}
+
+/// Drops the oldest records until the ring holds at most `limit` bytes; returns the
+/// bytes freed.
+fn evict(st: &mut State, limit: usize) -> usize {
+    let mut freed = 0;
+    while st.ring_bytes > limit {
+        let Some(old) = st.ring.pop_front() else {
+            break;
+        };
+        st.ring_bytes -= old.cost;
+        freed += old.cost;
+    }
+    freed
 }
 
 impl Drop for JobLog {
@@ -497,159 +695,33 @@ impl Attached {
 
 impl Drop for Attached {
     fn drop(&mut self) {
-        let counter = match self.role {
-            Role::Subscriber => &self.job.subscribers,
-            Role::Publisher => &self.job.publishers,
-        };
-        counter.fetch_sub(1, Ordering::AcqRel);
-        self.job.lock().last_activity = Instant::now();
+        let job = &self.job;
+        match self.role {
+            Role::Subscriber => {
+                job.subscribers.fetch_sub(1, Ordering::AcqRel);
+                job.lock().last_activity = Instant::now();
+            }
+            Role::Publisher => {
+                job.publishers.fetch_sub(1, Ordering::AcqRel);
+                let mut st = job.lock();
+                st.last_activity = Instant::now();
+                if st.progress.status.is_terminal() {
+                    return;
+                }
+                // The publisher's grace counts from now, also across a restart. An append
+                // within the last second already told the store as much.
+                let now = now_ms();
+                if now.saturating_sub(st.progress.activity_ms) < 1000 {
+                    return;
+                }
+                st.progress.activity_ms = now;
+                if let Err(e) = job.store.note(&job.id, &st.progress, None) {
+                    tracing::debug!(job.id = %job.id, error = %e, "cannot store the upload's end");
+                }
+            }
+        }
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::history::NoHistory;
-
-    fn log(memory_bytes: usize, max_log_bytes: u64) -> Arc<JobLog> {
-        Arc::new(JobLog::new(
-            JobId::parse("j").unwrap(),
-            JobLimits {
-                memory_bytes,
-                max_log_bytes,
-                max_subscribers: 2,
-                gather: Duration::ZERO,
-            },
-            Arc::new(MemoryBudget::new(usize::MAX)),
-            Arc::new(NoHistory),
-        ))
-    }
-
-    fn line(n: Option<u64>, text: &str) -> Incoming {
-        Incoming {
-            n,
-            body: RecordBody::Log {
-                stream: Stream::Stdout,
-                line: text.into(),
-            },
-        }
-    }
-
-    fn seqs(read: Read) -> Vec<u64> {
-        match read {
-            Read::Entries(v) => v.iter().map(|e| e.seq()).collect(),
-            other => panic!("expected entries, got {other:?}"),
-        }
-    }
-
-    #[test]
-    fn appends_dense_seqs_and_drops_duplicate_n() {
-        let job = log(1 << 20, u64::MAX);
-        let mut tally = Tally::default();
-        job.append(
-            [
-                line(Some(1), "a"),
-                line(Some(2), "b"),
-                line(Some(2), "b"),
-                line(None, "c"),
-            ],
-            &mut tally,
-        )
-        .unwrap();
-        job.append([line(Some(1), "a"), line(Some(3), "d")], &mut tally)
-            .unwrap();
-        assert_eq!(
-            (
-                tally.accepted,
-                tally.duplicates,
-                tally.last_seq,
-                tally.last_n
-            ),
-            (4, 2, 4, Some(3))
-        );
-        assert_eq!(seqs(job.read(1, usize::MAX)), vec![1, 2, 3, 4]);
-        assert_eq!(
-            seqs(job.read(3, 1)),
-            vec![3],
-            "a budget still yields one record"
-        );
-        assert!(matches!(job.read(5, 100), Read::Idle));
-        assert_eq!(job.snapshot().status, JobStatus::Running);
-    }
-
-    #[test]
-    fn terminal_status_closes_the_log() {
-        let job = log(1 << 20, u64::MAX);
-        let mut tally = Tally::default();
-        let done = Incoming {
-            n: None,
-            body: RecordBody::Status {
-                status: JobStatus::Failed,
-                exit_code: Some(3),
-            },
-        };
-        let res = job.append([line(None, "a"), done, line(None, "late")], &mut tally);
-        assert_eq!(res, Err(JobFinished));
-        assert_eq!(tally.accepted, 2);
-        assert!(matches!(job.read(3, 100), Read::End));
-        let snap = job.snapshot();
-        assert_eq!(
-            (snap.status, snap.exit_code, snap.lines),
-            (JobStatus::Failed, Some(3), 1)
-        );
-    }
-
-    #[test]
-    fn eviction_turns_into_a_gap() {
-        let job = log(3 * (ENTRY_OVERHEAD + 120), u64::MAX);
-        let mut tally = Tally::default();
-        job.append(
-            (0..10).map(|i| line(None, &format!("line {i}"))),
-            &mut tally,
-        )
-        .unwrap();
-        let first = job.snapshot().first_seq;
-        assert!(first > 1 && first < 10, "first held {first}");
-        match job.read(1, 1000) {
-            Read::Gap { from, to } => assert_eq!((from, to), (1, first - 1)),
-            other => panic!("expected a gap, got {other:?}"),
-        }
-        assert_eq!(seqs(job.read(first, usize::MAX)).last(), Some(&10));
-    }
-
-    #[test]
-    fn size_limit_truncates_with_one_notice() {
-        let job = log(1 << 20, 10);
-        let mut tally = Tally::default();
-        job.append((0..5).map(|_| line(None, "abcd")), &mut tally)
-            .unwrap();
-        let snap = job.snapshot();
-        assert_eq!((snap.lines, snap.bytes, snap.dropped_lines), (2, 8, 3));
-        let entries = match job.read(1, usize::MAX) {
-            Read::Entries(v) => v,
-            other => panic!("{other:?}"),
-        };
-        assert_eq!(entries.len(), 3);
-        assert!(
-            matches!(&entries[2].record.body, RecordBody::Log { stream: Stream::System, line } if line.contains("truncated at 8 bytes"))
-        );
-    }
-
-    #[test]
-    fn subscriber_limit_and_reaping() {
-        let job = log(1 << 20, u64::MAX);
-        let a = job.attach_subscriber().unwrap();
-        let b = job.attach_subscriber().unwrap();
-        assert!(job.attach_subscriber().is_none());
-        let zero = std::time::Duration::ZERO;
-        assert!(!job.is_expired(Instant::now(), zero, zero));
-        drop(a);
-        assert!(job.attach_subscriber().is_some());
-        drop(b);
-        assert!(job.is_expired(
-            Instant::now() + std::time::Duration::from_secs(1),
-            zero,
-            zero
-        ));
-    }
-}
+pub(crate) mod tests;

@@ -7,13 +7,16 @@
 //! - `routes`: request shape, method, job id, then token; `handlers`: what each route does.
 //! - [`auth`]: job-scoped JWTs: where a token comes from, which keys verify it, minting.
 //! - `publish`: a worker's upload split into lines (`lines`) or NDJSON records (`ndjson`).
-//! - `job_log`: one job's append-only log, a byte-bounded ring of encode-once records.
-//! - `hub`: every job by id, created on first use, reaped after retention.
+//! - `job_log`: one job's log, the fan-out point: a byte-bounded ring over the store.
+//! - `entry`: one record as readers share it, its text stored once inside its SSE frame.
+//! - `store`: where records live beyond the ring (`memory`, or the durable `spool`),
+//!   and what a restart recovers; tombstones of deleted jobs.
+//! - `hub`: every job by id, loaded or created on first use; lifecycle, retention,
+//!   shedding memory across jobs.
 //! - `subscription`: one reader's cursor, written out as SSE in batches.
 //! - `wakeups`: when a job's readers hear of appends (at most once per gather window).
 //! - `capgo`: Capgo's `logs_url` routes: its WebSocket frames, resume by confirmed id.
 //! - `sse`: injection-proof SSE encoding. [`record`]: records and statuses.
-//! - `history`: where evicted records are read back (none by default: readers get a gap).
 //! - `memory`: the process-wide budget for held records.
 //! - `redact`: what of a request may be logged (paths with tokens masked); [`logging`]:
 //!   the libraries silenced because they would log frames and headers.
@@ -34,9 +37,9 @@ pub mod server;
 pub(crate) mod app;
 pub(crate) mod body;
 pub(crate) mod capgo;
+pub(crate) mod entry;
 pub(crate) mod error;
 pub(crate) mod handlers;
-pub(crate) mod history;
 pub(crate) mod hub;
 pub(crate) mod job_log;
 pub(crate) mod memory;
@@ -45,8 +48,10 @@ pub(crate) mod redact;
 pub(crate) mod routes;
 pub(crate) mod socket;
 pub(crate) mod sse;
+pub(crate) mod store;
 pub(crate) mod subscription;
 pub(crate) mod wakeups;
 
 pub use config::Config;
-pub use server::{run, ServerError};
+pub use server::{check_store, run, ServerError};
+pub use store::spool::OpenError as StoreOpenError;

@@ -26,6 +26,13 @@ fn serve(args: &ServeArgs) -> ExitCode {
         }
     };
     init_tracing(config.log_format);
+    if let Err(e) = tailgate::check_store(&config) {
+        eprintln!(
+            "tailgate: config data-dir: {}",
+            tailgate::client::error_chain(&e)
+        );
+        return ExitCode::from(EXIT_CONFIG);
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

@@ -37,6 +37,11 @@ impl MemoryBudget {
         self.used.load(Ordering::Relaxed)
     }
 
+    /// Bytes above the limit (0 when under it).
+    pub(crate) fn excess(&self) -> usize {
+        self.used().saturating_sub(self.limit)
+    }
+
     pub(crate) fn is_over(&self) -> bool {
         self.used() > self.limit
     }

@@ -42,7 +42,7 @@ impl FromStr for Stream {
 }
 
 /// Where a job is in its life. After a terminal status the log is closed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum JobStatus {
     Queued,

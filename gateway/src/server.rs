@@ -27,10 +27,19 @@ use crate::socket::{self, Outcome};
 pub enum ServerError {
     #[error("cannot load token keys")]
     Keys(#[from] KeyError),
+    #[error("cannot open the store")]
+    Store(#[from] crate::store::spool::OpenError),
 }
 
-/// How often finished and idle jobs are looked for.
-const REAP_EVERY: Duration = Duration::from_secs(10);
+/// Checks, before anything binds, that the configured data directory can be used:
+/// created private, writable, and not in use by another gateway. Recovery happens in
+/// [`run`].
+pub fn check_store(config: &Config) -> Result<(), crate::store::spool::OpenError> {
+    if let Some(dir) = &config.store.data_dir {
+        crate::store::spool::Spool::prepare(dir)?;
+    }
+    Ok(())
+}
 
 /// Serves `listener` until `shutdown` completes, then drains for at most the configured
 /// drain timeout.
@@ -41,8 +50,10 @@ pub async fn run(
 ) -> Result<(), ServerError> {
     let auth = Authenticator::new(&config.auth)?;
     let drain_timeout = config.drain_timeout;
-    let app = Arc::new(App::new(config, auth));
-    tokio::spawn(Arc::clone(&app.hub).reap_until(REAP_EVERY, app.shutdown.clone()));
+    let store = App::open_store(&config)?;
+    let app = Arc::new(App::new(config, auth, store));
+    let every = app.hub.tick();
+    tokio::spawn(Arc::clone(&app.hub).reap_until(every, app.shutdown.clone()));
 
     let builder = Arc::new(connection_builder(&app.config));
     // Every connection task, both paths, so the drain can wait for them.
@@ -115,6 +126,8 @@ pub async fn run(
             "drain timed out; closing the rest"
         );
     }
+    let store = Arc::clone(app.hub.store());
+    let _ = tokio::task::spawn_blocking(move || store.flush()).await;
     tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "drained");
     Ok(())
 }

@@ -16,7 +16,6 @@ pub(crate) const KEEPALIVE: &[u8] = b":\n\n";
 /// LF and CRLF; a reader joins them with LF.
 pub(crate) fn write_event(out: &mut BytesMut, id: Option<u64>, event: &str, data: &str) {
     debug_assert!(!event.contains(['\r', '\n']));
-    out.reserve(data.len() + event.len() + 40);
     if let Some(id) = id {
         out.put_slice(b"id: ");
         out.put_slice(id.to_string().as_bytes());
@@ -33,11 +32,27 @@ pub(crate) fn write_event(out: &mut BytesMut, id: Option<u64>, event: &str, data
     out.put_u8(b'\n');
 }
 
-/// One event as its own buffer.
+/// One event as its own buffer, allocated to its exact size: records held in memory
+/// are counted by their length, so no slack may hide behind it.
 pub(crate) fn event(id: Option<u64>, event: &str, data: &str) -> Bytes {
-    let mut out = BytesMut::new();
+    let mut len = 7 + event.len() + 1 + 1;
+    if let Some(id) = id {
+        len += 4 + digits(id) + 1;
+    }
+    len += split_lines(data).map(|l| 6 + l.len() + 1).sum::<usize>();
+    let mut out = BytesMut::with_capacity(len);
     write_event(&mut out, id, event, data);
-    out.freeze()
+    debug_assert_eq!(out.len(), len);
+    Bytes::from(Vec::from(out))
+}
+
+fn digits(mut n: u64) -> usize {
+    let mut d = 1;
+    while n >= 10 {
+        n /= 10;
+        d += 1;
+    }
+    d
 }
 
 /// Splits at CR, LF and CRLF (CRLF is one break). Unlike `str::lines`, a bare CR

@@ -18,8 +18,8 @@ use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 
 use crate::body::Body;
-use crate::job_log::{Attached, Entry, LazyFrame, Read};
-use crate::record::RecordBody;
+use crate::entry::{Entry, Frame as EntryFrame, Kind};
+use crate::job_log::{Attached, Read};
 use crate::sse;
 
 /// How log records are written.
@@ -100,10 +100,11 @@ impl Subscription {
             }
             // Mark the current seq seen before reading, so no append slips between.
             self.seq_rx.borrow_and_update();
+            let frame = (self.format == Format::Text).then_some(EntryFrame::SseText);
             match self
                 .attached
                 .job()
-                .read(self.cursor, self.pacing.batch_bytes)
+                .read(self.cursor, self.pacing.batch_bytes, frame)
             {
                 Read::Entries(entries) => return Some(self.encode(&entries)),
                 Read::Gap { from, to } => {
@@ -111,6 +112,11 @@ impl Subscription {
                     self.touch();
                     let data = json!({ "from": from, "to": to }).to_string();
                     return Some(sse::event(Some(to), "gap", &data));
+                }
+                Read::Failed(why) => {
+                    self.done = true;
+                    let data = json!({ "error": "store_unavailable", "message": why }).to_string();
+                    return Some(sse::event(None, "error", &data));
                 }
                 Read::End => return None,
                 Read::Idle => {}
@@ -144,7 +150,7 @@ impl Subscription {
         self.touch();
         if let Some(last) = entries.last() {
             self.cursor = last.seq() + 1;
-            self.done = last.record.is_terminal();
+            self.done = last.is_terminal();
         }
         if let [one] = entries {
             return self.frame(one);
@@ -157,10 +163,8 @@ impl Subscription {
     }
 
     fn frame(&self, entry: &Entry) -> Bytes {
-        match (self.format, &entry.record.body) {
-            (Format::Text, RecordBody::Log { line, .. }) => {
-                entry.lazy_frame(LazyFrame::SseText, |r| sse::event(Some(r.seq), "log", line))
-            }
+        match (self.format, entry.kind()) {
+            (Format::Text, Kind::Log(_)) => entry.frame(EntryFrame::SseText).0,
             _ => entry.sse.clone(),
         }
     }

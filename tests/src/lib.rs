@@ -3,6 +3,7 @@
 
 pub mod capgo;
 pub mod cli;
+pub mod daemon;
 pub mod http_client;
 pub mod proxy;
 pub mod sse;

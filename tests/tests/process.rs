@@ -8,9 +8,14 @@ use tailgate_tests::{http_client, SseStream};
 
 /// Starts `tailgate serve` on an ephemeral port; returns the child, its address and stdout.
 fn start(args: &[&str]) -> (Child, std::net::SocketAddr, Vec<String>) {
+    // Each process its own data directory: one gateway per directory.
+    static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let data = std::env::temp_dir().join(format!("tailgate-process-{}-{n}", std::process::id()));
     let mut child = Command::new(tailgate_tests::tailgate_bin())
         .arg("serve")
         .args(["--listen", "127.0.0.1:0"])
+        .env("TAILGATE_DATA_DIR", &data)
         .args(args)
         .env("TAILGATE_LOG", "warn")
         .stdout(Stdio::piped())

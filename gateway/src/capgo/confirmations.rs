@@ -1,11 +1,12 @@
 //! The last id each Capgo client confirmed, per job and token, so a reconnecting client
 //! (which sends no resume point and drops no duplicates) continues strictly after it.
 //!
-//! Keyed by the job and a keyed hash of the token (the token itself is never stored);
-//! bounded in entries, and each entry expires a while after its last confirmation.
+//! Keyed by the job and a hash of the token (the token itself is never stored); bounded
+//! in entries, and each entry expires a while after its last confirmation. The hash is
+//! stable across restarts because the job keeps its confirmations in the store too
+//! ([`crate::job_log::JobLog::confirm`]), so a reconnect after a restart still resumes.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -24,12 +25,28 @@ struct Slot {
     touched: Instant,
 }
 
+impl ClientKey {
+    /// The stable hash of the client's token, as the job's store keeps it.
+    pub(crate) fn token_hash(&self) -> u64 {
+        self.token_hash
+    }
+}
+
+/// A stable 64-bit digest of `token` (SHA-256, truncated), the same in every process.
+fn token_hash(token: &str) -> u64 {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::new()
+        .chain_update(b"tailgate capgo confirmation\0")
+        .chain_update(token.as_bytes())
+        .finalize();
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    u64::from_le_bytes(first)
+}
+
 /// Every client's last confirmed id.
 pub(crate) struct Confirmations {
     slots: Mutex<HashMap<ClientKey, Slot>>,
-    /// Keys the token hash with a per-process random key, so a stored hash says nothing
-    /// about the token outside this process.
-    hasher: RandomState,
     /// An entry not confirmed again for this long is forgotten.
     ttl: Duration,
     /// Entries held at most; beyond it the expired, then the oldest, are dropped.
@@ -40,7 +57,6 @@ impl Confirmations {
     pub(crate) fn new(ttl: Duration, capacity: usize) -> Self {
         Self {
             slots: Mutex::new(HashMap::new()),
-            hasher: RandomState::new(),
             ttl,
             capacity: capacity.max(1),
         }
@@ -55,7 +71,7 @@ impl Confirmations {
     pub(crate) fn key(&self, job: &JobId, token: &str) -> ClientKey {
         ClientKey {
             job: job.clone(),
-            token_hash: self.hasher.hash_one(token),
+            token_hash: token_hash(token),
         }
     }
 

@@ -4,7 +4,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use serde_json::Value;
 
-use crate::job_log::{Entry, LazyFrame};
+use crate::entry::{Entry, Frame};
 use crate::record::{JobStatus, Record, RecordBody};
 
 /// The answer to every client `heartbeat`.
@@ -12,7 +12,7 @@ pub(crate) const HEARTBEAT_RESPONSE: &str = r#"{"type":"heartbeat_response"}"#;
 
 /// The record's frame, shared by every reader.
 pub(crate) fn entry_frame(entry: &Entry) -> Bytes {
-    entry.lazy_frame(LazyFrame::CapgoWs, record_frame)
+    entry.frame(Frame::CapgoWs).0
 }
 
 /// `{"type":"log","message":..,"id":seq}`, `{"type":"status","status":..,"id":seq}` or

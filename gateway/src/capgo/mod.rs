@@ -7,7 +7,7 @@
 //! - `GET {prefix}/{job}`: the SSE stream, as `GET /v1/jobs/{job}/logs`.
 
 mod confirmations;
-mod frames;
+pub(crate) mod frames;
 mod ws;
 
 use std::sync::Arc;

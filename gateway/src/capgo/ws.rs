@@ -26,6 +26,7 @@ use super::frames::{self, ClientFrame};
 use crate::app::App;
 use crate::auth::{token_from_request, AuthError};
 use crate::body::{empty, Body};
+use crate::entry::Frame as EntryFrame;
 use crate::error::ApiError;
 use crate::handlers;
 use crate::job_id::JobId;
@@ -152,7 +153,10 @@ impl Session {
         let confirmations = Arc::clone(&app.capgo.confirmations);
         let job = attached.job();
         let last_seq = job.last_seq();
-        let cursor = match confirmations.last(&key) {
+        let confirmed = confirmations
+            .last(&key)
+            .or_else(|| job.confirmed(key.token_hash()));
+        let cursor = match confirmed {
             // An id beyond the log is from an earlier life of the job: start over.
             Some(n) if n > last_seq => {
                 confirmations.forget(&key);
@@ -256,14 +260,14 @@ impl Session {
     fn next_frame(&mut self) -> Next {
         let job = self.attached.job();
         loop {
-            match job.read(self.cursor, self.batch_bytes) {
+            match job.read(self.cursor, self.batch_bytes, Some(EntryFrame::CapgoWs)) {
                 Read::Entries(mut entries) => {
                     entries.truncate(MAX_BATCH_RECORDS);
                     let Some(last) = entries.last() else {
                         return Next::Idle;
                     };
                     self.cursor = last.seq() + 1;
-                    let done = last.record.is_terminal();
+                    let done = last.is_terminal();
                     let frame = match entries.as_slice() {
                         [one] => frames::entry_frame(one),
                         many => {
@@ -285,6 +289,10 @@ impl Session {
                 }
                 Read::Idle => return Next::Idle,
                 Read::End => return Next::Frame(self.final_status(), true),
+                Read::Failed(why) => {
+                    tracing::warn!(error = %why, "capgo reader cannot read the job's records");
+                    return Next::Frame(self.final_status(), true);
+                }
             }
         }
     }
@@ -293,8 +301,8 @@ impl Session {
     fn final_status(&self) -> Bytes {
         let job = self.attached.job();
         let last = job.last_seq();
-        if let Read::Entries(entries) = job.read(last, 1) {
-            if let Some(entry) = entries.first().filter(|e| e.record.is_terminal()) {
+        if let Read::Entries(entries) = job.read(last, 1, Some(EntryFrame::CapgoWs)) {
+            if let Some(entry) = entries.first().filter(|e| e.is_terminal()) {
                 return frames::entry_frame(entry);
             }
         }
@@ -330,6 +338,7 @@ impl Session {
             return;
         }
         self.confirmations.confirm(&self.key, id);
+        self.attached.job().confirm(self.key.token_hash(), id);
         if id >= self.cursor {
             self.cursor = id + 1;
         }

@@ -119,7 +119,8 @@ pub struct ServeArgs {
     /// Request header size limit, bytes [default: 16384].
     #[arg(long, value_name = "BYTES")]
     pub max_header_bytes: Option<usize>,
-    /// Records held in memory per job, bytes; the oldest are evicted [default: 64 MiB].
+    /// Records held in memory per job, bytes; the oldest are evicted (and read back from
+    /// the spool when a reader needs them) [default: 4 MiB].
     #[arg(long, value_name = "BYTES")]
     pub job_memory_bytes: Option<usize>,
     /// Records held in memory by all jobs, bytes; uploads wait beyond it [default: 1 GiB].
@@ -141,6 +142,38 @@ pub struct ServeArgs {
     /// Log output: `pretty` or `json` [default: pretty].
     #[arg(long, value_name = "FORMAT")]
     pub log_format: Option<String>,
+    /// Directory holding every job's spool, created 0700 [default: ./tailgate-data].
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Keep jobs in memory only: a restart forgets them, a reader behind the ring gets a
+    /// `gap`.
+    #[arg(long)]
+    pub memory_only: bool,
+    /// When appended records are forced to disk: `interval`, `always` or `never` (the
+    /// terminal status is always fsynced) [default: interval].
+    #[arg(long, value_name = "MODE")]
+    pub fsync: Option<String>,
+    /// Period of `--fsync interval`, ms [default: 1000].
+    #[arg(long, value_name = "MS")]
+    pub fsync_interval_ms: Option<u64>,
+    /// Delete a finished job's spool this long after it finished, seconds [default: 86400].
+    #[arg(long, value_name = "SECS")]
+    pub disk_retention_secs: Option<u64>,
+    /// Size of the data directory at most, bytes; the oldest finished jobs are deleted
+    /// first, and publishes get 507 when running jobs fill it [default: 10 GiB].
+    #[arg(long, value_name = "BYTES")]
+    pub max_disk_bytes: Option<u64>,
+    /// A deleted job answers `410 job_expired` for this long, seconds [default: 604800].
+    #[arg(long, value_name = "SECS")]
+    pub tombstone_secs: Option<u64>,
+    /// A running job whose publisher has been gone this long becomes `lost`, seconds
+    /// [default: 600].
+    #[arg(long, value_name = "SECS")]
+    pub publisher_grace_secs: Option<u64>,
+    /// A queued job nobody published to for this long becomes `expired`, seconds
+    /// [default: 3600].
+    #[arg(long, value_name = "SECS")]
+    pub queued_ttl_secs: Option<u64>,
 }
 
 /// Every key the file may hold.
@@ -175,6 +208,15 @@ const FILE_KEYS: &[&str] = &[
     "capgo_compat",
     "capgo_prefix",
     "dev",
+    "data_dir",
+    "memory_only",
+    "fsync",
+    "fsync_interval_ms",
+    "disk_retention_secs",
+    "max_disk_bytes",
+    "tombstone_secs",
+    "publisher_grace_secs",
+    "queued_ttl_secs",
 ];
 
 /// The environment and the file, below the flags.
@@ -450,6 +492,20 @@ pub(super) fn load(args: &ServeArgs, env: &dyn Env) -> Result<Config, ConfigErro
         config.capgo.prefix = capgo_prefix(&prefix)?;
     }
 
+    config.store = store_config(args, &l)?;
+    config.publisher_grace = secs(
+        l.get(args.publisher_grace_secs, "publisher-grace-secs")?
+            .map(|v| positive("publisher-grace-secs", v))
+            .transpose()?,
+        DEFAULT_PUBLISHER_GRACE,
+    );
+    config.queued_ttl = secs(
+        l.get(args.queued_ttl_secs, "queued-ttl-secs")?
+            .map(|v| positive("queued-ttl-secs", v))
+            .transpose()?,
+        DEFAULT_QUEUED_TTL,
+    );
+
     let lim = &mut config.limits;
     let sizes: [(&str, Option<usize>, &mut usize); 9] = [
         (
@@ -508,6 +564,51 @@ pub(super) fn load(args: &ServeArgs, env: &dyn Env) -> Result<Config, ConfigErro
         ));
     }
     Ok(config)
+}
+
+/// Where jobs are kept: `--memory-only`, or a spool under `--data-dir` and its policy.
+fn store_config(args: &ServeArgs, l: &Layers<'_>) -> Result<StoreConfig, ConfigError> {
+    let memory_only = args.memory_only || l.get::<bool>(None, "memory-only")?.unwrap_or(false);
+    // `--memory-only` wins over a data directory set anywhere (an image's environment,
+    // say), so one flag turns durability off.
+    let data_dir: Option<PathBuf> = l.get(args.data_dir.clone(), "data-dir")?;
+    let interval = l
+        .get(args.fsync_interval_ms, "fsync-interval-ms")?
+        .map(|v| positive("fsync-interval-ms", v))
+        .transpose()?
+        .map_or(DEFAULT_FSYNC_INTERVAL, Duration::from_millis);
+    let fsync = match l.get(args.fsync.clone(), "fsync")?.as_deref() {
+        None | Some("interval") => Fsync::Interval(interval),
+        Some("always") => Fsync::Always,
+        Some("never") => Fsync::Never,
+        Some(other) => {
+            return Err(ConfigError::new(
+                "fsync",
+                format!("{other:?} is not interval, always or never"),
+            ))
+        }
+    };
+    let data_dir = data_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+    if data_dir.as_os_str().is_empty() {
+        return Err(ConfigError::new("data-dir", "is empty"));
+    }
+    Ok(StoreConfig {
+        data_dir: (!memory_only).then_some(data_dir),
+        fsync,
+        disk_retention: secs(
+            l.get(args.disk_retention_secs, "disk-retention-secs")?,
+            DEFAULT_DISK_RETENTION,
+        ),
+        max_disk_bytes: l
+            .get(args.max_disk_bytes, "max-disk-bytes")?
+            .map(|v| positive("max-disk-bytes", v))
+            .transpose()?
+            .unwrap_or(DEFAULT_MAX_DISK_BYTES),
+        tombstone_ttl: secs(
+            l.get(args.tombstone_secs, "tombstone-secs")?,
+            DEFAULT_TOMBSTONE_TTL,
+        ),
+    })
 }
 
 /// A Capgo prefix: `/` and path segments, no trailing `/`, not under the gateway's own
@@ -694,6 +795,61 @@ mod tests {
                 .key,
             "TAILGATE_CAPGO_COMPAT"
         );
+    }
+
+    #[test]
+    fn the_store_is_a_spool_unless_memory_only() {
+        let base = [
+            ("TAILGATE_JWT_SECRET", "s"),
+            ("TAILGATE_JWT_ISSUER", "i"),
+            ("TAILGATE_JWT_AUDIENCE", "a"),
+        ];
+        let c = Config::load(&ServeArgs::default(), &env(&base)).unwrap();
+        assert_eq!(
+            c.store.data_dir.as_deref(),
+            Some(std::path::Path::new(DEFAULT_DATA_DIR))
+        );
+        assert_eq!(c.store.fsync, Fsync::Interval(DEFAULT_FSYNC_INTERVAL));
+        assert_eq!(c.limits.job_memory_bytes, 4 << 20);
+
+        let mut pairs = base.to_vec();
+        pairs.extend([
+            ("TAILGATE_DATA_DIR", "/var/lib/tailgate"),
+            ("TAILGATE_FSYNC", "always"),
+            ("TAILGATE_MAX_DISK_BYTES", "1000"),
+            ("TAILGATE_PUBLISHER_GRACE_SECS", "5"),
+        ]);
+        let c = Config::load(&ServeArgs::default(), &env(&pairs)).unwrap();
+        assert_eq!(
+            c.store.data_dir.as_deref(),
+            Some(std::path::Path::new("/var/lib/tailgate"))
+        );
+        assert_eq!(
+            (c.store.fsync, c.store.max_disk_bytes),
+            (Fsync::Always, 1000)
+        );
+        assert_eq!(c.publisher_grace, Duration::from_secs(5));
+
+        let args = ServeArgs {
+            memory_only: true,
+            ..Default::default()
+        };
+        assert_eq!(
+            Config::load(&args, &env(&pairs)).unwrap().store.data_dir,
+            None
+        );
+
+        for (k, v, key) in [
+            ("TAILGATE_FSYNC", "sometimes", "fsync"),
+            ("TAILGATE_FSYNC_INTERVAL_MS", "0", "fsync-interval-ms"),
+            ("TAILGATE_MAX_DISK_BYTES", "0", "max-disk-bytes"),
+            ("TAILGATE_QUEUED_TTL_SECS", "0", "queued-ttl-secs"),
+        ] {
+            let mut pairs = base.to_vec();
+            pairs.push((k, v));
+            let err = Config::load(&ServeArgs::default(), &env(&pairs)).unwrap_err();
+            assert_eq!(err.key, key, "{k}={v}");
+        }
     }
 
     #[test]

@@ -6,9 +6,11 @@
 mod load;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::auth::AuthSettings;
+pub use crate::store::Fsync;
 
 pub use load::{env_name, Env, MapEnv, ProcessEnv, ServeArgs};
 
@@ -27,7 +29,7 @@ pub const DEFAULT_MAX_SUBSCRIBERS_PER_JOB: usize = 10_000;
 pub const DEFAULT_MAX_LINE_BYTES: usize = 64 * 1024;
 pub const DEFAULT_MAX_RECORD_BYTES: usize = 1024 * 1024;
 pub const DEFAULT_MAX_HEADER_BYTES: usize = 16 * 1024;
-pub const DEFAULT_JOB_MEMORY_BYTES: usize = 64 * 1024 * 1024;
+pub const DEFAULT_JOB_MEMORY_BYTES: usize = 4 * 1024 * 1024;
 pub const DEFAULT_MEMORY_BUDGET_BYTES: usize = 1024 * 1024 * 1024;
 pub const DEFAULT_MAX_LOG_BYTES: u64 = 512 * 1024 * 1024;
 pub const DEFAULT_BATCH_BYTES: usize = 64 * 1024;
@@ -35,6 +37,13 @@ pub const DEFAULT_CAPGO_PREFIX: &str = "/build_logs_direct";
 /// Shortest HMAC secret accepted without `--jwt-allow-short-secret`: RFC 7518 section 3.2
 /// wants a key at least as long as the hash (HS256: 32 bytes).
 pub const MIN_HMAC_SECRET_BYTES: usize = 32;
+pub const DEFAULT_DATA_DIR: &str = "./tailgate-data";
+pub const DEFAULT_FSYNC_INTERVAL: Duration = Duration::from_millis(1000);
+pub const DEFAULT_DISK_RETENTION: Duration = Duration::from_secs(24 * 3600);
+pub const DEFAULT_MAX_DISK_BYTES: u64 = 10 * 1024 * 1024 * 1024;
+pub const DEFAULT_TOMBSTONE_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+pub const DEFAULT_PUBLISHER_GRACE: Duration = Duration::from_secs(600);
+pub const DEFAULT_QUEUED_TTL: Duration = Duration::from_secs(3600);
 
 /// How log lines of the gateway itself are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,6 +75,12 @@ pub struct Config {
     pub limits: Limits,
     /// Capgo's `logs_url` routes: a WebSocket speaking Capgo's frames, and SSE.
     pub capgo: CapgoConfig,
+    /// Where jobs are kept beyond memory.
+    pub store: StoreConfig,
+    /// A running job whose publisher has been gone this long becomes `lost`.
+    pub publisher_grace: Duration,
+    /// A queued job nobody published to for this long becomes `expired`.
+    pub queued_ttl: Duration,
     pub log_format: LogFormat,
     /// Started with `--dev`: a random secret and a printed example.
     pub dev: bool,
@@ -90,6 +105,42 @@ pub struct Limits {
     pub max_log_bytes: u64,
     /// Bytes a subscriber takes from the log per write.
     pub batch_bytes: usize,
+}
+
+/// Where jobs are kept beyond memory, and for how long.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreConfig {
+    /// `None`: memory only (`--memory-only`); a restart forgets every job.
+    pub data_dir: Option<PathBuf>,
+    pub fsync: Fsync,
+    /// A finished job's spool is deleted this long after it finished.
+    pub disk_retention: Duration,
+    /// The data directory's size at most; the oldest finished jobs are deleted first.
+    pub max_disk_bytes: u64,
+    /// A deleted job answers `410` for this long.
+    pub tombstone_ttl: Duration,
+}
+
+impl StoreConfig {
+    /// Memory only: what [`Config::new_hmac`] starts with, so embedders and tests opt
+    /// into a data directory.
+    pub fn memory_only() -> Self {
+        Self {
+            data_dir: None,
+            fsync: Fsync::Interval(DEFAULT_FSYNC_INTERVAL),
+            disk_retention: DEFAULT_DISK_RETENTION,
+            max_disk_bytes: DEFAULT_MAX_DISK_BYTES,
+            tombstone_ttl: DEFAULT_TOMBSTONE_TTL,
+        }
+    }
+
+    /// A spool under `dir` with the default policy.
+    pub fn spool(dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: Some(dir.into()),
+            ..Self::memory_only()
+        }
+    }
 }
 
 /// The Capgo compatibility routes.
@@ -129,8 +180,8 @@ impl Default for Limits {
 }
 
 impl Config {
-    /// Defaults everywhere, verifying HS256/384/512 tokens with `secret`: for tests
-    /// and embedding.
+    /// Defaults everywhere, verifying HS256/384/512 tokens with `secret`, keeping jobs
+    /// in memory only: for tests and embedding.
     pub fn new_hmac(secret: impl Into<Vec<u8>>, issuer: &str, audience: &str) -> Self {
         Self {
             listen: DEFAULT_LISTEN
@@ -153,6 +204,9 @@ impl Config {
             cors_origins: Vec::new(),
             limits: Limits::default(),
             capgo: CapgoConfig::default(),
+            store: StoreConfig::memory_only(),
+            publisher_grace: DEFAULT_PUBLISHER_GRACE,
+            queued_ttl: DEFAULT_QUEUED_TTL,
             log_format: LogFormat::Pretty,
             dev: false,
         }

@@ -1,8 +1,10 @@
 //! Publishing: a worker's upload, read as it arrives, split into records and appended to
 //! the job log one chunk at a time, so readers see each line while the body is still open.
 //!
-//! The body is read only as fast as records can be stored: when the process is over its
-//! memory budget, reading pauses (TCP backpressure) instead of dropping lines.
+//! The body is read only as fast as records can be stored: each chunk's records are in
+//! the store before the next chunk is read, and when the process is over its memory
+//! budget and nothing anywhere can be shed, reading pauses (TCP backpressure) instead of
+//! dropping lines.
 
 pub(crate) mod lines;
 pub(crate) mod ndjson;
@@ -18,7 +20,7 @@ use serde::Deserialize;
 
 use crate::error::ApiError;
 use crate::hub::Hub;
-use crate::job_log::{Incoming, JobFinished, JobLog, Tally};
+use crate::job_log::{AppendError, Incoming, JobLog, Tally};
 use crate::record::{JobStatus, RecordBody, Stream};
 use lines::{LineSplitter, Overflow};
 
@@ -59,8 +61,8 @@ pub(crate) struct UploadLimits {
     pub(crate) max_record_bytes: usize,
 }
 
-/// Smallest ring a job keeps when the process sheds memory for new records.
-const SHED_FLOOR_BYTES: usize = 1024 * 1024;
+/// Shed this much below the budget at once, so the next chunks do not shed again.
+const SHED_SLACK_BYTES: usize = 1024 * 1024;
 
 /// Reads `body` to its end, appending as it goes; answers with the tally.
 pub(crate) async fn upload(
@@ -82,7 +84,7 @@ pub(crate) async fn upload(
             Some(Err(e)) => {
                 // The upload broke off: keep the complete lines, drop the partial one.
                 tracing::debug!(error = %e, "upload body ended early");
-                append(job, parser.take(), &mut tally)?;
+                append(job, parser.take(), &mut tally).await?;
                 return Err(ApiError::BodyRead);
             }
         };
@@ -90,13 +92,13 @@ pub(crate) async fn upload(
             continue;
         };
         let failed = parser.push(&data);
-        append(job, parser.take(), &mut tally)?;
+        append(job, parser.take(), &mut tally).await?;
         if let Some((line, message)) = failed {
             return Err(bad_record(job, line, message, tally));
         }
     }
     let failed = parser.finish();
-    append(job, parser.take(), &mut tally)?;
+    append(job, parser.take(), &mut tally).await?;
     if let Some((line, message)) = failed {
         return Err(bad_record(job, line, message, tally));
     }
@@ -116,27 +118,46 @@ fn bad_record(job: &JobLog, line: u64, message: String, mut tally: Tally) -> Api
     }
 }
 
-fn append(job: &JobLog, batch: Vec<Incoming>, tally: &mut Tally) -> Result<(), ApiError> {
+/// Appends and stores one chunk's records, fsyncing when the policy says so, before the
+/// next chunk is read.
+async fn append(
+    job: &Arc<JobLog>,
+    batch: Vec<Incoming>,
+    tally: &mut Tally,
+) -> Result<(), ApiError> {
     if batch.is_empty() {
         return Ok(());
     }
-    job.append(batch, tally)
-        .map_err(|JobFinished| ApiError::JobFinished {
-            tally: Some(*tally),
-        })
+    let appended = job.append(batch, tally);
+    let settled = job.settle().await;
+    appended.map_err(|e| ApiError::append(e, *tally))?;
+    settled.map_err(|e| ApiError::append(AppendError::Store(e), *tally))
 }
 
-/// Holds the upload while the process is over its memory budget: first this job sheds
-/// its own oldest records, then it waits for others to free theirs.
+/// Holds the upload while the process is over its memory budget: rings are shed across
+/// all jobs (least recently active first); the upload waits only while nothing
+/// anywhere can be shed, and says so (log line, status JSON).
 async fn wait_for_memory(hub: &Hub, job: &JobLog) {
-    if !hub.memory().is_over() {
+    let memory = hub.memory();
+    if !memory.is_over() {
         return;
     }
-    job.shed(SHED_FLOOR_BYTES);
-    while hub.memory().is_over() {
-        let freed = hub.memory().freed.notified();
-        let _ = tokio::time::timeout(Duration::from_millis(200), freed).await;
+    hub.shed(memory.excess() + SHED_SLACK_BYTES);
+    if !memory.is_over() {
+        return;
     }
+    tracing::warn!(
+        job.id = %job.id(),
+        memory.used = memory.used(),
+        "upload waits: the memory budget is full and nothing can be shed"
+    );
+    job.set_waiting_for_memory(true);
+    while memory.is_over() {
+        let freed = memory.freed.notified();
+        let _ = tokio::time::timeout(Duration::from_millis(200), freed).await;
+        hub.shed(memory.excess() + SHED_SLACK_BYTES);
+    }
+    job.set_waiting_for_memory(false);
 }
 
 /// Turns body bytes into records, one format or the other.
@@ -280,7 +301,7 @@ struct StatusRequest {
 const MAX_STATUS_BODY: usize = 16 * 1024;
 
 /// Reads a status change and appends it as a `status` record.
-pub(crate) async fn set_status(job: &JobLog, body: IncomingBody) -> Result<(), ApiError> {
+pub(crate) async fn set_status(job: &Arc<JobLog>, body: IncomingBody) -> Result<(), ApiError> {
     let bytes = http_body_util::Limited::new(body, MAX_STATUS_BODY)
         .collect()
         .await
@@ -308,10 +329,10 @@ pub(crate) async fn set_status(job: &JobLog, body: IncomingBody) -> Result<(), A
             exit_code: req.exit_code,
         },
     };
-    match job.append([record], &mut Tally::default()) {
-        Ok(()) => Ok(()),
+    let mut tally = Tally::default();
+    match job.append([record], &mut tally) {
         // A worker retrying the status that finished the job: the same answer again.
-        Err(JobFinished) => {
+        Err(AppendError::Finished) => {
             let now = job.snapshot();
             if (now.status, now.exit_code) == (status, req.exit_code) {
                 Ok(())
@@ -319,6 +340,11 @@ pub(crate) async fn set_status(job: &JobLog, body: IncomingBody) -> Result<(), A
                 Err(ApiError::JobFinished { tally: None })
             }
         }
+        Err(e) => Err(ApiError::append(e, tally)),
+        Ok(()) => job
+            .settle()
+            .await
+            .map_err(|e| ApiError::append(AppendError::Store(e), tally)),
     }
 }
 

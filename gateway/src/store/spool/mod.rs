@@ -1,0 +1,448 @@
+//! The spool: the embedded durable store. One append-only file per job under
+//! `<data-dir>/jobs/`, each record framed with its length and a checksum ([`frame`]),
+//! recovered at start-up by one forward scan ([`scan`]) that cuts a torn tail. Retention
+//! and a disk budget delete the oldest finished jobs, leaving tombstones.
+//!
+//! Records reach the OS (`write`) before `append` returns, so before any reader sees
+//! them; `--fsync` says when they reach the disk.
+
+pub(crate) mod files;
+pub(crate) mod frame;
+pub(crate) mod index;
+pub(crate) mod job;
+pub(crate) mod reader;
+pub(crate) mod scan;
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
+
+use super::tombstones::DirTombstones;
+use super::{Batch, Fsync, Progress, Recovered, Store, StoreError, Tombstone};
+use crate::entry::Entry;
+use crate::job_id::JobId;
+use crate::record::JobStatus;
+use job::SpoolJob;
+
+/// How the spool keeps and drops data.
+#[derive(Debug, Clone)]
+pub(crate) struct SpoolSettings {
+    pub(crate) dir: PathBuf,
+    pub(crate) fsync: Fsync,
+    /// A finished job's spool is deleted this long after it finished.
+    pub(crate) disk_retention: Duration,
+    /// The data directory's size at most; the oldest finished jobs go first.
+    pub(crate) max_disk_bytes: u64,
+    /// Tombstones of deleted jobs are kept this long.
+    pub(crate) tombstone_ttl: Duration,
+}
+
+/// The data directory could not be used.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot use data directory {}", path.display())]
+pub struct OpenError {
+    pub path: PathBuf,
+    #[source]
+    pub source: std::io::Error,
+}
+
+fn err(path: &Path) -> impl FnOnce(std::io::Error) -> OpenError {
+    let path = path.to_path_buf();
+    move |source| OpenError { path, source }
+}
+
+/// How often tombstones are swept (each sweep lists the directory).
+const TOMBSTONE_SWEEP_EVERY: Duration = Duration::from_secs(600);
+
+/// The durable store.
+pub(crate) struct Spool {
+    jobs_dir: PathBuf,
+    jobs: DashMap<JobId, Arc<SpoolJob>>,
+    tombstones: DirTombstones,
+    settings: SpoolSettings,
+    /// Bytes of every spool.
+    total: AtomicU64,
+    /// Jobs deleted to make room during an append, for the next sweep to report.
+    deleted: Mutex<Vec<JobId>>,
+    /// When tombstones were last swept.
+    tombstones_swept: Mutex<Instant>,
+    /// Held for the process's life: one gateway per data directory.
+    _lock: File,
+}
+
+impl Spool {
+    /// Creates the data directory if needed, checks it is writable and not in use by
+    /// another gateway, and locks it; returns the lock. Cheap: no job is read.
+    pub(crate) fn prepare(dir: &Path) -> Result<File, OpenError> {
+        let jobs_dir = dir.join(files::JOBS);
+        let tomb_dir = dir.join(files::TOMBSTONES);
+        for d in [dir, &jobs_dir, &tomb_dir] {
+            files::create_dir(d).map_err(err(d))?;
+        }
+        let lock = files::lock(dir).map_err(err(dir))?;
+        let probe = jobs_dir.join(".write-probe");
+        files::write_new(&probe, b"").map_err(err(&jobs_dir))?;
+        let _ = std::fs::remove_file(&probe);
+        Ok(lock)
+    }
+
+    /// Opens (creating if needed) the data directory and recovers every job in it.
+    pub(crate) fn open(settings: SpoolSettings) -> Result<Arc<Self>, OpenError> {
+        let dir = settings.dir.clone();
+        let lock = Self::prepare(&dir)?;
+        let jobs_dir = dir.join(files::JOBS);
+        let tomb_dir = dir.join(files::TOMBSTONES);
+
+        let spool = Arc::new(Self {
+            tombstones: DirTombstones::new(tomb_dir, settings.tombstone_ttl.as_millis() as u64),
+            jobs_dir: jobs_dir.clone(),
+            jobs: DashMap::new(),
+            settings,
+            total: AtomicU64::new(0),
+            deleted: Mutex::new(Vec::new()),
+            tombstones_swept: Mutex::new(Instant::now()),
+            _lock: lock,
+        });
+        let started = Instant::now();
+        let listing = std::fs::read_dir(&jobs_dir).map_err(err(&jobs_dir))?;
+        for item in listing.flatten() {
+            let name = item.file_name();
+            let Some(id) = name.to_str().and_then(files::job_of) else {
+                continue;
+            };
+            let job = recover_one(item.path());
+            spool.total.fetch_add(job.lock().len, Ordering::Relaxed);
+            spool.jobs.insert(id, Arc::new(job));
+        }
+        tracing::info!(
+            spool.dir = %dir.display(),
+            spool.jobs = spool.jobs.len(),
+            spool.bytes = spool.total.load(Ordering::Relaxed),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "recovered the spool"
+        );
+        if let Fsync::Interval(every) = spool.settings.fsync {
+            let weak = Arc::downgrade(&spool);
+            let _ = std::thread::Builder::new()
+                .name("tailgate-fsync".into())
+                .spawn(move || fsync_loop(weak, every));
+        }
+        Ok(spool)
+    }
+
+    fn job(&self, id: &JobId) -> Result<Arc<SpoolJob>, StoreError> {
+        self.jobs
+            .get(id)
+            .map(|j| Arc::clone(&j))
+            .ok_or_else(|| StoreError::Io(format!("job {id} has no spool (deleted?)")))
+    }
+
+    /// Deletes finished jobs, oldest first, until `needed` more bytes fit the budget.
+    fn make_room(&self, needed: u64) -> bool {
+        let max = self.settings.max_disk_bytes;
+        if self.total.load(Ordering::Relaxed) + needed <= max {
+            return true;
+        }
+        let mut finished: Vec<(u64, JobId)> = self
+            .jobs
+            .iter()
+            .filter_map(|j| {
+                let st = j.lock();
+                st.progress
+                    .finished_ms
+                    .filter(|_| st.progress.status.is_terminal())
+                    .map(|t| (t, j.key().clone()))
+            })
+            .collect();
+        finished.sort();
+        let mut deleted = Vec::new();
+        for (_, id) in finished {
+            if self.total.load(Ordering::Relaxed) + needed <= max {
+                break;
+            }
+            self.delete(&id);
+            deleted.push(id);
+        }
+        if !deleted.is_empty() {
+            tracing::info!(
+                spool.deleted = deleted.len(),
+                "deleted the oldest finished jobs to stay under --max-disk-bytes"
+            );
+            self.deleted
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend(deleted);
+        }
+        self.total.load(Ordering::Relaxed) + needed <= max
+    }
+
+    /// Removes a job's spool and leaves its tombstone.
+    fn delete(&self, id: &JobId) {
+        let Some((_, job)) = self.jobs.remove(id) else {
+            return;
+        };
+        let st = job.lock();
+        let tombstone = Tombstone {
+            status: st.progress.status,
+            exit_code: st.progress.exit_code,
+            finished_ms: st.progress.finished_ms,
+            deleted_ms: super::now_ms(),
+        };
+        if let Err(e) = self.tombstones.insert(id, &tombstone) {
+            tracing::warn!(job.id = %id, error = %e, "cannot write a tombstone");
+        }
+        match std::fs::remove_file(&job.path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!(job.id = %id, error = %e, "cannot delete a spool"),
+        }
+        self.total.fetch_sub(st.len, Ordering::Relaxed);
+    }
+
+    fn sync_dirty(&self) {
+        let jobs: Vec<Arc<SpoolJob>> = self.jobs.iter().map(|j| Arc::clone(&j)).collect();
+        for job in jobs {
+            if let Err(e) = job.sync() {
+                tracing::warn!(error = %e, "background fsync failed");
+            }
+        }
+    }
+}
+
+/// Rebuilds one job from its file, cutting a torn tail; a file that cannot be read
+/// becomes a broken job that says why.
+fn recover_one(path: PathBuf) -> SpoolJob {
+    let broken = |why: String, path: PathBuf| {
+        let created = std::fs::metadata(&path)
+            .and_then(|m| m.modified())
+            .map_or(0, |t| {
+                t.duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64)
+            });
+        let mut progress = Progress::new(created);
+        progress.status = JobStatus::Lost;
+        progress.finished_ms = Some(created);
+        let len = std::fs::metadata(&path).map_or(0, |m| m.len());
+        tracing::warn!(spool.path = %path.display(), error = %why, "spool cannot be recovered");
+        SpoolJob::new(
+            path,
+            len,
+            Default::default(),
+            progress,
+            Vec::new(),
+            Some(why),
+        )
+    };
+    let scanned = match File::open(&path)
+        .map_err(scan::ScanError::from)
+        .and_then(scan::scan)
+    {
+        Ok(s) => s,
+        Err(e) => return broken(e.to_string(), path),
+    };
+    if scanned.good_len < scanned.file_len {
+        tracing::info!(
+            spool.path = %path.display(),
+            spool.cut_bytes = scanned.file_len - scanned.good_len,
+            "cut a torn tail"
+        );
+        let cut = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .and_then(|f| f.set_len(scanned.good_len).and_then(|()| f.sync_all()));
+        if let Err(e) = cut {
+            return broken(format!("cannot cut its torn tail: {e}"), path);
+        }
+    }
+    SpoolJob::new(
+        path,
+        scanned.good_len,
+        scanned.index,
+        scanned.progress,
+        scanned.confirmations,
+        None,
+    )
+}
+
+fn fsync_loop(spool: Weak<Spool>, every: Duration) {
+    loop {
+        std::thread::sleep(every);
+        let Some(spool) = spool.upgrade() else {
+            return;
+        };
+        spool.sync_dirty();
+    }
+}
+
+fn recovered(id: &JobId, job: &SpoolJob) -> Recovered {
+    let st = job.lock();
+    Recovered {
+        id: id.clone(),
+        progress: st.progress,
+        confirmations: st.confirmations.clone(),
+        broken: st.broken.clone(),
+    }
+}
+
+impl Store for Spool {
+    fn is_durable(&self) -> bool {
+        true
+    }
+
+    fn create(&self, id: &JobId, progress: &Progress) -> Result<(), StoreError> {
+        if self.jobs.contains_key(id) {
+            return Ok(());
+        }
+        if !self.make_room(256) {
+            return Err(self.full());
+        }
+        let path = files::spool_path(&self.jobs_dir, id);
+        let mut head = bytes::BytesMut::from(&frame::MAGIC[..]);
+        let meta = scan::Meta {
+            progress: *progress,
+            confirm: None,
+        };
+        frame::put_meta(&mut head, &serde_json::to_vec(&meta).unwrap_or_default());
+        files::write_new(&path, &head)
+            .map_err(|e| StoreError::io(format!("cannot create {}", path.display()), &e))?;
+        self.tombstones.remove(id);
+        let job = SpoolJob::new(
+            path,
+            head.len() as u64,
+            Default::default(),
+            *progress,
+            Vec::new(),
+            None,
+        );
+        self.total.fetch_add(head.len() as u64, Ordering::Relaxed);
+        self.jobs.insert(id.clone(), Arc::new(job));
+        Ok(())
+    }
+
+    fn append(&self, id: &JobId, batch: Batch<'_>) -> Result<(), StoreError> {
+        let job = self.job(id)?;
+        let needed: u64 = batch
+            .records
+            .iter()
+            .map(|e| e.json().len() as u64 + 40)
+            .sum();
+        if !self.make_room(needed) {
+            return Err(self.full());
+        }
+        let added = job.append(batch.records, batch.progress, None)?;
+        self.total.fetch_add(added, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn note(
+        &self,
+        id: &JobId,
+        progress: &Progress,
+        confirm: Option<(u64, u64)>,
+    ) -> Result<(), StoreError> {
+        let job = self.job(id)?;
+        let added = job.append(&[], progress, confirm)?;
+        self.total.fetch_add(added, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn read(
+        &self,
+        id: &JobId,
+        from: u64,
+        to: u64,
+        budget: usize,
+    ) -> Result<Vec<Arc<Entry>>, StoreError> {
+        match self.jobs.get(id).map(|j| Arc::clone(&j)) {
+            Some(job) => job.read(from, to, budget),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    fn sync(&self, id: &JobId) -> Result<(), StoreError> {
+        match self.jobs.get(id).map(|j| Arc::clone(&j)) {
+            Some(job) => job.sync(),
+            None => Ok(()),
+        }
+    }
+
+    fn fsync(&self) -> Fsync {
+        self.settings.fsync
+    }
+
+    fn load(&self, id: &JobId) -> Option<Recovered> {
+        let job = self.jobs.get(id).map(|j| Arc::clone(&j))?;
+        Some(recovered(id, &job))
+    }
+
+    fn recover(&self) -> Vec<Recovered> {
+        self.jobs
+            .iter()
+            .map(|j| recovered(j.key(), j.value()))
+            .collect()
+    }
+
+    fn tombstone(&self, id: &JobId) -> Option<Tombstone> {
+        self.tombstones.get(id, super::now_ms())
+    }
+
+    fn forget(&self, _id: &JobId, _tombstone: Tombstone) -> bool {
+        false
+    }
+
+    fn sweep(&self, now_ms: u64) -> Vec<JobId> {
+        let mut gone: Vec<JobId> =
+            std::mem::take(&mut *self.deleted.lock().unwrap_or_else(|e| e.into_inner()));
+        let keep_ms = self.settings.disk_retention.as_millis() as u64;
+        let old: Vec<JobId> = self
+            .jobs
+            .iter()
+            .filter(|j| {
+                let st = j.lock();
+                st.progress.status.is_terminal()
+                    && st
+                        .progress
+                        .finished_ms
+                        .is_some_and(|t| now_ms.saturating_sub(t) >= keep_ms)
+            })
+            .map(|j| j.key().clone())
+            .collect();
+        for id in old {
+            self.delete(&id);
+            gone.push(id);
+        }
+        self.make_room(0);
+        gone.extend(std::mem::take(
+            &mut *self.deleted.lock().unwrap_or_else(|e| e.into_inner()),
+        ));
+        let mut swept = self
+            .tombstones_swept
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if swept.elapsed() >= TOMBSTONE_SWEEP_EVERY {
+            *swept = Instant::now();
+            self.tombstones.sweep(now_ms);
+        }
+        gone
+    }
+
+    fn flush(&self) {
+        self.sync_dirty();
+    }
+}
+
+impl Spool {
+    fn full(&self) -> StoreError {
+        StoreError::Full(format!(
+            "the data directory holds its maximum of {} bytes (--max-disk-bytes) in running jobs",
+            self.settings.max_disk_bytes
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,322 @@
+//! The spool against a tiny model: the same random appends, crashes, torn writes and
+//! range reads on both, compared after every step.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::entry::Entry;
+use crate::job_log::tests::TempDir;
+use crate::record::{Record, RecordBody, Stream};
+
+#[derive(Debug, Clone)]
+enum Action {
+    /// Appends records with these line lengths as one batch.
+    Append(Vec<usize>),
+    /// The process dies and starts again on the same directory.
+    Crash,
+    /// A crash mid-write: the file loses this many bytes from its end (within the
+    /// last batch), then the process starts again.
+    Torn(usize),
+    /// Reads `from..=to` within `budget`.
+    Read(u64, u64, usize),
+}
+
+fn action() -> impl Strategy<Value = Action> {
+    prop_oneof![
+        4 => proptest::collection::vec(0usize..300, 1..6).prop_map(Action::Append),
+        1 => Just(Action::Crash),
+        1 => (1usize..400).prop_map(Action::Torn),
+        3 => (1u64..40, 0u64..40, 1usize..2000).prop_map(|(a, b, c)| Action::Read(a, a + b, c)),
+    ]
+}
+
+fn settings(dir: &TempDir) -> SpoolSettings {
+    SpoolSettings {
+        dir: dir.0.clone(),
+        fsync: Fsync::Never,
+        disk_retention: Duration::from_secs(3600),
+        max_disk_bytes: u64::MAX,
+        tombstone_ttl: Duration::from_secs(3600),
+    }
+}
+
+/// The model: every record's frame, and the file length after it.
+#[derive(Default)]
+struct Model {
+    frames: Vec<(bytes::Bytes, u64)>,
+    progress: Option<Progress>,
+}
+
+fn run(actions: Vec<Action>) {
+    let dir = TempDir::new("spool-model");
+    let job = JobId::parse("model").unwrap();
+    let path = files::spool_path(&dir.0.join(files::JOBS), &job);
+    let mut spool = Spool::open(settings(&dir)).unwrap();
+    let mut model = Model::default();
+    let mut progress = Progress::new(1_000);
+    spool.create(&job, &progress).unwrap();
+    let mut last_batch_start = std::fs::metadata(&path).unwrap().len();
+    let mut text = 0u64;
+    for action in actions {
+        match action {
+            Action::Append(lens) => {
+                last_batch_start = std::fs::metadata(&path).unwrap().len();
+                let mut batch = Vec::new();
+                let mut draft = progress;
+                for len in lens {
+                    text += 1;
+                    let line = format!("{text}:{}\r\u{1b}", "é".repeat(len / 2));
+                    let record = Record {
+                        seq: draft.next_seq,
+                        ts_ms: 2_000 + text,
+                        body: RecordBody::Log {
+                            stream: Stream::Stderr,
+                            line,
+                        },
+                    };
+                    let entry = Entry::new(&record, Some(text), Some(len as u32));
+                    draft.apply(&entry);
+                    batch.push(Arc::new(entry));
+                }
+                spool
+                    .append(
+                        &job,
+                        Batch {
+                            records: &batch,
+                            progress: &draft,
+                        },
+                    )
+                    .unwrap();
+                progress = draft;
+                let mut end = last_batch_start;
+                for e in &batch {
+                    end += (frame::HEAD + 30 + e.json().len()) as u64;
+                    model.frames.push((e.sse.clone(), end));
+                }
+                model.progress = Some(progress);
+            }
+            Action::Crash | Action::Torn(_) => {
+                drop(spool);
+                if let Action::Torn(cut) = action {
+                    let len = std::fs::metadata(&path).unwrap().len();
+                    let keep = len.saturating_sub(cut as u64).max(last_batch_start);
+                    let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+                    f.set_len(keep).unwrap();
+                    // Records whose frame was cut are gone; whole ones before them stay.
+                    model.frames.retain(|(_, end)| *end <= keep);
+                }
+                spool = Spool::open(settings(&dir)).unwrap();
+                let recovered = spool.load(&job).unwrap();
+                assert_eq!(recovered.broken, None);
+                assert_eq!(recovered.progress.last_seq(), model.frames.len() as u64);
+                if model.frames.len() as u64 == progress.last_seq() {
+                    assert_eq!(recovered.progress, progress, "progress survives");
+                }
+                progress = recovered.progress;
+                last_batch_start = std::fs::metadata(&path).unwrap().len();
+            }
+            Action::Read(from, to, budget) => {
+                let got = spool.read(&job, from, to, budget).unwrap();
+                let want: Vec<_> = model
+                    .frames
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (f, _))| (i as u64 + 1, f))
+                    .filter(|(seq, _)| (from..=to).contains(seq))
+                    .collect();
+                assert_eq!(got.is_empty(), want.is_empty(), "read {from}..={to}");
+                assert!(got.len() <= want.len());
+                for (entry, (seq, frame)) in got.iter().zip(&want) {
+                    assert_eq!(entry.seq(), *seq);
+                    assert_eq!(&entry.sse, *frame, "byte-identical");
+                }
+                if got.len() < want.len() {
+                    let bytes: usize = got.iter().map(|e| e.sse.len()).sum();
+                    assert!(
+                        bytes + want[got.len()].1.len() > budget.saturating_sub(64)
+                            || got.len() == 1
+                    );
+                }
+            }
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+    #[test]
+    fn spool_matches_the_model(actions in proptest::collection::vec(action(), 1..40)) {
+        run(actions);
+    }
+}
+
+#[test]
+fn a_torn_tail_is_cut_at_every_byte_of_the_last_record() {
+    let dir = TempDir::new("spool-torn");
+    let job = JobId::parse("torn").unwrap();
+    let path = files::spool_path(&dir.0.join(files::JOBS), &job);
+    let mut progress = Progress::new(1);
+    {
+        let spool = Spool::open(settings(&dir)).unwrap();
+        spool.create(&job, &progress).unwrap();
+        for i in 1..=3u64 {
+            let record = Record {
+                seq: i,
+                ts_ms: 5,
+                body: RecordBody::Log {
+                    stream: Stream::Stdout,
+                    line: format!("line {i}"),
+                },
+            };
+            let entry = Arc::new(Entry::new(&record, None, Some(6)));
+            progress.apply(&entry);
+            let batch = Batch {
+                records: std::slice::from_ref(&entry),
+                progress: &progress,
+            };
+            spool.append(&job, batch).unwrap();
+        }
+    }
+    let whole = std::fs::read(&path).unwrap();
+    let spool = Spool::open(settings(&dir)).unwrap();
+    let last = spool.read(&job, 3, 3, 1 << 20).unwrap();
+    let last_len = frame::HEAD + 30 + last[0].json().len();
+    drop(spool);
+    for cut in 1..=last_len {
+        std::fs::write(&path, &whole[..whole.len() - cut]).unwrap();
+        let spool = Spool::open(settings(&dir)).unwrap();
+        let recovered = spool.load(&job).unwrap();
+        assert_eq!(recovered.progress.last_seq(), 2, "cut {cut}");
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().len() as usize,
+            whole.len() - last_len,
+            "the torn tail is cut off"
+        );
+        assert!(spool.read(&job, 3, 3, 1 << 20).unwrap().is_empty());
+    }
+}
+
+#[test]
+fn an_unreadable_spool_marks_its_job_and_the_rest_recover() {
+    let dir = TempDir::new("spool-bad");
+    {
+        let spool = Spool::open(settings(&dir)).unwrap();
+        spool
+            .create(&JobId::parse("good").unwrap(), &Progress::new(1))
+            .unwrap();
+    }
+    let jobs = dir.0.join(files::JOBS);
+    std::fs::write(jobs.join("bad.spool"), b"not a spool at all").unwrap();
+    std::fs::write(jobs.join("..spool"), b"ignored: not a job name").unwrap();
+    let spool = Spool::open(settings(&dir)).unwrap();
+    let bad = spool.load(&JobId::parse("bad").unwrap()).unwrap();
+    assert!(bad.broken.as_deref().unwrap().contains("magic"), "{bad:?}");
+    assert!(bad.progress.status.is_terminal());
+    assert!(spool
+        .load(&JobId::parse("good").unwrap())
+        .unwrap()
+        .broken
+        .is_none());
+    assert_eq!(spool.recover().len(), 2);
+}
+
+#[test]
+fn a_second_gateway_cannot_share_the_directory() {
+    let dir = TempDir::new("spool-lock");
+    let _first = Spool::open(settings(&dir)).unwrap();
+    let err = Spool::open(settings(&dir)).err().unwrap();
+    assert!(err.source.to_string().contains("another tailgate"), "{err}");
+}
+
+/// Creates `name` with `lines` lines of 100 bytes, finished at `finished_ms` if given.
+fn add(
+    spool: &Spool,
+    name: &str,
+    finished_ms: Option<u64>,
+    lines: usize,
+) -> Result<JobId, StoreError> {
+    let job = JobId::parse(name).unwrap();
+    let mut p = Progress::new(1);
+    spool.create(&job, &p)?;
+    let mut batch = Vec::new();
+    let mut push = |p: &mut Progress, ts_ms: u64, body: RecordBody, counted: u32| {
+        let r = Record {
+            seq: p.next_seq,
+            ts_ms,
+            body,
+        };
+        let e = Arc::new(Entry::new(&r, None, Some(counted)));
+        p.apply(&e);
+        batch.push(e);
+    };
+    for _ in 0..lines {
+        let body = RecordBody::Log {
+            stream: Stream::Stdout,
+            line: "x".repeat(100),
+        };
+        push(&mut p, 2, body, 100);
+    }
+    if let Some(t) = finished_ms {
+        let body = RecordBody::Status {
+            status: crate::record::JobStatus::Succeeded,
+            exit_code: Some(0),
+        };
+        push(&mut p, t, body, 16);
+    }
+    spool.append(
+        &job,
+        Batch {
+            records: &batch,
+            progress: &p,
+        },
+    )?;
+    Ok(job)
+}
+
+#[test]
+fn retention_and_the_disk_budget_delete_finished_jobs_only() {
+    let dir = TempDir::new("spool-retention");
+    let total = {
+        let spool = Spool::open(settings(&dir)).unwrap();
+        add(&spool, "old", Some(1_000), 5).unwrap();
+        add(&spool, "newer", Some(500_000), 5).unwrap();
+        add(&spool, "running", None, 5).unwrap();
+        spool.total.load(Ordering::Relaxed)
+    };
+    let mut s = settings(&dir);
+    s.max_disk_bytes = total + 1000;
+    s.disk_retention = Duration::from_secs(100);
+    let spool = Spool::open(s).unwrap();
+    assert_eq!(
+        spool.total.load(Ordering::Relaxed),
+        total,
+        "sizes recovered"
+    );
+    let (old, newer, running) = (
+        JobId::parse("old").unwrap(),
+        JobId::parse("newer").unwrap(),
+        JobId::parse("running").unwrap(),
+    );
+    // Disk retention: `old` finished 100 s before `now`; `newer` did not.
+    assert_eq!(spool.sweep(101_000), vec![old.clone()]);
+    assert!(spool.load(&old).is_none());
+    assert_eq!(
+        spool.tombstone(&old).map(|t| t.finished_ms),
+        Some(Some(1_000))
+    );
+    // The budget: a running job's append deletes the oldest finished job...
+    let big = add(&spool, "big", None, 15);
+    assert!(big.is_ok(), "room made by deleting `newer`: {big:?}");
+    assert!(spool.load(&newer).is_none());
+    assert!(spool.tombstone(&newer).is_some());
+    assert_eq!(spool.sweep(101_001), vec![newer], "reported to memory once");
+    // ...but never a running one: then the append is refused, and nothing is lost.
+    let refused = add(&spool, "more", None, 30);
+    assert!(matches!(refused, Err(StoreError::Full(_))), "{refused:?}");
+    assert!(spool.load(&running).is_some());
+    assert_eq!(spool.read(&running, 1, 5, 1 << 20).unwrap().len(), 5);
+    assert!(spool.total.load(Ordering::Relaxed) <= total + 1000);
+}
