@@ -800,7 +800,7 @@ mod tests {
     #[test]
     fn the_store_is_a_spool_unless_memory_only() {
         let base = [
-            ("TAILGATE_JWT_SECRET", "s"),
+            ("TAILGATE_JWT_SECRET", SECRET),
             ("TAILGATE_JWT_ISSUER", "i"),
             ("TAILGATE_JWT_AUDIENCE", "a"),
         ];
