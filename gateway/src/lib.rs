@@ -3,6 +3,7 @@
 //!
 //! Where a record travels:
 //! - [`server`]: accept loop, connection cap, graceful drain; `run(listener, config, shutdown)`.
+//!   `probes`: connections over the cap, where only the probes answer.
 //! - `socket`: SSE readers over HTTP/1.1 served straight on their socket; the rest goes to hyper.
 //! - `routes`: request shape, method, job id, then token; `handlers`: what each route does.
 //! - [`auth`]: job-scoped JWTs: where a token comes from, which keys verify it, minting.
@@ -16,6 +17,7 @@
 //! - `subscription`: one reader's cursor, written out as SSE in batches.
 //! - `wakeups`: when a job's readers hear of appends (at most once per gather window).
 //! - `capgo`: Capgo's `logs_url` routes: its WebSocket frames, resume by confirmed id.
+//! - `streams`: concurrent streams per token subject, capped.
 //! - `sse`: injection-proof SSE encoding. [`record`]: records and statuses.
 //! - `memory`: the process-wide budget for held records.
 //! - `redact`: what of a request may be logged (paths with tokens masked); [`logging`]:
@@ -43,12 +45,14 @@ pub(crate) mod handlers;
 pub(crate) mod hub;
 pub(crate) mod job_log;
 pub(crate) mod memory;
+pub(crate) mod probes;
 pub(crate) mod publish;
 pub(crate) mod redact;
 pub(crate) mod routes;
 pub(crate) mod socket;
 pub(crate) mod sse;
 pub(crate) mod store;
+pub(crate) mod streams;
 pub(crate) mod subscription;
 pub(crate) mod wakeups;
 

@@ -85,6 +85,11 @@ impl<'a> Route<'a> {
     }
 }
 
+/// Whether `path` is a probe, answered even over the connection cap.
+pub(crate) fn is_probe(path: &str) -> bool {
+    matches!(path, "/healthz" | "/readyz" | "/metrics")
+}
+
 /// The job of a `GET /v1/jobs/{job}/logs` path, the one route the socket fast path serves.
 pub(crate) fn stream_route(path: &str) -> Option<&str> {
     match Route::parse(path)? {
@@ -187,10 +192,10 @@ async fn dispatch(app: &Arc<App>, req: Request<IncomingBody>) -> Result<Response
     } else {
         Access::Read
     };
-    authorize(app, &req, &job, access)?;
+    let claims = authorize(app, &req, &job, access)?;
     match route {
         Route::JobLogs(_) if method == Method::POST => handlers::publish(app, &job, req).await,
-        Route::JobLogs(_) => handlers::stream(app, &job, &req),
+        Route::JobLogs(_) => handlers::stream(app, &job, &req, &claims),
         Route::JobText(_) => handlers::plain_log(app, &job, &req),
         Route::JobStatus(_) => handlers::status(app, &job, &req).await,
         Route::JobSetStatus(_) => handlers::set_status(app, &job, req).await,

@@ -10,17 +10,15 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::net::TcpListener;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::app::App;
 use crate::auth::{Authenticator, KeyError};
 use crate::config::Config;
-use crate::routes;
 use crate::socket::{self, Outcome};
+use crate::{probes, routes};
 
 /// Why the server could not run.
 #[derive(Debug, thiserror::Error)]
@@ -59,7 +57,7 @@ pub async fn run(
     // Every connection task, both paths, so the drain can wait for them.
     let connections = TaskTracker::new();
     let graceful = GracefulShutdown::new();
-    let slots = Arc::new(Semaphore::new(app.config.limits.max_connections));
+    let over_cap = probes::over_cap_slots();
     tokio::pin!(shutdown);
     loop {
         let (stream, addr) = tokio::select! {
@@ -74,8 +72,9 @@ pub async fn run(
                 }
             },
         };
-        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
-            tokio::spawn(refuse_overloaded(stream));
+        let Ok(slot) = Arc::clone(&app.connection_slots).try_acquire_owned() else {
+            let over_cap = Arc::clone(&over_cap);
+            tokio::spawn(probes::serve_over_cap(Arc::clone(&app), stream, over_cap));
             continue;
         };
         let _ = stream.set_nodelay(true);
@@ -154,19 +153,4 @@ fn is_per_connection(e: &std::io::Error) -> bool {
         e.kind(),
         ConnectionRefused | ConnectionAborted | ConnectionReset
     )
-}
-
-/// Answers a connection over the cap with `503` and closes it.
-async fn refuse_overloaded(mut stream: TcpStream) {
-    let body = r#"{"error":"overloaded","message":"the gateway is at its connection limit"}"#;
-    let resp = format!(
-        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\n\
-         connection: close\r\ncontent-length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    let write = async {
-        stream.write_all(resp.as_bytes()).await?;
-        stream.shutdown().await
-    };
-    let _ = tokio::time::timeout(Duration::from_secs(1), write).await;
 }

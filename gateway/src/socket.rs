@@ -246,8 +246,8 @@ fn request(parsed: &httparse::Request<'_, '_>) -> Option<Request<()>> {
 /// Runs the same checks as the hyper path; `None` leaves the answer to hyper.
 fn open(app: &App, req: &Request<()>) -> Option<Subscription> {
     let job = JobId::parse(routes::stream_route(req.uri().path())?).ok()?;
-    routes::authorize(app, req, &job, Access::Read).ok()?;
-    match handlers::open_stream(app, &job, req).ok()? {
+    let claims = routes::authorize(app, req, &job, Access::Read).ok()?;
+    match handlers::open_stream(app, &job, req, &claims).ok()? {
         Opened::Stream(sub) => Some(sub),
         Opened::NoContent => None,
     }

@@ -138,11 +138,11 @@ pub(crate) async fn dispatch(
         });
     }
     let job = JobId::parse(route.job())?;
-    authorize(app, &req, &job, Access::Read)?;
+    let claims = authorize(app, &req, &job, Access::Read)?;
     match route {
         Route::Start(_) => start(app, &job),
-        Route::Sse(_) => handlers::stream(app, &job, &req),
-        Route::Stream(_) => ws::upgrade(app, &job, req),
+        Route::Sse(_) => handlers::stream(app, &job, &req, &claims),
+        Route::Stream(_) => ws::upgrade(app, &job, req, &claims),
     }
 }
 

@@ -11,7 +11,7 @@ use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming as IncomingBody;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::watch;
+use tokio::sync::{watch, OwnedSemaphorePermit};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -21,16 +21,17 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::confirmations::{ClientKey, Confirmations};
+use super::confirmations::{ClientKey, Confirmations, OpenSession};
 use super::frames::{self, ClientFrame};
 use crate::app::App;
-use crate::auth::{token_from_request, AuthError};
+use crate::auth::{token_from_request, AuthError, JobClaims};
 use crate::body::{empty, Body};
 use crate::entry::Frame as EntryFrame;
 use crate::error::ApiError;
 use crate::handlers;
 use crate::job_id::JobId;
 use crate::job_log::{Attached, Read};
+use crate::streams::SubjectSlot;
 
 /// Records per `batch_messages` frame at most.
 const MAX_BATCH_RECORDS: usize = 200;
@@ -38,6 +39,10 @@ const MAX_BATCH_RECORDS: usize = 200;
 const MAX_BATCH_BYTES: usize = 256 * 1024;
 /// Client frames are small JSON objects; anything bigger is refused by the codec.
 const MAX_CLIENT_MESSAGE: usize = 64 * 1024;
+/// The codec's read buffer, allocated up front per reader (tungstenite's default is
+/// 128 KiB): client frames are heartbeats of a few dozen bytes, and a bigger one grows it.
+/// Writes are not buffered (`write_buffer_size(0)`): each frame goes out as it is sent.
+const READ_BUFFER: usize = 1024;
 /// How long a close frame and the client's answer may take.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
 /// A frame that cannot be written for this long means the client is gone.
@@ -49,6 +54,7 @@ pub(crate) fn upgrade(
     app: &Arc<App>,
     id: &JobId,
     mut req: Request<IncomingBody>,
+    claims: &JobClaims,
 ) -> Result<Response<Body>, ApiError> {
     if app.is_draining() {
         return Err(ApiError::Draining);
@@ -56,9 +62,15 @@ pub(crate) fn upgrade(
     let accept = handshake_accept(req.headers())?;
     let token = token_from_request(req.headers(), req.uri().query()).ok_or(AuthError::Missing)?;
     let key = app.capgo.confirmations.key(id, &token);
+    // hyper lets go of the connection (and its slot) once it is upgraded: the session
+    // holds a slot of its own, so WebSocket readers count in --max-connections.
+    let slot = Arc::clone(&app.connection_slots)
+        .try_acquire_owned()
+        .map_err(|_| ApiError::Overloaded)?;
+    let subject = handlers::claim_stream(app, claims)?;
     let job = handlers::job(app, id)?;
     let attached = handlers::attach_reader(app, &job, id)?;
-    let session = Session::new(app, attached, key);
+    let session = Session::new(app, attached, key, (slot, subject));
     let on_upgrade = hyper::upgrade::on(&mut req);
     let span = tracing::info_span!("capgo_ws", job.id = %id);
     app.capgo.sessions.spawn(
@@ -66,6 +78,8 @@ pub(crate) fn upgrade(
             match on_upgrade.await {
                 Ok(upgraded) => {
                     let config = WebSocketConfig::default()
+                        .read_buffer_size(READ_BUFFER)
+                        .write_buffer_size(0)
                         .max_message_size(Some(MAX_CLIENT_MESSAGE))
                         .max_frame_size(Some(MAX_CLIENT_MESSAGE));
                     let ws = WebSocketStream::from_raw_socket(
@@ -140,6 +154,10 @@ struct Session {
     cursor: u64,
     key: ClientKey,
     confirmations: Arc<Confirmations>,
+    /// Counts this session as open for its client (see [`Confirmations::open`]).
+    _open: OpenSession,
+    /// Its connection slot and its place among its subject's streams.
+    _held: (OwnedSemaphorePermit, SubjectSlot),
     /// Woken on every append.
     seq_rx: watch::Receiver<u64>,
     /// Pings this often; a client silent for three times this long is gone.
@@ -149,13 +167,24 @@ struct Session {
 }
 
 impl Session {
-    fn new(app: &App, attached: Attached, key: ClientKey) -> Self {
+    fn new(
+        app: &App,
+        attached: Attached,
+        key: ClientKey,
+        held: (OwnedSemaphorePermit, SubjectSlot),
+    ) -> Self {
         let confirmations = Arc::clone(&app.capgo.confirmations);
         let job = attached.job();
         let last_seq = job.last_seq();
-        let confirmed = confirmations
-            .last(&key)
-            .or_else(|| job.confirmed(key.token_hash()));
+        // Resume only a client that has gone: a second connection with the same token
+        // while the first is open is another reader, and starts at the beginning.
+        let (open, alone) = confirmations.open(&key);
+        let confirmed = match alone {
+            true => confirmations
+                .last(&key)
+                .or_else(|| job.confirmed(key.token_hash())),
+            false => None,
+        };
         let cursor = match confirmed {
             // An id beyond the log is from an earlier life of the job: start over.
             Some(n) if n > last_seq => {
@@ -172,6 +201,8 @@ impl Session {
             cursor,
             key,
             confirmations,
+            _open: open,
+            _held: held,
             keepalive: pacing.keepalive,
             batch_bytes: pacing.batch_bytes.min(MAX_BATCH_BYTES),
             shutdown: app.shutdown.child_token(),

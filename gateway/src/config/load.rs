@@ -110,6 +110,10 @@ pub struct ServeArgs {
     /// Readers per job at most [default: 10000].
     #[arg(long, value_name = "N")]
     pub max_subscribers_per_job: Option<usize>,
+    /// Concurrent streams (SSE and Capgo WebSocket) per token subject (`sub`); over it:
+    /// 429 [default: 64].
+    #[arg(long, value_name = "N")]
+    pub max_streams_per_subject: Option<usize>,
     /// Longer plain-text lines are split, bytes [default: 65536].
     #[arg(long, value_name = "BYTES")]
     pub max_line_bytes: Option<usize>,
@@ -197,6 +201,7 @@ const FILE_KEYS: &[&str] = &[
     "max_connections",
     "max_jobs",
     "max_subscribers_per_job",
+    "max_streams_per_subject",
     "max_line_bytes",
     "max_record_bytes",
     "max_header_bytes",
@@ -507,7 +512,7 @@ pub(super) fn load(args: &ServeArgs, env: &dyn Env) -> Result<Config, ConfigErro
     );
 
     let lim = &mut config.limits;
-    let sizes: [(&str, Option<usize>, &mut usize); 9] = [
+    let sizes: [(&str, Option<usize>, &mut usize); 10] = [
         (
             "max-connections",
             args.max_connections,
@@ -518,6 +523,11 @@ pub(super) fn load(args: &ServeArgs, env: &dyn Env) -> Result<Config, ConfigErro
             "max-subscribers-per-job",
             args.max_subscribers_per_job,
             &mut lim.max_subscribers_per_job,
+        ),
+        (
+            "max-streams-per-subject",
+            args.max_streams_per_subject,
+            &mut lim.max_streams_per_subject,
         ),
         (
             "max-line-bytes",

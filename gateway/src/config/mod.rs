@@ -26,6 +26,7 @@ pub const DEFAULT_GATHER: Duration = Duration::from_millis(20);
 pub const DEFAULT_MAX_CONNECTIONS: usize = 16_384;
 pub const DEFAULT_MAX_JOBS: usize = 10_000;
 pub const DEFAULT_MAX_SUBSCRIBERS_PER_JOB: usize = 10_000;
+pub const DEFAULT_MAX_STREAMS_PER_SUBJECT: usize = 64;
 pub const DEFAULT_MAX_LINE_BYTES: usize = 64 * 1024;
 pub const DEFAULT_MAX_RECORD_BYTES: usize = 1024 * 1024;
 pub const DEFAULT_MAX_HEADER_BYTES: usize = 16 * 1024;
@@ -92,6 +93,8 @@ pub struct Limits {
     pub max_connections: usize,
     pub max_jobs: usize,
     pub max_subscribers_per_job: usize,
+    /// Concurrent streams (SSE and Capgo WebSocket) per token subject.
+    pub max_streams_per_subject: usize,
     /// Longer plain-text lines are split.
     pub max_line_bytes: usize,
     /// Longer NDJSON records are refused (`400 bad_record`).
@@ -168,6 +171,7 @@ impl Default for Limits {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_jobs: DEFAULT_MAX_JOBS,
             max_subscribers_per_job: DEFAULT_MAX_SUBSCRIBERS_PER_JOB,
+            max_streams_per_subject: DEFAULT_MAX_STREAMS_PER_SUBJECT,
             max_line_bytes: DEFAULT_MAX_LINE_BYTES,
             max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
             max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
