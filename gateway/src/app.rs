@@ -33,6 +33,9 @@ pub(crate) struct App {
     pub(crate) connection_slots: Arc<Semaphore>,
     /// Open streams per token subject (`--max-streams-per-subject`).
     pub(crate) streams: Arc<SubjectStreams>,
+    /// Cancelled on the shutdown signal, before the grace period: `/readyz` turns 503
+    /// while everything else is still served.
+    pub(crate) unready: CancellationToken,
 }
 
 impl App {
@@ -65,6 +68,7 @@ impl App {
             capgo,
             connection_slots,
             streams,
+            unready: CancellationToken::new(),
         }
     }
 
@@ -90,6 +94,11 @@ impl App {
 
     pub(crate) fn is_draining(&self) -> bool {
         self.shutdown.is_cancelled()
+    }
+
+    /// What `/readyz` says: false from the shutdown signal on.
+    pub(crate) fn is_ready(&self) -> bool {
+        !self.unready.is_cancelled() && !self.is_draining()
     }
 
     pub(crate) fn pacing(&self) -> Pacing {

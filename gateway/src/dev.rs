@@ -46,7 +46,9 @@ pub fn banner(addr: SocketAddr, config: &Config, job: &str) -> Option<String> {
          export TAILGATE_JWT_SECRET={secret} TAILGATE_JWT_ISSUER={iss} TAILGATE_JWT_AUDIENCE={aud}\n\
          export PUB={publish} READ={read}\n\n\
          # follow the sample job (leave it running):\n\
-         curl -N -H \"Authorization: Bearer $READ\" \"$TAILGATE_URL/v1/jobs/$JOB/logs\"\n\n\
+         curl -N -H \"Authorization: Bearer $READ\" \"$TAILGATE_URL/v1/jobs/$JOB/logs\"\n\
+         # or watch it in a browser:\n\
+         #   http://{addr}/v1/jobs/{job}/view#token={read}\n\n\
          # publish a few lines, then finish the job:\n\
          printf 'hello\\nfrom tailgate\\n' | curl -sS --fail-with-body -H \"Authorization: Bearer $PUB\" -H 'Content-Type: text/plain' --data-binary @- \"$TAILGATE_URL/v1/jobs/$JOB/logs\"\n\
          curl -sS --fail-with-body -H \"Authorization: Bearer $PUB\" -d '{{\"status\":\"succeeded\",\"exit_code\":0}}' \"$TAILGATE_URL/v1/jobs/$JOB/status\"\n\n\

@@ -97,15 +97,16 @@ pub(crate) struct BadPayload {
 
 impl Entry {
     /// Encodes `record`; `counted` is what it weighs against the size limit.
+    #[cfg(test)]
     pub(crate) fn new(record: &Record, n: Option<u64>, counted: Option<u32>) -> Self {
-        Self::from_json(
-            record.seq,
-            record.ts_ms,
-            Kind::of(&record.body),
-            n,
-            counted,
-            &record.to_json(),
-        )
+        Self::new_at(record, n, counted, &record.ts())
+    }
+
+    /// [`Entry::new`] with the record's `ts` already formatted.
+    pub(crate) fn new_at(record: &Record, n: Option<u64>, counted: Option<u32>, ts: &str) -> Self {
+        let kind = Kind::of(&record.body);
+        let json = record.to_json_at(ts);
+        Self::from_json(record.seq, record.ts_ms, kind, n, counted, &json)
     }
 
     /// An entry from its stored JSON, byte-identical to the frame first sent.

@@ -27,6 +27,17 @@ use crate::subscription::{Format, Subscription};
 /// Longest `?wait=` on the status route.
 const MAX_WAIT: Duration = Duration::from_secs(300);
 
+/// `GET /metrics`: the Prometheus scrape.
+pub(crate) fn metrics(app: &App) -> Response<Body> {
+    let text = crate::metrics::get().render(app.hub.statuses(), app.hub.store().disk_bytes());
+    let mut resp = Response::new(full(Bytes::from(text)));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
+    );
+    resp
+}
+
 pub(crate) fn text(status: StatusCode, body: &'static str) -> Response<Body> {
     let mut resp = Response::new(full(Bytes::from_static(body.as_bytes())));
     *resp.status_mut() = status;

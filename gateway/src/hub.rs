@@ -12,6 +12,7 @@ use dashmap::DashMap;
 use crate::job_id::JobId;
 use crate::job_log::{JobLimits, JobLog};
 use crate::memory::MemoryBudget;
+use crate::record::JobStatus;
 use crate::store::{now_ms, Progress, Recovered, Store, StoreError, Tombstone};
 
 /// Why a job cannot be had.
@@ -133,6 +134,11 @@ impl Hub {
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.jobs.len()
+    }
+
+    /// Each job's status, for the metrics scrape.
+    pub(crate) fn statuses(&self) -> Vec<JobStatus> {
+        self.jobs.iter().map(|job| job.snapshot().status).collect()
     }
 
     /// Ends every reader of every job: the gateway is draining.

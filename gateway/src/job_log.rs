@@ -211,7 +211,7 @@ impl JobLog {
         batch: impl IntoIterator<Item = Incoming>,
         tally: &mut Tally,
     ) -> Result<(), AppendError> {
-        let now = SystemTime::now();
+        let now = Stamp::now();
         let mut st = self.lock();
         // Whatever happens, the tally names the job's counters, where a publisher resumes.
         tally.last_seq = st.progress.last_seq();
@@ -250,7 +250,7 @@ impl JobLog {
                         stream: Stream::System,
                         line,
                     };
-                    push(&mut draft, &mut entries, now, body, None, None);
+                    push(&mut draft, &mut entries, &now, body, None, None);
                 }
                 continue;
             }
@@ -258,7 +258,7 @@ impl JobLog {
             push(
                 &mut draft,
                 &mut entries,
-                now,
+                &now,
                 incoming.body,
                 incoming.n,
                 counted,
@@ -275,6 +275,7 @@ impl JobLog {
         }
         tally.accepted += accepted;
         tally.duplicates += duplicates;
+        crate::metrics::get().appended(&entries, duplicates);
         tally.last_n = draft.last_n;
         tally.last_seq = draft.last_seq();
         let appended = !entries.is_empty();
@@ -639,17 +640,34 @@ impl JobLog {
     }
 }
 
+/// The time of one append, formatted once for all its records.
+struct Stamp {
+    at: SystemTime,
+    rfc3339: String,
+}
+
+impl Stamp {
+    fn now() -> Self {
+        let ms = now_ms();
+        let at = SystemTime::UNIX_EPOCH + Duration::from_millis(ms);
+        Self {
+            at,
+            rfc3339: rfc3339_millis(at),
+        }
+    }
+}
+
 /// Gives the next record its seq and time, and takes it into `draft`.
 fn push(
     draft: &mut Progress,
     entries: &mut Vec<Arc<Entry>>,
-    now: SystemTime,
+    now: &Stamp,
     body: RecordBody,
     n: Option<u64>,
     counted: Option<u32>,
 ) {
-    let record = Record::new(draft.next_seq, now, body);
-    let entry = Entry::new(&record, n, counted);
+    let record = Record::new(draft.next_seq, now.at, body);
+    let entry = Entry::new_at(&record, n, counted, &now.rfc3339);
     draft.apply(&entry);
     entries.push(Arc::new(entry));
 }

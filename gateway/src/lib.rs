@@ -2,9 +2,12 @@
 //! readers follow them over server-sent events, each with a JWT scoped to one job.
 //!
 //! Where a record travels:
-//! - [`server`]: accept loop, connection cap, graceful drain; `run(listener, config, shutdown)`.
+//! - [`server`]: accept loop, connection cap, grace and drain; `run(listener, config, shutdown)`.
 //!   `probes`: connections over the cap, where only the probes answer.
+//! - `tls`: HTTPS with a certificate reloaded on SIGHUP; `conn`: a TCP or TLS connection.
 //! - `socket`: SSE readers over HTTP/1.1 served straight on their socket; the rest goes to hyper.
+//! - `refusal`: JSON bodies for the refusals hyper writes itself (400, 414, 431).
+//! - `metrics`: the Prometheus registry; `admin`: the `--metrics-listen` listener.
 //! - `routes`: request shape, method, job id, then token; `handlers`: what each route does.
 //! - [`auth`]: job-scoped JWTs: where a token comes from, which keys verify it, minting.
 //! - `publish`: a worker's upload split into lines (`lines`) or NDJSON records (`ndjson`).
@@ -18,6 +21,7 @@
 //! - `wakeups`: when a job's readers hear of appends (at most once per gather window).
 //! - `capgo`: Capgo's `logs_url` routes: its WebSocket frames, resume by confirmed id.
 //! - `streams`: concurrent streams per token subject, capped.
+//! - `view`: the live log page for browsers (HTML, CSS and JS embedded at build time).
 //! - `sse`: injection-proof SSE encoding. [`record`]: records and statuses.
 //! - `memory`: the process-wide budget for held records.
 //! - `redact`: what of a request may be logged (paths with tokens masked); [`logging`]:
@@ -36,26 +40,33 @@ pub mod logging;
 pub mod record;
 pub mod server;
 
+pub(crate) mod admin;
 pub(crate) mod app;
 pub(crate) mod body;
 pub(crate) mod capgo;
+pub(crate) mod conn;
 pub(crate) mod entry;
 pub(crate) mod error;
 pub(crate) mod handlers;
 pub(crate) mod hub;
 pub(crate) mod job_log;
 pub(crate) mod memory;
+pub(crate) mod metrics;
 pub(crate) mod probes;
 pub(crate) mod publish;
 pub(crate) mod redact;
+pub(crate) mod refusal;
 pub(crate) mod routes;
 pub(crate) mod socket;
 pub(crate) mod sse;
 pub(crate) mod store;
 pub(crate) mod streams;
 pub(crate) mod subscription;
+pub(crate) mod tls;
+pub(crate) mod view;
 pub(crate) mod wakeups;
 
 pub use config::Config;
-pub use server::{check_store, run, ServerError};
+pub use server::{check_store, run, serve, Listeners, ServerError};
 pub use store::spool::OpenError as StoreOpenError;
+pub use tls::TlsError;

@@ -25,6 +25,10 @@ fn serve(args: &ServeArgs) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    if args.print_config {
+        print!("{}", config.to_toml());
+        return ExitCode::SUCCESS;
+    }
     init_tracing(config.log_format);
     if let Err(e) = tailgate::check_store(&config) {
         eprintln!(
@@ -51,15 +55,42 @@ fn serve(args: &ServeArgs) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        let metrics = match config.metrics_listen.map(bind).transpose() {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("tailgate: cannot listen on the metrics address: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let shutdown = shutdown_signal();
+        // With TLS, SIGHUP reloads the certificate: take it over from its default (exit)
+        // before anyone can send it.
+        #[cfg(unix)]
+        let _hup = config
+            .tls
+            .as_ref()
+            .map(|_| tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()));
         let addr = listener.local_addr().unwrap_or(config.listen);
-        println!("tailgate listening on http://{addr}");
+        let scheme = if config.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        println!("tailgate listening on {scheme}://{addr}");
+        if let Some(metrics) = metrics.as_ref().and_then(|l| l.local_addr().ok()) {
+            println!("tailgate metrics on http://{metrics}/metrics");
+        }
         if config.dev {
             let job = tailgate::dev::fresh_job();
             if let Some(banner) = tailgate::dev::banner(addr, &config, &job) {
                 println!("{banner}");
             }
         }
-        match tailgate::run(listener, config, shutdown_signal()).await {
+        let listeners = tailgate::Listeners {
+            main: listener,
+            metrics,
+        };
+        match tailgate::serve(listeners, config, shutdown).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("tailgate: {}", tailgate::client::error_chain(&e));
@@ -98,25 +129,32 @@ fn init_tracing(format: LogFormat) {
     }
 }
 
-/// Completes on SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// Completes on SIGTERM or SIGINT. The handlers are installed before this returns, so a
+/// signal sent once the address is printed is never the default (fatal) one.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
+        use tokio::signal::unix::{signal, SignalKind};
+        let term = signal(SignalKind::terminate());
+        let int = signal(SignalKind::interrupt());
+        async move {
+            match (term, int) {
+                (Ok(mut term), Ok(mut int)) => {
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = int.recv() => {}
+                    }
                 }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+                _ => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
+            }
+            tracing::info!("shutdown signal received");
         }
     }
     #[cfg(not(unix))]
-    let _ = ctrl_c.await;
-    tracing::info!("shutdown signal received");
+    async {
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutdown signal received");
+    }
 }

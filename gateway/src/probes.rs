@@ -15,8 +15,11 @@ use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 
 use crate::app::App;
+use crate::conn::Conn;
 use crate::error::ApiError;
 use crate::routes;
+use crate::server::handshake;
+use crate::tls::Tls;
 
 /// Connections over the cap served at once; beyond them a raw `503`.
 const OVER_CAP_CONNECTIONS: usize = 64;
@@ -30,9 +33,25 @@ pub(crate) fn over_cap_slots() -> Arc<Semaphore> {
 
 /// Serves one connection that arrived over the cap: a probe is answered, anything else
 /// refused.
-pub(crate) async fn serve_over_cap(app: Arc<App>, stream: TcpStream, slots: Arc<Semaphore>) {
+pub(crate) async fn serve_over_cap(
+    app: Arc<App>,
+    stream: TcpStream,
+    slots: Arc<Semaphore>,
+    tls: Option<Tls>,
+) {
     let Ok(_slot) = slots.try_acquire_owned() else {
-        return refuse(stream).await;
+        // Plain text into a TLS handshake helps nobody: just close.
+        if tls.is_none() {
+            refuse(stream).await;
+        }
+        return;
+    };
+    let stream = match tls {
+        None => Conn::Plain(stream),
+        Some(tls) => match handshake(&tls, stream, OVER_CAP_DEADLINE).await {
+            Some(tls) => Conn::Tls(Box::new(tls)),
+            None => return,
+        },
     };
     let service = service_fn(move |req| {
         let app = Arc::clone(&app);

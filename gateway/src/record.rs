@@ -167,24 +167,29 @@ impl Record {
 
     /// The record as the one-line JSON of an SSE `data` field, keys in wire order.
     pub fn to_json(&self) -> String {
-        let (seq, ts) = (self.seq, self.ts());
+        self.to_json_at(&self.ts())
+    }
+
+    /// [`Record::to_json`] with `ts` already formatted (records of one append share it).
+    pub fn to_json_at(&self, ts: &str) -> String {
+        let seq = self.seq;
         let json = match &self.body {
             RecordBody::Log { stream, line } => serde_json::to_string(&LogJson {
                 seq,
-                ts: &ts,
+                ts,
                 stream: stream.as_str(),
                 line,
             }),
             RecordBody::Status { status, exit_code } => serde_json::to_string(&StatusJson {
                 seq,
-                ts: &ts,
+                ts,
                 status: status.as_str(),
                 exit_code: *exit_code,
                 r#final: status.is_terminal(),
             }),
             RecordBody::Custom { kind, data } => serde_json::to_string(&CustomJson {
                 seq,
-                ts: &ts,
+                ts,
                 kind,
                 data,
             }),

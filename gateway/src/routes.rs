@@ -16,13 +16,16 @@ use crate::capgo;
 use crate::error::ApiError;
 use crate::handlers;
 use crate::job_id::JobId;
+use crate::metrics;
 use crate::redact;
+use crate::view;
 
 /// What a path names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Route<'a> {
     Healthz,
     Readyz,
+    Metrics,
     /// `/v1/jobs/{job}`
     JobStatus(&'a str),
     /// `/v1/jobs/{job}/logs`
@@ -31,6 +34,8 @@ enum Route<'a> {
     JobText(&'a str),
     /// `/v1/jobs/{job}/status`
     JobSetStatus(&'a str),
+    /// `/v1/jobs/{job}/view` and its files: the live log page, served without a token.
+    View(&'a str, view::Asset),
 }
 
 impl<'a> Route<'a> {
@@ -38,6 +43,7 @@ impl<'a> Route<'a> {
         match path {
             "/healthz" => return Some(Self::Healthz),
             "/readyz" => return Some(Self::Readyz),
+            "/metrics" => return Some(Self::Metrics),
             _ => {}
         }
         let rest = path.strip_prefix("/v1/jobs/")?;
@@ -48,39 +54,46 @@ impl<'a> Route<'a> {
             Some("logs") => Some(Self::JobLogs(job)),
             Some("log") => Some(Self::JobText(job)),
             Some("status") => Some(Self::JobSetStatus(job)),
-            Some(_) => None,
+            Some(rest) => view::Asset::parse(rest).map(|asset| Self::View(job, asset)),
         }
     }
 
     /// The methods the route answers, for `405` and `Allow`.
     fn allow(self) -> &'static str {
         match self {
-            Self::Healthz | Self::Readyz | Self::JobStatus(_) | Self::JobText(_) => {
-                "GET, HEAD, OPTIONS"
-            }
+            Self::Healthz
+            | Self::Readyz
+            | Self::Metrics
+            | Self::JobStatus(_)
+            | Self::JobText(_)
+            | Self::View(..) => "GET, HEAD, OPTIONS",
             Self::JobLogs(_) => "GET, POST, OPTIONS",
             Self::JobSetStatus(_) => "POST, OPTIONS",
         }
     }
 
-    /// The route as the access log names it.
-    fn template(self) -> &'static str {
+    /// The route's name for spans and metrics: fixed, never the job id.
+    fn name(self) -> &'static str {
         match self {
-            Self::Healthz => "/healthz",
-            Self::Readyz => "/readyz",
-            Self::JobStatus(_) => "/v1/jobs/{job}",
-            Self::JobLogs(_) => "/v1/jobs/{job}/logs",
-            Self::JobText(_) => "/v1/jobs/{job}/log",
-            Self::JobSetStatus(_) => "/v1/jobs/{job}/status",
+            Self::Healthz => "healthz",
+            Self::Readyz => "readyz",
+            Self::Metrics => "metrics",
+            Self::JobStatus(_) => "job_status",
+            Self::JobLogs(_) => "job_logs",
+            Self::JobText(_) => "job_log",
+            Self::JobSetStatus(_) => "job_set_status",
+            Self::View(..) => "job_view",
         }
     }
 
     fn job(self) -> Option<&'a str> {
         match self {
-            Self::Healthz | Self::Readyz => None,
-            Self::JobStatus(j) | Self::JobLogs(j) | Self::JobText(j) | Self::JobSetStatus(j) => {
-                Some(j)
-            }
+            Self::Healthz | Self::Readyz | Self::Metrics => None,
+            Self::JobStatus(j)
+            | Self::JobLogs(j)
+            | Self::JobText(j)
+            | Self::JobSetStatus(j)
+            | Self::View(j, _) => Some(j),
         }
     }
 }
@@ -98,27 +111,29 @@ pub(crate) fn stream_route(path: &str) -> Option<&str> {
     }
 }
 
-/// The route a path names, as the access log writes it: a template, never the job or a
-/// token a client put in the path.
-pub(crate) fn template(app: &App, path: &str) -> &'static str {
+/// The route name of `path` for spans and metrics (`unknown` for no route).
+pub(crate) fn route_name(app: &App, path: &str) -> &'static str {
     if capgo::owns(&app.config.capgo, path) {
-        return capgo::template(&app.config.capgo.prefix, path);
+        return "capgo";
     }
-    Route::parse(path).map_or("(unknown)", Route::template)
+    Route::parse(path).map_or("unknown", Route::name)
 }
 
 /// Serves one request.
 pub(crate) async fn handle(app: Arc<App>, req: Request<IncomingBody>) -> Response<Body> {
+    let started = Instant::now();
+    let route = route_name(&app, req.uri().path());
     // The path with tokens masked, never the query string: both may hold a token.
     let span = tracing::info_span!(
         "request",
         http.method = %req.method(),
         http.path = %redact::path(req.uri().path()),
+        http.route = route,
         job.id = tracing::field::Empty,
+        http.status_code = tracing::field::Empty,
+        duration_ms = tracing::field::Empty,
     );
-    let started = Instant::now();
     let method = req.method().clone();
-    let route = template(&app, req.uri().path());
     let origin = req.headers().get(header::ORIGIN).cloned();
     let mut resp = async {
         let resp = match dispatch(&app, req).await {
@@ -136,14 +151,19 @@ pub(crate) async fn handle(app: Arc<App>, req: Request<IncomingBody>) -> Respons
         access_log(&method, route, resp.status(), started);
         resp
     }
-    .instrument(span)
+    .instrument(span.clone())
     .await;
     apply_cors(&app.config.cors_origins, origin.as_ref(), &mut resp);
+    let status = resp.status().as_u16();
+    // For a stream this is the time to its first byte: the body runs on after.
+    span.record("http.status_code", status);
+    span.record("duration_ms", started.elapsed().as_millis() as u64);
+    metrics::get().request(route, status);
     resp
 }
 
-/// One line per request at `info`: method, route template, status, time to the response
-/// head (a stream's own duration is its reader's business).
+/// One line per request at `info`: method, route name, status, time to the response head
+/// (a stream's own duration is its reader's business). Never the path or query string.
 pub(crate) fn access_log(
     method: &Method,
     route: &'static str,
@@ -182,38 +202,60 @@ async fn dispatch(app: &Arc<App>, req: Request<IncomingBody>) -> Result<Response
         Some(raw) => JobId::parse(raw)?,
         None => {
             return Ok(match route {
-                Route::Readyz if app.is_draining() => ApiError::Draining.into_response(),
+                Route::Readyz if !app.is_ready() => ApiError::Draining.into_response(),
+                Route::Metrics if app.config.metrics_listen.is_some() => {
+                    return Err(ApiError::NotFound)
+                }
+                Route::Metrics => handlers::metrics(app),
                 _ => handlers::text(StatusCode::OK, "ok\n"),
             })
         }
     };
+    if let Route::View(_, asset) = route {
+        return Ok(view::serve(asset, &view::Links::canonical(&job)));
+    }
     let access = if method == Method::POST {
         Access::Publish
     } else {
         Access::Read
     };
-    let claims = authorize(app, &req, &job, access)?;
+    let claims = authorize(app, &req, &job, access).await?;
     match route {
         Route::JobLogs(_) if method == Method::POST => handlers::publish(app, &job, req).await,
         Route::JobLogs(_) => handlers::stream(app, &job, &req, &claims),
         Route::JobText(_) => handlers::plain_log(app, &job, &req),
         Route::JobStatus(_) => handlers::status(app, &job, &req).await,
         Route::JobSetStatus(_) => handlers::set_status(app, &job, req).await,
-        Route::Healthz | Route::Readyz => Err(ApiError::NotFound),
+        Route::Healthz | Route::Readyz | Route::Metrics | Route::View(..) => {
+            Err(ApiError::NotFound)
+        }
     }
 }
 
-/// Checks the request's token for `job`; records the job on the request span.
-pub(crate) fn authorize<B>(
-    app: &App,
+/// Checks the request's token for `job`; records the job on the request span. A token
+/// naming a key the JWKS lacks makes the JWKS be fetched again (rate-limited) first.
+pub(crate) fn authorize<'a, B>(
+    app: &'a App,
     req: &Request<B>,
-    job: &JobId,
+    job: &'a JobId,
     access: Access,
-) -> Result<JobClaims, ApiError> {
-    let token = token_from_request(req.headers(), req.uri().query()).ok_or(AuthError::Missing)?;
-    let claims = app.auth.verify(&token, job, access)?;
-    tracing::Span::current().record("job.id", job.as_str());
-    Ok(claims)
+) -> impl std::future::Future<Output = Result<JobClaims, ApiError>> + Send + 'a {
+    let token = token_from_request(req.headers(), req.uri().query()).map(Cow::into_owned);
+    async move {
+        let token = token.ok_or_else(|| {
+            metrics::get().auth_failure(AuthError::Missing.reason());
+            AuthError::Missing
+        })?;
+        let mut verified = app.auth.verify(&token, job, access);
+        if let (Err(AuthError::UnknownKey), Some(jwks)) = (&verified, app.auth.jwks()) {
+            if jwks.refresh_for_unknown_kid().await {
+                verified = app.auth.verify(&token, job, access);
+            }
+        }
+        let claims = verified.inspect_err(|e| metrics::get().auth_failure(e.reason()))?;
+        tracing::Span::current().record("job.id", job.as_str());
+        Ok(claims)
+    }
 }
 
 /// The value of query parameter `name`, percent-decoded.
@@ -283,6 +325,14 @@ mod tests {
         );
         assert_eq!(Route::parse("/v1/jobs/a/b/logs"), None);
         assert_eq!(Route::parse("/v1/jobs/a/other"), None);
+        assert_eq!(
+            Route::parse("/v1/jobs/a/view"),
+            Some(Route::View("a", view::Asset::Page))
+        );
+        assert_eq!(
+            Route::parse("/v1/jobs/a/view/page.js"),
+            Some(Route::View("a", view::Asset::Script))
+        );
         assert_eq!(Route::parse("/v2/jobs/a"), None);
         assert_eq!(Route::parse("/healthz"), Some(Route::Healthz));
     }

@@ -1,5 +1,5 @@
-//! The accept loop: one task per connection, HTTP/1.1 and HTTP/2 (h2c prior knowledge),
-//! a cap on connections, and a graceful drain bounded by the config.
+//! The accept loop: one task per connection, HTTP/1.1 and HTTP/2 (h2c prior knowledge, or
+//! ALPN over TLS), a cap on connections, a grace period, and a drain bounded by the config.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -10,23 +10,45 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::app::App;
-use crate::auth::{Authenticator, KeyError};
+use crate::auth::{Authenticator, Jwks, JwksError, KeyError};
 use crate::config::Config;
+use crate::conn::Conn;
+use crate::metrics::{self, ConnLabels};
+use crate::refusal::JsonRefusals;
 use crate::socket::{self, Outcome};
+use crate::tls::{Tls, TlsError};
 use crate::{probes, routes};
 
-/// Why the server could not run.
+/// Why the server could not run; each is a configuration problem (exit 64).
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     #[error("cannot load token keys")]
     Keys(#[from] KeyError),
+    #[error("config {}", .0.key())]
+    Tls(#[from] TlsError),
+    #[error("config {}", .0.key())]
+    Jwks(#[from] JwksError),
+    #[error("cannot listen on the metrics address {addr}")]
+    MetricsListen {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot open the store")]
     Store(#[from] crate::store::spool::OpenError),
+}
+
+/// The sockets the gateway serves on, bound before [`serve`].
+pub struct Listeners {
+    /// Every route (HTTPS when the config has a certificate).
+    pub main: TcpListener,
+    /// `/metrics` and the probes, when the config sets `metrics_listen`.
+    pub metrics: Option<TcpListener>,
 }
 
 /// Checks, before anything binds, that the configured data directory can be used:
@@ -34,24 +56,73 @@ pub enum ServerError {
 /// [`run`].
 pub fn check_store(config: &Config) -> Result<(), crate::store::spool::OpenError> {
     if let Some(dir) = &config.store.data_dir {
-        crate::store::spool::Spool::prepare(dir)?;
+        crate::store::spool::Spool::check(dir)?;
     }
     Ok(())
 }
 
-/// Serves `listener` until `shutdown` completes, then drains for at most the configured
-/// drain timeout.
+/// Serves `listener` (and binds `metrics_listen` if set) until `shutdown` completes, then
+/// drains for at most the configured drain timeout.
 pub async fn run(
     listener: TcpListener,
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
-    let auth = Authenticator::new(&config.auth)?;
+    let metrics = match config.metrics_listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServerError::MetricsListen { addr, source })?,
+        ),
+        None => None,
+    };
+    let listeners = Listeners {
+        main: listener,
+        metrics,
+    };
+    serve(listeners, config, shutdown).await
+}
+
+/// Serves `listeners` until `shutdown` completes: `/readyz` turns 503 at once, serving
+/// goes on for the shutdown grace, then the gateway drains for at most the drain timeout.
+pub async fn serve(
+    listeners: Listeners,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let tls = config.tls.as_ref().map(Tls::load).transpose()?;
+    let auth = match &config.jwks {
+        None => Authenticator::new(&config.auth)?,
+        Some(jwks) => Authenticator::with_jwks(&config.auth, Arc::new(Jwks::load(jwks).await?))?,
+    };
     let drain_timeout = config.drain_timeout;
+    let grace = config.shutdown_grace;
     let store = App::open_store(&config)?;
     let app = Arc::new(App::new(config, auth, store));
+    if let Some(jwks) = app.auth.jwks() {
+        tokio::spawn(Arc::clone(jwks).refresh_until(app.shutdown.clone()));
+    }
     let every = app.hub.tick();
     tokio::spawn(Arc::clone(&app.hub).reap_until(every, app.shutdown.clone()));
+    if let Some(tls) = &tls {
+        tokio::spawn(tls.clone().reload_on_sighup(app.shutdown.clone()));
+    }
+    if let Some(listener) = listeners.metrics {
+        tokio::spawn(crate::admin::serve(listener, Arc::clone(&app)));
+    }
+    let listener = listeners.main;
+    let unready = app.unready.clone();
+    let shutdown = async move {
+        shutdown.await;
+        unready.cancel();
+        if !grace.is_zero() {
+            tracing::info!(
+                grace_secs = grace.as_secs(),
+                "not ready; serving through the grace period"
+            );
+            tokio::time::sleep(grace).await;
+        }
+    };
 
     let builder = Arc::new(connection_builder(&app.config));
     // Every connection task, both paths, so the drain can wait for them.
@@ -74,23 +145,59 @@ pub async fn run(
         };
         let Ok(slot) = Arc::clone(&app.connection_slots).try_acquire_owned() else {
             let over_cap = Arc::clone(&over_cap);
-            tokio::spawn(probes::serve_over_cap(Arc::clone(&app), stream, over_cap));
+            tokio::spawn(probes::serve_over_cap(
+                Arc::clone(&app),
+                stream,
+                over_cap,
+                tls.clone(),
+            ));
             continue;
         };
         let _ = stream.set_nodelay(true);
         let app = Arc::clone(&app);
         let builder = Arc::clone(&builder);
         let watcher = graceful.watcher();
-        let span = tracing::info_span!("conn", client.addr = %addr);
+        let tls = tls.clone();
+        let span = tracing::info_span!(
+            "conn",
+            client.addr = %addr,
+            tls = tls.is_some(),
+            http.protocol = tracing::field::Empty,
+        );
         connections.spawn(async move {
             let _slot = slot;
-            let io = match socket::accept(&app, stream).instrument(span.clone()).await {
+            let conn = match tls {
+                None => Conn::Plain(stream),
+                Some(tls) => match handshake(&tls, stream, app.config.header_read_timeout)
+                    .instrument(span.clone())
+                    .await
+                {
+                    Some(tls) => Conn::Tls(Box::new(tls)),
+                    None => return,
+                },
+            };
+            let transport = if conn.is_tls() { "tls" } else { "tcp" };
+            let io = match socket::accept(&app, conn).instrument(span.clone()).await {
                 // A stream runs outside the span: entering it on every event costs more
                 // than the write.
-                Outcome::Stream(sse) => return sse.run().await,
+                Outcome::Stream(sse) => {
+                    let labels = ConnLabels {
+                        protocol: "http1",
+                        transport,
+                    };
+                    let _counted = metrics::get().connection(labels);
+                    return sse.run().await;
+                }
                 Outcome::Dropped => return,
                 Outcome::Hyper(io) => io,
             };
+            let protocol = io.protocol();
+            span.record("http.protocol", protocol);
+            let _counted = metrics::get().connection(ConnLabels {
+                protocol,
+                transport,
+            });
+            let io = JsonRefusals::new(io, app.config.limits.max_header_bytes);
             async move {
                 let service = service_fn(move |req| {
                     // Boxed, so an idle connection does not carry a handler's state inline.
@@ -144,6 +251,25 @@ fn connection_builder(config: &Config) -> auto::Builder<TokioExecutor> {
         .max_header_list_size(config.limits.max_header_bytes as u32)
         .keep_alive_interval(Some(config.keepalive));
     builder
+}
+
+/// The TLS handshake, bounded like a request head; a failure is the client's (debug).
+pub(crate) async fn handshake(
+    tls: &Tls,
+    stream: TcpStream,
+    timeout: Duration,
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    match tokio::time::timeout(timeout, tls.acceptor().accept(stream)).await {
+        Ok(Ok(stream)) => Some(stream),
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!("TLS handshake timed out");
+            None
+        }
+    }
 }
 
 /// Errors of one incoming connection, which say nothing about the listener.

@@ -5,20 +5,21 @@
 //! certainly succeed is answered here: the head is parsed with `httparse`, the response
 //! head written once, then each chunk of shared frames goes straight to the socket and the
 //! task holds little more than its cursor. Every other request, and every refusal, goes to
-//! hyper with the bytes already read replayed in front ([`Prefixed`]).
+//! hyper with the bytes already read replayed in front ([`Prefixed`]). Over TLS the same
+//! holds after the handshake; a client that chose HTTP/2 by ALPN goes to hyper.
 
 use std::io;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::{HeaderName, HeaderValue, Request, Response};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::app::App;
 use crate::auth::Access;
+use crate::conn::{Conn, Prefixed};
 use crate::handlers::{self, Opened};
 use crate::job_id::JobId;
 use crate::routes;
@@ -40,7 +41,7 @@ pub(crate) enum Outcome {
 }
 
 /// Reads the request head from `stream` and decides who serves it.
-pub(crate) async fn accept(app: &App, mut stream: TcpStream) -> Outcome {
+pub(crate) async fn accept(app: &App, mut stream: Conn) -> Outcome {
     let limit = app.config.limits.max_header_bytes;
     let read = tokio::time::timeout(
         app.config.header_read_timeout,
@@ -49,6 +50,10 @@ pub(crate) async fn accept(app: &App, mut stream: TcpStream) -> Outcome {
     .await;
     let (buf, head_req) = match read {
         Err(_) | Ok(Err(_)) => return Outcome::Dropped,
+        // HTTP/2 by ALPN: hyper's, whatever the bytes.
+        Ok(Ok(Head::Complete(buf, _) | Head::Other(buf))) if stream.alpn_h2() => {
+            return Outcome::Hyper(Prefixed::new(buf.freeze(), stream))
+        }
         Ok(Ok(Head::Eof)) => return Outcome::Dropped,
         Ok(Ok(Head::Other(buf))) => return Outcome::Hyper(Prefixed::new(buf.freeze(), stream)),
         Ok(Ok(Head::Complete(buf, req))) => (buf, req),
@@ -56,19 +61,34 @@ pub(crate) async fn accept(app: &App, mut stream: TcpStream) -> Outcome {
     let started = std::time::Instant::now();
     let opened = match head_req {
         Some(req) => {
-            open(app, &req).map(|sub| (sub, req.headers().get(http::header::ORIGIN).cloned()))
+            // The request span of this path; the stream itself runs outside any span.
+            let span = tracing::info_span!(
+                "request",
+                http.method = "GET",
+                http.path = %crate::redact::path(req.uri().path()),
+                http.route = "job_logs",
+                job.id = tracing::field::Empty,
+                http.status_code = tracing::field::Empty,
+            );
+            let sub = open(app, &req).instrument(span.clone()).await;
+            if sub.is_some() {
+                span.record("http.status_code", 200);
+                crate::metrics::get().request("job_logs", 200);
+                let _in = span.enter();
+                routes::access_log(
+                    &http::Method::GET,
+                    "job_logs",
+                    http::StatusCode::OK,
+                    started,
+                );
+            }
+            sub.map(|sub| (sub, req.headers().get(http::header::ORIGIN).cloned()))
         }
         None => None,
     };
     let Some((sub, origin)) = opened else {
         return Outcome::Hyper(Prefixed::new(buf.freeze(), stream));
     };
-    routes::access_log(
-        &http::Method::GET,
-        "/v1/jobs/{job}/logs",
-        http::StatusCode::OK,
-        started,
-    );
     let mut head = Response::new(());
     handlers::sse_headers(head.headers_mut());
     routes::apply_cors(&app.config.cors_origins, origin.as_ref(), &mut head);
@@ -82,7 +102,7 @@ pub(crate) async fn accept(app: &App, mut stream: TcpStream) -> Outcome {
 
 /// An accepted SSE reader: its socket, its subscription, the response head to send first.
 pub(crate) struct SseSocket {
-    stream: TcpStream,
+    stream: Conn,
     sub: Subscription,
     head: BytesMut,
     /// Ends a write blocked on a reader that stopped reading, when the gateway drains.
@@ -102,7 +122,7 @@ impl SseSocket {
             let chunk = tokio::select! {
                 biased;
                 chunk = self.sub.next_chunk() => chunk,
-                gone = peer_gone(&self.stream) => if gone { return Ok(()) } else { continue },
+                gone = peer_gone(self.stream.tcp()) => if gone { return Ok(()) } else { continue },
             };
             let Some(data) = chunk else { break };
             if !self.write(&data).await? {
@@ -111,12 +131,14 @@ impl SseSocket {
         }
         self.head.extend_from_slice(b"0\r\n\r\n");
         self.stream.write_all(&self.head).await?;
+        self.stream.flush().await?;
         self.stream.shutdown().await
     }
 
     /// Writes `data` as one chunk (the response head rides along the first): at once when
-    /// the socket takes it all (the common case: no future, no allocation), else waiting
-    /// for room unless the gateway drains. Returns `false` when the drain ended the wait.
+    /// a cleartext socket takes it all (the common case: no future, no allocation), else
+    /// (or over TLS) waiting for room unless the gateway drains. Returns `false` when the
+    /// drain ended the wait.
     async fn write(&mut self, data: &Bytes) -> io::Result<bool> {
         const CRLF: &[u8] = b"\r\n";
         let size = ChunkSize::new(data.len());
@@ -142,8 +164,13 @@ impl SseSocket {
         framing.extend_from_slice(size.as_bytes());
         let mut rest = framing.freeze().chain(data.clone()).chain(CRLF);
         rest.advance(written);
+        let stream = &mut self.stream;
+        let write = async move {
+            stream.write_all_buf(&mut rest).await?;
+            stream.flush().await
+        };
         tokio::select! {
-            done = self.stream.write_all_buf(&mut rest) => done.map(|()| true),
+            done = write => done.map(|()| true),
             _ = self.shutdown.cancelled() => Ok(false),
         }
     }
@@ -186,7 +213,7 @@ enum Head {
     Eof,
 }
 
-async fn read_head(stream: &mut TcpStream, limit: usize) -> io::Result<Head> {
+async fn read_head<S: AsyncRead + Unpin>(stream: &mut S, limit: usize) -> io::Result<Head> {
     let mut buf = BytesMut::with_capacity(FIRST_READ);
     loop {
         if stream.read_buf(&mut buf).await? == 0 {
@@ -244,9 +271,9 @@ fn request(parsed: &httparse::Request<'_, '_>) -> Option<Request<()>> {
 }
 
 /// Runs the same checks as the hyper path; `None` leaves the answer to hyper.
-fn open(app: &App, req: &Request<()>) -> Option<Subscription> {
+async fn open(app: &App, req: &Request<()>) -> Option<Subscription> {
     let job = JobId::parse(routes::stream_route(req.uri().path())?).ok()?;
-    let claims = routes::authorize(app, req, &job, Access::Read).ok()?;
+    let claims = routes::authorize(app, req, &job, Access::Read).await.ok()?;
     match handlers::open_stream(app, &job, req, &claims).ok()? {
         Opened::Stream(sub) => Some(sub),
         Opened::NoContent => None,
@@ -268,6 +295,8 @@ fn response_head(resp: &Response<()>) -> BytesMut {
 
 /// Completes when the peer closed (`true`) or sent something it should not have
 /// (`true`: a streaming response takes no further requests), or on a spurious wake-up.
+/// Over TLS the bytes read are records rustls never sees: a close_notify or a request
+/// both end the stream, so they need not be decrypted.
 async fn peer_gone(stream: &TcpStream) -> bool {
     // `poll_read_ready` keeps one waker slot on the socket; `readable()` would queue and
     // unqueue a waiter on every event this task writes.
@@ -279,64 +308,6 @@ async fn peer_gone(stream: &TcpStream) -> bool {
     }
     let mut probe = [0u8; 64];
     !matches!(stream.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
-}
-
-/// A socket whose first bytes were already read: they are replayed before the rest.
-pub(crate) struct Prefixed {
-    prefix: Bytes,
-    inner: TcpStream,
-}
-
-impl Prefixed {
-    fn new(prefix: Bytes, inner: TcpStream) -> Self {
-        Self { prefix, inner }
-    }
-}
-
-impl AsyncRead for Prefixed {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        if !self.prefix.is_empty() {
-            let n = self.prefix.len().min(buf.remaining());
-            buf.put_slice(&self.prefix[..n]);
-            self.prefix.advance(n);
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Prefixed {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
 }
 
 #[cfg(test)]

@@ -37,17 +37,20 @@ pub(crate) fn write_event(out: &mut BytesMut, id: Option<u64>, event: &str, data
 }
 
 /// One event as its own buffer, allocated to its exact size: records held in memory
-/// are counted by their length, so no slack may hide behind it.
+/// are counted by their length, so no slack may hide behind it. Sized for one `data:`
+/// line (a record's JSON always is); data with line breaks is trimmed after writing.
 pub(crate) fn event(id: Option<u64>, event: &str, data: &str) -> Bytes {
-    let mut len = 7 + event.len() + 1 + 1;
+    let mut len = 7 + event.len() + 1 + 6 + data.len() + 1 + 1;
     if let Some(id) = id {
         len += 4 + digits(id) + 1;
     }
-    len += split_lines(data).map(|l| 6 + l.len() + 1).sum::<usize>();
     let mut out = BytesMut::with_capacity(len);
     write_event(&mut out, id, event, data);
-    debug_assert_eq!(out.len(), len);
-    Bytes::from(Vec::from(out))
+    let mut out = Vec::from(out);
+    if out.len() != len {
+        out.shrink_to_fit();
+    }
+    Bytes::from(out)
 }
 
 fn digits(mut n: u64) -> usize {

@@ -20,6 +20,7 @@ use tokio::time::{Instant, Sleep};
 use crate::body::Body;
 use crate::entry::{Entry, Frame as EntryFrame, Kind};
 use crate::job_log::{Attached, Read};
+use crate::metrics::{self, GaugeGuard};
 use crate::sse;
 use crate::streams::SubjectSlot;
 
@@ -62,6 +63,8 @@ pub(crate) struct Subscription {
     keepalive: Pin<Box<Sleep>>,
     /// The terminal status went out: the stream is over.
     done: bool,
+    /// Counts this reader in `tailgate_readers_active`.
+    _counted: GaugeGuard,
 }
 
 impl Subscription {
@@ -77,6 +80,7 @@ impl Subscription {
         let seq_rx = attached.job().watch();
         let mut opening = BytesMut::from(sse::PRELUDE);
         if reset {
+            metrics::get().reset_sent();
             let data = json!({ "reason": "unknown_last_event_id" }).to_string();
             sse::write_event(&mut opening, None, "reset", &data);
         }
@@ -91,6 +95,7 @@ impl Subscription {
             last_write: Instant::now(),
             keepalive: Box::pin(tokio::time::sleep(pacing.keepalive)),
             done: false,
+            _counted: metrics::get().sse_reader(),
         }
     }
 
@@ -115,6 +120,7 @@ impl Subscription {
                 Read::Gap { from, to } => {
                     self.cursor = to + 1;
                     self.touch();
+                    metrics::get().gap_sent();
                     let data = json!({ "from": from, "to": to }).to_string();
                     return Some(sse::event(Some(to), "gap", &data));
                 }
@@ -157,14 +163,20 @@ impl Subscription {
             self.cursor = last.seq() + 1;
             self.done = last.is_terminal();
         }
-        if let [one] = entries {
-            return self.frame(one);
+        let out = match entries {
+            [one] => self.frame(one),
+            many => {
+                let mut out = BytesMut::with_capacity(many.iter().map(|e| e.sse.len()).sum());
+                for entry in many {
+                    out.extend_from_slice(&self.frame(entry));
+                }
+                out.freeze()
+            }
+        };
+        if let Some(first) = entries.first() {
+            metrics::get().delivered(entries.len(), out.len(), first.ts_ms());
         }
-        let mut out = BytesMut::with_capacity(entries.iter().map(|e| e.sse.len()).sum());
-        for entry in entries {
-            out.extend_from_slice(&self.frame(entry));
-        }
-        out.freeze()
+        out
     }
 
     fn frame(&self, entry: &Entry) -> Bytes {

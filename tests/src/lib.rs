@@ -4,9 +4,11 @@
 pub mod capgo;
 pub mod cli;
 pub mod daemon;
+pub mod gateway;
 pub mod http_client;
 pub mod proxy;
 pub mod sse;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -71,13 +71,19 @@ async fn subscribe(
 
 /// A reader that follows the job to its final status across gateway restarts,
 /// reconnecting with `Last-Event-ID`; returns every event's (seq, line) in order.
-async fn follow(job: &'static str, mut addr_rx: watch::Receiver<SocketAddr>) -> Vec<(u64, String)> {
+/// `attached` hears once the first stream is open.
+async fn follow(
+    job: &'static str,
+    mut addr_rx: watch::Receiver<SocketAddr>,
+    attached: tokio::sync::mpsc::Sender<()>,
+) -> Vec<(u64, String)> {
     let mut seen: Vec<(u64, String)> = Vec::new();
     loop {
         let addr = *addr_rx.borrow_and_update();
         let last = seen.last().map_or(0, |(s, _)| *s);
         let resp = subscribe(addr, job, last).await;
         assert_eq!(resp.status(), 200, "reader resumes after {last}");
+        let _ = attached.try_send(());
         let mut sse = SseStream::new(resp.into_body());
         while let Some(event) = sse.next().await {
             assert_ne!(event.event, "gap", "no reader ever meets a gap");
@@ -109,9 +115,15 @@ async fn kill_9_mid_upload_loses_nothing_and_doubles_nothing() {
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(reply.json()["last_n"], 100);
 
+    let (attached_tx, mut attached_rx) = tokio::sync::mpsc::channel(100);
     let readers: Vec<_> = (0..50)
-        .map(|_| tokio::spawn(follow(job, addr_rx.clone())))
+        .map(|_| tokio::spawn(follow(job, addr_rx.clone(), attached_tx.clone())))
         .collect();
+    // Every reader's stream is open before the gateway dies (a request in flight at
+    // kill -9 would be a client-side failure, not the gateway's).
+    for _ in 0..50 {
+        attached_rx.recv().await.expect("a reader attached");
+    }
 
     // The upload in progress when the gateway dies: 101..=300 sent, never answered.
     let auth = bearer(&publish_token(job));

@@ -186,6 +186,25 @@ async fn dev_mode_prints_shell_lines_that_work_and_a_fresh_job_each_start() {
     )
     .await;
     assert_eq!(reply.status, 200, "{}", reply.text());
+    // The page to open in a browser, with the read token in its fragment.
+    let job = exports[0].rsplit("JOB=").next().unwrap_or_default();
+    let view = format!("http://{addr}/v1/jobs/{job}/view#token=");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.trim_start_matches(['#', ' ']).starts_with(&view)),
+        "{lines:#?}"
+    );
+    let page = http_client::request(
+        addr,
+        "GET",
+        &format!("/v1/jobs/{job}/view"),
+        &[],
+        Default::default(),
+    )
+    .await;
+    assert_eq!(page.status, 200);
+    assert!(page.text().contains("view/page.js"), "{}", page.text());
     sigterm(&child.0);
     assert!(child.0.wait().unwrap().success());
 

@@ -92,6 +92,15 @@ impl KeySet {
         Ok(Self { keys })
     }
 
+    /// A set of keys already checked (a JWKS).
+    pub(crate) fn from_keys(keys: Vec<VerifyingKey>) -> Self {
+        Self { keys }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.keys.len()
+    }
+
     /// The keys a token with this header may be verified with, in configured order.
     ///
     /// With a `kid`: exactly that key, and only if it is for `alg`. Without: every key for

@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -12,6 +13,7 @@ use serde_json::{Map, Value};
 
 use super::claims::{Access, ClaimRules, JobClaims};
 use super::error::AuthError;
+use super::jwks::Jwks;
 use super::keys::{KeyError, KeySet};
 use super::mint::unix_now;
 use super::settings::AuthSettings;
@@ -30,15 +32,48 @@ pub struct Authenticator {
     issuer: String,
     job_claim: String,
     leeway: u64,
+    /// Keys from the issuer's JWKS, besides the configured ones.
+    jwks: Option<Arc<Jwks>>,
 }
+
+/// Every algorithm a JWKS key may carry.
+const JWKS_ALGS: [Algorithm; 9] = [
+    Algorithm::RS256,
+    Algorithm::RS384,
+    Algorithm::RS512,
+    Algorithm::PS256,
+    Algorithm::PS384,
+    Algorithm::PS512,
+    Algorithm::ES256,
+    Algorithm::ES384,
+    Algorithm::EdDSA,
+];
 
 impl Authenticator {
     /// Loads the secret and key files; fails if neither is given or a key file is bad.
     pub fn new(settings: &AuthSettings) -> Result<Self, KeyError> {
-        let keys = KeySet::load(settings.hmac_secret.as_deref(), &settings.keys)?;
+        Self::build(settings, None)
+    }
+
+    /// Also verifies with the keys of `jwks`; the secret and key files may then be absent.
+    pub(crate) fn with_jwks(settings: &AuthSettings, jwks: Arc<Jwks>) -> Result<Self, KeyError> {
+        Self::build(settings, Some(jwks))
+    }
+
+    /// The JWKS, when keys come from one.
+    pub(crate) fn jwks(&self) -> Option<&Arc<Jwks>> {
+        self.jwks.as_ref()
+    }
+
+    fn build(settings: &AuthSettings, jwks: Option<Arc<Jwks>>) -> Result<Self, KeyError> {
+        let keys = match KeySet::load(settings.hmac_secret.as_deref(), &settings.keys) {
+            Err(KeyError::NoKeys) if jwks.is_some() => KeySet::from_keys(Vec::new()),
+            loaded => loaded?,
+        };
         let leeway = settings.leeway.as_secs();
         let mut validations: Vec<(Algorithm, Validation)> = Vec::new();
-        for alg in keys.algorithms() {
+        let jwks_algs = jwks.as_ref().map_or(&[][..], |_| &JWKS_ALGS[..]);
+        for alg in keys.algorithms().chain(jwks_algs.iter().copied()) {
             if validations.iter().all(|(a, _)| *a != alg) {
                 let mut validation = Validation::new(alg);
                 validation.leeway = leeway;
@@ -57,6 +92,7 @@ impl Authenticator {
             issuer: settings.issuer.clone(),
             job_claim: settings.job_claim.clone(),
             leeway,
+            jwks,
         })
     }
 
@@ -65,7 +101,12 @@ impl Authenticator {
     /// Without a token, answer [`AuthError::Missing`] instead of calling this.
     pub fn verify(&self, token: &str, job: &JobId, access: Access) -> Result<JobClaims, AuthError> {
         let header = inspect(token)?;
-        let candidates = self.keys.select(header.kid.as_deref(), header.alg)?;
+        let jwks = self.jwks.as_ref().map(|j| j.current());
+        let candidates = select(
+            [Some(&self.keys), jwks.as_deref()],
+            header.kid.as_deref(),
+            header.alg,
+        )?;
         let validation = self
             .validations
             .iter()
@@ -106,6 +147,30 @@ impl fmt::Debug for Authenticator {
             .field("job_claim", &self.job_claim)
             .field("leeway", &self.leeway)
             .finish_non_exhaustive()
+    }
+}
+
+/// The keys of every set that may verify a token with this `kid` and `alg`. With none:
+/// `WrongAlgorithm` if a set knows the kid (or has keys) but for another algorithm, else
+/// `UnknownKey`.
+fn select<'a>(
+    sets: [Option<&'a KeySet>; 2],
+    kid: Option<&str>,
+    alg: Algorithm,
+) -> Result<Vec<&'a super::keys::VerifyingKey>, AuthError> {
+    let mut candidates = Vec::new();
+    let mut wrong_alg = false;
+    for set in sets.into_iter().flatten() {
+        match set.select(kid, alg) {
+            Ok(keys) => candidates.extend(keys),
+            Err(AuthError::WrongAlgorithm) => wrong_alg = true,
+            Err(_) => {}
+        }
+    }
+    match (candidates.is_empty(), wrong_alg || kid.is_none()) {
+        (false, _) => Ok(candidates),
+        (true, true) => Err(AuthError::WrongAlgorithm),
+        (true, false) => Err(AuthError::UnknownKey),
     }
 }
 

@@ -5,6 +5,7 @@
 //! - `GET {prefix}/{job}/stream?token=`: `ws`, a WebSocket speaking Capgo's `frames`,
 //!   resuming after the client's last id in `confirmations`.
 //! - `GET {prefix}/{job}`: the SSE stream, as `GET /v1/jobs/{job}/logs`.
+//! - `GET {prefix}/{job}/view`: the live log page (`view`), reading that stream.
 
 mod confirmations;
 pub(crate) mod frames;
@@ -25,6 +26,7 @@ use crate::error::ApiError;
 use crate::handlers;
 use crate::job_id::JobId;
 use crate::routes::{authorize, preflight};
+use crate::view;
 
 pub(crate) use confirmations::Confirmations;
 
@@ -67,16 +69,6 @@ pub(crate) fn owns(config: &CapgoConfig, path: &str) -> bool {
             .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
-/// The route `path` names, as the access log writes it.
-pub(crate) fn template(prefix: &str, path: &str) -> &'static str {
-    match Route::parse(prefix, path) {
-        Some(Route::Sse(_)) => "{capgo}/{job}",
-        Some(Route::Start(_)) => "{capgo}/{job}/start",
-        Some(Route::Stream(_)) => "{capgo}/{job}/stream",
-        None => "(unknown)",
-    }
-}
-
 /// What a path under the prefix names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Route<'a> {
@@ -86,6 +78,8 @@ enum Route<'a> {
     Start(&'a str),
     /// `{prefix}/{job}/stream`: WebSocket.
     Stream(&'a str),
+    /// `{prefix}/{job}/view` and its files: the live log page, served without a token.
+    View(&'a str, view::Asset),
 }
 
 impl<'a> Route<'a> {
@@ -97,27 +91,27 @@ impl<'a> Route<'a> {
             None => Some(Self::Sse(job)),
             Some("start") => Some(Self::Start(job)),
             Some("stream") => Some(Self::Stream(job)),
-            Some(_) => None,
+            Some(rest) => view::Asset::parse(rest).map(|asset| Self::View(job, asset)),
         }
     }
 
     fn job(self) -> &'a str {
         match self {
-            Self::Sse(j) | Self::Start(j) | Self::Stream(j) => j,
+            Self::Sse(j) | Self::Start(j) | Self::Stream(j) | Self::View(j, _) => j,
         }
     }
 
     fn method(self) -> Method {
         match self {
             Self::Start(_) => Method::POST,
-            Self::Sse(_) | Self::Stream(_) => Method::GET,
+            Self::Sse(_) | Self::Stream(_) | Self::View(..) => Method::GET,
         }
     }
 
     fn allow(self) -> &'static str {
         match self {
             Self::Start(_) => "POST, OPTIONS",
-            Self::Sse(_) | Self::Stream(_) => "GET, OPTIONS",
+            Self::Sse(_) | Self::Stream(_) | Self::View(..) => "GET, OPTIONS",
         }
     }
 }
@@ -138,11 +132,15 @@ pub(crate) async fn dispatch(
         });
     }
     let job = JobId::parse(route.job())?;
-    let claims = authorize(app, &req, &job, Access::Read)?;
+    if let Route::View(_, asset) = route {
+        return Ok(view::serve(asset, &view::Links::capgo(&job)));
+    }
+    let claims = authorize(app, &req, &job, Access::Read).await?;
     match route {
         Route::Start(_) => start(app, &job),
         Route::Sse(_) => handlers::stream(app, &job, &req, &claims),
         Route::Stream(_) => ws::upgrade(app, &job, req, &claims),
+        Route::View(..) => Err(ApiError::NotFound),
     }
 }
 
@@ -175,6 +173,10 @@ mod tests {
         assert_eq!(
             Route::parse(p, "/build_logs_direct/j1/stream"),
             Some(Route::Stream("j1"))
+        );
+        assert_eq!(
+            Route::parse(p, "/build_logs_direct/j1/view"),
+            Some(Route::View("j1", view::Asset::Page))
         );
         assert_eq!(Route::parse(p, "/build_logs_direct/j1/other"), None);
         assert_eq!(Route::parse(p, "/build_logs_direct"), None);

@@ -164,6 +164,8 @@ struct Session {
     keepalive: Duration,
     batch_bytes: usize,
     shutdown: CancellationToken,
+    /// Counts this reader in `tailgate_readers_active`.
+    _counted: crate::metrics::GaugeGuard,
 }
 
 impl Session {
@@ -206,6 +208,7 @@ impl Session {
             keepalive: pacing.keepalive,
             batch_bytes: pacing.batch_bytes.min(MAX_BATCH_BYTES),
             shutdown: app.shutdown.child_token(),
+            _counted: crate::metrics::get().ws_reader(),
         }
     }
 

@@ -20,6 +20,33 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest non-streaming answer read (status JSON, errors).
 const MAX_ANSWER_BYTES: usize = 1024 * 1024;
 
+/// Environment twin of `--ca-file`.
+pub const ENV_CA_FILE: &str = "TAILGATE_CA_FILE";
+
+/// CA certificates from `--ca-file`, trusted besides the webpki roots; set once per process
+/// before the first connection.
+static EXTRA_ROOTS: OnceLock<Vec<rustls::pki_types::CertificateDer<'static>>> = OnceLock::new();
+
+/// Trusts the CA certificates in the PEM file at `path` (if any) for every later `https://`
+/// connection of this process. A file that cannot be read or holds no certificate is a
+/// usage error (exit 64), reported here.
+pub fn trust_ca_file(path: Option<&std::path::Path>) -> Result<(), std::process::ExitCode> {
+    let Some(path) = path else { return Ok(()) };
+    let usage = |why: String| {
+        eprintln!("tailgate: --ca-file {}: {why}", path.display());
+        std::process::ExitCode::from(super::exit::EXIT_USAGE)
+    };
+    let pem = std::fs::read(path).map_err(|e| usage(format!("cannot read it: {e}")))?;
+    let certs: Vec<_> = rustls_pemfile::certs(&mut pem.as_slice())
+        .filter_map(Result::ok)
+        .collect();
+    if certs.is_empty() {
+        return Err(usage("holds no PEM certificate".into()));
+    }
+    let _ = EXTRA_ROOTS.set(certs);
+    Ok(())
+}
+
 /// `User-Agent` of every client request.
 pub const USER_AGENT: &str = concat!("tailgate/", env!("CARGO_PKG_VERSION"));
 
@@ -225,14 +252,20 @@ async fn connect(endpoint: &Endpoint) -> Result<Box<dyn Io>, HttpError> {
     }
 }
 
-/// The TLS client config: the Mozilla roots from `webpki-roots`, HTTP/1.1 by ALPN.
+/// The TLS client config: the Mozilla roots from `webpki-roots` plus `--ca-file`'s,
+/// HTTP/1.1 by ALPN.
 fn tls_config() -> Arc<rustls::ClientConfig> {
     static CONFIG: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
     CONFIG
         .get_or_init(|| {
-            let roots = rustls::RootCertStore {
+            let mut roots = rustls::RootCertStore {
                 roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
             };
+            let extra = EXTRA_ROOTS.get().map(Vec::as_slice).unwrap_or_default();
+            let (added, _) = roots.add_parsable_certificates(extra.iter().cloned());
+            if added < extra.len() {
+                tracing::warn!("some --ca-file certificates are not usable CA certificates");
+            }
             let provider = Arc::new(rustls::crypto::ring::default_provider());
             let mut config = rustls::ClientConfig::builder_with_provider(provider)
                 .with_safe_default_protocol_versions()

@@ -58,6 +58,9 @@ pub struct PushArgs {
     /// A token for the job with scope `publish`.
     #[arg(long, env = ENV_TOKEN, hide_env_values = true, value_name = "JWT")]
     pub token: Option<String>,
+    /// PEM file of CA certificates to trust besides the public roots (a private CA).
+    #[arg(long, env = super::http::ENV_CA_FILE, value_name = "FILE")]
+    pub ca_file: Option<std::path::PathBuf>,
     /// Without a command: the terminal status to post when stdin ends (succeeded, failed,
     /// cancelled, expired, released or lost). Without it the job is left open. With a
     /// command the status follows the command's exit code.
@@ -97,6 +100,9 @@ pub struct PushArgs {
 
 /// Runs `tailgate push`.
 pub fn run(args: PushArgs) -> ExitCode {
+    if let Err(code) = super::http::trust_ca_file(args.ca_file.as_deref()) {
+        return code;
+    }
     let runtime = match super::runtime() {
         Ok(rt) => rt,
         Err(code) => return code,

@@ -35,6 +35,9 @@ pub struct TailArgs {
     /// A token for the job; a read-only one is enough.
     #[arg(long, env = ENV_TOKEN, hide_env_values = true, value_name = "JWT")]
     pub token: Option<String>,
+    /// PEM file of CA certificates to trust besides the public roots (a private CA).
+    #[arg(long, env = super::http::ENV_CA_FILE, value_name = "FILE")]
+    pub ca_file: Option<std::path::PathBuf>,
     /// Strip ANSI colour and other escape sequences from the lines (also when the NO_COLOR
     /// environment variable is set). Without it, lines are printed byte for byte.
     #[arg(long)]
@@ -60,6 +63,9 @@ pub struct TailArgs {
 
 /// Runs `tailgate tail`.
 pub fn run(args: TailArgs) -> ExitCode {
+    if let Err(code) = super::http::trust_ca_file(args.ca_file.as_deref()) {
+        return code;
+    }
     let runtime = match super::runtime() {
         Ok(rt) => rt,
         Err(code) => return code,

@@ -174,6 +174,17 @@ fn check_job(raw: &str) -> Result<String, BadUrl> {
 }
 
 /// Splits `scheme://authority/path?query#fragment`.
+/// Any `http(s)://` URL as its endpoint and its path with query (for fetching a document
+/// such as a JWKS).
+pub fn split(url: &str) -> Result<(Endpoint, String), BadUrl> {
+    let (endpoint, path, query) = split_url(url)?;
+    let path = if path.is_empty() { "/" } else { path };
+    Ok(match query {
+        Some(q) => (endpoint, format!("{path}?{q}")),
+        None => (endpoint, path.to_string()),
+    })
+}
+
 fn split_url(url: &str) -> Result<(Endpoint, &str, Option<&str>), BadUrl> {
     let (scheme, rest) = if let Some(rest) = url.strip_prefix("http://") {
         (Scheme::Http, rest)

@@ -3,6 +3,7 @@
 //! Each key has one name: `--keepalive-secs` is `TAILGATE_KEEPALIVE_SECS` and
 //! `keepalive_secs` in the file. Environment is read through [`Env`] so tests pass a map.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -48,6 +49,10 @@ pub struct ServeArgs {
     /// Development mode: random secret, issuer `tailgate-dev`, and printed example commands.
     #[arg(long)]
     pub dev: bool,
+    /// Print the effective configuration as TOML (each key with its source, secrets
+    /// redacted) and exit without binding.
+    #[arg(long)]
+    pub print_config: bool,
     /// Address to listen on [default: 127.0.0.1:8080].
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
@@ -89,6 +94,29 @@ pub struct ServeArgs {
     /// Time given to uploads and responses on shutdown, seconds [default: 10].
     #[arg(long, value_name = "SECS")]
     pub drain_timeout_secs: Option<u64>,
+    /// On SIGTERM, answer `/readyz` with 503 but keep serving this long before draining,
+    /// so a load balancer stops sending traffic first, seconds [default: 0].
+    #[arg(long, value_name = "SECS")]
+    pub shutdown_grace_secs: Option<u64>,
+    /// PEM certificate chain: serve HTTPS (HTTP/2 and HTTP/1.1 by ALPN); SIGHUP reloads it.
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `--tls-cert`.
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// Serve `/metrics`, `/healthz` and `/readyz` on this address instead of the main
+    /// listener.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// JWKS document URL (`https://issuer/.well-known/jwks.json`): verification keys by `kid`.
+    #[arg(long, value_name = "URL")]
+    pub jwks_url: Option<String>,
+    /// JWKS document file, instead of `--jwks-url`.
+    #[arg(long, value_name = "FILE")]
+    pub jwks_file: Option<PathBuf>,
+    /// Fetch the JWKS again this often, seconds [default: 300].
+    #[arg(long, value_name = "SECS")]
+    pub jwks_refresh_secs: Option<u64>,
     /// Time a client has to send its request headers, seconds [default: 10].
     #[arg(long, value_name = "SECS")]
     pub header_read_timeout_secs: Option<u64>,
@@ -181,7 +209,7 @@ pub struct ServeArgs {
 }
 
 /// Every key the file may hold.
-const FILE_KEYS: &[&str] = &[
+pub(super) const FILE_KEYS: &[&str] = &[
     "listen",
     "jwt_secret",
     "jwt_secret_file",
@@ -195,6 +223,13 @@ const FILE_KEYS: &[&str] = &[
     "retention_secs",
     "idle_timeout_secs",
     "drain_timeout_secs",
+    "shutdown_grace_secs",
+    "tls_cert",
+    "tls_key",
+    "metrics_listen",
+    "jwks_url",
+    "jwks_file",
+    "jwks_refresh_secs",
     "header_read_timeout_secs",
     "gather_ms",
     "cors_origin",
@@ -228,6 +263,8 @@ const FILE_KEYS: &[&str] = &[
 struct Layers<'a> {
     env: &'a dyn Env,
     file: toml::Table,
+    /// Which layer gave each key its value.
+    sources: RefCell<Sources>,
 }
 
 impl Layers<'_> {
@@ -237,10 +274,12 @@ impl Layers<'_> {
         T::Err: std::fmt::Display,
     {
         if flag.is_some() {
+            self.found(key, Source::Flag);
             return Ok(flag);
         }
         let env_name = env_name(key);
         if let Some(raw) = self.env.var(&env_name) {
+            self.found(key, Source::Env);
             return raw
                 .trim()
                 .parse()
@@ -251,6 +290,7 @@ impl Layers<'_> {
         match self.file.get(&file_key) {
             None => Ok(None),
             Some(v) => scalar(v)
+                .inspect(|_| self.found(key, Source::File))
                 .ok_or_else(|| ConfigError::new(&file_key, "expected a string, number or boolean"))?
                 .parse()
                 .map(Some)
@@ -266,6 +306,7 @@ impl Layers<'_> {
         T::Err: std::fmt::Display,
     {
         if !flags.is_empty() {
+            self.found(key, Source::Flag);
             return Ok(flags.to_vec());
         }
         let parse = |name: &str, raw: &str| {
@@ -275,6 +316,7 @@ impl Layers<'_> {
         };
         let env_name = env_name(key);
         if let Some(raw) = self.env.var(&env_name) {
+            self.found(key, Source::Env);
             return raw
                 .split(sep)
                 .filter(|s| !s.trim().is_empty())
@@ -284,16 +326,25 @@ impl Layers<'_> {
         let file_key = key.replace('-', "_");
         match self.file.get(&file_key) {
             None => Ok(Vec::new()),
-            Some(toml::Value::Array(items)) => items
-                .iter()
-                .map(|v| {
-                    let raw =
-                        scalar(v).ok_or_else(|| ConfigError::new(&file_key, "expected strings"))?;
-                    parse(&file_key, &raw)
-                })
-                .collect(),
+            Some(toml::Value::Array(items)) => {
+                self.found(key, Source::File);
+                items
+                    .iter()
+                    .map(|v| {
+                        let raw = scalar(v)
+                            .ok_or_else(|| ConfigError::new(&file_key, "expected strings"))?;
+                        parse(&file_key, &raw)
+                    })
+                    .collect()
+            }
             Some(_) => Err(ConfigError::new(&file_key, "expected an array")),
         }
+    }
+}
+
+impl Layers<'_> {
+    fn found(&self, key: &str, source: Source) {
+        self.sources.borrow_mut().set(key, source);
     }
 }
 
@@ -350,13 +401,29 @@ pub(super) fn load(args: &ServeArgs, env: &dyn Env) -> Result<Config, ConfigErro
     let l = Layers {
         env,
         file: read_file(args, env)?,
+        sources: RefCell::default(),
     };
-    let dev = args.dev || l.get::<bool>(None, "dev")?.unwrap_or(false);
-
-    let secret = match (
-        l.get(args.jwt_secret.clone(), "jwt-secret")?,
-        l.get(args.jwt_secret_file.clone(), "jwt-secret-file")?,
-    ) {
+    let dev = if args.dev {
+        l.found("dev", Source::Flag);
+        true
+    } else {
+        l.get::<bool>(None, "dev")?.unwrap_or(false)
+    };
+    let mut secret_file = l.get(args.jwt_secret_file.clone(), "jwt-secret-file")?;
+    let mut secret_value = l.get(args.jwt_secret.clone(), "jwt-secret")?;
+    // A secret from a stronger layer replaces a secret file from a weaker one (and the
+    // other way round): `TAILGATE_JWT_SECRET` overrides the file's `jwt_secret_file`.
+    if secret_file.is_some() && secret_value.is_some() {
+        let sources = l.sources.borrow();
+        let (value_source, file_source) =
+            (sources.get("jwt-secret"), sources.get("jwt-secret-file"));
+        if value_source > file_source {
+            secret_file = None;
+        } else if file_source > value_source {
+            secret_value = None;
+        }
+    }
+    let secret = match (secret_value, secret_file.clone()) {
         (Some(_), Some(_)) => {
             return Err(ConfigError::new(
                 "jwt-secret-file",
@@ -384,6 +451,7 @@ pub(super) fn load(args: &ServeArgs, env: &dyn Env) -> Result<Config, ConfigErro
         return Err(ConfigError::new("jwt-secret", "is empty"));
     }
     let keys: Vec<KeySpec> = l.list(&args.jwt_key, "jwt-key", ';')?;
+    let jwks = jwks(&l, args)?;
     let issuer = l.get(args.jwt_issuer.clone(), "jwt-issuer")?;
     let audience = l.get(args.jwt_audience.clone(), "jwt-audience")?;
 
@@ -395,10 +463,10 @@ pub(super) fn load(args: &ServeArgs, env: &dyn Env) -> Result<Config, ConfigErro
             audience.unwrap_or_else(|| "tailgate-dev".into()),
         )
     } else {
-        if secret.is_none() && keys.is_empty() {
+        if secret.is_none() && keys.is_empty() && jwks.is_none() {
             return Err(ConfigError::new(
                 "jwt-secret",
-                "missing: set --jwt-secret, --jwt-secret-file or TAILGATE_JWT_SECRET (or --jwt-key for public keys), or use --dev",
+                "missing: set --jwt-secret, --jwt-secret-file or TAILGATE_JWT_SECRET (or --jwt-key / --jwks-url for public keys), or use --dev",
             ));
         }
         let issuer = issuer.ok_or_else(|| {
@@ -437,8 +505,10 @@ pub(super) fn load(args: &ServeArgs, env: &dyn Env) -> Result<Config, ConfigErro
 
     let mut config = Config::new_hmac(Vec::new(), &issuer, &audience);
     config.dev = dev;
+    config.jwt_secret_file = secret_file;
     config.auth.hmac_secret = secret;
     config.auth.keys = keys;
+    config.jwks = jwks;
     if let Some(listen) = l.get(args.listen, "listen")? {
         config.listen = listen;
     }
@@ -470,6 +540,30 @@ pub(super) fn load(args: &ServeArgs, env: &dyn Env) -> Result<Config, ConfigErro
         l.get(args.drain_timeout_secs, "drain-timeout-secs")?,
         DEFAULT_DRAIN_TIMEOUT,
     );
+    config.shutdown_grace = secs(
+        l.get(args.shutdown_grace_secs, "shutdown-grace-secs")?,
+        DEFAULT_SHUTDOWN_GRACE,
+    );
+    config.tls = match (
+        l.get(args.tls_cert.clone(), "tls-cert")?,
+        l.get(args.tls_key.clone(), "tls-key")?,
+    ) {
+        (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err(ConfigError::new(
+                "tls-key",
+                "missing: --tls-cert needs --tls-key",
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(ConfigError::new(
+                "tls-cert",
+                "missing: --tls-key needs --tls-cert",
+            ))
+        }
+    };
+    config.metrics_listen = l.get(args.metrics_listen, "metrics-listen")?;
     config.header_read_timeout = secs(
         l.get(args.header_read_timeout_secs, "header-read-timeout-secs")?
             .map(|v| positive("header-read-timeout-secs", v))
@@ -564,6 +658,7 @@ pub(super) fn load(args: &ServeArgs, env: &dyn Env) -> Result<Config, ConfigErro
     if let Some(v) = l.get(args.max_log_bytes, "max-log-bytes")? {
         lim.max_log_bytes = positive("max-log-bytes", v)?;
     }
+    config.sources = l.sources.take();
     if lim.max_line_bytes < 16 {
         return Err(ConfigError::new("max-line-bytes", "must be at least 16"));
     }
@@ -576,9 +671,48 @@ pub(super) fn load(args: &ServeArgs, env: &dyn Env) -> Result<Config, ConfigErro
     Ok(config)
 }
 
+/// `--jwks-url` or `--jwks-file` (not both), and the refresh interval.
+fn jwks(l: &Layers<'_>, args: &ServeArgs) -> Result<Option<JwksConfig>, ConfigError> {
+    let source = match (
+        l.get(args.jwks_url.clone(), "jwks-url")?,
+        l.get(args.jwks_file.clone(), "jwks-file")?,
+    ) {
+        (Some(_), Some(_)) => {
+            return Err(ConfigError::new(
+                "jwks-file",
+                "give either a JWKS URL or a JWKS file, not both",
+            ))
+        }
+        (Some(url), None) => {
+            if !(url.starts_with("https://") || url.starts_with("http://")) {
+                return Err(ConfigError::new(
+                    "jwks-url",
+                    format!("{url:?} is not an http:// or https:// URL"),
+                ));
+            }
+            JwksSource::Url(url)
+        }
+        (None, Some(file)) => JwksSource::File(file),
+        (None, None) => return Ok(None),
+    };
+    let refresh = l
+        .get(args.jwks_refresh_secs, "jwks-refresh-secs")?
+        .map(|v| positive("jwks-refresh-secs", v))
+        .transpose()?;
+    Ok(Some(JwksConfig {
+        source,
+        refresh: secs(refresh, DEFAULT_JWKS_REFRESH),
+    }))
+}
+
 /// Where jobs are kept: `--memory-only`, or a spool under `--data-dir` and its policy.
 fn store_config(args: &ServeArgs, l: &Layers<'_>) -> Result<StoreConfig, ConfigError> {
-    let memory_only = args.memory_only || l.get::<bool>(None, "memory-only")?.unwrap_or(false);
+    let memory_only = if args.memory_only {
+        l.found("memory-only", Source::Flag);
+        true
+    } else {
+        l.get::<bool>(None, "memory-only")?.unwrap_or(false)
+    };
     // `--memory-only` wins over a data directory set anywhere (an image's environment,
     // say), so one flag turns durability off.
     let data_dir: Option<PathBuf> = l.get(args.data_dir.clone(), "data-dir")?;
@@ -804,6 +938,33 @@ mod tests {
                 .unwrap_err()
                 .key,
             "TAILGATE_CAPGO_COMPAT"
+        );
+    }
+
+    #[test]
+    fn a_secret_from_a_stronger_layer_replaces_the_file_s_secret_file() {
+        let dir = std::env::temp_dir().join(format!("tailgate-secret-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("t.toml");
+        std::fs::write(
+            &file,
+            "jwt_secret_file = \"/nonexistent/secret\"\njwt_issuer = \"i\"\njwt_audience = \"a\"\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(file),
+            ..Default::default()
+        };
+        let c = Config::load(&args, &env(&[("TAILGATE_JWT_SECRET", "from-env")])).unwrap();
+        assert_eq!(c.auth.hmac_secret.as_deref(), Some(&b"from-env"[..]));
+        assert_eq!(c.jwt_secret_file, None);
+        let both = env(&[
+            ("TAILGATE_JWT_SECRET", "from-env"),
+            ("TAILGATE_JWT_SECRET_FILE", "/nonexistent/secret"),
+        ]);
+        assert_eq!(
+            Config::load(&ServeArgs::default(), &both).unwrap_err().key,
+            "jwt-secret-file"
         );
     }
 

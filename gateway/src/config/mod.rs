@@ -4,6 +4,7 @@
 //! given by `--config`, then the `DEFAULT_*` values here. See [`load`].
 
 mod load;
+mod print;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -13,6 +14,7 @@ use crate::auth::AuthSettings;
 pub use crate::store::Fsync;
 
 pub use load::{env_name, Env, MapEnv, ProcessEnv, ServeArgs};
+pub use print::{Source, Sources};
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_JOB_CLAIM: &str = "job_id";
@@ -21,6 +23,8 @@ pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(15);
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(3600);
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::ZERO;
+pub const DEFAULT_JWKS_REFRESH: Duration = Duration::from_secs(300);
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_GATHER: Duration = Duration::from_millis(20);
 pub const DEFAULT_MAX_CONNECTIONS: usize = 16_384;
@@ -66,6 +70,19 @@ pub struct Config {
     pub idle_timeout: Duration,
     /// On shutdown, uploads and responses get this long to finish.
     pub drain_timeout: Duration,
+    /// On SIGTERM, `/readyz` answers 503 at once but serving goes on this long, so a load
+    /// balancer notices before the drain starts.
+    pub shutdown_grace: Duration,
+    /// Serve HTTPS with this certificate and key (reloaded on SIGHUP).
+    pub tls: Option<TlsFiles>,
+    /// Serve `/metrics` (and the probes) here instead of on the main listener.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Verification keys from a JWKS document, besides the secret and `--jwt-key`s.
+    pub jwks: Option<JwksConfig>,
+    /// The file the HMAC secret was read from, shown by `--print-config`.
+    pub jwt_secret_file: Option<PathBuf>,
+    /// Where each key's value came from, for `--print-config`.
+    pub sources: Sources,
     /// A client has this long to send its request headers.
     pub header_read_timeout: Duration,
     /// A job with 1,000 readers or more wakes them at most once per this window (fewer
@@ -85,6 +102,29 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Started with `--dev`: a random secret and a printed example.
     pub dev: bool,
+}
+
+/// A PEM certificate chain and its private key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Where the JWKS comes from and how often it is fetched again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JwksConfig {
+    pub source: JwksSource,
+    /// Fetched again this often; a token with an unknown `kid` may also trigger a fetch
+    /// (at most once per [`crate::auth::JWKS_MIN_REFRESH`]).
+    pub refresh: Duration,
+}
+
+/// A JWKS URL (`http://` or `https://`) or a local file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JwksSource {
+    Url(String),
+    File(PathBuf),
 }
 
 /// Bounds on everything that could grow.
@@ -203,6 +243,12 @@ impl Config {
             retention: DEFAULT_RETENTION,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            tls: None,
+            metrics_listen: None,
+            jwks: None,
+            jwt_secret_file: None,
+            sources: Sources::default(),
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
             gather: DEFAULT_GATHER,
             cors_origins: Vec::new(),
@@ -219,6 +265,11 @@ impl Config {
     /// Builds the config from flags, environment and file, and validates it.
     pub fn load(args: &ServeArgs, env: &dyn Env) -> Result<Self, ConfigError> {
         load::load(args, env)
+    }
+
+    /// The effective configuration as TOML, every key with its source, secrets redacted.
+    pub fn to_toml(&self) -> String {
+        print::render(self)
     }
 }
 

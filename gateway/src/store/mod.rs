@@ -160,6 +160,11 @@ pub(crate) trait Store: Send + Sync + 'static {
     /// Whether evicted records can be read back (and jobs survive a restart).
     fn is_durable(&self) -> bool;
 
+    /// Bytes the store holds on disk, for the metrics (none in memory).
+    fn disk_bytes(&self) -> Option<u64> {
+        None
+    }
+
     /// Makes a new job known, so it survives a restart even before its first record.
     fn create(&self, job: &JobId, progress: &Progress) -> Result<(), StoreError>;
 

@@ -61,8 +61,26 @@ pub(crate) fn job_of(name: &str) -> Option<JobId> {
     JobId::parse(name.strip_suffix(SPOOL_SUFFIX)?).ok()
 }
 
-/// Locks the data directory for this process; the lock ends with the returned file.
+/// Locks taken before the server ran ([`keep_lock`]), waiting for the spool to take
+/// them over, so no other gateway can slip in between the check and the start.
+static HELD: std::sync::Mutex<Vec<(PathBuf, File)>> = std::sync::Mutex::new(Vec::new());
+
+/// Keeps `dir`'s lock for this process until [`lock`] takes it over.
+pub(crate) fn keep_lock(dir: &Path, lock: File) {
+    HELD.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push((dir.to_path_buf(), lock));
+}
+
+/// Locks the data directory for this process (or takes over a lock [`keep_lock`]
+/// kept); the lock ends with the returned file.
 pub(crate) fn lock(dir: &Path) -> std::io::Result<File> {
+    {
+        let mut held = HELD.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(i) = held.iter().position(|(d, _)| d == dir) {
+            return Ok(held.swap_remove(i).1);
+        }
+    }
     let file = options()
         .write(true)
         .create(true)

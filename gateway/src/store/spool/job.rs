@@ -91,6 +91,9 @@ impl SpoolJob {
             };
             frame::put_meta(&mut buf, &serde_json::to_vec(&meta).unwrap_or_default());
         }
+        if buf.is_empty() {
+            return Ok(0);
+        }
         let writer = st.writer(&self.path)?;
         if let Err(e) = (&*writer).write_all(&buf) {
             let err = StoreError::io(format!("cannot write {}", self.path.display()), &e);
@@ -132,7 +135,10 @@ impl SpoolJob {
             (st.writer.clone(), st.progress.status.is_terminal())
         };
         if let Some(writer) = writer {
-            if let Err(e) = writer.sync_data() {
+            let started = std::time::Instant::now();
+            let synced = writer.sync_data();
+            crate::metrics::get().fsynced(started.elapsed());
+            if let Err(e) = synced {
                 self.lock().dirty = true;
                 return Err(StoreError::io(
                     format!("cannot fsync {}", self.path.display()),

@@ -75,9 +75,17 @@ pub(crate) struct Spool {
 }
 
 impl Spool {
+    /// Before the server runs: creates and checks the data directory and keeps it locked
+    /// until [`Spool::open`] takes the lock over. Cheap: no job is read.
+    pub(crate) fn check(dir: &Path) -> Result<(), OpenError> {
+        let lock = Self::prepare(dir)?;
+        files::keep_lock(dir, lock);
+        Ok(())
+    }
+
     /// Creates the data directory if needed, checks it is writable and not in use by
-    /// another gateway, and locks it; returns the lock. Cheap: no job is read.
-    pub(crate) fn prepare(dir: &Path) -> Result<File, OpenError> {
+    /// another gateway, and locks it; returns the lock.
+    fn prepare(dir: &Path) -> Result<File, OpenError> {
         let jobs_dir = dir.join(files::JOBS);
         let tomb_dir = dir.join(files::TOMBSTONES);
         for d in [dir, &jobs_dir, &tomb_dir] {
@@ -368,6 +376,10 @@ impl Store for Spool {
             Some(job) => job.sync(),
             None => Ok(()),
         }
+    }
+
+    fn disk_bytes(&self) -> Option<u64> {
+        Some(self.total.load(Ordering::Relaxed))
     }
 
     fn fsync(&self) -> Fsync {

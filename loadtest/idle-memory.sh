@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Idle memory per SSE reader over cleartext and over TLS, each on a fresh release gateway:
+#   loadtest/idle-memory.sh            (READERS=5000 JOBS=10 by default)
+# Needs python3 and openssl; builds nothing: run `cargo build --release -p tailgate` first.
+set -euo pipefail
+READERS=${READERS:-5000}
+JOBS=${JOBS:-10}
+root=$(cd "$(dirname "$0")/.." && pwd)
+bin=$root/target/release/tailgate
+work=$(mktemp -d /tmp/tailgate-idle.XXXXXX)
+secret=idle-secret-$$-0123456789abcdef
+pid=
+cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; wait 2>/dev/null || true; }
+trap cleanup EXIT
+
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 \
+    -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
+    -keyout "$work/key.pem" -out "$work/cert.pem" 2>/dev/null
+
+run() { # $1: http|https, extra serve flags after
+    local scheme=$1; shift
+    TOKIO_WORKER_THREADS=1 TAILGATE_LOG=error "$bin" serve --listen 127.0.0.1:0 \
+        --memory-only --jwt-secret "$secret" --jwt-issuer idle --jwt-audience idle "$@" > "$work/out" &
+    pid=$!
+    until grep -q "listening on" "$work/out" 2>/dev/null; do sleep 0.1; done
+    local addr
+    addr=$(sed -n 's/.*listening on [a-z]*:\/\///p' "$work/out" | head -1)
+    python3 "$root/loadtest/idle_memory.py" --url "$scheme://$addr" --ca "$work/cert.pem" \
+        --pid "$pid" --readers "$READERS" --jobs "$JOBS" \
+        --secret "$secret" --issuer idle --audience idle
+    kill "$pid"; wait "$pid" 2>/dev/null || true; pid=
+}
+
+run http
+run https --tls-cert "$work/cert.pem" --tls-key "$work/key.pem"
