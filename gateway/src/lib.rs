@@ -35,6 +35,8 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod dev;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod job_id;
 pub mod logging;
 pub mod record;

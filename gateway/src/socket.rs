@@ -28,7 +28,7 @@ use crate::subscription::Subscription;
 /// Bytes read at first for a request head; grown up to the header limit.
 const FIRST_READ: usize = 1024;
 /// Headers a fast-path request may carry.
-const MAX_HEADERS: usize = 48;
+pub(crate) const MAX_HEADERS: usize = 48;
 
 /// What a connection turned out to be.
 pub(crate) enum Outcome {
@@ -248,7 +248,7 @@ async fn read_head<S: AsyncRead + Unpin>(stream: &mut S, limit: usize) -> io::Re
 
 /// The parsed head as an `http::Request`, if it is a plain `GET .../logs`. The caller
 /// passes only heads with nothing after them: pipelined bytes stay in order with hyper.
-fn request(parsed: &httparse::Request<'_, '_>) -> Option<Request<()>> {
+pub(crate) fn request(parsed: &httparse::Request<'_, '_>) -> Option<Request<()>> {
     if parsed.method != Some("GET") || parsed.version != Some(1) {
         return None;
     }

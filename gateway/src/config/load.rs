@@ -488,9 +488,12 @@ pub(super) fn load(args: &ServeArgs, env: &dyn Env) -> Result<Config, ConfigErro
             return Err(ConfigError::new(key, "is empty"));
         }
     }
-    let allow_short = args.jwt_allow_short_secret
-        || l.get::<bool>(None, "jwt-allow-short-secret")?
-            .unwrap_or(false);
+    let allow_short = l
+        .get(
+            args.jwt_allow_short_secret.then_some(true),
+            "jwt-allow-short-secret",
+        )?
+        .unwrap_or(false);
     if let Some(len) = secret.as_ref().map(Vec::len) {
         if len < MIN_HMAC_SECRET_BYTES && !dev && !allow_short {
             return Err(ConfigError::new(
@@ -505,6 +508,7 @@ pub(super) fn load(args: &ServeArgs, env: &dyn Env) -> Result<Config, ConfigErro
 
     let mut config = Config::new_hmac(Vec::new(), &issuer, &audience);
     config.dev = dev;
+    config.jwt_allow_short_secret = allow_short;
     config.jwt_secret_file = secret_file;
     config.auth.hmac_secret = secret;
     config.auth.keys = keys;
@@ -955,8 +959,8 @@ mod tests {
             config: Some(file),
             ..Default::default()
         };
-        let c = Config::load(&args, &env(&[("TAILGATE_JWT_SECRET", "from-env")])).unwrap();
-        assert_eq!(c.auth.hmac_secret.as_deref(), Some(&b"from-env"[..]));
+        let c = Config::load(&args, &env(&[("TAILGATE_JWT_SECRET", SECRET)])).unwrap();
+        assert_eq!(c.auth.hmac_secret.as_deref(), Some(SECRET.as_bytes()));
         assert_eq!(c.jwt_secret_file, None);
         let both = env(&[
             ("TAILGATE_JWT_SECRET", "from-env"),

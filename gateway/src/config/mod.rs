@@ -81,6 +81,8 @@ pub struct Config {
     pub jwks: Option<JwksConfig>,
     /// The file the HMAC secret was read from, shown by `--print-config`.
     pub jwt_secret_file: Option<PathBuf>,
+    /// An HMAC secret under 32 bytes was accepted on purpose (`--jwt-allow-short-secret`).
+    pub jwt_allow_short_secret: bool,
     /// Where each key's value came from, for `--print-config`.
     pub sources: Sources,
     /// A client has this long to send its request headers.
@@ -248,6 +250,7 @@ impl Config {
             metrics_listen: None,
             jwks: None,
             jwt_secret_file: None,
+            jwt_allow_short_secret: false,
             sources: Sources::default(),
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
             gather: DEFAULT_GATHER,

@@ -161,7 +161,7 @@ async fn wait_for_memory(hub: &Hub, job: &JobLog) {
 }
 
 /// Turns body bytes into records, one format or the other.
-struct Parser {
+pub(crate) struct Parser {
     splitter: LineSplitter,
     sink: Sink,
     max_record_bytes: usize,
@@ -185,7 +185,12 @@ struct Sink {
 }
 
 impl Parser {
-    fn new(format: Format, stream: Stream, limits: UploadLimits, last_n: Option<u64>) -> Self {
+    pub(crate) fn new(
+        format: Format,
+        stream: Stream,
+        limits: UploadLimits,
+        last_n: Option<u64>,
+    ) -> Self {
         let splitter = match format {
             Format::Text => LineSplitter::new(limits.max_line_bytes, Overflow::Split),
             Format::Ndjson => LineSplitter::new(limits.max_record_bytes, Overflow::Refuse),
@@ -207,7 +212,7 @@ impl Parser {
     }
 
     /// Feeds one chunk; returns the bad record that ends the upload, if any.
-    fn push(&mut self, data: &Bytes) -> Option<(u64, String)> {
+    pub(crate) fn push(&mut self, data: &Bytes) -> Option<(u64, String)> {
         if self.sink.failed.is_none()
             && self
                 .splitter
@@ -221,14 +226,14 @@ impl Parser {
         self.sink.failed.clone()
     }
 
-    fn finish(&mut self) -> Option<(u64, String)> {
+    pub(crate) fn finish(&mut self) -> Option<(u64, String)> {
         if self.sink.failed.is_none() {
             self.splitter.finish(&mut |line| self.sink.take(line));
         }
         self.sink.failed.clone()
     }
 
-    fn take(&mut self) -> Vec<Incoming> {
+    pub(crate) fn take(&mut self) -> Vec<Incoming> {
         std::mem::take(&mut self.sink.batch)
     }
 }
