@@ -167,8 +167,11 @@ pub fn capgo_frame(data: &[u8]) {
     }
 }
 
+/// A harness: panics when an invariant breaks.
+pub type Harness = fn(&[u8]);
+
 /// Every harness by name, for the corpus replay.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Harness)] = &[
     ("sse_event", sse_event),
     ("line_splitter", line_splitter),
     ("ndjson_records", ndjson_records),
