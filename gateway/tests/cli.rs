@@ -163,7 +163,7 @@ fn a_port_in_use_names_the_listen_setting() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = taken.local_addr().unwrap().to_string();
     let out = tailgate()
-        .args(["serve", "--dev", "--listen", &addr])
+        .args(["serve", "--dev", "--memory-only", "--listen", &addr])
         .output()
         .expect("run tailgate");
     assert!(!out.status.success());

@@ -24,7 +24,14 @@ const FRAME_SECRET: &str = "client-frame-secret-e1d0";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trace_level_logs_hold_no_secret_and_no_log_line() {
     let mut child = Command::new(tailgate_tests::tailgate_bin())
-        .args(["serve", "--listen", "127.0.0.1:0", "--keepalive-secs", "1"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--keepalive-secs",
+            "1",
+            "--memory-only",
+        ])
         .args(["--jwt-secret", tailgate_tests::SECRET])
         .args([
             "--jwt-issuer",

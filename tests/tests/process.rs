@@ -142,7 +142,7 @@ async fn dev_mode_prints_shell_lines_that_work_and_a_fresh_job_each_start() {
     if !tailgate_tests::programs_present("the dev banner test", &["curl"]) {
         return;
     }
-    let (child, addr, lines) = start(&["--dev"]);
+    let (child, addr, lines) = start(&["--dev", "--memory-only"]);
     let mut child = KillOnDrop(child);
     let exports: Vec<&str> = lines
         .iter()
@@ -208,7 +208,7 @@ async fn dev_mode_prints_shell_lines_that_work_and_a_fresh_job_each_start() {
     sigterm(&child.0);
     assert!(child.0.wait().unwrap().success());
 
-    let (again, _, lines_again) = start(&["--dev"]);
+    let (again, _, lines_again) = start(&["--dev", "--memory-only"]);
     let mut again = KillOnDrop(again);
     let job = |lines: &[String]| {
         lines
