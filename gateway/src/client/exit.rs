@@ -21,7 +21,9 @@ pub const EXIT_REJECTED: u8 = 77;
 
 /// The table printed by `tail --help` and `push --help`.
 pub const TABLE: &str = "\
-Exit codes of tailgate itself (sysexits(3), so they rarely collide with a build's):
+Exit codes: the job's own (tail: 0 succeeded, its exit_code when it failed, 1 when it ended
+otherwise) or the command's (push) pass through; tailgate's own failures use sysexits(3)
+codes, which builds rarely exit with:
   64  usage: a bad flag, argument or URL
   69  the gateway stayed unreachable for --give-up-after
   74  the output could not be written
