@@ -303,3 +303,35 @@ async fn a_small_memory_buffer_spools_to_disk_and_still_delivers_in_order() {
     assert_eq!(log, numbered(200));
     assert_eq!(status["status"], "succeeded");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_absent_gateway_is_reported_per_attempt_and_unacknowledged_output_exits_69() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut cmd = push_cmd(
+        &base,
+        "absent",
+        &["--status", "succeeded", "--flush-timeout", "1500ms"],
+    );
+    cmd.stdin(std::process::Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn tailgate");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(b"one line\n").await.unwrap();
+    drop(stdin);
+    let done = tailgate_tests::cli::wait(child, WAIT).await;
+    // stderr is a pipe, as in CI: each retry is still said.
+    assert!(
+        done.stderr
+            .lines()
+            .filter(|l| l.contains("retrying in"))
+            .count()
+            >= 1,
+        "{}",
+        done.stderr
+    );
+    assert_eq!(done.code, Some(69), "{}", done.stderr);
+}

@@ -2,7 +2,7 @@
 //! the job's terminal status; exits with the command's own exit code.
 
 use std::ffi::OsString;
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::process::{ExitCode, Stdio};
 use std::time::Duration;
 
@@ -148,14 +148,13 @@ pub async fn push(args: PushArgs) -> u8 {
     }
     let mut opts = PublisherOptions::new(url, args.token.clone());
     opts.memory_bytes = args.buffer_bytes;
-    if std::io::stderr().is_terminal() {
-        opts.on_retry = Some(std::sync::Arc::new(|delay: Duration, cause: &str| {
-            eprintln!(
-                "tailgate: {cause}; retrying in {}",
-                humantime::format_duration(Duration::from_millis(delay.as_millis() as u64))
-            );
-        }));
-    }
+    // Said terminal or not, as `tail` does: a CI log must show why output is held back.
+    opts.on_retry = Some(std::sync::Arc::new(|delay: Duration, cause: &str| {
+        eprintln!(
+            "tailgate: {cause}; retrying in {}",
+            humantime::format_duration(Duration::from_millis(delay.as_millis() as u64))
+        );
+    }));
     let publisher = Publisher::start(opts);
     let env_masks = std::env::var(ENV_MASK).ok();
     let sink = Sink {
