@@ -19,7 +19,7 @@ IDLE_DURATION=${IDLE_DURATION:-5s}
 PROCS=${PROCS:-2}
 TG_PORT=${TG_PORT:-18080}
 NCHAN_PORT=${NCHAN_PORT:-18081}
-SECRET=bench-secret-$$
+SECRET=bench-secret-$$-0123456789abcdef0123456789
 ISS=bench
 AUD=bench
 
@@ -93,6 +93,7 @@ nginx_pid=$!
 echo "== starting tailgate on 127.0.0.1:$TG_PORT"
 TOKIO_WORKER_THREADS=$WORKERS "$bin/tailgate" serve --listen "127.0.0.1:$TG_PORT" \
     --jwt-secret "$SECRET" --jwt-issuer "$ISS" --jwt-audience "$AUD" \
+    --max-streams-per-subject 1000000 \
     --memory-only --job-memory-bytes 67108864 >"$work/logs/tailgate.log" 2>&1 &
 pids+=($!)
 tg_pid=$!

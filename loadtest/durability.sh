@@ -47,6 +47,7 @@ start() {
     fi
     TOKIO_WORKER_THREADS=$WORKERS "$bin/tailgate" serve --listen "127.0.0.1:$PORT" \
         --jwt-secret "$SECRET" --jwt-issuer "$ISS" --jwt-audience "$AUD" "${store[@]}" \
+        --max-streams-per-subject 1000000 \
         >>"$work/tailgate-$mode.log" 2>&1 &
     tg_pid=$!
     for _ in $(seq 100); do

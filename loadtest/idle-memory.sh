@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Idle memory per SSE reader over cleartext and over TLS, each on a fresh release gateway:
+# Idle memory per SSE reader over cleartext and over TLS, and per Capgo WebSocket reader,
+# each on a fresh release gateway:
 #   loadtest/idle-memory.sh            (READERS=5000 JOBS=10 by default)
 # Needs python3 and openssl; builds nothing: run `cargo build --release -p tailgate` first.
 set -euo pipefail
@@ -17,8 +18,8 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 \
     -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
     -keyout "$work/key.pem" -out "$work/cert.pem" 2>/dev/null
 
-run() { # $1: http|https, extra serve flags after
-    local scheme=$1; shift
+run() { # $1: sse|ws, $2: http|https, extra serve flags after
+    local kind=$1 scheme=$2; shift 2
     TOKIO_WORKER_THREADS=1 TAILGATE_LOG=error "$bin" serve --listen 127.0.0.1:0 \
         --memory-only --jwt-secret "$secret" --jwt-issuer idle --jwt-audience idle "$@" > "$work/out" &
     pid=$!
@@ -26,10 +27,11 @@ run() { # $1: http|https, extra serve flags after
     local addr
     addr=$(sed -n 's/.*listening on [a-z]*:\/\///p' "$work/out" | head -1)
     python3 "$root/loadtest/idle_memory.py" --url "$scheme://$addr" --ca "$work/cert.pem" \
-        --pid "$pid" --readers "$READERS" --jobs "$JOBS" \
+        --pid "$pid" --readers "$READERS" --jobs "$JOBS" --kind "$kind" \
         --secret "$secret" --issuer idle --audience idle
     kill "$pid"; wait "$pid" 2>/dev/null || true; pid=
 }
 
-run http
-run https --tls-cert "$work/cert.pem" --tls-key "$work/key.pem"
+run sse http
+run sse https --tls-cert "$work/cert.pem" --tls-key "$work/key.pem"
+run ws http

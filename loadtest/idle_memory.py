@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
-"""Idle memory per SSE reader, cleartext or TLS: opens N readers to a running gateway, waits
-until each has its stream's opening bytes, then reports the server's VmRSS growth per reader.
+"""Idle memory per SSE reader, cleartext or TLS, or per Capgo WebSocket reader (--kind ws):
+opens N readers to a running gateway, waits until each has its stream's opening bytes (a
+WebSocket: its 101 and the session behind it), then reports the server's VmRSS growth per
+reader.
 
   python3 loadtest/idle_memory.py --url https://127.0.0.1:8443 --ca cert.pem --pid PID \
       --readers 5000 --secret S --issuer I --audience A
@@ -59,6 +61,26 @@ async def open_reader(host, port, ctx, path, tok):
     return reader, writer
 
 
+async def open_ws_reader(host, port, ctx, job, tok):
+    """A Capgo reader: the WebSocket upgrade of {prefix}/{job}/stream?token=..."""
+    reader, writer = await asyncio.open_connection(host, port, ssl=ctx, server_hostname="localhost" if ctx else None)
+    key = base64.b64encode(hashlib.sha1(tok.encode()).digest()[:16]).decode()
+    path = f"/build_logs_direct/{job}/stream?token={urllib.parse.quote(tok)}"
+    req = (f"GET {path} HTTP/1.1\r\nhost: localhost\r\nupgrade: websocket\r\nconnection: Upgrade\r\n"
+           f"sec-websocket-key: {key}\r\nsec-websocket-version: 13\r\n\r\n")
+    writer.write(req.encode())
+    await writer.drain()
+    seen = b""
+    while b"\r\n\r\n" not in seen:
+        chunk = await asyncio.wait_for(reader.read(4096), 15)
+        if not chunk:
+            raise RuntimeError(f"closed before the upgrade: {seen[:200]!r}")
+        seen += chunk
+    if not seen.startswith(b"HTTP/1.1 101"):
+        raise RuntimeError(f"not 101: {seen[:200]!r}")
+    return reader, writer
+
+
 async def main():
     p = argparse.ArgumentParser()
     p.add_argument("--url", required=True)
@@ -70,6 +92,7 @@ async def main():
     p.add_argument("--secret", required=True)
     p.add_argument("--issuer", required=True)
     p.add_argument("--audience", required=True)
+    p.add_argument("--kind", choices=["sse", "ws"], default="sse")
     a = p.parse_args()
     url = urllib.parse.urlparse(a.url)
     if url.hostname not in ("127.0.0.1", "localhost", "::1"):
@@ -86,7 +109,10 @@ async def main():
         for i in range(start, min(a.readers, start + a.batch)):
             job = f"idle-{i % a.jobs}"
             tok = token(a.secret, a.issuer, a.audience, f"reader-{i}", job)
-            batch.append(open_reader(url.hostname, url.port, ctx, f"/v1/jobs/{job}/logs", tok))
+            if a.kind == "ws":
+                batch.append(open_ws_reader(url.hostname, url.port, ctx, job, tok))
+            else:
+                batch.append(open_reader(url.hostname, url.port, ctx, f"/v1/jobs/{job}/logs", tok))
         conns.extend(await asyncio.gather(*batch))
     opened = time.monotonic() - started
     # Let the allocator settle: the server's per-reader state is built; nothing else runs.
@@ -94,7 +120,7 @@ async def main():
     after = rss(a.pid)
     per = (after - before) / a.readers
     print(json.dumps({
-        "scheme": url.scheme, "readers": a.readers, "rss_before": before, "rss_after": after,
+        "kind": a.kind, "scheme": url.scheme, "readers": a.readers, "rss_before": before, "rss_after": after,
         "rss_bytes_per_reader": round(per), "open_secs": round(opened, 1),
     }))
     for _, w in conns:

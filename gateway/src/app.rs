@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::Authenticator;
@@ -15,6 +16,7 @@ use crate::store::memory::MemoryStore;
 use crate::store::redis::{RedisSettings, RedisStore};
 use crate::store::spool::{OpenError, Spool, SpoolSettings};
 use crate::store::Store;
+use crate::streams::SubjectStreams;
 use crate::subscription::Pacing;
 
 /// Shared state of one running gateway.
@@ -27,6 +29,11 @@ pub(crate) struct App {
     pub(crate) shutdown: CancellationToken,
     /// The Capgo routes' confirmations and WebSocket sessions.
     pub(crate) capgo: CapgoState,
+    /// One permit per open connection (`--max-connections`); an upgraded WebSocket holds
+    /// its own, since hyper lets go of the connection's at the upgrade.
+    pub(crate) connection_slots: Arc<Semaphore>,
+    /// Open streams per token subject (`--max-streams-per-subject`).
+    pub(crate) streams: Arc<SubjectStreams>,
     /// Cancelled on the shutdown signal, before the grace period: `/readyz` turns 503
     /// while everything else is still served.
     pub(crate) unready: CancellationToken,
@@ -52,12 +59,16 @@ impl App {
         let memory = Arc::new(MemoryBudget::new(limits.memory_budget_bytes));
         let hub = Arc::new(Hub::new(settings, memory, store));
         let capgo = CapgoState::new(&config);
+        let connection_slots = Arc::new(Semaphore::new(limits.max_connections));
+        let streams = Arc::new(SubjectStreams::new(limits.max_streams_per_subject));
         Self {
             config,
             hub,
             auth,
             shutdown: CancellationToken::new(),
             capgo,
+            connection_slots,
+            streams,
             unready: CancellationToken::new(),
         }
     }

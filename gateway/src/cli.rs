@@ -1,6 +1,8 @@
 //! The `tailgate` command line: one binary for the gateway and its clients.
 
-use clap::{Parser, Subcommand};
+use clap::{Arg, CommandFactory, FromArgMatches, Parser, Subcommand};
+
+use crate::client::exit::EXIT_USAGE;
 
 use crate::client::push::PushArgs;
 use crate::client::tail::TailArgs;
@@ -25,4 +27,37 @@ pub enum Command {
     /// Mint or inspect job tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+}
+
+/// The command line, with each `serve` setting's environment variable in its help. The
+/// config loader reads those variables itself (so its errors name them), hence not clap's
+/// `env`.
+pub fn command() -> clap::Command {
+    Cli::command().mut_subcommand("serve", |serve| serve.mut_args(with_env_name))
+}
+
+fn with_env_name(arg: Arg) -> Arg {
+    let Some(long) = arg.get_long().filter(|l| *l != "help") else {
+        return arg;
+    };
+    let env = crate::config::env_name(long);
+    let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+    arg.help(format!("{help} [env: {env}]"))
+}
+
+/// Parses the process arguments; a usage error exits 64 (`EX_USAGE`) rather than clap's 2,
+/// which a build may exit with too. `--help` and `--version` exit 0.
+pub fn parse() -> Cli {
+    command()
+        .try_get_matches()
+        .and_then(|m| Cli::from_arg_matches(&m))
+        .unwrap_or_else(|e| {
+            let code = if e.use_stderr() {
+                i32::from(EXIT_USAGE)
+            } else {
+                0
+            };
+            let _ = e.print();
+            std::process::exit(code)
+        })
 }

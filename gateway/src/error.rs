@@ -24,7 +24,7 @@ pub(crate) enum ApiError {
     Auth(#[from] AuthError),
     #[error("no such route")]
     NotFound,
-    #[error("method not allowed here")]
+    #[error("method not allowed here; this route answers {allow}")]
     MethodNotAllowed { allow: &'static str },
     #[error("the job has finished; its log is closed")]
     JobFinished { tally: Option<Tally> },
@@ -47,6 +47,8 @@ pub(crate) enum ApiError {
     },
     #[error("the gateway is shutting down")]
     Draining,
+    #[error("the gateway is at its connection limit")]
+    Overloaded,
     #[error("could not read the request body")]
     BodyRead,
     #[error("this route is a WebSocket (version 13): send an upgrade request")]
@@ -100,7 +102,7 @@ impl ApiError {
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::OverLimit { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::Draining => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Draining | Self::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             Self::UpgradeRequired => StatusCode::UPGRADE_REQUIRED,
             Self::JobExpired(_) => StatusCode::GONE,
             Self::Storage {
@@ -124,6 +126,7 @@ impl ApiError {
             Self::BadRequest(_) => "bad_request",
             Self::OverLimit { .. } => "over_limit",
             Self::Draining => "draining",
+            Self::Overloaded => "overloaded",
             Self::BodyRead => "bad_body",
             Self::UpgradeRequired => "upgrade_required",
             Self::JobExpired(_) => "job_expired",
@@ -183,7 +186,7 @@ impl ApiError {
                     HeaderValue::from(retry_after.as_secs().max(1)),
                 );
             }
-            Self::Draining => {
+            Self::Draining | Self::Overloaded => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             Self::Storage {

@@ -12,6 +12,7 @@ use hyper::body::Incoming as IncomingBody;
 use serde::Serialize;
 
 use crate::app::App;
+use crate::auth::JobClaims;
 use crate::body::{empty, full, Body};
 use crate::entry::Kind;
 use crate::error::ApiError;
@@ -21,6 +22,7 @@ use crate::publish;
 use crate::record::Stream;
 use crate::routes::query_param;
 use crate::store::StoreError;
+use crate::streams::SubjectSlot;
 use crate::subscription::{Format, Subscription};
 
 /// Longest `?wait=` on the status route.
@@ -138,9 +140,11 @@ pub(crate) fn resume_point<B>(req: &Request<B>) -> Result<Option<u64>, ApiError>
     };
     match raw.as_deref().map(str::trim) {
         None | Some("") => Ok(None),
-        Some(v) => v.parse().map(Some).map_err(|_| {
-            ApiError::BadRequest(format!("last event id {v:?} is not a sequence number"))
-        }),
+        // Not quoted back: a header's value never goes into a message (messages are logged).
+        Some(v) => v
+            .parse()
+            .map(Some)
+            .map_err(|_| ApiError::BadRequest("the last event id is not a sequence number".into())),
     }
 }
 
@@ -153,7 +157,12 @@ pub(crate) enum Opened {
 
 /// Checks an SSE request for `job` (format, resume point, limits) and attaches a reader.
 /// Shared by the hyper path and the direct socket path, so both answer alike.
-pub(crate) fn open_stream<B>(app: &App, id: &JobId, req: &Request<B>) -> Result<Opened, ApiError> {
+pub(crate) fn open_stream<B>(
+    app: &App,
+    id: &JobId,
+    req: &Request<B>,
+    claims: &JobClaims,
+) -> Result<Opened, ApiError> {
     if app.is_draining() {
         return Err(ApiError::Draining);
     }
@@ -171,9 +180,24 @@ pub(crate) fn open_stream<B>(app: &App, id: &JobId, req: &Request<B>) -> Result<
     let Some((cursor, reset)) = start_cursor(&job, resume) else {
         return Ok(Opened::NoContent);
     };
+    let subject = claim_stream(app, claims)?;
     let attached = attach_reader(app, &job, id)?;
-    let sub = Subscription::new(attached, cursor, reset, format, app.pacing());
+    let sub = Subscription::new(attached, subject, cursor, reset, format, app.pacing());
     Ok(Opened::Stream(sub))
+}
+
+/// Counts a stream of the token's subject, or refuses it at `--max-streams-per-subject`:
+/// SSE and WebSocket alike.
+pub(crate) fn claim_stream(app: &App, claims: &JobClaims) -> Result<SubjectSlot, ApiError> {
+    app.streams
+        .claim(&claims.sub)
+        .ok_or_else(|| ApiError::OverLimit {
+            message: format!(
+                "this token's subject has its maximum of {} open streams",
+                app.streams.max()
+            ),
+            retry_after: Duration::from_secs(5),
+        })
 }
 
 /// Counts a reader on `job`, or refuses it at the per-job limit: SSE and WebSocket alike.
@@ -209,8 +233,9 @@ pub(crate) fn stream<B>(
     app: &App,
     id: &JobId,
     req: &Request<B>,
+    claims: &JobClaims,
 ) -> Result<Response<Body>, ApiError> {
-    match open_stream(app, id, req)? {
+    match open_stream(app, id, req, claims)? {
         Opened::Stream(sub) => {
             let mut resp = Response::new(sub.into_body());
             sse_headers(resp.headers_mut());

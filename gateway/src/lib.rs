@@ -3,6 +3,7 @@
 //!
 //! Where a record travels:
 //! - [`server`]: accept loop, connection cap, grace and drain; `run(listener, config, shutdown)`.
+//!   `probes`: connections over the cap, where only the probes answer.
 //! - `tls`: HTTPS with a certificate reloaded on SIGHUP; `conn`: a TCP or TLS connection.
 //! - `socket`: SSE readers over HTTP/1.1 served straight on their socket; the rest goes to hyper.
 //! - `refusal`: JSON bodies for the refusals hyper writes itself (400, 414, 431).
@@ -19,9 +20,12 @@
 //! - `subscription`: one reader's cursor, written out as SSE in batches.
 //! - `wakeups`: when a job's readers hear of appends (at most once per gather window).
 //! - `capgo`: Capgo's `logs_url` routes: its WebSocket frames, resume by confirmed id.
+//! - `streams`: concurrent streams per token subject, capped.
 //! - `view`: the live log page for browsers (HTML, CSS and JS embedded at build time).
 //! - `sse`: injection-proof SSE encoding. [`record`]: records and statuses.
 //! - `memory`: the process-wide budget for held records.
+//! - `redact`: what of a request may be logged (paths with tokens masked); [`logging`]:
+//!   the libraries silenced because they would log frames and headers.
 //! - [`config`]: typed config from flags, `TAILGATE_*` env and a TOML file.
 //! - [`job_id`]: the validated job name, a security boundary.
 //! - [`client`]: the gateway's clients (`tail`, `push`, `token`), usable from Rust too.
@@ -31,7 +35,10 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod dev;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod job_id;
+pub mod logging;
 pub mod record;
 pub mod server;
 
@@ -47,12 +54,15 @@ pub(crate) mod hub;
 pub(crate) mod job_log;
 pub(crate) mod memory;
 pub(crate) mod metrics;
+pub(crate) mod probes;
 pub(crate) mod publish;
+pub(crate) mod redact;
 pub(crate) mod refusal;
 pub(crate) mod routes;
 pub(crate) mod socket;
 pub(crate) mod sse;
 pub(crate) mod store;
+pub(crate) mod streams;
 pub(crate) mod subscription;
 pub(crate) mod tls;
 pub(crate) mod view;

@@ -2,15 +2,14 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-use tailgate::cli::{Cli, Command};
+use tailgate::cli::Command;
 use tailgate::config::{Config, LogFormat, ProcessEnv, ServeArgs};
 
 /// Exit code for a bad configuration (BSD `EX_USAGE`).
 const EXIT_CONFIG: u8 = 64;
 
 fn main() -> ExitCode {
-    match Cli::parse().command {
+    match tailgate::cli::parse().command {
         Command::Serve(args) => serve(&args),
         Command::Tail(args) => tailgate::client::tail::run(args),
         Command::Push(args) => tailgate::client::push::run(args),
@@ -49,7 +48,10 @@ fn serve(args: &ServeArgs) -> ExitCode {
         let listener = match bind(config.listen) {
             Ok(l) => l,
             Err(e) => {
-                eprintln!("tailgate: cannot listen on {}: {e}", config.listen);
+                eprintln!(
+                    "tailgate: config listen: cannot listen on {} (set by --listen or TAILGATE_LISTEN): {e}",
+                    config.listen
+                );
                 return ExitCode::FAILURE;
             }
         };
@@ -79,7 +81,8 @@ fn serve(args: &ServeArgs) -> ExitCode {
             println!("tailgate metrics on http://{metrics}/metrics");
         }
         if config.dev {
-            if let Some(banner) = tailgate::dev::banner(addr, &config) {
+            let job = tailgate::dev::fresh_job();
+            if let Some(banner) = tailgate::dev::banner(addr, &config, &job) {
                 println!("{banner}");
             }
         }
@@ -115,8 +118,10 @@ fn bind(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> 
 fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("TAILGATE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter = tailgate::logging::quiet_codecs(filter);
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().init(),

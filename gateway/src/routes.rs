@@ -17,6 +17,7 @@ use crate::error::ApiError;
 use crate::handlers;
 use crate::job_id::JobId;
 use crate::metrics;
+use crate::redact;
 use crate::view;
 
 /// What a path names.
@@ -97,6 +98,11 @@ impl<'a> Route<'a> {
     }
 }
 
+/// Whether `path` is a probe, answered even over the connection cap.
+pub(crate) fn is_probe(path: &str) -> bool {
+    matches!(path, "/healthz" | "/readyz" | "/metrics")
+}
+
 /// The job of a `GET /v1/jobs/{job}/logs` path, the one route the socket fast path serves.
 pub(crate) fn stream_route(path: &str) -> Option<&str> {
     match Route::parse(path)? {
@@ -117,29 +123,33 @@ pub(crate) fn route_name(app: &App, path: &str) -> &'static str {
 pub(crate) async fn handle(app: Arc<App>, req: Request<IncomingBody>) -> Response<Body> {
     let started = Instant::now();
     let route = route_name(&app, req.uri().path());
-    // The path, never the query string: it may hold a token.
+    // The path with tokens masked, never the query string: both may hold a token.
     let span = tracing::info_span!(
         "request",
         http.method = %req.method(),
-        http.path = %req.uri().path(),
+        http.path = %redact::path(req.uri().path()),
         http.route = route,
         job.id = tracing::field::Empty,
         http.status_code = tracing::field::Empty,
         duration_ms = tracing::field::Empty,
     );
+    let method = req.method().clone();
     let origin = req.headers().get(header::ORIGIN).cloned();
     let mut resp = async {
-        match dispatch(&app, req).await {
+        let resp = match dispatch(&app, req).await {
             Ok(resp) => resp,
             Err(err) => {
+                // The code, not the message: a message may quote what the client sent.
                 if err.status().is_server_error() {
-                    tracing::warn!(error = %err, "request failed");
+                    tracing::warn!(error.code = err.code(), "request failed");
                 } else {
-                    tracing::debug!(error = %err, status = err.status().as_u16(), "request refused");
+                    tracing::debug!(error.code = err.code(), "request refused");
                 }
                 err.into_response()
             }
-        }
+        };
+        access_log(&method, route, resp.status(), started);
+        resp
     }
     .instrument(span.clone())
     .await;
@@ -150,6 +160,23 @@ pub(crate) async fn handle(app: Arc<App>, req: Request<IncomingBody>) -> Respons
     span.record("duration_ms", started.elapsed().as_millis() as u64);
     metrics::get().request(route, status);
     resp
+}
+
+/// One line per request at `info`: method, route name, status, time to the response head
+/// (a stream's own duration is its reader's business). Never the path or query string.
+pub(crate) fn access_log(
+    method: &Method,
+    route: &'static str,
+    status: StatusCode,
+    started: Instant,
+) {
+    tracing::info!(
+        http.method = %method,
+        http.route = route,
+        http.status = status.as_u16(),
+        duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+        "request"
+    );
 }
 
 async fn dispatch(app: &Arc<App>, req: Request<IncomingBody>) -> Result<Response<Body>, ApiError> {
@@ -192,10 +219,10 @@ async fn dispatch(app: &Arc<App>, req: Request<IncomingBody>) -> Result<Response
     } else {
         Access::Read
     };
-    authorize(app, &req, &job, access).await?;
+    let claims = authorize(app, &req, &job, access).await?;
     match route {
         Route::JobLogs(_) if method == Method::POST => handlers::publish(app, &job, req).await,
-        Route::JobLogs(_) => handlers::stream(app, &job, &req),
+        Route::JobLogs(_) => handlers::stream(app, &job, &req, &claims),
         Route::JobText(_) => handlers::plain_log(app, &job, &req),
         Route::JobStatus(_) => handlers::status(app, &job, &req).await,
         Route::JobSetStatus(_) => handlers::set_status(app, &job, req).await,

@@ -10,9 +10,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
@@ -22,9 +20,9 @@ use crate::config::Config;
 use crate::conn::Conn;
 use crate::metrics::{self, ConnLabels};
 use crate::refusal::JsonRefusals;
-use crate::routes;
 use crate::socket::{self, Outcome};
 use crate::tls::{Tls, TlsError};
+use crate::{probes, routes};
 
 /// Why the server could not run; each is a configuration problem (exit 64).
 #[derive(Debug, thiserror::Error)]
@@ -130,7 +128,7 @@ pub async fn serve(
     // Every connection task, both paths, so the drain can wait for them.
     let connections = TaskTracker::new();
     let graceful = GracefulShutdown::new();
-    let slots = Arc::new(Semaphore::new(app.config.limits.max_connections));
+    let over_cap = probes::over_cap_slots();
     tokio::pin!(shutdown);
     loop {
         let (stream, addr) = tokio::select! {
@@ -145,8 +143,14 @@ pub async fn serve(
                 }
             },
         };
-        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
-            tokio::spawn(refuse_overloaded(stream));
+        let Ok(slot) = Arc::clone(&app.connection_slots).try_acquire_owned() else {
+            let over_cap = Arc::clone(&over_cap);
+            tokio::spawn(probes::serve_over_cap(
+                Arc::clone(&app),
+                stream,
+                over_cap,
+                tls.clone(),
+            ));
             continue;
         };
         let _ = stream.set_nodelay(true);
@@ -250,7 +254,7 @@ fn connection_builder(config: &Config) -> auto::Builder<TokioExecutor> {
 }
 
 /// The TLS handshake, bounded like a request head; a failure is the client's (debug).
-async fn handshake(
+pub(crate) async fn handshake(
     tls: &Tls,
     stream: TcpStream,
     timeout: Duration,
@@ -275,19 +279,4 @@ fn is_per_connection(e: &std::io::Error) -> bool {
         e.kind(),
         ConnectionRefused | ConnectionAborted | ConnectionReset
     )
-}
-
-/// Answers a connection over the cap with `503` and closes it.
-async fn refuse_overloaded(mut stream: TcpStream) {
-    let body = r#"{"error":"overloaded","message":"the gateway is at its connection limit"}"#;
-    let resp = format!(
-        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\n\
-         connection: close\r\ncontent-length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    let write = async {
-        stream.write_all(resp.as_bytes()).await?;
-        stream.shutdown().await
-    };
-    let _ = tokio::time::timeout(Duration::from_secs(1), write).await;
 }

@@ -28,7 +28,7 @@ use crate::subscription::Subscription;
 /// Bytes read at first for a request head; grown up to the header limit.
 const FIRST_READ: usize = 1024;
 /// Headers a fast-path request may carry.
-const MAX_HEADERS: usize = 48;
+pub(crate) const MAX_HEADERS: usize = 48;
 
 /// What a connection turned out to be.
 pub(crate) enum Outcome {
@@ -58,13 +58,14 @@ pub(crate) async fn accept(app: &App, mut stream: Conn) -> Outcome {
         Ok(Ok(Head::Other(buf))) => return Outcome::Hyper(Prefixed::new(buf.freeze(), stream)),
         Ok(Ok(Head::Complete(buf, req))) => (buf, req),
     };
+    let started = std::time::Instant::now();
     let opened = match head_req {
         Some(req) => {
             // The request span of this path; the stream itself runs outside any span.
             let span = tracing::info_span!(
                 "request",
                 http.method = "GET",
-                http.path = %req.uri().path(),
+                http.path = %crate::redact::path(req.uri().path()),
                 http.route = "job_logs",
                 job.id = tracing::field::Empty,
                 http.status_code = tracing::field::Empty,
@@ -73,6 +74,13 @@ pub(crate) async fn accept(app: &App, mut stream: Conn) -> Outcome {
             if sub.is_some() {
                 span.record("http.status_code", 200);
                 crate::metrics::get().request("job_logs", 200);
+                let _in = span.enter();
+                routes::access_log(
+                    &http::Method::GET,
+                    "job_logs",
+                    http::StatusCode::OK,
+                    started,
+                );
             }
             sub.map(|sub| (sub, req.headers().get(http::header::ORIGIN).cloned()))
         }
@@ -240,13 +248,15 @@ async fn read_head<S: AsyncRead + Unpin>(stream: &mut S, limit: usize) -> io::Re
 
 /// The parsed head as an `http::Request`, if it is a plain `GET .../logs`. The caller
 /// passes only heads with nothing after them: pipelined bytes stay in order with hyper.
-fn request(parsed: &httparse::Request<'_, '_>) -> Option<Request<()>> {
+pub(crate) fn request(parsed: &httparse::Request<'_, '_>) -> Option<Request<()>> {
     if parsed.method != Some("GET") || parsed.version != Some(1) {
         return None;
     }
     let path = parsed.path?;
-    routes::stream_route(path.split('?').next()?)?;
     let mut req = Request::builder().method("GET").uri(path).body(()).ok()?;
+    // The route of the path as parsed into the request (a `#` or odd bytes may make it
+    // differ from the raw text; found by fuzzing).
+    routes::stream_route(req.uri().path())?;
     for h in parsed.headers.iter() {
         let name = HeaderName::from_bytes(h.name.as_bytes()).ok()?;
         let body_or_upgrade = name == http::header::CONTENT_LENGTH && h.value != b"0"
@@ -265,8 +275,8 @@ fn request(parsed: &httparse::Request<'_, '_>) -> Option<Request<()>> {
 /// Runs the same checks as the hyper path; `None` leaves the answer to hyper.
 async fn open(app: &App, req: &Request<()>) -> Option<Subscription> {
     let job = JobId::parse(routes::stream_route(req.uri().path())?).ok()?;
-    routes::authorize(app, req, &job, Access::Read).await.ok()?;
-    match handlers::open_stream(app, &job, req).ok()? {
+    let claims = routes::authorize(app, req, &job, Access::Read).await.ok()?;
+    match handlers::open_stream(app, &job, req, &claims).ok()? {
         Opened::Stream(sub) => Some(sub),
         Opened::NoContent => None,
     }
@@ -337,6 +347,7 @@ mod tests {
             b"GET /v1/jobs/a/logs HTTP/1.0\r\nhost: x\r\n\r\n",
             b"GET /v1/jobs/a/logs HTTP/1.1\r\nupgrade: websocket\r\n\r\n",
             b"GET /v1/jobs/a/logs HTTP/1.1\r\ncontent-length: 5\r\n\r\n",
+            b"GET /v1/jobs/#a/logs HTTP/1.1\r\nhost: x\r\n\r\n",
         ] {
             assert!(take(other).is_none(), "{}", String::from_utf8_lossy(other));
         }

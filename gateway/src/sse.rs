@@ -6,11 +6,15 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 /// The first bytes of every stream: a reconnect delay and a comment, so proxies and
-/// clients see the stream open before any log line exists.
-pub(crate) const PRELUDE: &[u8] = b"retry: 2000\n: tailgate stream open\n\n";
+/// clients see the stream open before any log line exists. No blank line: `retry:` shares
+/// the first event's block, because clients with known bugs (`fetch-event-source`,
+/// `httpx-sse`) fire an empty event for a block that holds only `retry:`.
+pub(crate) const PRELUDE: &[u8] = b"retry: 2000\n: tailgate stream open\n";
 
-/// An idle keep-alive comment.
-pub(crate) const KEEPALIVE: &[u8] = b":\n\n";
+/// An idle keep-alive: one comment line that does not end a block. A blank line after it
+/// would make `fetch-event-source` (any blank line) and `httpx-sse` (once an id was seen)
+/// fire an empty event.
+pub(crate) const KEEPALIVE: &[u8] = b":\n";
 
 /// Appends one event to `out`. `data` is split into one `data:` field per line, at CR,
 /// LF and CRLF; a reader joins them with LF.
@@ -153,6 +157,63 @@ mod tests {
                 _ => {}
             }
         }
+    }
+
+    /// How a client with the known empty-event bugs reads a stream: `fetch-event-source`
+    /// 2.0.1 dispatches at every blank line; `httpx-sse` 0.4.3 at a blank line once any of
+    /// event, data, id (which persists) or retry is set. Returns the dispatched data.
+    fn buggy_dispatches(wire: &[u8], persist_id: bool) -> Vec<String> {
+        let text = String::from_utf8_lossy(wire)
+            .replace("\r\n", "\n")
+            .replace('\r', "\n");
+        let (mut data, mut event, mut id, mut retry) = (Vec::new(), false, false, false);
+        let mut out = Vec::new();
+        // Only whole lines: what follows the last line end is not a line yet.
+        let mut lines: Vec<&str> = text.split('\n').collect();
+        lines.pop();
+        for line in lines {
+            if line.is_empty() {
+                if !persist_id || event || !data.is_empty() || id || retry {
+                    out.push(data.join("\n"));
+                }
+                (data, event, retry) = (Vec::new(), false, false);
+                if !persist_id {
+                    id = false;
+                }
+                continue;
+            }
+            match line.split(':').next() {
+                Some("data") => {
+                    data.push(line.trim_start_matches("data:").trim_start().to_string())
+                }
+                Some("event") => event = true,
+                Some("id") => id = true,
+                Some("retry") => retry = true,
+                _ => {}
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn buggy_clients_see_no_empty_event_for_the_opening_or_keepalives() {
+        let mut wire = BytesMut::from(PRELUDE);
+        wire.put_slice(KEEPALIVE);
+        write_event(&mut wire, Some(1), "log", "one");
+        wire.put_slice(KEEPALIVE);
+        wire.put_slice(KEEPALIVE);
+        write_event(&mut wire, Some(2), "status", "two");
+        wire.put_slice(KEEPALIVE);
+        for persist_id in [false, true] {
+            assert_eq!(
+                buggy_dispatches(&wire, persist_id),
+                vec!["one".to_string(), "two".to_string()],
+                "persist_id {persist_id}"
+            );
+        }
+        let mut p = Parser::default();
+        p.feed(&wire);
+        assert_eq!(p.events.len(), 2, "a spec parser agrees");
     }
 
     fn normalise(s: &str) -> String {

@@ -22,6 +22,7 @@ use crate::entry::{Entry, Frame as EntryFrame, Kind};
 use crate::job_log::{Attached, Read};
 use crate::metrics::{self, GaugeGuard};
 use crate::sse;
+use crate::streams::SubjectSlot;
 
 /// How log records are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +46,8 @@ pub(crate) struct Pacing {
 pub(crate) struct Subscription {
     /// Keeps the reader counted on its job; gives the log.
     attached: Attached,
+    /// Keeps the stream counted on its token's subject.
+    _subject: SubjectSlot,
     /// Seq of the next record to send.
     cursor: u64,
     format: Format,
@@ -68,6 +71,7 @@ impl Subscription {
     /// A subscription starting at `cursor`; `reset` prepends an `event: reset`.
     pub(crate) fn new(
         attached: Attached,
+        subject: SubjectSlot,
         cursor: u64,
         reset: bool,
         format: Format,
@@ -82,6 +86,7 @@ impl Subscription {
         }
         Self {
             attached,
+            _subject: subject,
             cursor,
             format,
             pacing,

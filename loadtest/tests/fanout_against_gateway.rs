@@ -17,7 +17,9 @@ async fn start_gateway() -> (String, oneshot::Sender<()>, tokio::task::JoinHandl
         .expect("bind loopback");
     let addr = listener.local_addr().expect("local addr");
     let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
-    let config = tailgate::Config::new_hmac(SECRET, ISSUER, AUDIENCE);
+    let mut config = tailgate::Config::new_hmac(SECRET, ISSUER, AUDIENCE);
+    // Every reader of the load test shares one token subject.
+    config.limits.max_streams_per_subject = usize::MAX;
     let server = tokio::spawn(async move {
         let shutdown = async move {
             let _ = shutdown_rx.await;

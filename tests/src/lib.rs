@@ -24,7 +24,7 @@ use tokio::task::JoinHandle;
 pub use http_client::{Reply, Upload};
 pub use sse::{Event, SseStream};
 
-pub const SECRET: &str = "test-secret-0123456789";
+pub const SECRET: &str = "test-secret-0123456789-0123456789";
 pub const ISSUER: &str = "tailgate-test";
 pub const AUDIENCE: &str = "tailgate-test-aud";
 
@@ -39,6 +39,8 @@ pub struct TestServer {
 pub fn test_config() -> Config {
     let mut c = Config::new_hmac(SECRET, ISSUER, AUDIENCE);
     c.drain_timeout = Duration::from_secs(5);
+    // The tests' readers share a few token subjects; the cap has tests of its own.
+    c.limits.max_streams_per_subject = 100_000;
     c
 }
 
@@ -215,4 +217,36 @@ pub fn tailgate_bin() -> std::path::PathBuf {
         bin.display()
     );
     bin
+}
+
+/// Whether `program` runs (`program --version` exits 0).
+pub fn have(program: &str) -> bool {
+    std::process::Command::new(program)
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Whether a test that needs real components may run: `true` when `missing` is empty;
+/// otherwise it fails under `CI=true` (CI installs them) and is skipped with a message
+/// saying what is missing everywhere else.
+pub fn components_present(test: &str, missing: &[&str]) -> bool {
+    if missing.is_empty() {
+        return true;
+    }
+    let what = missing.join(", ");
+    assert!(
+        std::env::var("CI").map_or(true, |v| v != "true"),
+        "{test}: CI=true but {what} is missing (.ci/run installs it)"
+    );
+    eprintln!("skipping {test}: {what} is missing");
+    false
+}
+
+/// `components_present` for programs on the `PATH`.
+pub fn programs_present(test: &str, programs: &[&str]) -> bool {
+    let missing: Vec<&str> = programs.iter().copied().filter(|p| !have(p)).collect();
+    components_present(test, &missing)
 }

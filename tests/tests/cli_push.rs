@@ -253,7 +253,7 @@ async fn refusals_stop_before_the_command_runs() {
     ]);
     cmd.env("TAILGATE_TOKEN", read_token("ro"));
     let done = run(cmd, WAIT).await;
-    assert_eq!(done.code, Some(2), "a read-only token: {}", done.stderr);
+    assert_eq!(done.code, Some(77), "a read-only token: {}", done.stderr);
     assert!(
         done.stderr.contains("does not allow publishing"),
         "{}",
@@ -266,7 +266,7 @@ async fn refusals_stop_before_the_command_runs() {
         200
     );
     let done = run(push_cmd(&base, "over", &["--", "sh", "-c", &touch]), WAIT).await;
-    assert_eq!(done.code, Some(1));
+    assert_eq!(done.code, Some(76), "a finished job is a refusal");
     assert!(done.stderr.contains("already ended"), "{}", done.stderr);
     assert!(!marker.exists());
 
@@ -302,4 +302,36 @@ async fn a_small_memory_buffer_spools_to_disk_and_still_delivers_in_order() {
     let (log, status) = job_log(&server, job).await;
     assert_eq!(log, numbered(200));
     assert_eq!(status["status"], "succeeded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_absent_gateway_is_reported_per_attempt_and_unacknowledged_output_exits_69() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut cmd = push_cmd(
+        &base,
+        "absent",
+        &["--status", "succeeded", "--flush-timeout", "1500ms"],
+    );
+    cmd.stdin(std::process::Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn tailgate");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(b"one line\n").await.unwrap();
+    drop(stdin);
+    let done = tailgate_tests::cli::wait(child, WAIT).await;
+    // stderr is a pipe, as in CI: each retry is still said.
+    assert!(
+        done.stderr
+            .lines()
+            .filter(|l| l.contains("retrying in"))
+            .count()
+            >= 1,
+        "{}",
+        done.stderr
+    );
+    assert_eq!(done.code, Some(69), "{}", done.stderr);
 }

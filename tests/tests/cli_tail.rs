@@ -149,26 +149,26 @@ async fn timeout_bounds_the_wait() {
     let url = server.url(&format!("/v1/jobs/{job}/logs"));
     let started = std::time::Instant::now();
     let done = run(tail_cmd(&url, job, &["--timeout", "1s"]), WAIT).await;
-    assert_eq!(done.code, Some(124), "{}", done.stderr);
+    assert_eq!(done.code, Some(75), "{}", done.stderr);
     assert_eq!(done.stdout.lines().count(), 1);
     assert!(started.elapsed() < Duration::from_secs(10));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_rejected_token_exits_2_with_the_gateway_message() {
+async fn a_rejected_token_exits_77_with_the_gateway_message() {
     let server = TestServer::start().await;
     let url = server.url("/v1/jobs/mine/logs");
     let mut cmd = tailgate(&["tail", &url, "--token", &read_token("someone-elses")]);
     cmd.env("TAILGATE_TOKEN", "ignored-when-the-flag-is-given");
     let done = run(cmd, WAIT).await;
-    assert_eq!(done.code, Some(2));
+    assert_eq!(done.code, Some(77));
     assert!(
         done.stderr.contains("the token is for another job"),
         "{}",
         done.stderr
     );
     let done = run(tailgate(&["tail", &url]), WAIT).await;
-    assert_eq!(done.code, Some(2), "no token at all");
+    assert_eq!(done.code, Some(77), "no token at all");
     assert!(done.stderr.contains("no token"), "{}", done.stderr);
     let done = run(
         tailgate(&["tail", "http://127.0.0.1:1/v1/jobs/../logs"]),
@@ -228,4 +228,82 @@ async fn streams_colour_timestamps_and_json() {
     assert_eq!(events[1]["stream"], "stderr");
     assert_eq!(events[0]["line"], "\x1b[31mred\x1b[0m");
     assert_eq!(events[3]["seq"], 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_absent_gateway_is_reported_per_attempt_then_given_up_with_69() {
+    // A port nobody listens on: bind one, then let it go.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}/v1/jobs/absent/logs");
+    let started = std::time::Instant::now();
+    // stderr is a pipe here, as in CI: the retries must still be said.
+    let done = run(
+        tail_cmd(&url, "absent", &["--give-up-after", "1500ms"]),
+        WAIT,
+    )
+    .await;
+    assert_eq!(done.code, Some(69), "{}", done.stderr);
+    let retries = done
+        .stderr
+        .lines()
+        .filter(|l| l.contains("retrying in"))
+        .count();
+    assert!(retries >= 2, "one line per failed attempt: {}", done.stderr);
+    assert!(
+        done.stderr
+            .lines()
+            .last()
+            .unwrap_or("")
+            .contains("gave up after 1s 500ms"),
+        "{}",
+        done.stderr
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+
+    let done = run(
+        tail_cmd(&url, "absent", &["--no-follow", "--give-up-after", "500ms"]),
+        WAIT,
+    )
+    .await;
+    assert_eq!(done.code, Some(69), "--no-follow too: {}", done.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tool_failures_do_not_collide_with_a_job_exit_code() {
+    let server = TestServer::start().await;
+    // A build that exits 2 (make's "error") passes its code through...
+    publish_lines(&server, "exit-2", 1, 1).await;
+    assert_eq!(
+        server.set_status("exit-2", "failed", Some(2)).await.status,
+        200
+    );
+    let url = server.url("/v1/jobs/exit-2/logs");
+    let build = run(tail_cmd(&url, "exit-2", &[]), WAIT).await;
+    assert_eq!(build.code, Some(2), "{}", build.stderr);
+    // ...and a refused token, a bad flag and a refused request each have their own.
+    let mut cmd = tailgate(&["tail", &url, "--token", &read_token("other")]);
+    cmd.env("TAILGATE_TOKEN", "unused");
+    assert_eq!(run(cmd, WAIT).await.code, Some(77));
+    let usage = run(tailgate(&["tail", &url, "--no-such-flag"]), WAIT).await;
+    assert_eq!(usage.code, Some(64), "{}", usage.stderr);
+    // A gateway behind another prefix: 404 for this path.
+    let refused = run(
+        tail_cmd(&server.url("/elsewhere/v1/jobs/exit-2/logs"), "exit-2", &[]),
+        WAIT,
+    )
+    .await;
+    assert_eq!(refused.code, Some(76), "{}", refused.stderr);
+    let help = run(tailgate(&["tail", "--help"]), WAIT).await;
+    assert_eq!(help.code, Some(0));
+    for code in ["64", "69", "75", "76", "77"] {
+        assert!(
+            help.stdout.contains(&format!("  {code}  ")),
+            "{}",
+            help.stdout
+        );
+    }
 }

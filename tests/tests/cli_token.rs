@@ -238,7 +238,11 @@ async fn capgo_tokens_have_exactly_capgos_shape_and_read_on_a_capgo_configured_g
         WAIT,
     )
     .await;
-    assert_eq!(clash.code, Some(2), "--capgo takes no scope");
+    assert_eq!(
+        clash.code,
+        Some(64),
+        "--capgo takes no scope: a usage error"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

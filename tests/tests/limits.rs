@@ -51,7 +51,7 @@ async fn connections_over_the_cap_get_503() {
     let _b = server.subscribe("c", "", &[]).await;
     let mut third = tokio::net::TcpStream::connect(server.addr).await.unwrap();
     third
-        .write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+        .write_all(b"GET /v1/jobs/c HTTP/1.1\r\nhost: x\r\n\r\n")
         .await
         .unwrap();
     let mut resp = String::new();

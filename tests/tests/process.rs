@@ -48,6 +48,16 @@ fn start(args: &[&str]) -> (Child, std::net::SocketAddr, Vec<String>) {
     (child, addr, lines)
 }
 
+/// Kills the gateway if the test fails before stopping it.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn sigterm(child: &Child) {
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -103,45 +113,109 @@ async fn sigterm_completes_within_seconds_with_streams_open() {
     );
 }
 
-#[tokio::test]
-async fn dev_mode_prints_commands_that_work() {
-    let (mut child, addr, lines) = start(&["--dev"]);
-    let banner = lines.join("\n");
-    let tokens: Vec<&str> = banner
-        .split("Bearer ")
-        .skip(1)
-        .map(|s| s.split('\'').next().unwrap())
-        .collect();
-    assert_eq!(tokens.len(), 3, "{banner}");
-    assert!(banner.contains(&format!("http://{addr}/v1/jobs/demo/logs")));
-    let reply = http_client::request(
-        addr,
-        "POST",
-        "/v1/jobs/demo/logs",
-        &[
-            ("authorization", &format!("Bearer {}", tokens[1])),
-            ("content-type", "text/plain"),
-        ],
-        "hello\n".into(),
+/// Runs `script` with `sh -e`, `tailgate` on the `PATH`; returns (success, stdout, stderr).
+fn sh(script: &str) -> (bool, String, String) {
+    let bin_dir = tailgate_tests::tailgate_bin()
+        .parent()
+        .expect("bin dir")
+        .to_path_buf();
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = Command::new("sh")
+        .args(["-e", "-c", script])
+        .env_clear()
+        .env("PATH", path)
+        .output()
+        .expect("run sh");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
     )
-    .await;
-    assert_eq!(reply.status, 200, "{}", reply.text());
+}
+
+#[tokio::test]
+async fn dev_mode_prints_shell_lines_that_work_and_a_fresh_job_each_start() {
+    if !tailgate_tests::programs_present("the dev banner test", &["curl"]) {
+        return;
+    }
+    let (child, addr, lines) = start(&["--dev", "--memory-only"]);
+    let mut child = KillOnDrop(child);
+    let exports: Vec<&str> = lines
+        .iter()
+        .map(String::as_str)
+        .filter(|l| l.starts_with("export "))
+        .collect();
+    assert_eq!(exports.len(), 3, "{lines:#?}");
+    assert!(exports[0].starts_with(&format!("export TAILGATE_URL=http://{addr} JOB=demo-")));
+    // Everything the banner says to run, but the follow (which waits for the end).
+    let commands: Vec<&str> = lines
+        .iter()
+        .map(String::as_str)
+        .filter(|l| {
+            l.starts_with("printf ")
+                || l.starts_with("curl -sS")
+                || l.starts_with("tailgate token ")
+        })
+        .collect();
+    assert_eq!(commands.len(), 3, "{lines:#?}");
+    let script = format!(
+        "{}\n{}\ncurl -sS --fail-with-body -H \"Authorization: Bearer $READ\" \"$TAILGATE_URL/v1/jobs/$JOB/log\"\n",
+        exports.join("\n"),
+        commands.join("\n")
+    );
+    let (ok, stdout, stderr) = sh(&script);
+    assert!(ok, "{script}\n{stdout}\n{stderr}");
+    assert!(stdout.contains("\"status\":\"succeeded\""), "{stdout}");
+    assert!(stdout.ends_with("hello\nfrom tailgate\n"), "{stdout}");
+    // The minted line prints a token the gateway accepts for its job.
+    // (curl's JSON answers end without a newline: the token may follow one on its line.)
+    let minted = stdout
+        .split(['}', '\n'])
+        .find(|l| l.starts_with("eyJ"))
+        .expect("a minted token");
     let reply = http_client::request(
         addr,
         "GET",
-        "/v1/jobs/demo/log",
-        &[("authorization", &format!("Bearer {}", tokens[0]))],
+        "/v1/jobs/build-1",
+        &[("authorization", &format!("Bearer {minted}"))],
         Default::default(),
     )
     .await;
-    assert_eq!(reply.text(), "hello\n");
+    assert_eq!(reply.status, 200, "{}", reply.text());
     // The page to open in a browser, with the read token in its fragment.
-    let view = format!("http://{addr}/v1/jobs/demo/view#token={}", tokens[0]);
-    assert!(banner.lines().any(|l| l == view), "{banner}");
-    let page =
-        http_client::request(addr, "GET", "/v1/jobs/demo/view", &[], Default::default()).await;
+    let job = exports[0].rsplit("JOB=").next().unwrap_or_default();
+    let view = format!("http://{addr}/v1/jobs/{job}/view#token=");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.trim_start_matches(['#', ' ']).starts_with(&view)),
+        "{lines:#?}"
+    );
+    let page = http_client::request(
+        addr,
+        "GET",
+        &format!("/v1/jobs/{job}/view"),
+        &[],
+        Default::default(),
+    )
+    .await;
     assert_eq!(page.status, 200);
     assert!(page.text().contains("view/page.js"), "{}", page.text());
-    sigterm(&child);
-    assert!(child.wait().unwrap().success());
+    sigterm(&child.0);
+    assert!(child.0.wait().unwrap().success());
+
+    let (again, _, lines_again) = start(&["--dev", "--memory-only"]);
+    let mut again = KillOnDrop(again);
+    let job = |lines: &[String]| {
+        lines
+            .iter()
+            .find_map(|l| l.split(" JOB=").nth(1).map(str::to_string))
+    };
+    assert_ne!(job(&lines), job(&lines_again), "a fresh job per start");
+    sigterm(&again.0);
+    assert!(again.0.wait().unwrap().success());
 }

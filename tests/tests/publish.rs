@@ -309,3 +309,96 @@ async fn cors_preflight_and_headers() {
         .await;
     assert_eq!(r.header("access-control-allow-origin"), None);
 }
+
+#[tokio::test]
+async fn the_same_terminal_status_again_is_an_idempotent_200() {
+    let server = TestServer::start().await;
+    let first = server.set_status("retry", "failed", Some(3)).await;
+    assert_eq!(first.status, 200, "{}", first.text());
+    // A worker's retry of the very same status: 200 and the same job status.
+    let again = server.set_status("retry", "failed", Some(3)).await;
+    assert_eq!(again.status, 200, "{}", again.text());
+    assert_eq!(
+        again.json()["last_seq"],
+        first.json()["last_seq"],
+        "nothing appended"
+    );
+    assert_eq!(again.json()["status"], "failed");
+    // Another status, or another exit code, is still a conflict.
+    server
+        .set_status("retry", "succeeded", Some(0))
+        .await
+        .assert_error(409, "job_finished");
+    server
+        .set_status("retry", "failed", Some(4))
+        .await
+        .assert_error(409, "job_finished");
+}
+
+#[tokio::test]
+async fn a_bad_record_answers_with_the_job_counters() {
+    let server = TestServer::start().await;
+    let first = "{\"n\":1,\"line\":\"a\"}\n{\"n\":2,\"line\":\"b\"}\n";
+    assert_eq!(server.publish_ndjson("resume", first).await.status, 200);
+    // A request whose first record is bad has stored nothing itself: the counters are
+    // still the job's, where a publisher resumes from.
+    let reply = server.publish_ndjson("resume", "{oops}\n").await;
+    reply.assert_error(400, "bad_record");
+    let v = reply.json();
+    assert_eq!(
+        (
+            v["accepted"].as_u64(),
+            v["last_seq"].as_u64(),
+            v["last_n"].as_u64()
+        ),
+        (Some(0), Some(2), Some(2)),
+        "{v}"
+    );
+}
+
+#[tokio::test]
+async fn ndjson_is_decoded_lossily_and_its_lines_split_like_text() {
+    let mut config = test_config();
+    config.limits.max_line_bytes = 16;
+    let server = TestServer::start_with(config).await;
+    let mut body = b"{\"n\":1,\"line\":\"bad \xff\xfe!\"}\n".to_vec();
+    body.extend_from_slice(format!("{{\"n\":2,\"line\":\"{}\"}}\n", "y".repeat(40)).as_bytes());
+    let reply = server.publish_ndjson("lossy", body.clone()).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.json()["last_n"], 2);
+    let log = |server: &TestServer| {
+        let auth = bearer(&read_token("lossy"));
+        let server_url = server.addr;
+        async move {
+            tailgate_tests::http_client::request(
+                server_url,
+                "GET",
+                "/v1/jobs/lossy/log",
+                &[("authorization", &auth)],
+                Default::default(),
+            )
+            .await
+            .text()
+        }
+    };
+    let want = format!(
+        "bad \u{fffd}\u{fffd}!\n{}\n{}\n{}\n",
+        "y".repeat(16),
+        "y".repeat(16),
+        "y".repeat(8)
+    );
+    assert_eq!(log(&server).await, want);
+    // Resending both records adds nothing, not even the split line's later pieces.
+    let again = server.publish_ndjson("lossy", body).await.json();
+    assert_eq!(again["duplicates"], 2, "{again}");
+    assert_eq!(log(&server).await, want);
+}
+
+#[tokio::test]
+async fn method_not_allowed_names_the_allowed_methods() {
+    let server = TestServer::start().await;
+    let r = server.post("/v1/jobs/j", &[], "").await;
+    r.assert_error(405, "method_not_allowed");
+    let message = r.json()["message"].as_str().unwrap_or_default().to_string();
+    assert!(message.contains("GET, HEAD, OPTIONS"), "{message}");
+}

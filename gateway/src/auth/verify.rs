@@ -207,6 +207,11 @@ fn inspect(token: &str) -> Result<TokenHeader, AuthError> {
         }
         _ => return Err(AuthError::Malformed),
     };
+    // RFC 7515 section 4.1.11: a header listing extensions in `crit` must be refused by
+    // a verifier that does not understand them, and this one implements none.
+    if header.contains_key("crit") {
+        return Err(AuthError::Malformed);
+    }
     let kid = match header.get("kid") {
         None | Some(Value::Null) => None,
         Some(Value::String(kid)) => Some(kid.clone()),
@@ -283,6 +288,14 @@ mod tests {
             format!("{}.{payload}.c2ln", b64(&json!({"typ": "JWT"}))),
             format!("{}.{payload}.c2ln", b64(&json!({"alg": 256}))),
             format!("{}.{payload}.c2ln", b64(&json!({"alg": "HS256", "kid": 7}))),
+            format!(
+                "{}.{payload}.c2ln",
+                b64(&json!({"alg": "HS256", "crit": ["exp"]}))
+            ),
+            format!(
+                "{}.{payload}.c2ln",
+                b64(&json!({"alg": "HS256", "crit": []}))
+            ),
             good.replace(&payload, "e30="),
             good.replace(&payload, &URL_SAFE_NO_PAD.encode("[]")),
             good.replace("c2ln", "*sig*"),

@@ -7,7 +7,7 @@
 //! ([`crate::job_log::JobLog::confirm`]), so a reconnect after a restart still resumes.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::job_id::JobId;
@@ -51,15 +51,52 @@ pub(crate) struct Confirmations {
     ttl: Duration,
     /// Entries held at most; beyond it the expired, then the oldest, are dropped.
     capacity: usize,
+    /// Sessions open per client right now. Only a client whose connections have all
+    /// closed resumes after its confirmed id: a second, concurrent connection with the same
+    /// token is another reader and starts at the beginning. One entry per open session.
+    open: Mutex<HashMap<ClientKey, u32>>,
+}
+
+/// One open session of one client; counted until dropped.
+pub(crate) struct OpenSession {
+    owner: Arc<Confirmations>,
+    key: ClientKey,
+}
+
+impl Drop for OpenSession {
+    fn drop(&mut self) {
+        let mut open = self.owner.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = open.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.key);
+            }
+        }
+    }
 }
 
 impl Confirmations {
     pub(crate) fn new(ttl: Duration, capacity: usize) -> Self {
         Self {
             slots: Mutex::new(HashMap::new()),
+            open: Mutex::new(HashMap::new()),
             ttl,
             capacity: capacity.max(1),
         }
+    }
+
+    /// Counts a session of `key` as open; `true` when no other is, so it may resume.
+    pub(crate) fn open(self: &Arc<Self>, key: &ClientKey) -> (OpenSession, bool) {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let n = open.entry(key.clone()).or_insert(0);
+        *n += 1;
+        let alone = *n == 1;
+        drop(open);
+        let session = OpenSession {
+            owner: Arc::clone(self),
+            key: key.clone(),
+        };
+        (session, alone)
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<ClientKey, Slot>> {
@@ -161,6 +198,25 @@ mod tests {
         assert_eq!((store.last(&b), store.last(&other_job)), (None, None));
         store.forget(&a);
         assert_eq!(store.last(&a), None);
+    }
+
+    #[test]
+    fn only_a_client_with_no_open_session_may_resume() {
+        let store = Arc::new(Confirmations::new(Duration::from_secs(60), 100));
+        let a = store.key(&job("j"), "token-a");
+        let (first, alone) = store.open(&a);
+        assert!(alone);
+        let (second, alone) = store.open(&a);
+        assert!(!alone, "the first is still open");
+        let (other, alone) = store.open(&store.key(&job("j"), "token-b"));
+        assert!(alone, "another token is another client");
+        drop((first, second, other));
+        assert!(store.open(&a).1, "both closed: the next may resume");
+        assert_eq!(
+            store.open.lock().unwrap().len(),
+            0,
+            "no entry outlives its sessions"
+        );
     }
 
     #[test]

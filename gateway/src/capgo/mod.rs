@@ -2,13 +2,14 @@
 //! published Capgo CLI streams a build from Tailgate unchanged.
 //!
 //! - `POST {prefix}/{job}/start`: checks the `x-capgo-log-token`, answers `{"ok":true}`.
-//! - `GET {prefix}/{job}/stream?token=`: `ws`, a WebSocket speaking Capgo's `frames`,
-//!   resuming after the client's last id in `confirmations`.
+//! - `GET {prefix}/{job}/stream?token=`: `upgrade`, then `ws`, a WebSocket session speaking
+//!   Capgo's `frames`, resuming after the client's last id in `confirmations`.
 //! - `GET {prefix}/{job}`: the SSE stream, as `GET /v1/jobs/{job}/logs`.
 //! - `GET {prefix}/{job}/view`: the live log page (`view`), reading that stream.
 
 mod confirmations;
 pub(crate) mod frames;
+mod upgrade;
 mod ws;
 
 use std::sync::Arc;
@@ -135,11 +136,11 @@ pub(crate) async fn dispatch(
     if let Route::View(_, asset) = route {
         return Ok(view::serve(asset, &view::Links::capgo(&job)));
     }
-    authorize(app, &req, &job, Access::Read).await?;
+    let claims = authorize(app, &req, &job, Access::Read).await?;
     match route {
         Route::Start(_) => start(app, &job),
-        Route::Sse(_) => handlers::stream(app, &job, &req),
-        Route::Stream(_) => ws::upgrade(app, &job, req),
+        Route::Sse(_) => handlers::stream(app, &job, &req, &claims),
+        Route::Stream(_) => upgrade::upgrade(app, &job, req, &claims),
         Route::View(..) => Err(ApiError::NotFound),
     }
 }

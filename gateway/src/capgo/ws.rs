@@ -1,125 +1,36 @@
-//! One Capgo WebSocket reader: the upgrade, then a session that sends the job's records
-//! as Capgo frames from just after the client's last confirmed id, answers heartbeats,
-//! pings through silent build steps, and closes after the final status or on shutdown.
+//! One Capgo WebSocket reader's session (after the `upgrade`): sends the job's records as
+//! Capgo frames from just after the client's last confirmed id, answers heartbeats, pings
+//! through silent build steps, and closes after the final status or on shutdown.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
-use hyper::body::Incoming as IncomingBody;
-use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::watch;
+use tokio::sync::{watch, OwnedSemaphorePermit};
 use tokio::time::Instant;
-use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
 
-use super::confirmations::{ClientKey, Confirmations};
+use super::confirmations::{ClientKey, Confirmations, OpenSession};
 use super::frames::{self, ClientFrame};
 use crate::app::App;
-use crate::auth::{token_from_request, AuthError};
-use crate::body::{empty, Body};
 use crate::entry::Frame as EntryFrame;
-use crate::error::ApiError;
-use crate::handlers;
-use crate::job_id::JobId;
 use crate::job_log::{Attached, Read};
+use crate::streams::SubjectSlot;
 
 /// Records per `batch_messages` frame at most.
 const MAX_BATCH_RECORDS: usize = 200;
 /// Bytes of records taken per frame at most (the last record may pass it).
 const MAX_BATCH_BYTES: usize = 256 * 1024;
-/// Client frames are small JSON objects; anything bigger is refused by the codec.
-const MAX_CLIENT_MESSAGE: usize = 64 * 1024;
 /// How long a close frame and the client's answer may take.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
 /// A frame that cannot be written for this long means the client is gone.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// Answers an upgrade request to `{prefix}/{job}/stream` whose token was checked: `101`
-/// now, the session once hyper hands over the connection.
-pub(crate) fn upgrade(
-    app: &Arc<App>,
-    id: &JobId,
-    mut req: Request<IncomingBody>,
-) -> Result<Response<Body>, ApiError> {
-    if app.is_draining() {
-        return Err(ApiError::Draining);
-    }
-    let accept = handshake_accept(req.headers())?;
-    let token = token_from_request(req.headers(), req.uri().query()).ok_or(AuthError::Missing)?;
-    let key = app.capgo.confirmations.key(id, &token);
-    let job = handlers::job(app, id)?;
-    let attached = handlers::attach_reader(app, &job, id)?;
-    let session = Session::new(app, attached, key);
-    let on_upgrade = hyper::upgrade::on(&mut req);
-    let span = tracing::info_span!("capgo_ws", job.id = %id);
-    app.capgo.sessions.spawn(
-        async move {
-            match on_upgrade.await {
-                Ok(upgraded) => {
-                    let config = WebSocketConfig::default()
-                        .max_message_size(Some(MAX_CLIENT_MESSAGE))
-                        .max_frame_size(Some(MAX_CLIENT_MESSAGE));
-                    let ws = WebSocketStream::from_raw_socket(
-                        TokioIo::new(upgraded),
-                        Role::Server,
-                        Some(config),
-                    )
-                    .await;
-                    session.run(ws).await;
-                }
-                Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
-            }
-        }
-        .instrument(span),
-    );
-
-    let mut resp = Response::new(empty());
-    *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-    let h = resp.headers_mut();
-    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-    h.insert(
-        header::SEC_WEBSOCKET_ACCEPT,
-        HeaderValue::from_str(&accept).map_err(|_| ApiError::UpgradeRequired)?,
-    );
-    Ok(resp)
-}
-
-/// Checks the request is a WebSocket (version 13) upgrade; returns the accept key.
-fn handshake_accept(headers: &HeaderMap) -> Result<String, ApiError> {
-    let has_token = |name: header::HeaderName, token: &str| {
-        headers.get_all(name).iter().any(|v| {
-            v.to_str().is_ok_and(|v| {
-                v.split(',')
-                    .any(|part| part.trim().eq_ignore_ascii_case(token))
-            })
-        })
-    };
-    if !has_token(header::UPGRADE, "websocket") || !has_token(header::CONNECTION, "upgrade") {
-        return Err(ApiError::UpgradeRequired);
-    }
-    if headers
-        .get(header::SEC_WEBSOCKET_VERSION)
-        .is_none_or(|v| v.as_bytes() != b"13")
-    {
-        return Err(ApiError::UpgradeRequired);
-    }
-    let key = headers
-        .get(header::SEC_WEBSOCKET_KEY)
-        .map(|v| v.as_bytes())
-        .filter(|k| !k.is_empty())
-        .ok_or_else(|| ApiError::BadRequest("Sec-WebSocket-Key is missing".into()))?;
-    Ok(derive_accept_key(key))
-}
 
 /// What the log has for the client next.
 enum Next {
@@ -133,13 +44,17 @@ enum Next {
 const CLI_GATHER: Duration = Duration::from_millis(5);
 
 /// One WebSocket reader's cursor into one job's log.
-struct Session {
+pub(super) struct Session {
     /// Keeps the reader counted on its job; gives the log.
     attached: Attached,
     /// Seq of the next record to send.
     cursor: u64,
     key: ClientKey,
     confirmations: Arc<Confirmations>,
+    /// Counts this session as open for its client (see [`Confirmations::open`]).
+    _open: OpenSession,
+    /// Its connection slot and its place among its subject's streams.
+    _held: (OwnedSemaphorePermit, SubjectSlot),
     /// Woken on every append.
     seq_rx: watch::Receiver<u64>,
     /// Pings this often; a client silent for three times this long is gone.
@@ -151,13 +66,25 @@ struct Session {
 }
 
 impl Session {
-    fn new(app: &App, attached: Attached, key: ClientKey) -> Self {
+    pub(super) fn new(
+        app: &App,
+        attached: Attached,
+        key: ClientKey,
+        held: (OwnedSemaphorePermit, SubjectSlot),
+    ) -> Self {
         let confirmations = Arc::clone(&app.capgo.confirmations);
         let job = attached.job();
         let last_seq = job.last_seq();
-        let confirmed = confirmations
-            .last(&key)
-            .or_else(|| job.confirmed(key.token_hash()));
+        // Resume only a client that has gone: a second connection with the same token
+        // while the first is open is another reader, and starts at the beginning.
+        let (open, alone) = confirmations.open(&key);
+        let confirmed = if alone {
+            confirmations
+                .last(&key)
+                .or_else(|| job.confirmed(key.token_hash()))
+        } else {
+            None
+        };
         let cursor = match confirmed {
             // An id beyond the log is from an earlier life of the job: start over.
             Some(n) if n > last_seq => {
@@ -174,6 +101,8 @@ impl Session {
             cursor,
             key,
             confirmations,
+            _open: open,
+            _held: held,
             keepalive: pacing.keepalive,
             batch_bytes: pacing.batch_bytes.min(MAX_BATCH_BYTES),
             shutdown: app.shutdown.child_token(),
@@ -181,7 +110,7 @@ impl Session {
         }
     }
 
-    async fn run<S>(mut self, mut ws: WebSocketStream<S>)
+    pub(super) async fn run<S>(mut self, mut ws: WebSocketStream<S>)
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {

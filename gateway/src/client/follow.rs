@@ -23,6 +23,9 @@ pub struct FollowOptions {
     pub backoff: Backoff,
     /// A stream silent this long (not even a keep-alive) is taken as dead and reopened.
     pub idle_timeout: Duration,
+    /// Stop with [`FollowError::Unavailable`] when no attempt has reached the gateway for
+    /// this long; `None`: retry forever.
+    pub give_up_after: Option<Duration>,
 }
 
 impl FollowOptions {
@@ -33,6 +36,7 @@ impl FollowOptions {
             until_seq: None,
             backoff: Backoff::default(),
             idle_timeout: Duration::from_secs(60),
+            give_up_after: None,
         }
     }
 }
@@ -123,6 +127,9 @@ pub enum FollowError {
     /// Another answer that retrying will not change (`400`, `404`...).
     #[error("the gateway refused the request: {0}")]
     Refused(ApiFailure),
+    /// No attempt reached the gateway for `give_up_after`.
+    #[error("gave up after {}: {cause}", humantime::format_duration(*.after))]
+    Unavailable { after: Duration, cause: String },
 }
 
 /// Follows one job's stream; pull [`Update`]s with [`next`](Self::next).
@@ -138,6 +145,8 @@ pub struct Follower {
     retry_at: Option<tokio::time::Instant>,
     /// The current connection delivered an event (resets the backoff).
     delivered: bool,
+    /// Since when no attempt has reached the gateway, for `give_up_after`.
+    failing_since: Option<tokio::time::Instant>,
     started: bool,
     ended: Option<Ending>,
     pending: VecDeque<Update>,
@@ -154,6 +163,7 @@ impl Follower {
             cause: None,
             retry_at: None,
             delivered: false,
+            failing_since: None,
             started: false,
             ended: None,
             pending: VecDeque::new(),
@@ -211,8 +221,22 @@ impl Follower {
             if std::mem::take(&mut self.delivered) {
                 self.opts.backoff.reset();
             }
-            let delay = self.opts.backoff.next_delay();
-            self.retry_at = Some(tokio::time::Instant::now() + delay);
+            let now = tokio::time::Instant::now();
+            let mut delay = self.opts.backoff.next_delay();
+            if let Some(limit) = self.opts.give_up_after {
+                let failing = now - *self.failing_since.get_or_insert(now);
+                match limit.checked_sub(failing).filter(|d| !d.is_zero()) {
+                    // The last attempt comes at the limit, not a backoff step past it.
+                    Some(left) => delay = delay.min(left),
+                    None => {
+                        return Err(FollowError::Unavailable {
+                            after: limit,
+                            cause,
+                        })
+                    }
+                }
+            }
+            self.retry_at = Some(now + delay);
             self.pending
                 .push_back(Update::Reconnecting { delay, cause });
             return Ok(());
@@ -250,6 +274,9 @@ impl Follower {
                 return Ok(());
             }
         };
+        if matches!(resp.status().as_u16(), 200 | 204) {
+            self.failing_since = None;
+        }
         match resp.status().as_u16() {
             200 => {
                 let stream =

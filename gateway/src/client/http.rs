@@ -34,7 +34,7 @@ pub fn trust_ca_file(path: Option<&std::path::Path>) -> Result<(), std::process:
     let Some(path) = path else { return Ok(()) };
     let usage = |why: String| {
         eprintln!("tailgate: --ca-file {}: {why}", path.display());
-        std::process::ExitCode::from(super::tail::EXIT_USAGE)
+        std::process::ExitCode::from(super::exit::EXIT_USAGE)
     };
     let pem = std::fs::read(path).map_err(|e| usage(format!("cannot read it: {e}")))?;
     let certs: Vec<_> = rustls_pemfile::certs(&mut pem.as_slice())

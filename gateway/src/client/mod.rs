@@ -8,6 +8,7 @@
 
 pub mod backlog;
 pub mod backoff;
+pub mod exit;
 pub mod follow;
 pub mod http;
 pub mod lines;
@@ -43,7 +44,7 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, std::process::ExitCod
         .build()
         .map_err(|e| {
             eprintln!("tailgate: cannot start the runtime: {e}");
-            std::process::ExitCode::FAILURE
+            std::process::ExitCode::from(exit::EXIT_SOFTWARE)
         })
 }
 

@@ -2,7 +2,7 @@
 //! the job's terminal status; exits with the command's own exit code.
 
 use std::ffi::OsString;
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::process::{ExitCode, Stdio};
 use std::time::Duration;
 
@@ -10,11 +10,11 @@ use clap::Args;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use super::backlog::DEFAULT_MEMORY_BYTES;
+use super::exit::{EXIT_REFUSED, EXIT_REJECTED, EXIT_UNAVAILABLE, EXIT_USAGE};
 use super::http::{self, HttpError};
 use super::lines::LineSplitter;
 use super::mask::{Masker, ENV_MASK};
 use super::publisher::{PublishError, Publisher, PublisherOptions};
-use super::tail::{EXIT_REJECTED, EXIT_USAGE};
 use super::url::JobUrl;
 use super::{error_chain, ENV_TOKEN};
 
@@ -47,6 +47,7 @@ const STATUSES: [&str; 6] = [
 /// sequence `n`, wait in a local buffer (memory, then a private spool file) until
 /// acknowledged, and are resent from the job's `last_n` after a broken connection.
 #[derive(Debug, Clone, Args)]
+#[command(after_help = super::exit::TABLE)]
 pub struct PushArgs {
     /// The gateway's base URL, e.g. `https://logs.example.com` (routes are under `/v1/jobs/`).
     #[arg(long, env = "TAILGATE_URL", value_name = "BASE")]
@@ -147,14 +148,13 @@ pub async fn push(args: PushArgs) -> u8 {
     }
     let mut opts = PublisherOptions::new(url, args.token.clone());
     opts.memory_bytes = args.buffer_bytes;
-    if std::io::stderr().is_terminal() {
-        opts.on_retry = Some(std::sync::Arc::new(|delay: Duration, cause: &str| {
-            eprintln!(
-                "tailgate: {cause}; retrying in {}",
-                humantime::format_duration(Duration::from_millis(delay.as_millis() as u64))
-            );
-        }));
-    }
+    // Said terminal or not, as `tail` does: a CI log must show why output is held back.
+    opts.on_retry = Some(std::sync::Arc::new(|delay: Duration, cause: &str| {
+        eprintln!(
+            "tailgate: {cause}; retrying in {}",
+            humantime::format_duration(Duration::from_millis(delay.as_millis() as u64))
+        );
+    }));
     let publisher = Publisher::start(opts);
     let env_masks = std::env::var(ENV_MASK).ok();
     let sink = Sink {
@@ -175,7 +175,9 @@ pub async fn push(args: PushArgs) -> u8 {
             match (e, args.command.is_empty()) {
                 (_, false) => code,
                 (PublishError::Rejected(_), true) => EXIT_REJECTED,
-                (_, true) => 1,
+                (PublishError::Refused(_), true) => EXIT_REFUSED,
+                (PublishError::Timeout { .. }, true) => EXIT_UNAVAILABLE,
+                (PublishError::Spool(_), true) => super::exit::EXIT_IO,
             }
         }
     }
@@ -213,7 +215,7 @@ async fn preflight(url: &JobUrl, token: Option<&str>) -> Result<(), u8> {
         Ok(Ok(status)) => match status["status"].as_str() {
             Some(s) if STATUSES.contains(&s) => {
                 eprintln!("tailgate: job {} already ended ({s})", url.job);
-                Err(1)
+                Err(EXIT_REFUSED)
             }
             _ => Ok(()),
         },
@@ -223,7 +225,7 @@ async fn preflight(url: &JobUrl, token: Option<&str>) -> Result<(), u8> {
         }
         Ok(Err(f)) if !f.is_retryable() => {
             eprintln!("tailgate: the gateway refused the request: {f}");
-            Err(1)
+            Err(EXIT_REFUSED)
         }
         Ok(Err(f)) => {
             eprintln!("tailgate: the gateway is unavailable ({f}); output is buffered");

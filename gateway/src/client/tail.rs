@@ -6,27 +6,26 @@ use std::time::Duration;
 
 use clap::Args;
 
+use super::exit::{
+    EXIT_IO, EXIT_REFUSED, EXIT_REJECTED, EXIT_TIMEOUT, EXIT_UNAVAILABLE, EXIT_USAGE,
+};
 use super::follow::{Ending, FollowError, FollowOptions, Follower, Update};
 use super::http;
 use super::output::{gap_fields, Printer, Style};
 use super::url::JobUrl;
 use super::{error_chain, token_for, ENV_TOKEN};
 
-/// Exit code for a rejected token.
-pub const EXIT_REJECTED: u8 = 2;
-/// Exit code when `--timeout` expires (as `timeout(1)`).
-pub const EXIT_TIMEOUT: u8 = 124;
-/// Exit code for a URL that cannot be used (BSD `EX_USAGE`).
-pub const EXIT_USAGE: u8 = 64;
+/// How long `tail` keeps trying to reach a gateway that does not answer.
+pub const DEFAULT_GIVE_UP_AFTER: Duration = Duration::from_secs(600);
 
 /// Follow a job's log live and exit with the job's result.
 ///
 /// Exit code: 0 when the job succeeded; the job's exit code (1 if it has none) when it
-/// failed; 1 for any other end (cancelled, expired, lost...) or a refused request; 2 when
-/// the gateway rejects the token; 124 when --timeout expires; 64 for an unusable URL.
-/// Network errors and gateway restarts are retried with backoff, resuming after the last
-/// record printed, so no line is printed twice or skipped.
+/// failed; 1 for any other end (cancelled, expired, released, lost). Network errors and
+/// gateway restarts are retried with backoff (one line on stderr per failed attempt),
+/// resuming after the last record printed, so no line is printed twice or skipped.
 #[derive(Debug, Clone, Args)]
+#[command(after_help = super::exit::TABLE)]
 pub struct TailArgs {
     /// The job's stream URL: `http(s)://HOST/v1/jobs/JOB/logs`, or a Capgo-style
     /// `http(s)://HOST/build_logs_direct/JOB` (whose `token` query parameter is used when no
@@ -53,9 +52,13 @@ pub struct TailArgs {
     /// Print the log so far and exit 0, instead of following until the job ends.
     #[arg(long)]
     pub no_follow: bool,
-    /// Give up after this long in all (e.g. `90s`, `10m`, `2h`) and exit 124.
+    /// Give up after this long in all (e.g. `90s`, `10m`, `2h`) and exit 75.
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub timeout: Option<Duration>,
+    /// Give up when the gateway stays unreachable (refused, unanswered, overloaded) this
+    /// long since the last connection that worked, and exit 69.
+    #[arg(long, default_value = "10m", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub give_up_after: Duration,
 }
 
 /// Runs `tailgate tail`.
@@ -105,6 +108,7 @@ pub async fn tail(args: TailArgs) -> u8 {
 async fn follow(args: TailArgs, url: JobUrl, printer: &mut Printer) -> u8 {
     let status_line = std::io::stderr().is_terminal();
     let mut opts = FollowOptions::new(url, args.token);
+    opts.give_up_after = Some(args.give_up_after);
     if args.no_follow {
         match last_seq(&opts).await {
             Ok(0) => return 0,
@@ -123,7 +127,8 @@ async fn follow(args: TailArgs, url: JobUrl, printer: &mut Printer) -> u8 {
                 let _ = printer.notice(&e.to_string());
                 return match e {
                     FollowError::Rejected(_) => EXIT_REJECTED,
-                    FollowError::Refused(_) => 1,
+                    FollowError::Refused(_) => EXIT_REFUSED,
+                    FollowError::Unavailable { .. } => EXIT_UNAVAILABLE,
                 };
             }
         };
@@ -133,16 +138,10 @@ async fn follow(args: TailArgs, url: JobUrl, printer: &mut Printer) -> u8 {
                 reconnecting = false;
                 printer.notice("connected again")
             }
+            // Always said, terminal or not: a CI log must show why nothing is coming.
             Update::Reconnecting { delay, cause } => {
                 reconnecting = true;
-                if status_line {
-                    printer.notice(&format!(
-                        "{cause}; reconnecting in {}",
-                        humantime::format_duration(Duration::from_millis(delay.as_millis() as u64))
-                    ))
-                } else {
-                    Ok(())
-                }
+                printer.notice(&format!("{cause}; retrying in {}", millis(delay)))
             }
             Update::Connecting | Update::Connected => Ok(()),
             Update::Record(record) => printer.record(&record),
@@ -183,7 +182,7 @@ async fn follow(args: TailArgs, url: JobUrl, printer: &mut Printer) -> u8 {
                 return 0;
             }
             eprintln!("tailgate: cannot write the log: {e}");
-            return 1;
+            return EXIT_IO;
         }
     }
 }
@@ -193,6 +192,7 @@ async fn last_seq(opts: &FollowOptions) -> Result<u64, u8> {
     let url = &opts.url;
     let token = token_for(opts.token.as_deref(), url);
     let mut backoff = opts.backoff.clone();
+    let started = tokio::time::Instant::now();
     loop {
         let answer = match http::get(&url.endpoint, &url.status_path(), token.as_deref()) {
             Ok(req) => http::exchange_json(&url.endpoint, req).await,
@@ -206,18 +206,29 @@ async fn last_seq(opts: &FollowOptions) -> Result<u64, u8> {
             }
             Ok(Err(f)) if !f.is_retryable() => {
                 eprintln!("tailgate: the gateway refused the request: {f}");
-                return Err(1);
+                return Err(EXIT_REFUSED);
             }
             Ok(Err(f)) => f.to_string(),
             Err(e) => error_chain(&e),
         };
-        let delay = backoff.next_delay();
-        if std::io::stderr().is_terminal() {
+        let limit = opts.give_up_after.unwrap_or(Duration::MAX);
+        let Some(left) = limit
+            .checked_sub(started.elapsed())
+            .filter(|d| !d.is_zero())
+        else {
             eprintln!(
-                "tailgate: {cause}; retrying in {}",
-                humantime::format_duration(Duration::from_millis(delay.as_millis() as u64))
+                "tailgate: gave up after {}: {cause}",
+                humantime::format_duration(limit)
             );
-        }
+            return Err(EXIT_UNAVAILABLE);
+        };
+        let delay = backoff.next_delay().min(left);
+        eprintln!("tailgate: {cause}; retrying in {}", millis(delay));
         tokio::time::sleep(delay).await;
     }
+}
+
+/// A delay to the millisecond, as people read it (`1s 200ms`).
+fn millis(d: Duration) -> humantime::FormattedDuration {
+    humantime::format_duration(Duration::from_millis(d.as_millis() as u64))
 }

@@ -19,6 +19,7 @@ use crate::auth::{
     capgo_claims, job_claims, unix_now, Access, AuthSettings, Authenticator, KeySpec, Minter,
     DEFAULT_JOB_CLAIM, DEFAULT_LEEWAY,
 };
+use crate::config::MIN_HMAC_SECRET_BYTES;
 use crate::job_id::JobId;
 
 /// Mint or inspect job tokens (JWTs).
@@ -61,10 +62,20 @@ pub struct MintArgs {
     #[command(flatten)]
     pub key: KeyArgs,
     /// `iss` claim: the issuer the gateway requires (its --jwt-issuer).
-    #[arg(long, env = "TAILGATE_JWT_ISSUER", required_unless_present = "capgo")]
+    #[arg(
+        long,
+        env = "TAILGATE_JWT_ISSUER",
+        hide_env_values = true,
+        required_unless_present = "capgo"
+    )]
     pub issuer: Option<String>,
     /// `aud` claim: the audience the gateway requires (its --jwt-audience).
-    #[arg(long, env = "TAILGATE_JWT_AUDIENCE", required_unless_present = "capgo")]
+    #[arg(
+        long,
+        env = "TAILGATE_JWT_AUDIENCE",
+        hide_env_values = true,
+        required_unless_present = "capgo"
+    )]
     pub audience: Option<String>,
     /// `sub` claim: who the token is for (a user or worker id).
     #[arg(long, value_name = "SUBJECT")]
@@ -139,7 +150,7 @@ pub fn run(command: TokenCommand) -> ExitCode {
         Ok(false) => ExitCode::FAILURE,
         Err(message) => {
             eprintln!("tailgate: {message}");
-            ExitCode::from(super::tail::EXIT_USAGE)
+            ExitCode::from(super::exit::EXIT_USAGE)
         }
     }
 }
@@ -190,7 +201,18 @@ pub fn mint(args: &MintArgs) -> Result<String, String> {
             let pem = std::fs::read(path).map_err(|e| format!("--key {}: {e}", path.display()))?;
             Minter::from_pem(&pem, alg).map_err(|e| format!("--key {}: {e}", path.display()))?
         }
-        None => Minter::hmac(&secret(&args.key)?, alg).map_err(|e| e.to_string())?,
+        None => {
+            let secret = secret(&args.key)?;
+            if secret.len() < MIN_HMAC_SECRET_BYTES {
+                eprintln!(
+                    "tailgate: warning: the secret is {} bytes; a gateway refuses HMAC secrets \
+                     shorter than {MIN_HMAC_SECRET_BYTES} bytes (RFC 7518 section 3.2) unless \
+                     started with --jwt-allow-short-secret",
+                    secret.len()
+                );
+            }
+            Minter::hmac(&secret, alg).map_err(|e| e.to_string())?
+        }
     };
     let minter = match &args.kid {
         Some(kid) => minter.with_kid(kid),

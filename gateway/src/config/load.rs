@@ -62,6 +62,10 @@ pub struct ServeArgs {
     /// File holding the shared secret (trailing newline ignored).
     #[arg(long, value_name = "FILE")]
     pub jwt_secret_file: Option<PathBuf>,
+    /// Accept an HMAC secret shorter than 32 bytes (RFC 7518 section 3.2 requires at least
+    /// the hash size: 32 bytes for HS256), e.g. to verify an existing issuer's tokens.
+    #[arg(long)]
+    pub jwt_allow_short_secret: bool,
     /// Required `iss` claim.
     #[arg(long, value_name = "ISS")]
     pub jwt_issuer: Option<String>,
@@ -134,6 +138,10 @@ pub struct ServeArgs {
     /// Readers per job at most [default: 10000].
     #[arg(long, value_name = "N")]
     pub max_subscribers_per_job: Option<usize>,
+    /// Concurrent streams (SSE and Capgo WebSocket) per token subject (`sub`); over it:
+    /// 429 [default: 64].
+    #[arg(long, value_name = "N")]
+    pub max_streams_per_subject: Option<usize>,
     /// Longer plain-text lines are split, bytes [default: 65536].
     #[arg(long, value_name = "BYTES")]
     pub max_line_bytes: Option<usize>,
@@ -215,6 +223,7 @@ pub(super) const FILE_KEYS: &[&str] = &[
     "listen",
     "jwt_secret",
     "jwt_secret_file",
+    "jwt_allow_short_secret",
     "jwt_issuer",
     "jwt_audience",
     "jwt_key",
@@ -237,6 +246,7 @@ pub(super) const FILE_KEYS: &[&str] = &[
     "max_connections",
     "max_jobs",
     "max_subscribers_per_job",
+    "max_streams_per_subject",
     "max_line_bytes",
     "max_record_bytes",
     "max_header_bytes",
@@ -351,7 +361,8 @@ impl Layers<'_> {
     }
 }
 
-fn env_name(key: &str) -> String {
+/// The environment variable of setting `key` (`max-jobs`: `TAILGATE_MAX_JOBS`).
+pub fn env_name(key: &str) -> String {
     format!("TAILGATE_{}", key.replace('-', "_").to_ascii_uppercase())
 }
 
@@ -490,9 +501,27 @@ pub(super) fn load(args: &ServeArgs, env: &dyn Env) -> Result<Config, ConfigErro
             return Err(ConfigError::new(key, "is empty"));
         }
     }
+    let allow_short = l
+        .get(
+            args.jwt_allow_short_secret.then_some(true),
+            "jwt-allow-short-secret",
+        )?
+        .unwrap_or(false);
+    if let Some(len) = secret.as_ref().map(Vec::len) {
+        if len < MIN_HMAC_SECRET_BYTES && !dev && !allow_short {
+            return Err(ConfigError::new(
+                "jwt-secret",
+                format!(
+                    "is {len} bytes; HMAC secrets need at least {MIN_HMAC_SECRET_BYTES} (RFC 7518 section 3.2), \
+                     or pass --jwt-allow-short-secret"
+                ),
+            ));
+        }
+    }
 
     let mut config = Config::new_hmac(Vec::new(), &issuer, &audience);
     config.dev = dev;
+    config.jwt_allow_short_secret = allow_short;
     config.jwt_secret_file = secret_file;
     config.auth.hmac_secret = secret;
     config.auth.keys = keys;
@@ -594,7 +623,7 @@ pub(super) fn load(args: &ServeArgs, env: &dyn Env) -> Result<Config, ConfigErro
     );
 
     let lim = &mut config.limits;
-    let sizes: [(&str, Option<usize>, &mut usize); 9] = [
+    let sizes: [(&str, Option<usize>, &mut usize); 10] = [
         (
             "max-connections",
             args.max_connections,
@@ -605,6 +634,11 @@ pub(super) fn load(args: &ServeArgs, env: &dyn Env) -> Result<Config, ConfigErro
             "max-subscribers-per-job",
             args.max_subscribers_per_job,
             &mut lim.max_subscribers_per_job,
+        ),
+        (
+            "max-streams-per-subject",
+            args.max_streams_per_subject,
+            &mut lim.max_streams_per_subject,
         ),
         (
             "max-line-bytes",
@@ -821,6 +855,9 @@ fn random_secret() -> Vec<u8> {
 mod tests {
     use super::*;
 
+    /// A secret of the least accepted length.
+    const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
     fn env(pairs: &[(&str, &str)]) -> MapEnv {
         MapEnv(
             pairs
@@ -851,7 +888,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("tailgate-config-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("t.toml");
-        std::fs::write(&file, "jwt_secret = \"f\"\njwt_issuer = \"file-iss\"\njwt_audience = \"file-aud\"\nkeepalive_secs = 7\nmax_jobs = 3\n").unwrap();
+        std::fs::write(&file, "jwt_secret = \"ffffffffffffffffffffffffffffffff\"\njwt_issuer = \"file-iss\"\njwt_audience = \"file-aud\"\nkeepalive_secs = 7\nmax_jobs = 3\n").unwrap();
         let args = ServeArgs {
             config: Some(file.clone()),
             jwt_issuer: Some("flag-iss".into()),
@@ -867,7 +904,7 @@ mod tests {
             (c.auth.issuer.as_str(), c.auth.audience.as_str()),
             ("flag-iss", "env-aud")
         );
-        assert_eq!(c.auth.hmac_secret.as_deref(), Some(&b"f"[..]));
+        assert_eq!(c.auth.hmac_secret.as_deref(), Some(&[b'f'; 32][..]));
         assert_eq!(
             (c.keepalive, c.limits.max_jobs),
             (Duration::from_secs(7), 5)
@@ -879,7 +916,7 @@ mod tests {
     #[test]
     fn bad_values_name_their_key() {
         let base = [
-            ("TAILGATE_JWT_SECRET", "s"),
+            ("TAILGATE_JWT_SECRET", SECRET),
             ("TAILGATE_JWT_ISSUER", "i"),
             ("TAILGATE_JWT_AUDIENCE", "a"),
         ];
@@ -905,7 +942,7 @@ mod tests {
     #[test]
     fn capgo_routes_are_configurable() {
         let base = [
-            ("TAILGATE_JWT_SECRET", "s"),
+            ("TAILGATE_JWT_SECRET", SECRET),
             ("TAILGATE_JWT_ISSUER", "i"),
             ("TAILGATE_JWT_AUDIENCE", "a"),
         ];
@@ -1022,8 +1059,8 @@ mod tests {
             config: Some(file),
             ..Default::default()
         };
-        let c = Config::load(&args, &env(&[("TAILGATE_JWT_SECRET", "from-env")])).unwrap();
-        assert_eq!(c.auth.hmac_secret.as_deref(), Some(&b"from-env"[..]));
+        let c = Config::load(&args, &env(&[("TAILGATE_JWT_SECRET", SECRET)])).unwrap();
+        assert_eq!(c.auth.hmac_secret.as_deref(), Some(SECRET.as_bytes()));
         assert_eq!(c.jwt_secret_file, None);
         let both = env(&[
             ("TAILGATE_JWT_SECRET", "from-env"),
@@ -1038,7 +1075,7 @@ mod tests {
     #[test]
     fn the_store_is_a_spool_unless_memory_only() {
         let base = [
-            ("TAILGATE_JWT_SECRET", "s"),
+            ("TAILGATE_JWT_SECRET", SECRET),
             ("TAILGATE_JWT_ISSUER", "i"),
             ("TAILGATE_JWT_AUDIENCE", "a"),
         ];
@@ -1102,5 +1139,52 @@ mod tests {
         .unwrap();
         assert_eq!(c.auth.hmac_secret.as_ref().map(Vec::len), Some(64));
         assert_eq!(c.auth.issuer, "tailgate-dev");
+    }
+}
+
+#[cfg(test)]
+mod secret_tests {
+    use super::*;
+
+    fn load(pairs: &[(&str, &str)], args: ServeArgs) -> Result<Config, ConfigError> {
+        let mut all = vec![("TAILGATE_JWT_ISSUER", "i"), ("TAILGATE_JWT_AUDIENCE", "a")];
+        all.extend_from_slice(pairs);
+        let env = MapEnv(
+            all.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        );
+        Config::load(&args, &env)
+    }
+
+    #[test]
+    fn short_hmac_secrets_are_refused_naming_the_key_and_the_rfc() {
+        let err = load(&[("TAILGATE_JWT_SECRET", "x")], ServeArgs::default()).unwrap_err();
+        assert_eq!(err.key, "jwt-secret");
+        assert!(err.message.contains("RFC 7518 section 3.2"), "{err}");
+        assert!(err.message.contains("--jwt-allow-short-secret"), "{err}");
+        let one_short = "x".repeat(MIN_HMAC_SECRET_BYTES - 1);
+        assert!(load(&[("TAILGATE_JWT_SECRET", &one_short)], ServeArgs::default()).is_err());
+        let enough = "x".repeat(MIN_HMAC_SECRET_BYTES);
+        assert!(load(&[("TAILGATE_JWT_SECRET", &enough)], ServeArgs::default()).is_ok());
+    }
+
+    #[test]
+    fn the_escape_hatch_and_dev_mode_accept_a_short_secret() {
+        let flag = ServeArgs {
+            jwt_allow_short_secret: true,
+            ..Default::default()
+        };
+        assert!(load(&[("TAILGATE_JWT_SECRET", "x")], flag).is_ok());
+        let env = [
+            ("TAILGATE_JWT_SECRET", "x"),
+            ("TAILGATE_JWT_ALLOW_SHORT_SECRET", "true"),
+        ];
+        assert!(load(&env, ServeArgs::default()).is_ok());
+        let dev = ServeArgs {
+            dev: true,
+            ..Default::default()
+        };
+        assert!(load(&[("TAILGATE_JWT_SECRET", "x")], dev).is_ok());
     }
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 use crate::auth::AuthSettings;
 pub use crate::store::Fsync;
 
-pub use load::{Env, MapEnv, ProcessEnv, ServeArgs};
+pub use load::{env_name, Env, MapEnv, ProcessEnv, ServeArgs};
 pub use print::{Source, Sources};
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -30,6 +30,7 @@ pub const DEFAULT_GATHER: Duration = Duration::from_millis(20);
 pub const DEFAULT_MAX_CONNECTIONS: usize = 16_384;
 pub const DEFAULT_MAX_JOBS: usize = 10_000;
 pub const DEFAULT_MAX_SUBSCRIBERS_PER_JOB: usize = 10_000;
+pub const DEFAULT_MAX_STREAMS_PER_SUBJECT: usize = 64;
 pub const DEFAULT_MAX_LINE_BYTES: usize = 64 * 1024;
 pub const DEFAULT_MAX_RECORD_BYTES: usize = 1024 * 1024;
 pub const DEFAULT_MAX_HEADER_BYTES: usize = 16 * 1024;
@@ -38,6 +39,9 @@ pub const DEFAULT_MEMORY_BUDGET_BYTES: usize = 1024 * 1024 * 1024;
 pub const DEFAULT_MAX_LOG_BYTES: u64 = 512 * 1024 * 1024;
 pub const DEFAULT_BATCH_BYTES: usize = 64 * 1024;
 pub const DEFAULT_CAPGO_PREFIX: &str = "/build_logs_direct";
+/// Shortest HMAC secret accepted without `--jwt-allow-short-secret`: RFC 7518 section 3.2
+/// wants a key at least as long as the hash (HS256: 32 bytes).
+pub const MIN_HMAC_SECRET_BYTES: usize = 32;
 pub const DEFAULT_DATA_DIR: &str = "./tailgate-data";
 pub const DEFAULT_FSYNC_INTERVAL: Duration = Duration::from_millis(1000);
 pub const DEFAULT_DISK_RETENTION: Duration = Duration::from_secs(24 * 3600);
@@ -79,6 +83,8 @@ pub struct Config {
     pub jwks: Option<JwksConfig>,
     /// The file the HMAC secret was read from, shown by `--print-config`.
     pub jwt_secret_file: Option<PathBuf>,
+    /// An HMAC secret under 32 bytes was accepted on purpose (`--jwt-allow-short-secret`).
+    pub jwt_allow_short_secret: bool,
     /// Where each key's value came from, for `--print-config`.
     pub sources: Sources,
     /// A client has this long to send its request headers.
@@ -131,6 +137,8 @@ pub struct Limits {
     pub max_connections: usize,
     pub max_jobs: usize,
     pub max_subscribers_per_job: usize,
+    /// Concurrent streams (SSE and Capgo WebSocket) per token subject.
+    pub max_streams_per_subject: usize,
     /// Longer plain-text lines are split.
     pub max_line_bytes: usize,
     /// Longer NDJSON records are refused (`400 bad_record`).
@@ -231,6 +239,7 @@ impl Default for Limits {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_jobs: DEFAULT_MAX_JOBS,
             max_subscribers_per_job: DEFAULT_MAX_SUBSCRIBERS_PER_JOB,
+            max_streams_per_subject: DEFAULT_MAX_STREAMS_PER_SUBJECT,
             max_line_bytes: DEFAULT_MAX_LINE_BYTES,
             max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
             max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
@@ -267,6 +276,7 @@ impl Config {
             metrics_listen: None,
             jwks: None,
             jwt_secret_file: None,
+            jwt_allow_short_secret: false,
             sources: Sources::default(),
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
             gather: DEFAULT_GATHER,

@@ -95,6 +95,24 @@ impl LineSplitter {
     }
 }
 
+/// `line` in pieces of at most `max` bytes (at least 4), each cut at a character boundary.
+pub(crate) fn split_str(line: &str, max: usize) -> impl Iterator<Item = &str> {
+    let max = max.max(4);
+    let mut rest = line;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let mut cut = rest.len().min(max);
+        while !rest.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let (piece, tail) = rest.split_at(cut);
+        rest = tail;
+        Some(piece)
+    })
+}
+
 fn memchr_lf(bytes: &[u8]) -> Option<usize> {
     bytes.iter().position(|&b| b == b'\n')
 }

@@ -75,7 +75,7 @@ pub(crate) async fn upload(
 ) -> Result<Tally, ApiError> {
     let _publishing = job.attach_publisher();
     let mut tally = Tally::default();
-    let mut parser = Parser::new(format, stream, limits);
+    let mut parser = Parser::new(format, stream, limits, job.snapshot().last_n);
     loop {
         wait_for_memory(hub, job).await;
         let frame = match body.frame().await {
@@ -94,23 +94,28 @@ pub(crate) async fn upload(
         let failed = parser.push(&data);
         append(job, parser.take(), &mut tally).await?;
         if let Some((line, message)) = failed {
-            return Err(ApiError::BadRecord {
-                line,
-                message,
-                tally,
-            });
+            return Err(bad_record(job, line, message, tally));
         }
     }
     let failed = parser.finish();
     append(job, parser.take(), &mut tally).await?;
     if let Some((line, message)) = failed {
-        return Err(ApiError::BadRecord {
-            line,
-            message,
-            tally,
-        });
+        return Err(bad_record(job, line, message, tally));
     }
     Ok(tally)
+}
+
+/// A `400 bad_record` carrying the job's counters, not this request's: a publisher
+/// resumes from the job's `last_seq` and `last_n`, whatever this request managed.
+fn bad_record(job: &JobLog, line: u64, message: String, mut tally: Tally) -> ApiError {
+    let snapshot = job.snapshot();
+    tally.last_seq = snapshot.last_seq;
+    tally.last_n = snapshot.last_n;
+    ApiError::BadRecord {
+        line,
+        message,
+        tally,
+    }
 }
 
 /// Appends and stores one chunk's records, fsyncing when the policy says so, before the
@@ -156,7 +161,7 @@ async fn wait_for_memory(hub: &Hub, job: &JobLog) {
 }
 
 /// Turns body bytes into records, one format or the other.
-struct Parser {
+pub(crate) struct Parser {
     splitter: LineSplitter,
     sink: Sink,
     max_record_bytes: usize,
@@ -172,10 +177,20 @@ struct Sink {
     line_no: u64,
     /// The first bad record: its line and why. Nothing after it is taken.
     failed: Option<(u64, String)>,
+    /// Longer NDJSON `line` fields are split, as plain-text lines are.
+    max_line_bytes: usize,
+    /// The highest `n` known to the job: a record at or below it is a resend, kept whole
+    /// so the log drops it whole (its pieces, past the first, carry no `n`).
+    last_n: Option<u64>,
 }
 
 impl Parser {
-    fn new(format: Format, stream: Stream, limits: UploadLimits) -> Self {
+    pub(crate) fn new(
+        format: Format,
+        stream: Stream,
+        limits: UploadLimits,
+        last_n: Option<u64>,
+    ) -> Self {
         let splitter = match format {
             Format::Text => LineSplitter::new(limits.max_line_bytes, Overflow::Split),
             Format::Ndjson => LineSplitter::new(limits.max_record_bytes, Overflow::Refuse),
@@ -186,6 +201,8 @@ impl Parser {
             batch: Vec::new(),
             line_no: 0,
             failed: None,
+            max_line_bytes: limits.max_line_bytes,
+            last_n,
         };
         Self {
             splitter,
@@ -195,7 +212,7 @@ impl Parser {
     }
 
     /// Feeds one chunk; returns the bad record that ends the upload, if any.
-    fn push(&mut self, data: &Bytes) -> Option<(u64, String)> {
+    pub(crate) fn push(&mut self, data: &Bytes) -> Option<(u64, String)> {
         if self.sink.failed.is_none()
             && self
                 .splitter
@@ -209,14 +226,14 @@ impl Parser {
         self.sink.failed.clone()
     }
 
-    fn finish(&mut self) -> Option<(u64, String)> {
+    pub(crate) fn finish(&mut self) -> Option<(u64, String)> {
         if self.sink.failed.is_none() {
             self.splitter.finish(&mut |line| self.sink.take(line));
         }
         self.sink.failed.clone()
     }
 
-    fn take(&mut self) -> Vec<Incoming> {
+    pub(crate) fn take(&mut self) -> Vec<Incoming> {
         std::mem::take(&mut self.sink.batch)
     }
 }
@@ -240,13 +257,39 @@ impl Sink {
                     return;
                 }
                 match ndjson::parse(line, self.stream) {
-                    Ok(rec) => self.batch.push(Incoming {
-                        n: rec.n,
-                        body: rec.body,
-                    }),
+                    Ok(rec) => self.push_record(rec),
                     Err(message) => self.failed = Some((self.line_no, message)),
                 }
             }
+        }
+    }
+}
+
+impl Sink {
+    /// Adds an NDJSON record, its `line` split at `max_line_bytes` like a plain-text line:
+    /// the first piece carries the record's `n`, the rest none, so the pieces are one
+    /// record for deduplication.
+    fn push_record(&mut self, rec: ndjson::NdjsonRecord) {
+        let resend = matches!((rec.n, self.last_n), (Some(n), Some(last)) if n <= last);
+        self.last_n = self.last_n.max(rec.n);
+        let (stream, line) = match rec.body {
+            RecordBody::Log { stream, line } if line.len() > self.max_line_bytes && !resend => {
+                (stream, line)
+            }
+            body => {
+                self.batch.push(Incoming { n: rec.n, body });
+                return;
+            }
+        };
+        let mut n = rec.n;
+        for piece in lines::split_str(&line, self.max_line_bytes) {
+            self.batch.push(Incoming {
+                n: n.take(),
+                body: RecordBody::Log {
+                    stream,
+                    line: piece.to_string(),
+                },
+            });
         }
     }
 }
@@ -293,7 +336,15 @@ pub(crate) async fn set_status(job: &Arc<JobLog>, body: IncomingBody) -> Result<
     };
     let mut tally = Tally::default();
     match job.append([record], &mut tally) {
-        Err(AppendError::Finished) => Err(ApiError::JobFinished { tally: None }),
+        // A worker retrying the status that finished the job: the same answer again.
+        Err(AppendError::Finished) => {
+            let now = job.snapshot();
+            if (now.status, now.exit_code) == (status, req.exit_code) {
+                Ok(())
+            } else {
+                Err(ApiError::JobFinished { tally: None })
+            }
+        }
         Err(e) => Err(ApiError::append(e, tally)),
         Ok(()) => job
             .settle()
@@ -311,7 +362,7 @@ mod tests {
             max_line_bytes: 8,
             max_record_bytes: 64,
         };
-        let mut p = Parser::new(format, Stream::Stdout, limits);
+        let mut p = Parser::new(format, Stream::Stdout, limits, None);
         let mut failed = None;
         for c in chunks {
             failed = failed.or(p.push(&Bytes::copy_from_slice(c)));
@@ -382,5 +433,58 @@ mod tests {
             Format::from_headers(&h),
             Err(ApiError::UnsupportedMediaType)
         ));
+    }
+}
+
+#[cfg(test)]
+mod split_tests {
+    use super::*;
+
+    fn records(chunks: &[&[u8]], last_n: Option<u64>) -> Vec<Incoming> {
+        let limits = UploadLimits {
+            max_line_bytes: 16,
+            max_record_bytes: 1024,
+        };
+        let mut p = Parser::new(Format::Ndjson, Stream::Stdout, limits, last_n);
+        for c in chunks {
+            assert_eq!(p.push(&Bytes::copy_from_slice(c)), None);
+        }
+        assert_eq!(p.finish(), None);
+        p.take()
+    }
+
+    fn lines(records: &[Incoming]) -> Vec<(Option<u64>, &str)> {
+        records
+            .iter()
+            .map(|r| match &r.body {
+                RecordBody::Log { line, .. } => (r.n, line.as_str()),
+                other => panic!("{other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn ndjson_lines_are_split_at_max_line_bytes_like_text() {
+        let long = "é".repeat(10); // 20 bytes: cut at a character boundary
+        let body = format!("{{\"n\":1,\"line\":\"{long}\"}}\n{{\"line\":\"short\"}}\n");
+        let got = records(&[body.as_bytes()], None);
+        assert_eq!(
+            lines(&got),
+            vec![(Some(1), "éééééééé"), (None, "éé"), (None, "short")]
+        );
+    }
+
+    #[test]
+    fn a_resent_long_line_stays_whole_so_the_log_drops_it_whole() {
+        let body = format!("{{\"n\":3,\"line\":\"{}\"}}\n", "x".repeat(40));
+        let got = records(&[body.as_bytes()], Some(3));
+        assert_eq!(got.len(), 1, "one record, n 3: a duplicate");
+        assert_eq!(got[0].n, Some(3));
+    }
+
+    #[test]
+    fn ndjson_with_invalid_utf8_is_replaced_not_refused() {
+        let got = records(&[b"{\"line\":\"bad \xff\xfe!\"}\n"], None);
+        assert_eq!(lines(&got), vec![(None, "bad \u{fffd}\u{fffd}!")]);
     }
 }

@@ -37,9 +37,12 @@ struct WireCustom {
 }
 
 /// Parses one NDJSON line; `default_stream` applies to a log record without `stream`.
-/// The error is a sentence for the `bad_record` message.
+/// Invalid UTF-8 is replaced (U+FFFD per invalid sequence), as in plain-text uploads: a
+/// build's output is never refused for its bytes. The error is a sentence for the
+/// `bad_record` message.
 pub(crate) fn parse(line: &[u8], default_stream: Stream) -> Result<NdjsonRecord, String> {
-    let wire: Wire = serde_json::from_slice(line).map_err(|e| format!("invalid JSON: {e}"))?;
+    let text = String::from_utf8_lossy(line);
+    let wire: Wire = serde_json::from_str(&text).map_err(|e| format!("invalid JSON: {e}"))?;
     let body = match (wire.line, wire.status, wire.custom) {
         (Some(line), None, None) => {
             let stream = match wire.stream {
