@@ -999,7 +999,7 @@ mod tests {
     #[test]
     fn a_redis_url_replaces_the_spool_and_never_shows_its_password() {
         let base = [
-            ("TAILGATE_JWT_SECRET", "s"),
+            ("TAILGATE_JWT_SECRET", SECRET),
             ("TAILGATE_JWT_ISSUER", "i"),
             ("TAILGATE_JWT_AUDIENCE", "a"),
         ];
