@@ -45,7 +45,8 @@ pub struct Daemon {
     args: Vec<String>,
 }
 
-/// The flags every test daemon gets: the test keys, quiet logs.
+/// The flags every test daemon gets: the test keys, and room for the many streams one
+/// test subject opens.
 pub fn test_args() -> Vec<String> {
     [
         "--jwt-secret",
@@ -54,6 +55,8 @@ pub fn test_args() -> Vec<String> {
         crate::ISSUER,
         "--jwt-audience",
         crate::AUDIENCE,
+        "--max-streams-per-subject",
+        "100000",
     ]
     .iter()
     .map(|s| s.to_string())

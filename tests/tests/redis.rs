@@ -109,9 +109,19 @@ async fn raw_events(resp: hyper::Response<hyper::body::Incoming>) -> Vec<String>
         .to_bytes();
     String::from_utf8_lossy(&body)
         .split_inclusive("\n\n")
+        .map(without_comments)
         .filter(|e| e.starts_with("id: "))
         .map(String::from)
         .collect()
+}
+
+/// An event block without the comment and `retry:` lines that may open it (the stream's
+/// opening bytes share the first event's block; keep-alives are lone comment lines).
+fn without_comments(mut block: &str) -> &str {
+    while block.starts_with(':') || block.starts_with("retry:") {
+        block = block.split_once('\n').map_or("", |(_, rest)| rest);
+    }
+    block
 }
 
 fn seqs(events: &[tailgate_tests::Event]) -> Vec<u64> {
