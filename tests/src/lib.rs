@@ -109,13 +109,7 @@ impl TestServer {
 
     /// Publishes NDJSON records.
     pub async fn publish_ndjson(&self, job: &str, body: impl Into<bytes::Bytes>) -> Reply {
-        let auth = bearer(&publish_token(job));
-        let headers = [
-            ("authorization", auth.as_str()),
-            ("content-type", "application/x-ndjson"),
-        ];
-        self.post(&format!("/v1/jobs/{job}/logs"), &headers, body)
-            .await
+        publish_ndjson(self.addr, job, body).await
     }
 
     /// Posts a status with a publish token.
@@ -165,6 +159,18 @@ impl Drop for TestServer {
             let _ = tx.send(());
         }
     }
+}
+
+/// Publishes NDJSON records to `job` on the gateway at `addr` with a publish token: for
+/// gateways this process did not start (a spawned binary, another instance).
+pub async fn publish_ndjson(addr: SocketAddr, job: &str, body: impl Into<bytes::Bytes>) -> Reply {
+    let auth = bearer(&publish_token(job));
+    let headers = [
+        ("authorization", auth.as_str()),
+        ("content-type", "application/x-ndjson"),
+    ];
+    let path = format!("/v1/jobs/{job}/logs");
+    http_client::request(addr, "POST", &path, &headers, body.into()).await
 }
 
 pub fn bearer(token: &str) -> String {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tailgate_tests::daemon::{test_args, Daemon, TempDir};
 use tailgate_tests::http_client::{self, Upload};
-use tailgate_tests::{bearer, publish_token, read_token, SseStream};
+use tailgate_tests::{bearer, publish_ndjson, publish_token, read_token, SseStream};
 use tokio::sync::watch;
 
 fn args(data: &TempDir, extra: &[&str]) -> Vec<String> {
@@ -31,21 +31,6 @@ async fn status(addr: SocketAddr, job: &str) -> Value {
     .await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     reply.json()
-}
-
-async fn publish_ndjson(addr: SocketAddr, job: &str, body: String) -> http_client::Reply {
-    let auth = bearer(&publish_token(job));
-    http_client::request(
-        addr,
-        "POST",
-        &format!("/v1/jobs/{job}/logs"),
-        &[
-            ("authorization", &auth),
-            ("content-type", "application/x-ndjson"),
-        ],
-        body.into(),
-    )
-    .await
 }
 
 fn ndjson(range: std::ops::RangeInclusive<u64>) -> String {

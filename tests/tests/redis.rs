@@ -30,18 +30,7 @@ async fn get(addr: SocketAddr, job: &str, path: &str) -> Reply {
 }
 
 async fn publish(addr: SocketAddr, job: &str, body: String) -> Reply {
-    let auth = bearer(&publish_token(job));
-    http_client::request(
-        addr,
-        "POST",
-        &format!("/v1/jobs/{job}/logs"),
-        &[
-            ("authorization", &auth),
-            ("content-type", "application/x-ndjson"),
-        ],
-        body.into(),
-    )
-    .await
+    tailgate_tests::publish_ndjson(addr, job, body).await
 }
 
 async fn finish(addr: SocketAddr, job: &str, status: &str) {
