@@ -12,9 +12,6 @@ use crate::hub::{Hub, HubSettings};
 use crate::job_log::JobLimits;
 use crate::memory::MemoryBudget;
 use crate::publish::UploadLimits;
-use crate::store::memory::MemoryStore;
-use crate::store::redis::{RedisSettings, RedisStore};
-use crate::store::spool::{OpenError, Spool, SpoolSettings};
 use crate::store::Store;
 use crate::streams::SubjectStreams;
 use crate::subscription::Pacing;
@@ -41,7 +38,7 @@ pub(crate) struct App {
 
 impl App {
     /// The gateway's state over `store`, holding every job the store recovered.
-    pub(crate) fn new(config: Config, auth: Authenticator, store: Arc<dyn Store>) -> Self {
+    pub(crate) fn new(config: Config, auth: Authenticator, store: Arc<Store>) -> Self {
         let limits = &config.limits;
         let settings = HubSettings {
             max_jobs: limits.max_jobs,
@@ -71,41 +68,6 @@ impl App {
             streams,
             unready: CancellationToken::new(),
         }
-    }
-
-    /// Opens the store the config names: Redis shared with other instances, the spool
-    /// under its data directory (recovering every job in it), or memory only.
-    pub(crate) fn open_store(config: &Config) -> Result<Arc<dyn Store>, OpenError> {
-        let store = &config.store;
-        if let Some(redis) = &store.redis {
-            let settings = RedisSettings {
-                url: redis.url.clone(),
-                cluster: redis.cluster,
-                timeout: redis.timeout,
-                retention: store.disk_retention,
-                tombstone_ttl: store.tombstone_ttl,
-            };
-            return RedisStore::open(settings)
-                .map(|s| s as Arc<dyn Store>)
-                .map_err(|source| OpenError {
-                    path: "redis".into(),
-                    source,
-                });
-        }
-        let Some(dir) = &store.data_dir else {
-            tracing::warn!("memory-only: jobs are not kept across restarts, and a reader behind the ring gets a gap");
-            return Ok(Arc::new(MemoryStore::new(
-                store.tombstone_ttl.as_millis() as u64
-            )));
-        };
-        let spool = Spool::open(SpoolSettings {
-            dir: dir.clone(),
-            fsync: store.fsync,
-            disk_retention: store.disk_retention,
-            max_disk_bytes: store.max_disk_bytes,
-            tombstone_ttl: store.tombstone_ttl,
-        })?;
-        Ok(spool)
     }
 
     pub(crate) fn is_draining(&self) -> bool {

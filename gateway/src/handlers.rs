@@ -75,8 +75,8 @@ pub(crate) fn readyz(app: &App) -> Response<Body> {
     }
 }
 
-pub(crate) fn job(app: &App, id: &JobId) -> Result<Arc<JobLog>, ApiError> {
-    Ok(app.hub.job(id)?)
+pub(crate) async fn job(app: &App, id: &JobId) -> Result<Arc<JobLog>, ApiError> {
+    Ok(app.hub.job(id).await?)
 }
 
 /// `POST /v1/jobs/{job}/logs`.
@@ -98,7 +98,7 @@ pub(crate) async fn publish(
             )))
         }
     };
-    let job = job(app, id)?;
+    let job = job(app, id).await?;
     if job.is_finished() {
         return Err(ApiError::JobFinished { tally: None });
     }
@@ -120,7 +120,7 @@ pub(crate) async fn set_status(
     id: &JobId,
     req: Request<IncomingBody>,
 ) -> Result<Response<Body>, ApiError> {
-    let job = job(app, id)?;
+    let job = job(app, id).await?;
     publish::set_status(&job, req.into_body()).await?;
     Ok(json(&job.snapshot()))
 }
@@ -157,7 +157,7 @@ pub(crate) enum Opened {
 
 /// Checks an SSE request for `job` (format, resume point, limits) and attaches a reader.
 /// Shared by the hyper path and the direct socket path, so both answer alike.
-pub(crate) fn open_stream<B>(
+pub(crate) async fn open_stream<B>(
     app: &App,
     id: &JobId,
     req: &Request<B>,
@@ -176,7 +176,7 @@ pub(crate) fn open_stream<B>(
         }
     };
     let resume = resume_point(req)?;
-    let job = job(app, id)?;
+    let job = job(app, id).await?;
     let Some((cursor, reset)) = start_cursor(&job, resume) else {
         return Ok(Opened::NoContent);
     };
@@ -229,13 +229,13 @@ pub(crate) fn sse_headers(h: &mut http::HeaderMap) {
 }
 
 /// `GET /v1/jobs/{job}/logs`: the SSE stream.
-pub(crate) fn stream<B>(
+pub(crate) async fn stream<B>(
     app: &App,
     id: &JobId,
     req: &Request<B>,
     claims: &JobClaims,
 ) -> Result<Response<Body>, ApiError> {
-    match open_stream(app, id, req, claims)? {
+    match open_stream(app, id, req, claims).await? {
         Opened::Stream(sub) => {
             let mut resp = Response::new(sub.into_body());
             sse_headers(resp.headers_mut());
@@ -266,7 +266,7 @@ const TEXT_CHUNK_BYTES: usize = 64 * 1024;
 
 /// `GET /v1/jobs/{job}/log`: the log so far as plain text, streamed from the ring and the
 /// store in chunks (a 500 MB log never sits in memory whole).
-pub(crate) fn plain_log<B>(
+pub(crate) async fn plain_log<B>(
     app: &App,
     id: &JobId,
     req: &Request<B>,
@@ -278,12 +278,15 @@ pub(crate) fn plain_log<B>(
                 ApiError::BadRequest(format!("tail_bytes {v:?} is not a byte count"))
             })?),
         };
-    let job = job(app, id)?;
+    let job = job(app, id).await?;
     let end = job.last_seq();
-    let start = tail.map_or(1, |bytes| job.tail_start(bytes));
+    let start = match tail {
+        Some(bytes) => job.tail_start(bytes).await,
+        None => 1,
+    };
     let chunks = stream::unfold(Some((job, start)), move |state| async move {
         let (job, cursor) = state?;
-        let (chunk, next) = text_chunk(&job, cursor, end);
+        let (chunk, next) = text_chunk(&job, cursor, end).await;
         let next = next.map(|cursor| (job, cursor));
         Some((Ok(Frame::data(chunk)), next))
     });
@@ -297,10 +300,10 @@ pub(crate) fn plain_log<B>(
 
 /// The log lines from `cursor` up to `end`, about one chunk's worth, and where the next
 /// chunk starts (`None`: this was the last).
-fn text_chunk(job: &JobLog, mut cursor: u64, end: u64) -> (Bytes, Option<u64>) {
+async fn text_chunk(job: &JobLog, mut cursor: u64, end: u64) -> (Bytes, Option<u64>) {
     let mut out = BytesMut::new();
     while cursor <= end && out.len() < TEXT_CHUNK_BYTES {
-        match job.read(cursor, TEXT_CHUNK_BYTES, None) {
+        match job.read_any(cursor, TEXT_CHUNK_BYTES, None).await {
             Read::Entries(entries) => {
                 for e in entries.iter().take_while(|e| e.seq() <= end) {
                     if let (Kind::Log(_), Some(line)) = (e.kind(), e.line()) {
@@ -318,7 +321,7 @@ fn text_chunk(job: &JobLog, mut cursor: u64, end: u64) -> (Bytes, Option<u64>) {
                 );
                 return (out.freeze(), None);
             }
-            Read::Idle | Read::End => return (out.freeze(), None),
+            Read::Idle | Read::End | Read::Behind { .. } => return (out.freeze(), None),
         }
     }
     let next = (cursor <= end).then_some(cursor);
@@ -339,7 +342,7 @@ pub(crate) async fn status<B>(
             })?)
             .min(MAX_WAIT),
         };
-    let job = job(app, id)?;
+    let job = job(app, id).await?;
     if !wait.is_zero() {
         let mut seq_rx = job.watch();
         let deadline = tokio::time::Instant::now() + wait;

@@ -48,17 +48,13 @@ pub(crate) struct Hub {
     jobs: DashMap<JobId, Arc<JobLog>>,
     settings: HubSettings,
     memory: Arc<MemoryBudget>,
-    store: Arc<dyn Store>,
+    store: Arc<Store>,
 }
 
 impl Hub {
     /// A hub holding every unfinished job the store recovered (finished ones load on
     /// first use).
-    pub(crate) fn new(
-        settings: HubSettings,
-        memory: Arc<MemoryBudget>,
-        store: Arc<dyn Store>,
-    ) -> Self {
+    pub(crate) fn new(settings: HubSettings, memory: Arc<MemoryBudget>, store: Arc<Store>) -> Self {
         let hub = Self {
             jobs: DashMap::new(),
             settings,
@@ -89,15 +85,16 @@ impl Hub {
     /// loaded from the store, else created (unless a tombstone says it was deleted). A
     /// job the store lost and created again replaces the held copy, whose readers end
     /// and reconnect to the new life.
-    pub(crate) fn job(&self, id: &JobId) -> Result<Arc<JobLog>, JobError> {
+    pub(crate) async fn job(&self, id: &JobId) -> Result<Arc<JobLog>, JobError> {
         let held = self.jobs.get(id).map(|j| Arc::clone(&j));
         if held.is_none() && self.jobs.len() >= self.settings.max_jobs {
-            self.reap(Instant::now());
+            self.reap(Instant::now()).await;
             if self.jobs.len() >= self.settings.max_jobs {
                 return Err(JobError::TooMany(self.settings.max_jobs));
             }
         }
-        let (recovered, life) = match self.store.open(id, held.as_ref().map(|j| j.life()))? {
+        let opened = self.store.open(id, held.as_ref().map(|j| j.life())).await?;
+        let (recovered, life) = match opened {
             Opened::Held => match held {
                 Some(job) => return Ok(job),
                 None => {
@@ -142,7 +139,7 @@ impl Hub {
         &self.memory
     }
 
-    pub(crate) fn store(&self) -> &Arc<dyn Store> {
+    pub(crate) fn store(&self) -> &Arc<Store> {
         &self.store
     }
 
@@ -166,7 +163,7 @@ impl Hub {
     /// Drops memory copies past their retention (and, without a durable store, idle
     /// unfinished jobs), then lets the store delete what its retention says; returns
     /// how many jobs left memory.
-    pub(crate) fn reap(&self, now: Instant) -> usize {
+    pub(crate) async fn reap(&self, now: Instant) -> usize {
         let before = self.jobs.len();
         let retention = self.settings.retention;
         // With a durable store an unfinished job stays until its lifecycle ends it; a
@@ -175,16 +172,17 @@ impl Hub {
             .store
             .drops_idle_copies()
             .then_some(self.settings.idle_timeout);
+        let mut forgotten = Vec::new();
         self.jobs.retain(|id, job| {
             if !job.is_expired(now, retention, idle) {
                 return true;
             }
             if job.is_finished() {
-                self.store.forget(id, job.tombstone());
+                forgotten.push((id.clone(), job.tombstone()));
             }
             false
         });
-        for id in self.store.sweep(now_ms()) {
+        for id in self.store.sweep(forgotten, now_ms()).await {
             self.jobs.remove(&id);
         }
         let reaped = before.saturating_sub(self.jobs.len());
@@ -200,7 +198,7 @@ impl Hub {
 
     /// Applies the lifecycle to every held job at wall-clock `now_ms`; returns the jobs
     /// it ended.
-    pub(crate) fn run_lifecycle(&self, now_ms: u64) -> Vec<Arc<JobLog>> {
+    pub(crate) async fn run_lifecycle(&self, now_ms: u64) -> Vec<Arc<JobLog>> {
         let (grace, ttl) = (self.settings.publisher_grace, self.settings.queued_ttl);
         // Jobs no instance may hold (their instance died): one instance at a time sweeps
         // them in a shared store, holding a lease for a few ticks.
@@ -209,19 +207,19 @@ impl Hub {
         for (id, status) in self
             .store
             .sweep_lifecycle(before(grace), before(ttl), lease)
+            .await
         {
             tracing::info!(job.id = %id, job.status = %status, "job ended by its lifecycle");
         }
         let jobs: Vec<Arc<JobLog>> = self.jobs.iter().map(|j| Arc::clone(&j)).collect();
-        jobs.into_iter()
-            .filter(|job| match job.check_lifecycle(now_ms, grace, ttl) {
-                Some(status) => {
-                    tracing::info!(job.id = %job.id(), job.status = %status, "job ended by its lifecycle");
-                    true
-                }
-                None => false,
-            })
-            .collect()
+        let mut ended = Vec::new();
+        for job in jobs {
+            if let Some(status) = job.check_lifecycle(now_ms, grace, ttl).await {
+                tracing::info!(job.id = %job.id(), job.status = %status, "job ended by its lifecycle");
+                ended.push(job);
+            }
+        }
+        ended
     }
 
     /// Sheds held records across all jobs until `want` bytes are freed: least recently
@@ -266,14 +264,12 @@ impl Hub {
                 _ = shutdown.cancelled() => return,
                 _ = tick.tick() => {}
             }
-            for job in self.run_lifecycle(now_ms()) {
+            for job in self.run_lifecycle(now_ms()).await {
                 if let Err(e) = job.settle().await {
                     tracing::warn!(job.id = %job.id(), error = %e, "cannot fsync an ended job");
                 }
             }
-            let hub = Arc::clone(&self);
-            // The sweep lists and deletes files: off the runtime's threads.
-            let _ = tokio::task::spawn_blocking(move || hub.reap(Instant::now())).await;
+            self.reap(Instant::now()).await;
         }
     }
 

@@ -61,6 +61,8 @@ pub(crate) enum Read {
     Failed(String),
     /// The store cannot be reached now (Redis is down); a later read may succeed.
     Unavailable(String),
+    /// Records `from..=to` are no longer in the ring: [`JobLog::read_back`] them.
+    Behind { from: u64, to: u64 },
 }
 
 /// The JSON status of a job.
@@ -123,13 +125,14 @@ pub(crate) struct JobLog {
     /// one, and readers of the old life start over.
     life: String,
     state: Mutex<State>,
-    /// Held by the one append (or lifecycle end) in flight: the store, then the ring.
-    writer: Mutex<()>,
+    /// Held by the one append (or lifecycle end) in flight, across the store's await:
+    /// the store, then the ring, then the wake-up, in seq order.
+    writer: tokio::sync::Mutex<()>,
     /// Tells readers of appends, at most once per gather window.
     wakeups: Arc<Wakeups>,
     limits: JobLimits,
     memory: Arc<MemoryBudget>,
-    store: Arc<dyn Store>,
+    store: Arc<Store>,
     /// Why the store cannot give this job's records back, when it cannot.
     broken: Option<String>,
     /// Readers attached now; bounded by `limits.max_subscribers`.
@@ -152,7 +155,7 @@ impl JobLog {
         life: String,
         limits: JobLimits,
         memory: Arc<MemoryBudget>,
-        store: Arc<dyn Store>,
+        store: Arc<Store>,
     ) -> Self {
         let now = Instant::now();
         let progress = recovered.progress;
@@ -167,7 +170,7 @@ impl JobLog {
         Self {
             id: recovered.id,
             life,
-            writer: Mutex::new(()),
+            writer: tokio::sync::Mutex::new(()),
             state: Mutex::new(State {
                 ring: VecDeque::new(),
                 ring_bytes: 0,
@@ -207,13 +210,14 @@ impl JobLog {
     /// size limit, nothing after a terminal status) and returns what it stored; then
     /// the ring takes that and readers wake once. Records before a terminal status are
     /// kept even when later ones are refused; a store error keeps nothing of this batch.
-    pub(crate) fn append(
+    pub(crate) async fn append(
         &self,
         batch: impl IntoIterator<Item = Incoming>,
         tally: &mut Tally,
     ) -> Result<(), AppendError> {
+        let batch: Vec<Incoming> = batch.into_iter().collect();
         // One writer at a time per job: store, then ring, then wake, in seq order.
-        let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let _writer = self.writer.lock().await;
         let cached = {
             let st = self.lock();
             // Whatever happens, the tally names the job's counters, where a publisher
@@ -222,10 +226,10 @@ impl JobLog {
             tally.last_n = st.progress.last_n;
             st.progress
         };
-        let batch: Vec<Incoming> = batch.into_iter().collect();
         let appended = self
             .store
-            .append(&self.id, &cached, batch, self.limits.max_log_bytes)?;
+            .append(&self.id, &cached, batch, self.limits.max_log_bytes)
+            .await?;
         tally.add(&appended);
         crate::metrics::get().appended(&appended.entries, appended.duplicates);
         let finished = appended.finished;
@@ -247,10 +251,7 @@ impl JobLog {
         if !self.store.is_durable() {
             return Ok(());
         }
-        let job = Arc::clone(self);
-        tokio::task::spawn_blocking(move || job.store.sync(&job.id))
-            .await
-            .unwrap_or_else(|e| Err(StoreError::Io(format!("fsync task failed: {e}"))))
+        self.store.sync(&self.id).await
     }
 
     /// Sheds up to `want` bytes of this job's oldest held records; returns the bytes freed.
@@ -269,8 +270,18 @@ impl JobLog {
         self.lock().ring_bytes
     }
 
-    /// Records from `cursor` on, up to about `budget` bytes, with `frame` built for each
-    /// (charged to the memory budget once, when the record is held).
+    /// Records from `cursor` on, read back from the store when the ring no longer holds
+    /// them.
+    pub(crate) async fn read_any(&self, cursor: u64, budget: usize, frame: Option<Frame>) -> Read {
+        match self.read(cursor, budget, frame) {
+            Read::Behind { from, to } => self.read_back(from, to, budget).await,
+            read => read,
+        }
+    }
+
+    /// Records from `cursor` on in the ring, up to about `budget` bytes, with `frame`
+    /// built for each (charged to the memory budget once, when the record is held); or
+    /// [`Read::Behind`] when the ring no longer holds the cursor. Never waits on a store.
     pub(crate) fn read(&self, cursor: u64, budget: usize, frame: Option<Frame>) -> Read {
         if let Some(why) = &self.broken {
             return Read::Failed(why.clone());
@@ -285,8 +296,10 @@ impl JobLog {
         }
         let first = st.first_held();
         if cursor < first {
-            drop(st);
-            return self.read_store(cursor, first - 1, budget);
+            return Read::Behind {
+                from: cursor,
+                to: first - 1,
+            };
         }
         let start = (cursor - first) as usize;
         let mut out = Vec::new();
@@ -316,8 +329,10 @@ impl JobLog {
         Read::Entries(out)
     }
 
-    fn read_store(&self, from: u64, to: u64, budget: usize) -> Read {
-        match self.store.read(&self.id, from, to, budget) {
+    /// Records `from..=to` that the ring no longer holds, read back from the store
+    /// within about `budget` bytes. Only readers behind the ring wait on it.
+    pub(crate) async fn read_back(&self, from: u64, to: u64, budget: usize) -> Read {
+        match self.store.read(&self.id, from, to, budget).await {
             Ok(older) => match older.first() {
                 Some(e) if e.seq() == from => Read::Entries(older),
                 _ => Read::Gap { from, to },
@@ -332,13 +347,13 @@ impl JobLog {
 
     /// The seq from which the log's lines hold at most `bytes` bytes (each with its LF):
     /// where `?tail_bytes=` starts. Reads backwards in growing windows, each forward.
-    pub(crate) fn tail_start(&self, bytes: usize) -> u64 {
+    pub(crate) async fn tail_start(&self, bytes: usize) -> u64 {
         let mut start = self.last_seq() + 1;
         let mut used = 0usize;
         let mut window = 256u64;
         while start > 1 {
             let from = start.saturating_sub(window).max(1);
-            let (lens, floor) = self.line_lens(from, start);
+            let (lens, floor) = self.line_lens(from, start).await;
             for &(seq, len) in lens.iter().rev() {
                 if used + len > bytes {
                     return seq + 1;
@@ -356,11 +371,11 @@ impl JobLog {
 
     /// The text bytes (line and LF) of each record in `from..end`, and the first seq
     /// after any records that are no longer held.
-    fn line_lens(&self, from: u64, end: u64) -> (Vec<(u64, usize)>, u64) {
+    async fn line_lens(&self, from: u64, end: u64) -> (Vec<(u64, usize)>, u64) {
         let mut lens = Vec::new();
         let (mut cursor, mut floor) = (from, from);
         while cursor < end {
-            match self.read(cursor, 256 * 1024, None) {
+            match self.read_any(cursor, 256 * 1024, None).await {
                 Read::Entries(entries) => {
                     for e in entries.iter().take_while(|e| e.seq() < end) {
                         let len = match (e.kind(), e.counted()) {
@@ -480,15 +495,14 @@ impl JobLog {
         if st.confirmations.len() > MAX_CONFIRMATIONS {
             st.confirmations.remove(0);
         }
-        if let Err(e) = self.store.note(&self.id, 0, Some((hash, id))) {
-            tracing::debug!(job.id = %self.id, error = %e, "cannot store a capgo confirmation");
-        }
+        drop(st);
+        self.store.note(&self.id, 0, Some((hash, id)));
     }
 
     /// Applies the job lifecycle at wall-clock `now_ms`: a running job whose publisher
     /// has been gone for `grace` becomes `lost`; a queued job nobody published to for
     /// `queued_ttl` becomes `expired`. Returns the status it moved to.
-    pub(crate) fn check_lifecycle(
+    pub(crate) async fn check_lifecycle(
         &self,
         now_ms: u64,
         grace: Duration,
@@ -500,18 +514,19 @@ impl JobLog {
         let progress = self.lock().progress;
         if self.publishers.load(Ordering::Acquire) > 0 {
             // An upload here keeps the job alive, for every instance of a shared store.
-            let _ = self.store.note(&self.id, now_ms, None);
+            self.store.note(&self.id, now_ms, None);
             return None;
         }
         let before = |limit: Duration| now_ms.saturating_sub(limit.as_millis() as u64);
         let (lost_before, expired_before) = (before(grace), before(queued_ttl));
         // The local copy is never newer than the store: a job that looks busy here is.
         progress.idle_end(lost_before, expired_before)?;
-        let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let _writer = self.writer.lock().await;
         let cached = self.lock().progress;
         match self
             .store
             .end_if_idle(&self.id, &cached, lost_before, expired_before)
+            .await
         {
             Ok(appended) => {
                 let ended = (!appended.entries.is_empty()).then_some(appended.progress.status);
@@ -639,9 +654,8 @@ impl Drop for Attached {
                     return;
                 }
                 st.progress.activity_ms = now;
-                if let Err(e) = job.store.note(&job.id, now, None) {
-                    tracing::debug!(job.id = %job.id, error = %e, "cannot store the upload's end");
-                }
+                drop(st);
+                job.store.note(&job.id, now, None);
             }
         }
     }

@@ -71,5 +71,5 @@ pub(crate) mod wakeups;
 
 pub use config::Config;
 pub use server::{check_store, run, serve, Listeners, ServerError};
-pub use store::spool::OpenError as StoreOpenError;
+pub use store::open::StoreOpenError;
 pub use tls::TlsError;

@@ -222,8 +222,8 @@ async fn dispatch(app: &Arc<App>, req: Request<IncomingBody>) -> Result<Response
     let claims = authorize(app, &req, &job, access).await?;
     match route {
         Route::JobLogs(_) if method == Method::POST => handlers::publish(app, &job, req).await,
-        Route::JobLogs(_) => handlers::stream(app, &job, &req, &claims),
-        Route::JobText(_) => handlers::plain_log(app, &job, &req),
+        Route::JobLogs(_) => handlers::stream(app, &job, &req, &claims).await,
+        Route::JobText(_) => handlers::plain_log(app, &job, &req).await,
         Route::JobStatus(_) => handlers::status(app, &job, &req).await,
         Route::JobSetStatus(_) => handlers::set_status(app, &job, req).await,
         Route::Healthz | Route::Readyz | Route::Metrics | Route::View(..) => {

@@ -40,7 +40,7 @@ pub enum ServerError {
         source: std::io::Error,
     },
     #[error("cannot open the store")]
-    Store(#[from] crate::store::spool::OpenError),
+    Store(#[from] crate::store::open::StoreOpenError),
 }
 
 /// The sockets the gateway serves on, bound before [`serve`].
@@ -54,11 +54,8 @@ pub struct Listeners {
 /// Checks, before anything binds, that the configured data directory can be used:
 /// created private, writable, and not in use by another gateway. Recovery happens in
 /// [`run`].
-pub fn check_store(config: &Config) -> Result<(), crate::store::spool::OpenError> {
-    if let Some(dir) = &config.store.data_dir {
-        crate::store::spool::Spool::check(dir)?;
-    }
-    Ok(())
+pub fn check_store(config: &Config) -> Result<(), crate::store::open::StoreOpenError> {
+    crate::store::open::check(config)
 }
 
 /// Serves `listener` (and binds `metrics_listen` if set) until `shutdown` completes, then
@@ -97,7 +94,7 @@ pub async fn serve(
     };
     let drain_timeout = config.drain_timeout;
     let grace = config.shutdown_grace;
-    let store = App::open_store(&config)?;
+    let store = crate::store::open::open(&config).await?;
     let app = Arc::new(App::new(config, auth, store));
     if let Some(jwks) = app.auth.jwks() {
         tokio::spawn(Arc::clone(jwks).refresh_until(app.shutdown.clone()));
@@ -232,8 +229,7 @@ pub async fn serve(
             "drain timed out; closing the rest"
         );
     }
-    let store = Arc::clone(app.hub.store());
-    let _ = tokio::task::spawn_blocking(move || store.flush()).await;
+    app.hub.store().flush().await;
     tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "drained");
     Ok(())
 }

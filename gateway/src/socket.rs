@@ -276,7 +276,7 @@ pub(crate) fn request(parsed: &httparse::Request<'_, '_>) -> Option<Request<()>>
 async fn open(app: &App, req: &Request<()>) -> Option<Subscription> {
     let job = JobId::parse(routes::stream_route(req.uri().path())?).ok()?;
     let claims = routes::authorize(app, req, &job, Access::Read).await.ok()?;
-    match handlers::open_stream(app, &job, req, &claims).ok()? {
+    match handlers::open_stream(app, &job, req, &claims).await.ok()? {
         Opened::Stream(sub) => Some(sub),
         Opened::NoContent => None,
     }

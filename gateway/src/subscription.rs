@@ -114,7 +114,8 @@ impl Subscription {
             match self
                 .attached
                 .job()
-                .read(self.cursor, self.pacing.batch_bytes, frame)
+                .read_any(self.cursor, self.pacing.batch_bytes, frame)
+                .await
             {
                 Read::Entries(entries) => return Some(self.encode(&entries)),
                 Read::Gap { from, to } => {
@@ -131,7 +132,7 @@ impl Subscription {
                 }
                 Read::End => return None,
                 // Redis is down: wait (with keep-alives) and read again.
-                Read::Idle | Read::Unavailable(_) => {}
+                Read::Idle | Read::Unavailable(_) | Read::Behind { .. } => {}
             }
             tokio::select! {
                 biased;

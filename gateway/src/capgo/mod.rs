@@ -138,16 +138,16 @@ pub(crate) async fn dispatch(
     }
     let claims = authorize(app, &req, &job, Access::Read).await?;
     match route {
-        Route::Start(_) => start(app, &job),
-        Route::Sse(_) => handlers::stream(app, &job, &req, &claims),
-        Route::Stream(_) => upgrade::upgrade(app, &job, req, &claims),
+        Route::Start(_) => start(app, &job).await,
+        Route::Sse(_) => handlers::stream(app, &job, &req, &claims).await,
+        Route::Stream(_) => upgrade::upgrade(app, &job, req, &claims).await,
         Route::View(..) => Err(ApiError::NotFound),
     }
 }
 
 /// `POST {prefix}/{job}/start`: the token may read the job; the CLI then opens the stream.
-fn start(app: &App, id: &JobId) -> Result<Response<Body>, ApiError> {
-    let snapshot = handlers::job(app, id)?.snapshot();
+async fn start(app: &App, id: &JobId) -> Result<Response<Body>, ApiError> {
+    let snapshot = handlers::job(app, id).await?.snapshot();
     Ok(handlers::json(&json!({
         "ok": true,
         "job_id": id.as_str(),

@@ -29,7 +29,7 @@ const READ_BUFFER: usize = 1024;
 
 /// Answers an upgrade request to `{prefix}/{job}/stream` whose token was checked: `101`
 /// now, the session once hyper hands over the connection.
-pub(crate) fn upgrade(
+pub(crate) async fn upgrade(
     app: &Arc<App>,
     id: &JobId,
     mut req: Request<IncomingBody>,
@@ -47,7 +47,7 @@ pub(crate) fn upgrade(
         .try_acquire_owned()
         .map_err(|_| ApiError::Overloaded)?;
     let subject = handlers::claim_stream(app, claims)?;
-    let job = handlers::job(app, id)?;
+    let job = handlers::job(app, id).await?;
     let attached = handlers::attach_reader(app, &job, id)?;
     let session = Session::new(app, attached, key, (slot, subject));
     let on_upgrade = hyper::upgrade::on(&mut req);

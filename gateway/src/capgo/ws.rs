@@ -164,7 +164,7 @@ impl Session {
                     tokio::time::sleep(CLI_GATHER).await;
                 }
                 _ = std::future::ready(()), if ready => {
-                    if let Next::Frame(frame, last) = self.next_frame() {
+                    if let Next::Frame(frame, last) = self.next_frame().await {
                         if !self.send(&mut ws, text(frame)).await {
                             return;
                         }
@@ -189,10 +189,13 @@ impl Session {
     }
 
     /// The next frame: one record's frame, a batch, or the final status again.
-    fn next_frame(&mut self) -> Next {
-        let job = self.attached.job();
+    async fn next_frame(&mut self) -> Next {
+        let job = Arc::clone(self.attached.job());
         loop {
-            match job.read(self.cursor, self.batch_bytes, Some(EntryFrame::CapgoWs)) {
+            let read = job
+                .read_any(self.cursor, self.batch_bytes, Some(EntryFrame::CapgoWs))
+                .await;
+            match read {
                 Read::Entries(mut entries) => {
                     entries.truncate(MAX_BATCH_RECORDS);
                     let Some(last) = entries.last() else {
@@ -219,7 +222,7 @@ impl Session {
                     );
                     self.cursor = to + 1;
                 }
-                Read::Idle | Read::Unavailable(_) => return Next::Idle,
+                Read::Idle | Read::Unavailable(_) | Read::Behind { .. } => return Next::Idle,
                 Read::End => return Next::Frame(self.final_status(), true),
                 Read::Failed(why) => {
                     tracing::warn!(error = %why, "capgo reader cannot read the job's records");

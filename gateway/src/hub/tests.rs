@@ -23,7 +23,7 @@ fn hub(max_jobs: usize, budget: usize) -> Hub {
     Hub::new(
         settings(max_jobs),
         Arc::new(MemoryBudget::new(budget)),
-        Arc::new(MemoryStore::new(3_600_000)),
+        Arc::new(Store::from(MemoryStore::new(3_600_000))),
     )
 }
 
@@ -31,7 +31,7 @@ fn id(s: &str) -> JobId {
     JobId::parse(s).unwrap()
 }
 
-fn finish(job: &JobLog) {
+async fn finish(job: &JobLog) {
     let done = Incoming {
         n: None,
         body: RecordBody::Status {
@@ -39,10 +39,10 @@ fn finish(job: &JobLog) {
             exit_code: Some(0),
         },
     };
-    job.append([done], &mut Tally::default()).unwrap();
+    job.append([done], &mut Tally::default()).await.unwrap();
 }
 
-fn lines(job: &JobLog, count: usize, len: usize) {
+async fn lines(job: &JobLog, count: usize, len: usize) {
     let batch = (0..count).map(|_| Incoming {
         n: None,
         body: RecordBody::Log {
@@ -50,47 +50,47 @@ fn lines(job: &JobLog, count: usize, len: usize) {
             line: "x".repeat(len),
         },
     });
-    job.append(batch, &mut Tally::default()).unwrap();
+    job.append(batch, &mut Tally::default()).await.unwrap();
 }
 
-#[test]
-fn same_id_same_job_and_a_bound_on_jobs() {
+#[tokio::test]
+async fn same_id_same_job_and_a_bound_on_jobs() {
     let hub = hub(2, usize::MAX);
-    let a = hub.job(&id("a")).unwrap();
-    assert!(Arc::ptr_eq(&a, &hub.job(&id("a")).unwrap()));
-    hub.job(&id("b")).unwrap();
-    assert!(matches!(hub.job(&id("c")), Err(JobError::TooMany(2))));
+    let a = hub.job(&id("a")).await.unwrap();
+    assert!(Arc::ptr_eq(&a, &hub.job(&id("a")).await.unwrap()));
+    hub.job(&id("b")).await.unwrap();
+    assert!(matches!(hub.job(&id("c")).await, Err(JobError::TooMany(2))));
 }
 
-#[test]
-fn reaps_finished_jobs_after_retention_unless_watched_and_leaves_a_tombstone() {
+#[tokio::test]
+async fn reaps_finished_jobs_after_retention_unless_watched_and_leaves_a_tombstone() {
     let hub = hub(10, usize::MAX);
-    let job = hub.job(&id("a")).unwrap();
-    finish(&job);
+    let job = hub.job(&id("a")).await.unwrap();
+    finish(&job).await;
     let watcher = job.attach_subscriber().unwrap();
     let later = Instant::now() + Duration::from_secs(61);
-    assert_eq!(hub.reap(later), 0);
+    assert_eq!(hub.reap(later).await, 0);
     drop(watcher);
-    assert_eq!(hub.reap(Instant::now()), 0, "still within retention");
-    assert_eq!(hub.reap(later), 1);
+    assert_eq!(hub.reap(Instant::now()).await, 0, "still within retention");
+    assert_eq!(hub.reap(later).await, 1);
     assert_eq!(hub.len(), 0);
-    match hub.job(&id("a")) {
+    match hub.job(&id("a")).await {
         Err(JobError::Expired(t)) => assert_eq!(t.status, JobStatus::Succeeded),
         other => panic!("expected a tombstone, got {:?}", other.map(|_| ())),
     }
 }
 
-#[test]
-fn shedding_takes_finished_unwatched_jobs_first() {
+#[tokio::test]
+async fn shedding_takes_finished_unwatched_jobs_first() {
     let hub = hub(10, usize::MAX);
-    let running = hub.job(&id("running")).unwrap();
-    let finished = hub.job(&id("finished")).unwrap();
-    let watched = hub.job(&id("watched")).unwrap();
+    let running = hub.job(&id("running")).await.unwrap();
+    let finished = hub.job(&id("finished")).await.unwrap();
+    let watched = hub.job(&id("watched")).await.unwrap();
     for job in [&running, &finished, &watched] {
-        lines(job, 10, 1000);
+        lines(job, 10, 1000).await;
     }
-    finish(&finished);
-    finish(&watched);
+    finish(&finished).await;
+    finish(&watched).await;
     let _reader = watched.attach_subscriber().unwrap();
     let held = finished.held_bytes();
     let freed = hub.shed(held);
@@ -102,11 +102,11 @@ fn shedding_takes_finished_unwatched_jobs_first() {
     assert_eq!(hub.memory().used(), 0);
 }
 
-#[test]
-fn lifecycle_runs_over_every_job() {
+#[tokio::test]
+async fn lifecycle_runs_over_every_job() {
     let hub = hub(10, usize::MAX);
-    let queued = hub.job(&id("q")).unwrap();
-    let ended = hub.run_lifecycle(now_ms() + 3_601_000);
+    let queued = hub.job(&id("q")).await.unwrap();
+    let ended = hub.run_lifecycle(now_ms() + 3_601_000).await;
     assert_eq!(ended.len(), 1);
     assert_eq!(queued.snapshot().status, JobStatus::Expired);
     assert!(hub.tick() <= Duration::from_secs(10));

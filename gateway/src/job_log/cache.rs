@@ -114,7 +114,7 @@ mod tests {
     use crate::memory::MemoryBudget;
     use crate::record::{Record, RecordBody, Stream};
     use crate::store::memory::MemoryStore;
-    use crate::store::now_ms;
+    use crate::store::{now_ms, Store};
 
     fn job() -> Arc<JobLog> {
         let recovered = Recovered {
@@ -134,7 +134,7 @@ mod tests {
             String::new(),
             limits,
             Arc::new(MemoryBudget::new(usize::MAX)),
-            Arc::new(MemoryStore::new(60_000)),
+            Arc::new(Store::from(MemoryStore::new(60_000))),
         ))
     }
 
@@ -175,10 +175,10 @@ mod tests {
         job.absorb(entries(6..=7));
         assert_eq!(job.last_seq(), 7);
         assert_eq!(seqs(job.read(6, usize::MAX, None)), vec![6, 7]);
-        // Below the ring the store is asked; memory holds nothing there.
+        // Below the ring the reader is sent to the store.
         assert!(matches!(
             job.read(1, usize::MAX, None),
-            Read::Gap { from: 1, to: 5 }
+            Read::Behind { from: 1, to: 5 }
         ));
     }
 
@@ -200,7 +200,7 @@ mod tests {
         assert_eq!(job.confirmed(7), Some(3));
         assert!(matches!(
             job.read(1, usize::MAX, None),
-            Read::Gap { from: 1, to: 9 }
+            Read::Behind { from: 1, to: 9 }
         ));
         let mut older = newer;
         older.next_seq = 4;

@@ -29,7 +29,7 @@ fn log(memory_bytes: usize, max_log_bytes: u64) -> Arc<JobLog> {
         String::new(),
         limits(memory_bytes, max_log_bytes),
         Arc::new(MemoryBudget::new(usize::MAX)),
-        Arc::new(MemoryStore::new(60_000)),
+        Arc::new(Store::from(MemoryStore::new(60_000))),
     ))
 }
 
@@ -72,7 +72,7 @@ fn spooled(store: &Arc<Spool>, id: &str, memory_bytes: usize) -> Arc<JobLog> {
         String::new(),
         limits(memory_bytes, u64::MAX),
         Arc::new(MemoryBudget::new(usize::MAX)),
-        Arc::clone(store) as Arc<dyn Store>,
+        Arc::new(Store::from(Arc::clone(store))),
     ))
 }
 
@@ -93,8 +93,8 @@ fn seqs(read: Read) -> Vec<u64> {
     }
 }
 
-#[test]
-fn appends_dense_seqs_and_drops_duplicate_n() {
+#[tokio::test]
+async fn appends_dense_seqs_and_drops_duplicate_n() {
     let job = log(1 << 20, u64::MAX);
     let mut tally = Tally::default();
     job.append(
@@ -106,8 +106,10 @@ fn appends_dense_seqs_and_drops_duplicate_n() {
         ],
         &mut tally,
     )
+    .await
     .unwrap();
     job.append([line(Some(1), "a"), line(Some(3), "d")], &mut tally)
+        .await
         .unwrap();
     assert_eq!(
         (
@@ -118,18 +120,21 @@ fn appends_dense_seqs_and_drops_duplicate_n() {
         ),
         (4, 2, 4, Some(3))
     );
-    assert_eq!(seqs(job.read(1, usize::MAX, None)), vec![1, 2, 3, 4]);
     assert_eq!(
-        seqs(job.read(3, 1, None)),
+        seqs(job.read_any(1, usize::MAX, None).await),
+        vec![1, 2, 3, 4]
+    );
+    assert_eq!(
+        seqs(job.read_any(3, 1, None).await),
         vec![3],
         "a budget still yields one record"
     );
-    assert!(matches!(job.read(5, 100, None), Read::Idle));
+    assert!(matches!(job.read_any(5, 100, None).await, Read::Idle));
     assert_eq!(job.snapshot().status, JobStatus::Running);
 }
 
-#[test]
-fn terminal_status_closes_the_log() {
+#[tokio::test]
+async fn terminal_status_closes_the_log() {
     let job = log(1 << 20, u64::MAX);
     let mut tally = Tally::default();
     let done = Incoming {
@@ -139,10 +144,12 @@ fn terminal_status_closes_the_log() {
             exit_code: Some(3),
         },
     };
-    let res = job.append([line(None, "a"), done, line(None, "late")], &mut tally);
+    let res = job
+        .append([line(None, "a"), done, line(None, "late")], &mut tally)
+        .await;
     assert!(matches!(res, Err(AppendError::Finished)));
     assert_eq!(tally.accepted, 2);
-    assert!(matches!(job.read(3, 100, None), Read::End));
+    assert!(matches!(job.read_any(3, 100, None).await, Read::End));
     let snap = job.snapshot();
     assert_eq!(
         (snap.status, snap.exit_code, snap.lines),
@@ -150,26 +157,30 @@ fn terminal_status_closes_the_log() {
     );
 }
 
-#[test]
-fn eviction_without_a_spool_turns_into_a_gap() {
+#[tokio::test]
+async fn eviction_without_a_spool_turns_into_a_gap() {
     let job = log(3 * 300, u64::MAX);
     let mut tally = Tally::default();
     job.append(
         (0..10).map(|i| line(None, &format!("line {i}"))),
         &mut tally,
     )
+    .await
     .unwrap();
     let first = job.snapshot().first_seq;
     assert!(first > 1 && first < 10, "first held {first}");
-    match job.read(1, 1000, None) {
+    match job.read_any(1, 1000, None).await {
         Read::Gap { from, to } => assert_eq!((from, to), (1, first - 1)),
         other => panic!("expected a gap, got {other:?}"),
     }
-    assert_eq!(seqs(job.read(first, usize::MAX, None)).last(), Some(&10));
+    assert_eq!(
+        seqs(job.read_any(first, usize::MAX, None).await).last(),
+        Some(&10)
+    );
 }
 
-#[test]
-fn with_a_spool_evicted_records_are_read_back_byte_identical() {
+#[tokio::test]
+async fn with_a_spool_evicted_records_are_read_back_byte_identical() {
     let dir = TempDir::new("joblog");
     let store = spool(&dir);
     let job = spooled(&store, "j", 3 * 300);
@@ -177,23 +188,24 @@ fn with_a_spool_evicted_records_are_read_back_byte_identical() {
     let mut sent = Vec::new();
     for i in 0..50 {
         job.append([line(None, &format!("line {i} \u{1b}[1m\r"))], &mut tally)
+            .await
             .unwrap();
-        if let Read::Entries(e) = job.read(i + 1, usize::MAX, None) {
+        if let Read::Entries(e) = job.read_any(i + 1, usize::MAX, None).await {
             sent.push(e[0].sse.clone());
         }
     }
     assert_eq!(job.snapshot().first_seq, 1, "everything is readable");
     let mut cursor = 1;
     let mut got = Vec::new();
-    while let Read::Entries(entries) = job.read(cursor, 200, None) {
+    while let Read::Entries(entries) = job.read_any(cursor, 200, None).await {
         cursor = entries.last().unwrap().seq() + 1;
         got.extend(entries.iter().map(|e| e.sse.clone()));
     }
     assert_eq!(got, sent, "every frame once, in order, as first sent");
 }
 
-#[test]
-fn size_limit_counts_every_record_and_truncates_with_one_notice() {
+#[tokio::test]
+async fn size_limit_counts_every_record_and_truncates_with_one_notice() {
     let job = log(1 << 20, 10);
     let mut tally = Tally::default();
     let custom = Incoming {
@@ -204,6 +216,7 @@ fn size_limit_counts_every_record_and_truncates_with_one_notice() {
         },
     };
     job.append([line(None, "abcd"), custom, line(None, "abcd")], &mut tally)
+        .await
         .unwrap();
     let done = Incoming {
         n: None,
@@ -212,10 +225,12 @@ fn size_limit_counts_every_record_and_truncates_with_one_notice() {
             exit_code: Some(0),
         },
     };
-    job.append([line(None, "ab"), done], &mut tally).unwrap();
+    job.append([line(None, "ab"), done], &mut tally)
+        .await
+        .unwrap();
     let snap = job.snapshot();
     assert_eq!((snap.lines, snap.bytes, snap.dropped_lines), (1, 4, 3));
-    let entries = match job.read(1, usize::MAX, None) {
+    let entries = match job.read_any(1, usize::MAX, None).await {
         Read::Entries(v) => v,
         other => panic!("{other:?}"),
     };
@@ -225,8 +240,8 @@ fn size_limit_counts_every_record_and_truncates_with_one_notice() {
     assert_eq!(snap.status, JobStatus::Succeeded, "a status still fits");
 }
 
-#[test]
-fn subscriber_limit_and_reaping() {
+#[tokio::test]
+async fn subscriber_limit_and_reaping() {
     let job = log(1 << 20, u64::MAX);
     let a = job.attach_subscriber().unwrap();
     let b = job.attach_subscriber().unwrap();
@@ -240,62 +255,73 @@ fn subscriber_limit_and_reaping() {
     assert!(!job.is_expired(Instant::now() + Duration::from_secs(1), zero, None));
 }
 
-#[test]
-fn lifecycle_ends_running_and_queued_jobs_by_wall_clock() {
+#[tokio::test]
+async fn lifecycle_ends_running_and_queued_jobs_by_wall_clock() {
     let grace = Duration::from_secs(600);
     let ttl = Duration::from_secs(3600);
     let queued = log(1 << 20, u64::MAX);
     let created = queued.snapshot();
     let t0 = now_ms();
-    assert_eq!(queued.check_lifecycle(t0 + 3_599_000, grace, ttl), None);
+    assert_eq!(
+        queued.check_lifecycle(t0 + 3_599_000, grace, ttl).await,
+        None
+    );
     assert!(!created.status.is_terminal());
     assert_eq!(
-        queued.check_lifecycle(t0 + 3_601_000, grace, ttl),
+        queued.check_lifecycle(t0 + 3_601_000, grace, ttl).await,
         Some(JobStatus::Expired)
     );
-    assert!(matches!(queued.read(1, 100, None), Read::Entries(_)));
+    assert!(matches!(
+        queued.read_any(1, 100, None).await,
+        Read::Entries(_)
+    ));
     assert!(queued.is_finished());
 
     let running = log(1 << 20, u64::MAX);
     let upload = running.attach_publisher();
     running
         .append([line(None, "x")], &mut Tally::default())
+        .await
         .unwrap();
     assert_eq!(
-        running.check_lifecycle(t0 + 10_000_000, grace, ttl),
+        running.check_lifecycle(t0 + 10_000_000, grace, ttl).await,
         None,
         "never lost while its upload is open"
     );
     drop(upload);
     let left = now_ms();
-    assert_eq!(running.check_lifecycle(left + 599_000, grace, ttl), None);
     assert_eq!(
-        running.check_lifecycle(left + 601_000, grace, ttl),
+        running.check_lifecycle(left + 599_000, grace, ttl).await,
+        None
+    );
+    assert_eq!(
+        running.check_lifecycle(left + 601_000, grace, ttl).await,
         Some(JobStatus::Lost)
     );
     assert_eq!(running.snapshot().status, JobStatus::Lost);
 }
 
-#[test]
-fn tail_start_counts_line_bytes_from_the_end() {
+#[tokio::test]
+async fn tail_start_counts_line_bytes_from_the_end() {
     let dir = TempDir::new("tail");
     let store = spool(&dir);
     let job = spooled(&store, "t", 400);
     let mut tally = Tally::default();
     for i in 0..1000 {
         job.append([line(None, &format!("{i:04}"))], &mut tally)
+            .await
             .unwrap();
     }
-    assert_eq!(job.tail_start(0), 1001);
-    assert_eq!(job.tail_start(5), 1000);
-    assert_eq!(job.tail_start(9), 1000);
-    assert_eq!(job.tail_start(10), 999);
-    assert_eq!(job.tail_start(5 * 900), 101);
-    assert_eq!(job.tail_start(usize::MAX / 2), 1);
+    assert_eq!(job.tail_start(0).await, 1001);
+    assert_eq!(job.tail_start(5).await, 1000);
+    assert_eq!(job.tail_start(9).await, 1000);
+    assert_eq!(job.tail_start(10).await, 999);
+    assert_eq!(job.tail_start(5 * 900).await, 101);
+    assert_eq!(job.tail_start(usize::MAX / 2).await, 1);
 }
 
-#[test]
-fn a_job_whose_spool_cannot_be_read_says_why() {
+#[tokio::test]
+async fn a_job_whose_spool_cannot_be_read_says_why() {
     let mut recovered = fresh("broken");
     recovered.progress.status = JobStatus::Lost;
     recovered.broken = Some("not a tailgate spool (bad magic)".into());
@@ -304,9 +330,9 @@ fn a_job_whose_spool_cannot_be_read_says_why() {
         String::new(),
         limits(1 << 20, u64::MAX),
         Arc::new(MemoryBudget::new(usize::MAX)),
-        Arc::new(MemoryStore::new(60_000)),
+        Arc::new(Store::from(MemoryStore::new(60_000))),
     );
-    assert!(matches!(job.read(1, 100, None), Read::Failed(why) if why.contains("magic")));
+    assert!(matches!(job.read_any(1, 100, None).await, Read::Failed(why) if why.contains("magic")));
     let snap = job.snapshot();
     assert_eq!(snap.status, JobStatus::Lost);
     assert!(snap.error.unwrap().contains("magic"));

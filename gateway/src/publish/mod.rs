@@ -128,7 +128,7 @@ async fn append(
     if batch.is_empty() {
         return Ok(());
     }
-    let appended = job.append(batch, tally);
+    let appended = job.append(batch, tally).await;
     let settled = job.settle().await;
     appended.map_err(|e| ApiError::append(e, *tally))?;
     settled.map_err(|e| ApiError::append(AppendError::Store(e), *tally))
@@ -335,7 +335,7 @@ pub(crate) async fn set_status(job: &Arc<JobLog>, body: IncomingBody) -> Result<
         },
     };
     let mut tally = Tally::default();
-    match job.append([record], &mut tally) {
+    match job.append([record], &mut tally).await {
         // A worker retrying the status that finished the job: the same answer again.
         Err(AppendError::Finished) => {
             let now = job.snapshot();

@@ -2,13 +2,9 @@
 //! restart forgets every job and a reader behind the ring gets a `gap`. Only the
 //! tombstones of jobs dropped after retention are kept, in memory, so they answer 410.
 
-use std::sync::Arc;
-
 use super::tombstones::MemoryTombstones;
-use super::{Appended, Fsync, Opened, Progress, Recovered, Store, StoreError, Tombstone};
-use crate::entry::Entry;
+use super::{Opened, Progress, Recovered, StoreError, Tombstone};
 use crate::job_id::JobId;
-use crate::rules::{self, Incoming, Stamp};
 
 /// Tombstones held at most in memory-only mode.
 const TOMBSTONE_CAPACITY: usize = 100_000;
@@ -26,12 +22,10 @@ impl MemoryStore {
     }
 }
 
-impl Store for MemoryStore {
-    fn is_durable(&self) -> bool {
-        false
-    }
-
-    fn open(&self, job: &JobId, held: Option<&str>) -> Result<Opened, StoreError> {
+impl MemoryStore {
+    /// The job a request names: the copy held, else a new one (unless a tombstone says
+    /// it was deleted). Nothing else is known here.
+    pub(crate) fn open_job(&self, job: &JobId, held: Option<&str>) -> Result<Opened, StoreError> {
         if held.is_some() {
             return Ok(Opened::Held);
         }
@@ -46,60 +40,8 @@ impl Store for MemoryStore {
         })
     }
 
-    fn append(
-        &self,
-        _job: &JobId,
-        cached: &Progress,
-        batch: Vec<Incoming>,
-        max_log_bytes: u64,
-    ) -> Result<Appended, StoreError> {
-        Ok(rules::apply(cached, batch, max_log_bytes, &Stamp::now()))
-    }
-
-    fn end_if_idle(
-        &self,
-        _job: &JobId,
-        cached: &Progress,
-        lost_before_ms: u64,
-        expired_before_ms: u64,
-    ) -> Result<Appended, StoreError> {
-        let now = Stamp::now();
-        Ok(rules::end_if_idle(
-            cached,
-            lost_before_ms,
-            expired_before_ms,
-            &now,
-        ))
-    }
-
-    fn note(&self, _: &JobId, _: u64, _: Option<(u64, u64)>) -> Result<(), StoreError> {
-        Ok(())
-    }
-
-    fn read(&self, _: &JobId, _: u64, _: u64, _: usize) -> Result<Vec<Arc<Entry>>, StoreError> {
-        Ok(Vec::new())
-    }
-
-    fn sync(&self, _job: &JobId) -> Result<(), StoreError> {
-        Ok(())
-    }
-
-    fn fsync(&self) -> Fsync {
-        Fsync::Never
-    }
-
-    fn recover(&self) -> Vec<Recovered> {
-        Vec::new()
-    }
-
-    fn forget(&self, job: &JobId, tombstone: Tombstone) -> bool {
+    /// A finished job leaves memory: its tombstone answers 410 for a while.
+    pub(crate) fn forget(&self, job: &JobId, tombstone: Tombstone) {
         self.tombstones.insert(job, tombstone);
-        true
     }
-
-    fn sweep(&self, _now_ms: u64) -> Vec<JobId> {
-        Vec::new()
-    }
-
-    fn flush(&self) {}
 }

@@ -10,6 +10,7 @@
 //! Redis, mirrors them in its script) and returns what it stored.
 
 pub(crate) mod memory;
+pub(crate) mod open;
 pub(crate) mod redis;
 pub(crate) mod spool;
 pub(crate) mod tombstones;
@@ -17,10 +18,13 @@ pub(crate) mod tombstones;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use self::redis::RedisStore;
 use crate::entry::Entry;
 use crate::job_id::JobId;
 use crate::record::JobStatus;
-use crate::rules::Incoming;
+use crate::rules::{self, Incoming, Stamp};
+use memory::MemoryStore;
+use spool::Spool;
 
 pub(crate) use crate::rules::{Appended, Progress};
 pub(crate) use tombstones::Tombstone;
@@ -99,109 +103,290 @@ pub(crate) enum Opened {
 /// caches. Every store applies the append rules ([`crate::rules`]) itself and returns
 /// what it stored, so `JobLog` has one code path whichever store it runs on.
 ///
-/// Methods are blocking but short (a write to the OS, a read of a byte budget, one Redis
-/// round trip), except [`Store::sync`], which callers run off the runtime's threads.
-pub(crate) trait Store: Send + Sync + 'static {
+/// Every method is `async` or never blocks: the spool's file I/O runs on the blocking
+/// pool, Redis commands are awaited on the client's multiplexed connection, the memory
+/// store only computes. The set of stores is closed, so this is an enum with static
+/// dispatch and native `async fn`s rather than a boxed async trait; a fourth store
+/// (an archive tier, JetStream) is one more variant and one more arm per method.
+pub(crate) enum Store {
+    /// Nothing beyond the ring (`--memory-only`).
+    Memory(MemoryStore),
+    /// One file per job under `--data-dir`.
+    Spool(Arc<Spool>),
+    /// Shared by several instances (`--redis-url`).
+    Redis(Arc<RedisStore>),
+}
+
+impl From<MemoryStore> for Store {
+    fn from(store: MemoryStore) -> Self {
+        Self::Memory(store)
+    }
+}
+
+impl From<Arc<Spool>> for Store {
+    fn from(store: Arc<Spool>) -> Self {
+        Self::Spool(store)
+    }
+}
+
+impl From<Arc<RedisStore>> for Store {
+    fn from(store: Arc<RedisStore>) -> Self {
+        Self::Redis(store)
+    }
+}
+
+/// Runs `f` on the spool off the runtime's worker threads.
+async fn blocking<T: Send + 'static>(
+    spool: &Arc<Spool>,
+    f: impl FnOnce(&Spool) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    let spool = Arc::clone(spool);
+    tokio::task::spawn_blocking(move || f(&spool))
+        .await
+        .unwrap_or_else(|e| Err(StoreError::Io(format!("the spool task failed: {e}"))))
+}
+
+impl Store {
     /// Whether evicted records can be read back (and jobs survive a restart).
-    fn is_durable(&self) -> bool;
+    pub(crate) fn is_durable(&self) -> bool {
+        !matches!(self, Self::Memory(_))
+    }
 
     /// Whether a job's memory copy may go while it is unfinished and idle: the store
-    /// then either forgets it (memory) or ends it by itself when nobody holds it.
-    fn drops_idle_copies(&self) -> bool {
-        !self.is_durable()
+    /// then either forgets it (memory) or ends it by itself when nobody holds it (Redis,
+    /// whose lease sweep does). The spool keeps it until its lifecycle ends it here.
+    pub(crate) fn drops_idle_copies(&self) -> bool {
+        !matches!(self, Self::Spool(_))
     }
 
     /// Bytes the store holds on disk, for the metrics (none in memory).
-    fn disk_bytes(&self) -> Option<u64> {
-        None
+    pub(crate) fn disk_bytes(&self) -> Option<u64> {
+        match self {
+            Self::Spool(s) => Some(s.disk_bytes()),
+            _ => None,
+        }
     }
 
     /// The job a request names. `held` is the life of the copy in memory, if any; the
     /// store creates the job when it is new (unless a tombstone says it was deleted).
-    fn open(&self, job: &JobId, held: Option<&str>) -> Result<Opened, StoreError>;
+    pub(crate) async fn open(&self, job: &JobId, held: Option<&str>) -> Result<Opened, StoreError> {
+        match self {
+            Self::Memory(m) => m.open_job(job, held),
+            Self::Spool(_) if held.is_some() => Ok(Opened::Held),
+            Self::Spool(s) => {
+                let job = job.clone();
+                blocking(s, move |s| s.open_job(&job)).await
+            }
+            Self::Redis(r) => r.open_job(job).await,
+        }
+    }
 
     /// Appends `batch` by the rules, to the job at `cached` (the caller's copy; a store
     /// that keeps its own state uses that), and returns what it stored. On error nothing
     /// of the batch is kept, and the records before it stay.
-    fn append(
+    pub(crate) async fn append(
         &self,
         job: &JobId,
         cached: &Progress,
         batch: Vec<Incoming>,
         max_log_bytes: u64,
-    ) -> Result<Appended, StoreError>;
+    ) -> Result<Appended, StoreError> {
+        match self {
+            Self::Memory(_) => Ok(rules::apply(cached, batch, max_log_bytes, &Stamp::now())),
+            Self::Spool(s) => {
+                let job = job.clone();
+                blocking(s, move |s| s.append(&job, batch, max_log_bytes)).await
+            }
+            Self::Redis(r) => r.append(job, batch, max_log_bytes).await,
+        }
+    }
 
     /// Ends the job as its lifecycle says ([`Progress::idle_end`]), once, whichever
     /// instance asks first; stores nothing when it is not idle there.
-    fn end_if_idle(
+    pub(crate) async fn end_if_idle(
         &self,
         job: &JobId,
         cached: &Progress,
         lost_before_ms: u64,
         expired_before_ms: u64,
-    ) -> Result<Appended, StoreError>;
+    ) -> Result<Appended, StoreError> {
+        match self {
+            Self::Memory(_) => {
+                let now = Stamp::now();
+                Ok(rules::end_if_idle(
+                    cached,
+                    lost_before_ms,
+                    expired_before_ms,
+                    &now,
+                ))
+            }
+            Self::Spool(s) => {
+                let job = job.clone();
+                blocking(s, move |s| {
+                    s.end_if_idle(&job, lost_before_ms, expired_before_ms)
+                })
+                .await
+            }
+            Self::Redis(r) => r.end_if_idle(job, lost_before_ms, expired_before_ms).await,
+        }
+    }
 
     /// Notes a sign of the publisher at `activity_ms` (an upload ended, or is still
-    /// there; it only moves forward) and a Capgo confirmation, without records. Best effort: a lost note only moves the lifecycle
+    /// there; it only moves forward) and a Capgo confirmation, without records. Fire and
+    /// forget, so it may be called from a `Drop`: a lost note only moves the lifecycle
     /// or a Capgo resume back a little.
-    fn note(
-        &self,
-        job: &JobId,
-        activity_ms: u64,
-        confirm: Option<(u64, u64)>,
-    ) -> Result<(), StoreError>;
+    pub(crate) fn note(&self, job: &JobId, activity_ms: u64, confirm: Option<(u64, u64)>) {
+        let job = job.clone();
+        let failed = |job: &JobId, e: StoreError| {
+            tracing::debug!(job.id = %job, error = %e, "cannot note a job's state");
+        };
+        match self {
+            Self::Memory(_) => {}
+            Self::Spool(s) => {
+                let s = Arc::clone(s);
+                let note = move || {
+                    if let Err(e) = s.note(&job, activity_ms, confirm) {
+                        failed(&job, e);
+                    }
+                };
+                match tokio::runtime::Handle::try_current() {
+                    Ok(rt) => drop(rt.spawn_blocking(note)),
+                    Err(_) => note(),
+                }
+            }
+            Self::Redis(r) => {
+                let r = Arc::clone(r);
+                if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                    rt.spawn(async move {
+                        if let Err(e) = r.note(&job, activity_ms, confirm).await {
+                            failed(&job, e);
+                        }
+                    });
+                }
+            }
+        }
+    }
 
     /// Records `from..=to`, or a prefix of them within about `budget` bytes (at least
     /// one); empty when they are not held.
-    fn read(
+    pub(crate) async fn read(
         &self,
         job: &JobId,
         from: u64,
         to: u64,
         budget: usize,
-    ) -> Result<Vec<Arc<Entry>>, StoreError>;
+    ) -> Result<Vec<Arc<Entry>>, StoreError> {
+        match self {
+            Self::Memory(_) => Ok(Vec::new()),
+            Self::Spool(s) => {
+                let job = job.clone();
+                blocking(s, move |s| s.read(&job, from, to, budget)).await
+            }
+            Self::Redis(r) => r.read(job, from, to, budget).await,
+        }
+    }
 
-    /// Forces the job's appended records to stable storage. Blocking.
-    fn sync(&self, job: &JobId) -> Result<(), StoreError>;
+    /// Forces the job's appended records to stable storage.
+    pub(crate) async fn sync(&self, job: &JobId) -> Result<(), StoreError> {
+        match self {
+            Self::Spool(s) => {
+                let job = job.clone();
+                blocking(s, move |s| s.sync(&job)).await
+            }
+            // Redis's own persistence settings (appendfsync) decide.
+            _ => Ok(()),
+        }
+    }
 
     /// The fsync policy appends follow.
-    fn fsync(&self) -> Fsync;
+    pub(crate) fn fsync(&self) -> Fsync {
+        match self {
+            Self::Spool(s) => s.fsync(),
+            _ => Fsync::Never,
+        }
+    }
 
-    /// Every unfinished job held, at start-up (others load on first use).
-    fn recover(&self) -> Vec<Recovered>;
+    /// Every job held, at start-up (the spool read them when it opened; Redis loads
+    /// each on first use).
+    pub(crate) fn recover(&self) -> Vec<Recovered> {
+        match self {
+            Self::Spool(s) => s.recover(),
+            _ => Vec::new(),
+        }
+    }
 
-    /// Drops a finished job from memory's point of view: the store may keep it
-    /// (`false`), or deletes it and leaves a tombstone (`true`).
-    fn forget(&self, job: &JobId, tombstone: Tombstone) -> bool;
-
-    /// Deletes what retention and the disk budget say must go (never a running job);
-    /// returns the jobs deleted, so memory drops them too.
-    fn sweep(&self, now_ms: u64) -> Vec<JobId>;
+    /// Drops finished jobs from memory's point of view, and deletes what retention and
+    /// the disk budget say must go (never a running job). Returns the jobs deleted, so
+    /// memory drops them too.
+    pub(crate) async fn sweep(
+        &self,
+        forgotten: Vec<(JobId, Tombstone)>,
+        now_ms: u64,
+    ) -> Vec<JobId> {
+        match self {
+            Self::Memory(m) => {
+                for (job, tombstone) in forgotten {
+                    m.forget(&job, tombstone);
+                }
+                Vec::new()
+            }
+            Self::Spool(s) => blocking(s, move |s| Ok(s.sweep(now_ms)))
+                .await
+                .unwrap_or_default(),
+            // The keys expire by themselves, and other instances may still serve them.
+            Self::Redis(_) => Vec::new(),
+        }
+    }
 
     /// Applies the lifecycle to jobs no instance may hold (a shared store, when this
     /// instance holds the sweep's lease for `lease`); returns the jobs it ended.
-    fn sweep_lifecycle(
+    pub(crate) async fn sweep_lifecycle(
         &self,
-        _lost_before_ms: u64,
-        _expired_before_ms: u64,
-        _lease: Duration,
+        lost_before_ms: u64,
+        expired_before_ms: u64,
+        lease: Duration,
     ) -> Vec<(JobId, JobStatus)> {
-        Vec::new()
+        match self {
+            Self::Redis(r) => {
+                r.sweep_jobs(lost_before_ms, expired_before_ms, lease.as_millis() as u64)
+                    .await
+            }
+            _ => Vec::new(),
+        }
     }
 
     /// Delivers the job's records that other instances store to `follower` while it
     /// has readers, in life `life` (a shared store; others have nothing to deliver).
-    fn follow(&self, _job: &JobId, _life: &str, _follower: Weak<dyn Follower>) {}
+    pub(crate) fn follow(&self, job: &JobId, life: &str, follower: Weak<dyn Follower>) {
+        if let Self::Redis(r) = self {
+            r.follow(job, life, follower);
+        }
+    }
 
     /// A reader started waiting on the job: make sure its records are being followed.
-    fn wake(&self, _job: &JobId) {}
+    pub(crate) fn wake(&self, job: &JobId) {
+        if let Self::Redis(r) = self {
+            r.wake(job);
+        }
+    }
 
-    /// Forces everything appended to stable storage, at shutdown. Blocking.
-    fn flush(&self);
+    /// Forces everything appended to stable storage, at shutdown.
+    pub(crate) async fn flush(&self) {
+        if let Self::Spool(s) = self {
+            let _ = blocking(s, |s| {
+                s.flush();
+                Ok(())
+            })
+            .await;
+        }
+    }
 
     /// Why the store cannot serve now, for `/readyz`.
-    fn unready(&self) -> Option<String> {
-        None
+    pub(crate) fn unready(&self) -> Option<String> {
+        match self {
+            Self::Redis(r) => r.unready(),
+            _ => None,
+        }
     }
 }
 

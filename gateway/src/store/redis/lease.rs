@@ -48,14 +48,14 @@ impl RedisStore {
             .arg(job.as_str())
             .to_owned();
         let conn = self.conn.clone();
-        self.bridge.spawn(async move {
+        tokio::spawn(async move {
             let _: redis::RedisResult<i64> = conn.query(&cmd).await;
         });
     }
 
     /// When this instance holds the lease (for `lease_ms`), ends the listed jobs the
     /// lifecycle says must end; returns them.
-    pub(super) fn sweep_jobs(
+    pub(crate) async fn sweep_jobs(
         &self,
         lost_before_ms: u64,
         expired_before_ms: u64,
@@ -63,10 +63,7 @@ impl RedisStore {
     ) -> Vec<(JobId, JobStatus)> {
         let mut inv = LEASE_SCRIPT.prepare_invoke();
         inv.key(LEASE_KEY).arg(&self.common.instance).arg(lease_ms);
-        let conn = self.conn.clone();
-        let held = self
-            .bridge
-            .block(async move { conn.invoke::<i64>(&inv).await });
+        let held = self.round_trip(self.conn.invoke::<i64>(&inv)).await;
         if !matches!(held, Ok(1)) {
             return Vec::new();
         }
@@ -76,11 +73,7 @@ impl RedisStore {
             .arg(from)
             .arg(from + SLICE - 1)
             .to_owned();
-        let conn = self.conn.clone();
-        let Ok(listed) = self
-            .bridge
-            .block(async move { conn.query::<redis::Value>(&cmd).await })
-        else {
+        let Ok(listed) = self.round_trip(self.conn.query::<redis::Value>(&cmd)).await else {
             return Vec::new();
         };
         let ids: Vec<JobId> = match &listed {
@@ -96,7 +89,10 @@ impl RedisStore {
         let mut ended = Vec::new();
         let mut done = Vec::new();
         for id in ids {
-            let Ok(appended) = self.end_job_if_idle(&id, lost_before_ms, expired_before_ms) else {
+            let Ok(appended) = self
+                .end_if_idle(&id, lost_before_ms, expired_before_ms)
+                .await
+            else {
                 break;
             };
             if !appended.entries.is_empty() {
@@ -113,7 +109,7 @@ impl RedisStore {
                 cmd.arg(id.as_str());
             }
             let conn = self.conn.clone();
-            self.bridge.spawn(async move {
+            tokio::spawn(async move {
                 let _: redis::RedisResult<i64> = conn.query(&cmd).await;
             });
         }

@@ -1,9 +1,7 @@
-//! The connection to Redis (one server, or a Cluster) and the bridge from the store's
-//! blocking interface to the async client. All Redis I/O runs on one dedicated thread
-//! with its own runtime; a caller on the gateway's runtime hands its worker's other
-//! tasks on (`block_in_place`) while it waits one round trip, bounded by a timeout.
+//! The connection to Redis (one server, or a Cluster): one multiplexed async connection
+//! shared by every caller, whose commands are pipelined on it and awaited directly on
+//! the gateway's runtime (no thread of its own, nothing blocks a worker).
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,7 +9,6 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, FromRedisValue, RedisResult, ScriptInvocation};
-use tokio::runtime::{Handle, RuntimeFlavor};
 use tokio::sync::OnceCell;
 
 use crate::store::StoreError;
@@ -84,76 +81,6 @@ impl Conn {
 
     pub(crate) fn is_cluster(&self) -> bool {
         matches!(self, Self::Cluster { .. })
-    }
-}
-
-/// The Redis thread's runtime, and how long a caller waits for it.
-pub(crate) struct Bridge {
-    rt: Handle,
-    timeout: Duration,
-    /// Dropped with the store: the Redis thread's runtime then stops.
-    _stop: tokio::sync::oneshot::Sender<()>,
-}
-
-impl Bridge {
-    /// Starts the Redis thread.
-    pub(crate) fn start(timeout: Duration) -> std::io::Result<Self> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        let handle = rt.handle().clone();
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        std::thread::Builder::new()
-            .name("tailgate-redis".into())
-            .spawn(move || {
-                let _ = rt.block_on(stop_rx);
-            })?;
-        Ok(Self {
-            rt: handle,
-            timeout,
-            _stop: stop_tx,
-        })
-    }
-
-    /// Makes the Redis thread's runtime current, so whatever a connection spawns (its
-    /// driver, its reconnects) runs there, not on the caller's runtime.
-    pub(crate) fn enter(&self) -> tokio::runtime::EnterGuard<'_> {
-        self.rt.enter()
-    }
-
-    /// Runs `fut` on the Redis thread and waits for it, at most the timeout.
-    pub(crate) fn block<T, F>(&self, fut: F) -> Result<T, StoreError>
-    where
-        T: Send + 'static,
-        F: Future<Output = RedisResult<T>> + Send + 'static,
-    {
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        let timeout = self.timeout;
-        self.rt.spawn(async move {
-            let result = tokio::time::timeout(timeout, fut).await;
-            let _ = tx.send(result);
-        });
-        let wait = move || rx.recv_timeout(timeout + Duration::from_secs(1));
-        let got = match Handle::try_current().map(|h| h.runtime_flavor()) {
-            Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(wait),
-            _ => wait(),
-        };
-        match got {
-            Ok(Ok(Ok(value))) => Ok(value),
-            Ok(Ok(Err(e))) => Err(unavailable(&e)),
-            Ok(Err(_)) | Err(_) => Err(StoreError::Unavailable(format!(
-                "redis did not answer within {} ms",
-                timeout.as_millis()
-            ))),
-        }
-    }
-
-    /// Runs `fut` on the Redis thread without waiting for it.
-    pub(crate) fn spawn<F>(&self, fut: F)
-    where
-        F: Future<Output = ()> + Send + 'static,
-    {
-        self.rt.spawn(fut);
     }
 }
 

@@ -12,16 +12,17 @@ pub(crate) mod tail;
 #[cfg(test)]
 mod tests;
 
+use std::future::Future;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime};
 
-use super::{Appended, Follower, Fsync, Opened, Progress, Recovered, Store, StoreError, Tombstone};
+use super::{Appended, Follower, Opened, StoreError};
 use crate::entry::Entry;
 use crate::job_id::JobId;
 use crate::record::JobStatus;
 use crate::rules::Incoming;
 use keys::JobKeys;
-use link::{Bridge, Conn};
+use link::Conn;
 use script::{Common, Prepared};
 use tail::Followed;
 
@@ -46,8 +47,9 @@ const HEALTH_EVERY: Duration = Duration::from_secs(1);
 
 /// The shared store.
 pub(crate) struct RedisStore {
-    bridge: Bridge,
     conn: Conn,
+    /// How long one round trip may take before Redis counts as unavailable.
+    timeout: Duration,
     common: Common,
     followed: Arc<Followed>,
     /// Why Redis cannot be used now (`None`: ready), for `/readyz`.
@@ -57,18 +59,13 @@ pub(crate) struct RedisStore {
 }
 
 impl RedisStore {
-    /// Starts the Redis thread, the health check (which loads the script) and the
-    /// tailer. Redis need not be up: until it is, `/readyz` says so.
-    pub(crate) fn open(settings: RedisSettings) -> Result<Arc<Self>, std::io::Error> {
-        let bridge = Bridge::start(settings.timeout)?;
-        let conn = {
-            let _redis_thread = bridge.enter();
-            Conn::new(&settings.url, settings.cluster, settings.timeout)
-                .map_err(|e| std::io::Error::other(format!("redis: {e}")))?
-        };
+    /// Starts the health check (which loads the script) and the tailer, as tasks on the
+    /// current runtime. Redis need not be up: until it is, `/readyz` says so.
+    pub(crate) fn open(settings: RedisSettings) -> Result<Arc<Self>, redis::RedisError> {
+        let conn = Conn::new(&settings.url, settings.cluster, settings.timeout)?;
         let store = Arc::new(Self {
-            bridge,
             conn: conn.clone(),
+            timeout: settings.timeout,
             common: Common {
                 instance: format!("{:016x}", rand::random::<u64>()),
                 retention: settings.retention,
@@ -78,10 +75,8 @@ impl RedisStore {
             unready: Arc::new(Mutex::new(Some("redis: not connected yet".into()))),
             sweep: lease::Sweep::default(),
         });
-        store
-            .bridge
-            .spawn(health(conn.clone(), Arc::clone(&store.unready)));
-        store.bridge.spawn(tail::run(
+        tokio::spawn(health(conn.clone(), Arc::clone(&store.unready)));
+        tokio::spawn(tail::run(
             Arc::clone(&store.followed),
             conn,
             settings.url,
@@ -90,7 +85,27 @@ impl RedisStore {
         Ok(store)
     }
 
-    fn call(
+    /// Awaits one round trip, at most the timeout; a failure marks the store unready
+    /// until the health check reaches Redis again.
+    pub(crate) async fn round_trip<T>(
+        &self,
+        fut: impl Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, StoreError> {
+        let result = match tokio::time::timeout(self.timeout, fut).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => Err(link::unavailable(&e)),
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "redis did not answer within {} ms",
+                self.timeout.as_millis()
+            ))),
+        };
+        if let Err(StoreError::Unavailable(why)) = &result {
+            *self.unready.lock().unwrap_or_else(|e| e.into_inner()) = Some(why.clone());
+        }
+        result
+    }
+
+    async fn call(
         &self,
         job: &JobId,
         op: &str,
@@ -98,24 +113,12 @@ impl RedisStore {
     ) -> Result<redis::Value, StoreError> {
         let mut inv = script::invocation(job, op, super::now_ms(), &self.common);
         add(&mut inv);
-        let conn = self.conn.clone();
-        let reply = self
-            .bridge
-            .block(async move { conn.invoke::<redis::Value>(&inv).await });
-        self.noted(reply)
+        self.round_trip(self.conn.invoke::<redis::Value>(&inv))
+            .await
     }
 
-    /// Passes `result` on; a failure marks the store unready until the health check
-    /// reaches Redis again.
-    fn noted<T>(&self, result: Result<T, StoreError>) -> Result<T, StoreError> {
-        if let Err(StoreError::Unavailable(why)) = &result {
-            *self.unready.lock().unwrap_or_else(|e| e.into_inner()) = Some(why.clone());
-        }
-        result
-    }
-
-    fn load_job(&self, job: &JobId) -> Result<script::Loaded, StoreError> {
-        let reply = self.call(job, "load", |_| {})?;
+    async fn load_job(&self, job: &JobId) -> Result<script::Loaded, StoreError> {
+        let reply = self.call(job, "load", |_| {}).await?;
         let loaded = script::decode_load(job, &reply).map_err(StoreError::Io)?;
         if let script::Loaded::Job {
             recovered,
@@ -128,24 +131,50 @@ impl RedisStore {
         Ok(loaded)
     }
 
-    fn run_append(
+    /// The job a request names, as Redis holds it (created when new). Every request
+    /// asks: another instance may have moved the job on, or Redis may have lost it (a
+    /// new life).
+    pub(crate) async fn open_job(&self, job: &JobId) -> Result<Opened, StoreError> {
+        Ok(match self.load_job(job).await? {
+            script::Loaded::Job {
+                recovered, epoch, ..
+            } => Opened::Job {
+                recovered,
+                life: epoch,
+            },
+            script::Loaded::Gone(tombstone) => Opened::Gone(tombstone),
+        })
+    }
+
+    /// Appends `batch` by the script's rules (the mirror of [`crate::rules`]), in calls
+    /// of at most [`MAX_SCRIPT_RECORDS`]; returns what Redis stored.
+    pub(crate) async fn append(
         &self,
         job: &JobId,
-        records: &[Prepared],
-        ts: SystemTime,
+        batch: Vec<Incoming>,
         max_log_bytes: u64,
     ) -> Result<Appended, StoreError> {
-        let reply = self.call(job, "append", |inv| {
-            script::append_args(inv, records, ts, max_log_bytes)
-        })?;
-        script::decode_append(&reply, records, ts).map_err(StoreError::Io)
+        let ts = SystemTime::now();
+        let records: Vec<Prepared> = batch.into_iter().map(|i| script::prepare(i, ts)).collect();
+        let mut total = Appended::default();
+        for chunk in records.chunks(MAX_SCRIPT_RECORDS) {
+            let reply = self
+                .call(job, "append", |inv| {
+                    script::append_args(inv, chunk, ts, max_log_bytes)
+                })
+                .await?;
+            let appended = script::decode_append(&reply, chunk, ts).map_err(StoreError::Io)?;
+            total.absorb(appended);
+            if total.finished {
+                break;
+            }
+        }
+        Ok(total)
     }
-}
 
-impl RedisStore {
     /// Ends the job as its lifecycle says (the script's `end` op), once, whichever
     /// instance asks first.
-    pub(crate) fn end_job_if_idle(
+    pub(crate) async fn end_if_idle(
         &self,
         job: &JobId,
         lost_before_ms: u64,
@@ -162,19 +191,110 @@ impl RedisStore {
             .arg(records[0].rest())
             .arg(expired_before_ms)
             .arg(records[1].rest());
-        let conn = self.conn.clone();
-        let reply = self.noted(
-            self.bridge
-                .block(async move { conn.invoke::<redis::Value>(&inv).await }),
-        )?;
+        let reply = self
+            .round_trip(self.conn.invoke::<redis::Value>(&inv))
+            .await?;
         let mut appended = script::decode_append(&reply, &records, ts).map_err(StoreError::Io)?;
         // The script names the one record it stored as the first; it is whichever
         // status the job took.
         if appended.progress.status == JobStatus::Expired {
-            let reply = script::decode_append(&reply, &records[1..], ts).map_err(StoreError::Io)?;
-            appended = reply;
+            appended = script::decode_append(&reply, &records[1..], ts).map_err(StoreError::Io)?;
         }
         Ok(appended)
+    }
+
+    /// Notes a sign of the publisher (the script keeps the latest) and a Capgo
+    /// confirmation.
+    pub(crate) async fn note(
+        &self,
+        job: &JobId,
+        activity_ms: u64,
+        confirm: Option<(u64, u64)>,
+    ) -> Result<(), StoreError> {
+        let mut inv = script::invocation(job, "note", super::now_ms(), &self.common);
+        inv.arg(activity_ms);
+        match confirm {
+            Some((hash, id)) => inv.arg(hash).arg(id),
+            None => inv.arg("").arg(""),
+        };
+        self.round_trip(self.conn.invoke::<redis::Value>(&inv))
+            .await
+            .map(|_| ())
+    }
+
+    /// Records `from..=to`, or a prefix of them within about `budget` bytes.
+    pub(crate) async fn read(
+        &self,
+        job: &JobId,
+        from: u64,
+        to: u64,
+        budget: usize,
+    ) -> Result<Vec<Arc<Entry>>, StoreError> {
+        // Entries are a few hundred bytes: ask for about the budget's worth, then cut.
+        let count = (budget / 256).clamp(16, 1024);
+        let cmd = redis::cmd("XRANGE")
+            .arg(JobKeys::new(job).log)
+            .arg(format!("{from}-0"))
+            .arg(format!("{to}-0"))
+            .arg("COUNT")
+            .arg(count)
+            .to_owned();
+        let reply = self
+            .round_trip(self.conn.query::<redis::Value>(&cmd))
+            .await?;
+        let mut entries = script::decode_entries(&reply).map_err(StoreError::Io)?;
+        let mut bytes = 0;
+        let keep = entries
+            .iter()
+            .take_while(|e| {
+                bytes += e.sse.len();
+                bytes <= budget
+            })
+            .count()
+            .max(1);
+        entries.truncate(keep);
+        Ok(entries)
+    }
+
+    /// Delivers the job's new records to `follower` while it has readers, in life `life`.
+    pub(crate) fn follow(&self, job: &JobId, life: &str, follower: Weak<dyn Follower>) {
+        self.followed.register(job, life, follower);
+    }
+
+    /// Why Redis cannot be used now, for `/readyz`.
+    pub(crate) fn unready(&self) -> Option<String> {
+        self.unready
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// A reader started waiting on the job: make sure its records are being followed.
+    pub(crate) fn wake(&self, job: &JobId) {
+        if self.followed.is_reading(job) {
+            return;
+        }
+        self.followed.poke();
+        // The blocking read in flight does not cover the job: end it early, so the
+        // next one does. It may not have reached Redis yet: try again a few times.
+        let (followed, conn, job) = (Arc::clone(&self.followed), self.conn.clone(), job.clone());
+        tokio::spawn(async move {
+            for _ in 0..20 {
+                if followed.is_reading(&job) {
+                    return;
+                }
+                let id = followed.client_id();
+                if id != 0 {
+                    let unblocked: redis::RedisResult<i64> = conn
+                        .query(redis::cmd("CLIENT").arg("UNBLOCK").arg(id))
+                        .await;
+                    if matches!(unblocked, Ok(1)) {
+                        return;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        });
     }
 }
 
@@ -216,190 +336,4 @@ async fn load_script(conn: &Conn) -> redis::RedisResult<()> {
         .query(redis::cmd("SCRIPT").arg("LOAD").arg(code))
         .await?;
     Ok(())
-}
-
-impl Store for RedisStore {
-    fn is_durable(&self) -> bool {
-        true
-    }
-
-    fn drops_idle_copies(&self) -> bool {
-        // Redis holds the job for every instance, and the lease sweep ends it.
-        true
-    }
-
-    fn open(&self, job: &JobId, _held: Option<&str>) -> Result<Opened, StoreError> {
-        // Every request asks: another instance may have moved the job on, or Redis may
-        // have lost it (a new life).
-        Ok(match self.load_job(job)? {
-            script::Loaded::Job {
-                recovered, epoch, ..
-            } => Opened::Job {
-                recovered,
-                life: epoch,
-            },
-            script::Loaded::Gone(tombstone) => Opened::Gone(tombstone),
-        })
-    }
-
-    fn append(
-        &self,
-        job: &JobId,
-        _cached: &Progress,
-        batch: Vec<Incoming>,
-        max_log_bytes: u64,
-    ) -> Result<Appended, StoreError> {
-        let ts = SystemTime::now();
-        let records: Vec<Prepared> = batch.into_iter().map(|i| script::prepare(i, ts)).collect();
-        let mut total = Appended::default();
-        for chunk in records.chunks(MAX_SCRIPT_RECORDS) {
-            let appended = self.run_append(job, chunk, ts, max_log_bytes)?;
-            total.absorb(appended);
-            if total.finished {
-                break;
-            }
-        }
-        Ok(total)
-    }
-
-    fn end_if_idle(
-        &self,
-        job: &JobId,
-        _cached: &Progress,
-        lost_before_ms: u64,
-        expired_before_ms: u64,
-    ) -> Result<Appended, StoreError> {
-        self.end_job_if_idle(job, lost_before_ms, expired_before_ms)
-    }
-
-    fn note(
-        &self,
-        job: &JobId,
-        activity_ms: u64,
-        confirm: Option<(u64, u64)>,
-    ) -> Result<(), StoreError> {
-        // Best effort and off the caller's path: a lost note only moves the lifecycle
-        // or a Capgo resume back a little.
-        let mut inv = script::invocation(job, "note", super::now_ms(), &self.common);
-        inv.arg(activity_ms);
-        match confirm {
-            Some((hash, id)) => inv.arg(hash).arg(id),
-            None => inv.arg("").arg(""),
-        };
-        let conn = self.conn.clone();
-        let job = job.clone();
-        self.bridge.spawn(async move {
-            if let Err(e) = conn.invoke::<redis::Value>(&inv).await {
-                tracing::debug!(job.id = %job, error = %e, "cannot note a job's state in redis");
-            }
-        });
-        Ok(())
-    }
-
-    fn read(
-        &self,
-        job: &JobId,
-        from: u64,
-        to: u64,
-        budget: usize,
-    ) -> Result<Vec<Arc<Entry>>, StoreError> {
-        // Entries are a few hundred bytes: ask for about the budget's worth, then cut.
-        let count = (budget / 256).clamp(16, 1024);
-        let cmd = redis::cmd("XRANGE")
-            .arg(JobKeys::new(job).log)
-            .arg(format!("{from}-0"))
-            .arg(format!("{to}-0"))
-            .arg("COUNT")
-            .arg(count)
-            .to_owned();
-        let conn = self.conn.clone();
-        let reply = self.noted(
-            self.bridge
-                .block(async move { conn.query::<redis::Value>(&cmd).await }),
-        )?;
-        let mut entries = script::decode_entries(&reply).map_err(StoreError::Io)?;
-        let mut bytes = 0;
-        let keep = entries
-            .iter()
-            .take_while(|e| {
-                bytes += e.sse.len();
-                bytes <= budget
-            })
-            .count()
-            .max(1);
-        entries.truncate(keep);
-        Ok(entries)
-    }
-
-    fn sync(&self, _job: &JobId) -> Result<(), StoreError> {
-        Ok(())
-    }
-
-    fn fsync(&self) -> Fsync {
-        // Redis's own persistence settings (appendfsync) decide.
-        Fsync::Never
-    }
-
-    fn recover(&self) -> Vec<Recovered> {
-        // Jobs load from Redis on first use.
-        Vec::new()
-    }
-
-    fn forget(&self, _job: &JobId, _tombstone: Tombstone) -> bool {
-        // The keys expire by themselves, and other instances may still serve the job.
-        false
-    }
-
-    fn sweep(&self, _now_ms: u64) -> Vec<JobId> {
-        Vec::new()
-    }
-
-    fn flush(&self) {}
-
-    fn sweep_lifecycle(
-        &self,
-        lost_before_ms: u64,
-        expired_before_ms: u64,
-        lease: Duration,
-    ) -> Vec<(JobId, JobStatus)> {
-        self.sweep_jobs(lost_before_ms, expired_before_ms, lease.as_millis() as u64)
-    }
-
-    fn follow(&self, job: &JobId, life: &str, follower: Weak<dyn Follower>) {
-        self.followed.register(job, life, follower);
-    }
-
-    fn unready(&self) -> Option<String> {
-        self.unready
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
-    fn wake(&self, job: &JobId) {
-        if self.followed.is_reading(job) {
-            return;
-        }
-        self.followed.poke();
-        // The blocking read in flight does not cover the job: end it early, so the
-        // next one does. It may not have reached Redis yet: try again a few times.
-        let (followed, conn, job) = (Arc::clone(&self.followed), self.conn.clone(), job.clone());
-        self.bridge.spawn(async move {
-            for _ in 0..20 {
-                if followed.is_reading(&job) {
-                    return;
-                }
-                let id = followed.client_id();
-                if id != 0 {
-                    let unblocked: redis::RedisResult<i64> = conn
-                        .query(redis::cmd("CLIENT").arg("UNBLOCK").arg(id))
-                        .await;
-                    if matches!(unblocked, Ok(1)) {
-                        return;
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        });
-    }
 }

@@ -23,6 +23,8 @@ use crate::store::{Opened, Progress, Recovered, Store};
 struct Server {
     child: Child,
     store: Arc<RedisStore>,
+    /// Runs the store's tasks (health check, tailer) and the appends.
+    rt: tokio::runtime::Runtime,
 }
 
 impl Drop for Server {
@@ -50,6 +52,12 @@ fn server() -> Option<Server> {
         eprintln!("skipped: {why}");
         return None;
     };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let entered = rt.enter();
     let store = RedisStore::open(RedisSettings {
         url: format!("redis://127.0.0.1:{port}/0"),
         cluster: false,
@@ -63,7 +71,8 @@ fn server() -> Option<Server> {
         assert!(std::time::Instant::now() < deadline, "redis never ready");
         std::thread::sleep(Duration::from_millis(20));
     }
-    Some(Server { child, store })
+    drop(entered);
+    Some(Server { child, store, rt })
 }
 
 fn limits() -> JobLimits {
@@ -75,7 +84,7 @@ fn limits() -> JobLimits {
     }
 }
 
-fn job_log(recovered: Recovered, store: Arc<dyn Store>) -> JobLog {
+fn job_log(recovered: Recovered, store: Arc<Store>) -> JobLog {
     JobLog::new(
         recovered,
         String::new(),
@@ -141,10 +150,10 @@ proptest! {
         SERVER.with(|server| {
             let Some(server) = server else { return Ok(()) };
             let id = JobId::parse(&format!("model-{}", JOBS.fetch_add(1, Ordering::Relaxed))).unwrap();
-            let Ok(Opened::Job { recovered, .. }) = server.store.open(&id, None) else {
+            let Ok(Opened::Job { recovered, .. }) = server.rt.block_on(server.store.open_job(&id)) else {
                 panic!("cannot load a new job");
             };
-            let store: Arc<dyn Store> = server.store.clone();
+            let store = Arc::new(Store::from(Arc::clone(&server.store)));
             let shared = job_log(recovered, store);
             let local = job_log(
                 Recovered {
@@ -153,12 +162,12 @@ proptest! {
                     confirmations: Vec::new(),
                     broken: None,
                 },
-                Arc::new(MemoryStore::new(60_000)),
+                Arc::new(Store::from(MemoryStore::new(60_000))),
             );
             for batch in batches {
                 let (mut a, mut b) = (Tally::default(), Tally::default());
-                let ra = local.append(batch.clone(), &mut a);
-                let rb = shared.append(batch, &mut b);
+                let ra = server.rt.block_on(local.append(batch.clone(), &mut a));
+                let rb = server.rt.block_on(shared.append(batch, &mut b));
                 prop_assert_eq!(format!("{ra:?}"), format!("{rb:?}"));
                 prop_assert_eq!(
                     (a.accepted, a.duplicates, a.last_seq, a.last_n),

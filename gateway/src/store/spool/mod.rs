@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use dashmap::DashMap;
 
 use super::tombstones::DirTombstones;
-use super::{Appended, Fsync, Opened, Progress, Recovered, Store, StoreError, Tombstone};
+use super::{Appended, Fsync, Opened, Progress, Recovered, StoreError, Tombstone};
 use crate::entry::Entry;
 use crate::job_id::JobId;
 use crate::record::JobStatus;
@@ -339,15 +339,10 @@ fn recovered(id: &JobId, job: &SpoolJob) -> Recovered {
     }
 }
 
-impl Store for Spool {
-    fn is_durable(&self) -> bool {
-        true
-    }
-
-    fn open(&self, id: &JobId, held: Option<&str>) -> Result<Opened, StoreError> {
-        if held.is_some() {
-            return Ok(Opened::Held);
-        }
+impl Spool {
+    /// The job a request names, when memory does not hold it: as the spool holds it,
+    /// else created (unless a tombstone says it was deleted).
+    pub(crate) fn open_job(&self, id: &JobId) -> Result<Opened, StoreError> {
         if let Some(recovered) = self.load(id) {
             return Ok(Opened::Job {
                 recovered,
@@ -366,10 +361,11 @@ impl Store for Spool {
         })
     }
 
-    fn append(
+    /// Appends `batch` by the rules to the job as the spool holds it; returns what it
+    /// wrote.
+    pub(crate) fn append(
         &self,
         id: &JobId,
-        _cached: &Progress,
         batch: Vec<Incoming>,
         max_log_bytes: u64,
     ) -> Result<Appended, StoreError> {
@@ -378,10 +374,10 @@ impl Store for Spool {
         self.store(id, &from, appended)
     }
 
-    fn end_if_idle(
+    /// Ends the job as its lifecycle says, when it is idle.
+    pub(crate) fn end_if_idle(
         &self,
         id: &JobId,
-        _cached: &Progress,
         lost_before_ms: u64,
         expired_before_ms: u64,
     ) -> Result<Appended, StoreError> {
@@ -391,7 +387,8 @@ impl Store for Spool {
         self.store(id, &from, appended)
     }
 
-    fn note(
+    /// Notes a sign of the publisher and a Capgo confirmation.
+    pub(crate) fn note(
         &self,
         id: &JobId,
         activity_ms: u64,
@@ -403,7 +400,8 @@ impl Store for Spool {
         Ok(())
     }
 
-    fn read(
+    /// Records `from..=to`, or a prefix within about `budget` bytes.
+    pub(crate) fn read(
         &self,
         id: &JobId,
         from: u64,
@@ -416,33 +414,34 @@ impl Store for Spool {
         }
     }
 
-    fn sync(&self, id: &JobId) -> Result<(), StoreError> {
+    /// Forces the job's appended records to disk. Blocking.
+    pub(crate) fn sync(&self, id: &JobId) -> Result<(), StoreError> {
         match self.jobs.get(id).map(|j| Arc::clone(&j)) {
             Some(job) => job.sync(),
             None => Ok(()),
         }
     }
 
-    fn disk_bytes(&self) -> Option<u64> {
-        Some(self.total.load(Ordering::Relaxed))
+    /// Bytes of every spool.
+    pub(crate) fn disk_bytes(&self) -> u64 {
+        self.total.load(Ordering::Relaxed)
     }
 
-    fn fsync(&self) -> Fsync {
+    /// The fsync policy appends follow.
+    pub(crate) fn fsync(&self) -> Fsync {
         self.settings.fsync
     }
 
-    fn recover(&self) -> Vec<Recovered> {
+    /// Every job held, as recovered at start-up.
+    pub(crate) fn recover(&self) -> Vec<Recovered> {
         self.jobs
             .iter()
             .map(|j| recovered(j.key(), j.value()))
             .collect()
     }
 
-    fn forget(&self, _id: &JobId, _tombstone: Tombstone) -> bool {
-        false
-    }
-
-    fn sweep(&self, now_ms: u64) -> Vec<JobId> {
+    /// Deletes what retention and the disk budget say must go; returns the jobs deleted.
+    pub(crate) fn sweep(&self, now_ms: u64) -> Vec<JobId> {
         let mut gone: Vec<JobId> =
             std::mem::take(&mut *self.deleted.lock().unwrap_or_else(|e| e.into_inner()));
         let keep_ms = self.settings.disk_retention.as_millis() as u64;
@@ -478,7 +477,8 @@ impl Store for Spool {
         gone
     }
 
-    fn flush(&self) {
+    /// Forces everything appended to disk, at shutdown. Blocking.
+    pub(crate) fn flush(&self) {
         self.sync_dirty();
     }
 }
