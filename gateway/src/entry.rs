@@ -64,7 +64,7 @@ impl Frame {
                 Some(line) => sse::event(Some(entry.seq), "log", &line),
                 None => entry.sse.clone(),
             },
-            Self::CapgoWs => crate::capgo::frames::record_frame(&entry.record()),
+            Self::CapgoWs => crate::wire::capgo::record_frame(&entry.record()),
         }
     }
 }

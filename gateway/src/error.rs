@@ -56,7 +56,7 @@ pub(crate) enum ApiError {
     #[error("the job's log was deleted by retention; it ended {}", .0.status)]
     JobExpired(Tombstone),
     /// The store refused records; the ones acknowledged before stay.
-    #[error("{error}; records acknowledged before are kept")]
+    #[error("{}; records acknowledged before are kept", crate::report::error_chain(.error))]
     Storage {
         error: StoreError,
         tally: Option<Tally>,
@@ -106,7 +106,7 @@ impl ApiError {
             Self::UpgradeRequired => StatusCode::UPGRADE_REQUIRED,
             Self::JobExpired(_) => StatusCode::GONE,
             Self::Storage {
-                error: StoreError::Full(_),
+                error: StoreError::Full { .. },
                 ..
             } => StatusCode::INSUFFICIENT_STORAGE,
             Self::Storage { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -131,7 +131,7 @@ impl ApiError {
             Self::UpgradeRequired => "upgrade_required",
             Self::JobExpired(_) => "job_expired",
             Self::Storage {
-                error: StoreError::Full(_),
+                error: StoreError::Full { .. },
                 ..
             } => "insufficient_storage",
             Self::Storage { .. } => "store_unavailable",
@@ -190,7 +190,7 @@ impl ApiError {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             Self::Storage {
-                error: StoreError::Unavailable(_),
+                error: StoreError::Unavailable { .. },
                 ..
             } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("2"));

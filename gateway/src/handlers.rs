@@ -67,7 +67,7 @@ pub(crate) fn readyz(app: &App) -> Response<Body> {
     }
     match app.hub.store().unready() {
         Some(why) => ApiError::Storage {
-            error: StoreError::Unavailable(why),
+            error: StoreError::unavailable(why, None),
             tally: None,
         }
         .into_response(),

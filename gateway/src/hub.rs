@@ -13,7 +13,7 @@ use crate::job_id::JobId;
 use crate::job_log::{JobLimits, JobLog};
 use crate::memory::MemoryBudget;
 use crate::record::JobStatus;
-use crate::store::{new_life, now_ms, Follower, Opened, Recovered, Store, StoreError, Tombstone};
+use crate::store::{now_ms, Follower, Opened, Recovered, Store, StoreError, Tombstone};
 
 /// Why a job cannot be had.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -64,17 +64,15 @@ impl Hub {
         for recovered in hub.store.recover() {
             if !recovered.progress.status.is_terminal() && hub.jobs.len() < hub.settings.max_jobs {
                 let id = recovered.id.clone();
-                hub.jobs
-                    .insert(id, Arc::new(hub.job_log(recovered, new_life())));
+                hub.jobs.insert(id, Arc::new(hub.job_log(recovered)));
             }
         }
         hub
     }
 
-    fn job_log(&self, recovered: Recovered, life: String) -> JobLog {
+    fn job_log(&self, recovered: Recovered) -> JobLog {
         JobLog::new(
             recovered,
-            life,
             self.settings.job.clone(),
             Arc::clone(&self.memory),
             Arc::clone(&self.store),
@@ -94,21 +92,21 @@ impl Hub {
             }
         }
         let opened = self.store.open(id, held.as_ref().map(|j| j.life())).await?;
-        let (recovered, life) = match opened {
+        let recovered = match opened {
             Opened::Held => match held {
                 Some(job) => return Ok(job),
                 None => {
-                    return Err(JobError::Store(StoreError::Io(format!(
+                    return Err(JobError::Store(StoreError::failed(format!(
                         "the store named job {id} held, but it is not"
                     ))))
                 }
             },
             Opened::Gone(tombstone) => return Err(JobError::Expired(tombstone)),
-            Opened::Job { recovered, life } => (recovered, life),
+            Opened::Job(recovered) => recovered,
         };
         let job = match self.jobs.entry(id.clone()) {
             // The copy held is in the store's life: it takes the store's state.
-            MapEntry::Occupied(e) if e.get().life() == life && !e.get().is_closed() => {
+            MapEntry::Occupied(e) if e.get().life() == recovered.life && !e.get().is_closed() => {
                 let job = Arc::clone(e.get());
                 drop(e);
                 job.reconcile(recovered);
@@ -119,19 +117,19 @@ impl Hub {
                 return Ok(Arc::clone(e.get()));
             }
             MapEntry::Occupied(mut e) => {
-                let job = Arc::new(self.job_log(recovered, life.clone()));
+                let job = Arc::new(self.job_log(recovered));
                 let old = e.insert(Arc::clone(&job));
                 old.close();
                 job
             }
             MapEntry::Vacant(e) => {
-                let job = Arc::new(self.job_log(recovered, life.clone()));
+                let job = Arc::new(self.job_log(recovered));
                 e.insert(Arc::clone(&job));
                 job
             }
         };
         let follower: Weak<dyn Follower> = Arc::downgrade(&job) as Weak<JobLog>;
-        self.store.follow(id, &life, follower);
+        self.store.follow(id, job.life(), follower);
         Ok(job)
     }
 
@@ -266,7 +264,7 @@ impl Hub {
             }
             for job in self.run_lifecycle(now_ms()).await {
                 if let Err(e) = job.settle().await {
-                    tracing::warn!(job.id = %job.id(), error = %e, "cannot fsync an ended job");
+                    tracing::warn!(job.id = %job.id(), error = %e.report(), "cannot fsync an ended job");
                 }
             }
             self.reap(Instant::now()).await;

@@ -152,7 +152,6 @@ impl JobLog {
     /// A job as the store holds it (new: `Recovered` with a fresh `Progress`).
     pub(crate) fn new(
         recovered: Recovered,
-        life: String,
         limits: JobLimits,
         memory: Arc<MemoryBudget>,
         store: Arc<Store>,
@@ -169,7 +168,7 @@ impl JobLog {
         let wakeups = Wakeups::new(limits.gather);
         Self {
             id: recovered.id,
-            life,
+            life: recovered.life,
             writer: tokio::sync::Mutex::new(()),
             state: Mutex::new(State {
                 ring: VecDeque::new(),
@@ -337,10 +336,11 @@ impl JobLog {
                 Some(e) if e.seq() == from => Read::Entries(older),
                 _ => Read::Gap { from, to },
             },
-            Err(StoreError::Unavailable(why)) => Read::Unavailable(why),
+            Err(e @ StoreError::Unavailable { .. }) => Read::Unavailable(e.report()),
             Err(e) => {
-                tracing::warn!(job.id = %self.id, error = %e, "cannot read records back from the store");
-                Read::Failed(e.to_string())
+                let why = e.report();
+                tracing::warn!(job.id = %self.id, error = %why, "cannot read records back from the store");
+                Read::Failed(why)
             }
         }
     }
@@ -534,7 +534,7 @@ impl JobLog {
                 ended
             }
             Err(e) => {
-                tracing::warn!(job.id = %self.id, error = %e, "cannot end the job");
+                tracing::warn!(job.id = %self.id, error = %e.report(), "cannot end the job");
                 None
             }
         }

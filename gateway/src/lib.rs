@@ -13,8 +13,9 @@
 //! - `publish`: a worker's upload split into lines (`lines`) or NDJSON records (`ndjson`).
 //! - `job_log`: one job's log, the fan-out point: a byte-bounded ring over the store.
 //! - `entry`: one record as readers share it, its text stored once inside its SSE frame.
-//! - `store`: where records live beyond the ring (`memory`, or the durable `spool`),
-//!   and what a restart recovers; tombstones of deleted jobs.
+//! - `store`: where records live beyond the ring and the truth about each job: one
+//!   async seam over `memory`, the durable `spool` and the shared `redis`; opened in
+//!   `store::open`; tombstones of deleted jobs.
 //! - `hub`: every job by id, loaded or created on first use; lifecycle, retention,
 //!   shedding memory across jobs.
 //! - `subscription`: one reader's cursor, written out as SSE in batches.
@@ -22,10 +23,13 @@
 //! - `capgo`: Capgo's `logs_url` routes: its WebSocket frames, resume by confirmed id.
 //! - `streams`: concurrent streams per token subject, capped.
 //! - `view`: the live log page for browsers (HTML, CSS and JS embedded at build time).
-//! - `sse`: injection-proof SSE encoding. [`record`]: records and statuses.
+//! - `wire`: the bytes a record becomes on a Capgo socket. `sse`: injection-proof SSE
+//!   encoding. [`record`]: records and statuses.
 //! - `memory`: the process-wide budget for held records.
 //! - `redact`: what of a request may be logged (paths with tokens masked); [`logging`]:
 //!   the libraries silenced because they would log frames and headers.
+//! - [`report`]: an error and its sources in one line, for logs, bodies and the CLI.
+//! - `rules`: the append rules every store obeys (dedupe by `n`, truncation, the end).
 //! - [`config`]: typed config from flags, `TAILGATE_*` env and a TOML file.
 //! - [`job_id`]: the validated job name, a security boundary.
 //! - [`client`]: the gateway's clients (`tail`, `push`, `token`), usable from Rust too.
@@ -40,6 +44,7 @@ pub mod fuzz;
 pub mod job_id;
 pub mod logging;
 pub mod record;
+pub mod report;
 pub mod server;
 
 pub(crate) mod admin;
@@ -68,6 +73,7 @@ pub(crate) mod subscription;
 pub(crate) mod tls;
 pub(crate) mod view;
 pub(crate) mod wakeups;
+pub(crate) mod wire;
 
 pub use config::Config;
 pub use server::{check_store, run, serve, Listeners, ServerError};

@@ -125,7 +125,7 @@ impl Tls {
                     Err(e) => {
                         crate::metrics::get().tls_reload(false);
                         tracing::error!(
-                            error = %crate::client::error_chain(&e),
+                            error = %crate::report::error_chain(&e),
                             "certificate reload failed; keeping the old one"
                         );
                     }

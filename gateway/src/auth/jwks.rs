@@ -88,7 +88,7 @@ impl Jwks {
             Err(e) => {
                 crate::metrics::get().jwks_refresh(false);
                 tracing::warn!(
-                    error = %crate::client::error_chain(&e),
+                    error = %crate::report::error_chain(&e),
                     "JWKS refresh failed; keeping the last good keys"
                 );
             }
@@ -140,7 +140,8 @@ async fn fetch(source: &JwksSource) -> Result<KeySet, JwksError> {
 }
 
 async fn fetch_url(url: &str) -> Result<Vec<u8>, JwksError> {
-    use crate::client::{error_chain, http};
+    use crate::client::http;
+    use crate::report::error_chain;
     let failed = |message: String| JwksError::Fetch {
         url: url.to_string(),
         message,

@@ -16,6 +16,8 @@ use crate::job_id::JobId;
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct ClientKey {
     job: JobId,
+    /// The job's life: a confirmation from an earlier life never resumes a later one.
+    life: String,
     token_hash: u64,
 }
 
@@ -105,9 +107,10 @@ impl Confirmations {
     }
 
     /// The key of the client reading `job` with `token`.
-    pub(crate) fn key(&self, job: &JobId, token: &str) -> ClientKey {
+    pub(crate) fn key(&self, job: &JobId, life: &str, token: &str) -> ClientKey {
         ClientKey {
             job: job.clone(),
+            life: life.to_string(),
             token_hash: token_hash(token),
         }
     }
@@ -187,10 +190,10 @@ mod tests {
     #[test]
     fn ids_move_forward_per_job_and_token() {
         let store = Confirmations::new(Duration::from_secs(60), 100);
-        let a = store.key(&job("j1"), "token-a");
-        let b = store.key(&job("j1"), "token-b");
-        let other_job = store.key(&job("j2"), "token-a");
-        assert_eq!(a, store.key(&job("j1"), "token-a"));
+        let a = store.key(&job("j1"), "l1", "token-a");
+        let b = store.key(&job("j1"), "l1", "token-b");
+        let other_job = store.key(&job("j2"), "l1", "token-a");
+        assert_eq!(a, store.key(&job("j1"), "l1", "token-a"));
         assert_eq!(store.last(&a), None);
         store.confirm(&a, 5);
         store.confirm(&a, 3);
@@ -203,12 +206,12 @@ mod tests {
     #[test]
     fn only_a_client_with_no_open_session_may_resume() {
         let store = Arc::new(Confirmations::new(Duration::from_secs(60), 100));
-        let a = store.key(&job("j"), "token-a");
+        let a = store.key(&job("j"), "l1", "token-a");
         let (first, alone) = store.open(&a);
         assert!(alone);
         let (second, alone) = store.open(&a);
         assert!(!alone, "the first is still open");
-        let (other, alone) = store.open(&store.key(&job("j"), "token-b"));
+        let (other, alone) = store.open(&store.key(&job("j"), "l1", "token-b"));
         assert!(alone, "another token is another client");
         drop((first, second, other));
         assert!(store.open(&a).1, "both closed: the next may resume");
@@ -222,7 +225,7 @@ mod tests {
     #[test]
     fn entries_expire() {
         let store = Confirmations::new(Duration::from_secs(60), 100);
-        let a = store.key(&job("j"), "t");
+        let a = store.key(&job("j"), "l1", "t");
         let t0 = Instant::now();
         store.confirm_at(&a, 9, t0);
         assert_eq!(store.last_at(&a, t0 + Duration::from_secs(59)), Some(9));
@@ -240,13 +243,13 @@ mod tests {
         let store = Confirmations::new(Duration::from_secs(60), 8);
         let t0 = Instant::now();
         for i in 0..8u64 {
-            let k = store.key(&job("j"), &format!("t{i}"));
+            let k = store.key(&job("j"), "l1", &format!("t{i}"));
             store.confirm_at(&k, i, t0 + Duration::from_secs(i));
         }
         assert_eq!(store.len(), 8);
-        let newest = store.key(&job("j"), "t7");
-        let oldest = store.key(&job("j"), "t0");
-        let k = store.key(&job("j"), "late");
+        let newest = store.key(&job("j"), "l1", "t7");
+        let oldest = store.key(&job("j"), "l1", "t0");
+        let k = store.key(&job("j"), "l1", "late");
         store.confirm_at(&k, 1, t0 + Duration::from_secs(10));
         assert!(store.len() <= 8);
         let now = t0 + Duration::from_secs(10);
@@ -255,7 +258,7 @@ mod tests {
         assert_eq!(store.last_at(&k, now), Some(1));
         // All expired: they go first.
         for i in 0..20u64 {
-            let k = store.key(&job("j"), &format!("x{i}"));
+            let k = store.key(&job("j"), "l1", &format!("x{i}"));
             store.confirm_at(&k, i, t0 + Duration::from_secs(1000 + i));
         }
         assert!(store.len() <= 8);

@@ -40,7 +40,6 @@ pub(crate) async fn upgrade(
     }
     let accept = handshake_accept(req.headers())?;
     let token = token_from_request(req.headers(), req.uri().query()).ok_or(AuthError::Missing)?;
-    let key = app.capgo.confirmations.key(id, &token);
     // hyper lets go of the connection (and its slot) once it is upgraded: the session
     // holds a slot of its own, so WebSocket readers count in --max-connections.
     let slot = Arc::clone(&app.connection_slots)
@@ -48,6 +47,7 @@ pub(crate) async fn upgrade(
         .map_err(|_| ApiError::Overloaded)?;
     let subject = handlers::claim_stream(app, claims)?;
     let job = handlers::job(app, id).await?;
+    let key = app.capgo.confirmations.key(id, job.life(), &token);
     let attached = handlers::attach_reader(app, &job, id)?;
     let session = Session::new(app, attached, key, (slot, subject));
     let on_upgrade = hyper::upgrade::on(&mut req);

@@ -48,14 +48,5 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, std::process::ExitCod
         })
 }
 
-/// `error: source: source...`, for one-line messages.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
-}
+/// `error: source: source...`, for one-line messages (it lives in [`crate::report`]).
+pub use crate::report::error_chain;

@@ -11,7 +11,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::auth::AuthSettings;
-pub use crate::store::Fsync;
 
 pub use load::{env_name, Env, MapEnv, ProcessEnv, ServeArgs};
 pub use print::{Source, Sources};
@@ -152,6 +151,17 @@ pub struct Limits {
     pub max_log_bytes: u64,
     /// Bytes a subscriber takes from the log per write.
     pub batch_bytes: usize,
+}
+
+/// When appended records are forced to stable storage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fsync {
+    /// Every so often, by a background thread; and at each terminal status.
+    Interval(Duration),
+    /// Before each append is acknowledged to its publisher.
+    Always,
+    /// Only at the terminal status; the OS writes back when it likes.
+    Never,
 }
 
 /// Where jobs are kept beyond memory, and for how long.

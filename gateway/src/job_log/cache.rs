@@ -117,12 +117,7 @@ mod tests {
     use crate::store::{now_ms, Store};
 
     fn job() -> Arc<JobLog> {
-        let recovered = Recovered {
-            id: JobId::parse("j").unwrap(),
-            progress: Progress::new(now_ms()),
-            confirmations: Vec::new(),
-            broken: None,
-        };
+        let recovered = Recovered::new(JobId::parse("j").unwrap(), Progress::new(now_ms()));
         let limits = JobLimits {
             memory_bytes: usize::MAX,
             max_log_bytes: u64::MAX,
@@ -131,7 +126,6 @@ mod tests {
         };
         Arc::new(JobLog::new(
             recovered,
-            String::new(),
             limits,
             Arc::new(MemoryBudget::new(usize::MAX)),
             Arc::new(Store::from(MemoryStore::new(60_000))),
@@ -191,6 +185,7 @@ mod tests {
         newer.dropped_lines = 4;
         job.reconcile(Recovered {
             id: job.id().clone(),
+            life: job.life().to_string(),
             progress: newer,
             confirmations: vec![(7, 3)],
             broken: None,
@@ -206,6 +201,7 @@ mod tests {
         older.next_seq = 4;
         job.reconcile(Recovered {
             id: job.id().clone(),
+            life: job.life().to_string(),
             progress: older,
             confirmations: vec![(7, 1)],
             broken: None,

@@ -15,18 +15,12 @@ fn limits(memory_bytes: usize, max_log_bytes: u64) -> JobLimits {
 }
 
 fn fresh(id: &str) -> Recovered {
-    Recovered {
-        id: JobId::parse(id).unwrap(),
-        progress: Progress::new(now_ms()),
-        confirmations: Vec::new(),
-        broken: None,
-    }
+    Recovered::new(JobId::parse(id).unwrap(), Progress::new(now_ms()))
 }
 
 fn log(memory_bytes: usize, max_log_bytes: u64) -> Arc<JobLog> {
     Arc::new(JobLog::new(
         fresh("j"),
-        String::new(),
         limits(memory_bytes, max_log_bytes),
         Arc::new(MemoryBudget::new(usize::MAX)),
         Arc::new(Store::from(MemoryStore::new(60_000))),
@@ -69,7 +63,6 @@ fn spooled(store: &Arc<Spool>, id: &str, memory_bytes: usize) -> Arc<JobLog> {
     store.create(&recovered.id, &recovered.progress).unwrap();
     Arc::new(JobLog::new(
         recovered,
-        String::new(),
         limits(memory_bytes, u64::MAX),
         Arc::new(MemoryBudget::new(usize::MAX)),
         Arc::new(Store::from(Arc::clone(store))),
@@ -327,7 +320,6 @@ async fn a_job_whose_spool_cannot_be_read_says_why() {
     recovered.broken = Some("not a tailgate spool (bad magic)".into());
     let job = JobLog::new(
         recovered,
-        String::new(),
         limits(1 << 20, u64::MAX),
         Arc::new(MemoryBudget::new(usize::MAX)),
         Arc::new(Store::from(MemoryStore::new(60_000))),

@@ -34,10 +34,8 @@ impl MemoryStore {
         }
         // An expired tombstone goes: the job starts a new life.
         self.tombstones.remove(job);
-        Ok(Opened::Job {
-            recovered: Recovered::new(job.clone(), Progress::new(super::now_ms())),
-            life: super::new_life(),
-        })
+        let progress = Progress::new(super::now_ms());
+        Ok(Opened::Job(Recovered::new(job.clone(), progress)))
     }
 
     /// A finished job leaves memory: its tombstone answers 410 for a while.

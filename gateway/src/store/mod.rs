@@ -26,6 +26,7 @@ use crate::rules::{self, Incoming, Stamp};
 use memory::MemoryStore;
 use spool::Spool;
 
+pub(crate) use crate::config::Fsync;
 pub(crate) use crate::rules::{Appended, Progress};
 pub(crate) use tombstones::Tombstone;
 
@@ -33,6 +34,10 @@ pub(crate) use tombstones::Tombstone;
 #[derive(Debug, Clone)]
 pub(crate) struct Recovered {
     pub(crate) id: JobId,
+    /// The job's life: a job the store lost or deleted and created again has a new one,
+    /// and the SSE `id:` carries it (`<seq>-<life>`), so a reader of an earlier life
+    /// starts over instead of continuing in the wrong one.
+    pub(crate) life: String,
     pub(crate) progress: Progress,
     /// Capgo clients' last confirmed ids, by the stable hash of their token.
     pub(crate) confirmations: Vec<(u64, u64)>,
@@ -41,10 +46,11 @@ pub(crate) struct Recovered {
 }
 
 impl Recovered {
-    /// A job with nothing stored yet beyond `progress`.
+    /// A job with nothing stored yet beyond `progress`, in a local store's life.
     pub(crate) fn new(id: JobId, progress: Progress) -> Self {
         Self {
             id,
+            life: local_life(&progress),
             progress,
             confirmations: Vec::new(),
             broken: None,
@@ -52,49 +58,101 @@ impl Recovered {
     }
 }
 
-/// Why the store refused or failed an operation.
+/// The error under a store failure, kept whole for the report. Shared, because one
+/// failure may be handed to several callers (an append's publisher and its metrics).
+#[derive(Debug, Clone, thiserror::Error)]
+pub(crate) enum Cause {
+    #[error(transparent)]
+    Io(Arc<std::io::Error>),
+    #[error(transparent)]
+    Redis(Arc<::redis::RedisError>),
+}
+
+/// Why the store refused or failed an operation. `Display` says this level only; the
+/// cause (an `io::Error`, a Redis error) is its source: report it with
+/// [`StoreError::report`].
 #[derive(Debug, Clone, thiserror::Error)]
 pub(crate) enum StoreError {
     /// The disk budget (`--max-disk-bytes`) or the disk itself is full.
-    #[error("{0}")]
-    Full(String),
+    #[error("{what}")]
+    Full {
+        what: String,
+        #[source]
+        cause: Option<Cause>,
+    },
     /// Reading or writing failed; the records before it are kept.
-    #[error("{0}")]
-    Io(String),
+    #[error("{what}")]
+    Io {
+        what: String,
+        #[source]
+        cause: Option<Cause>,
+    },
     /// The store cannot be reached now (Redis is down); retrying soon may work.
-    #[error("{0}")]
-    Unavailable(String),
+    #[error("{what}")]
+    Unavailable {
+        what: String,
+        #[source]
+        cause: Option<Cause>,
+    },
 }
 
 impl StoreError {
-    pub(crate) fn io(what: impl std::fmt::Display, e: &std::io::Error) -> Self {
-        if e.raw_os_error() == Some(28) || e.kind() == std::io::ErrorKind::StorageFull {
-            Self::Full(format!("{what}: the disk is full"))
+    /// A failed file operation: `Full` when the disk is full.
+    pub(crate) fn io(what: impl std::fmt::Display, e: std::io::Error) -> Self {
+        let full = e.raw_os_error() == Some(28) || e.kind() == std::io::ErrorKind::StorageFull;
+        let cause = Some(Cause::Io(Arc::new(e)));
+        if full {
+            Self::Full {
+                what: format!("{what}: the disk is full"),
+                cause,
+            }
         } else {
-            Self::Io(format!("{what}: {e}"))
+            Self::Io {
+                what: what.to_string(),
+                cause,
+            }
         }
+    }
+
+    /// A failure with no error under it (damaged data, a refused state).
+    pub(crate) fn failed(what: impl Into<String>) -> Self {
+        Self::Io {
+            what: what.into(),
+            cause: None,
+        }
+    }
+
+    /// The store holds its budget.
+    pub(crate) fn full(what: impl Into<String>) -> Self {
+        Self::Full {
+            what: what.into(),
+            cause: None,
+        }
+    }
+
+    /// The store cannot be reached now, because of `cause` if known.
+    pub(crate) fn unavailable(what: impl Into<String>, cause: Option<Cause>) -> Self {
+        Self::Unavailable {
+            what: what.into(),
+            cause,
+        }
+    }
+
+    /// The error and its causes in one line, for logs, bodies and `/readyz`.
+    pub(crate) fn report(&self) -> String {
+        crate::report::error_chain(self)
     }
 }
 
-/// When appended records are forced to stable storage.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fsync {
-    /// Every so often, by a background thread; and at each terminal status.
-    Interval(Duration),
-    /// Before each append is acknowledged to its publisher.
-    Always,
-    /// Only at the terminal status; the OS writes back when it likes.
-    Never,
-}
 
 /// What the store says about a job a request names.
 #[derive(Debug)]
 pub(crate) enum Opened {
     /// The copy held in memory is current: the store has nothing newer.
     Held,
-    /// The job as the store holds it (created now when it was new), in life `life`: a
-    /// job the store lost or deleted and created again has a new one.
-    Job { recovered: Recovered, life: String },
+    /// The job as the store holds it (created now when it was new), in its life: a job
+    /// the store lost or deleted and created again has a new one.
+    Job(Recovered),
     /// Deleted by retention.
     Gone(Tombstone),
 }
@@ -143,7 +201,7 @@ async fn blocking<T: Send + 'static>(
     let spool = Arc::clone(spool);
     tokio::task::spawn_blocking(move || f(&spool))
         .await
-        .unwrap_or_else(|e| Err(StoreError::Io(format!("the spool task failed: {e}"))))
+        .unwrap_or_else(|e| Err(StoreError::failed(format!("the spool task failed: {e}"))))
 }
 
 impl Store {
@@ -174,8 +232,8 @@ impl Store {
             Self::Memory(m) => m.open_job(job, held),
             Self::Spool(_) if held.is_some() => Ok(Opened::Held),
             Self::Spool(s) => {
-                let job = job.clone();
-                blocking(s, move |s| s.open_job(&job)).await
+                let (spool, job) = (Arc::clone(s), job.clone());
+                s.writer.run(move || spool.open_job(&job)).await
             }
             Self::Redis(r) => r.open_job(job).await,
         }
@@ -194,8 +252,11 @@ impl Store {
         match self {
             Self::Memory(_) => Ok(rules::apply(cached, batch, max_log_bytes, &Stamp::now())),
             Self::Spool(s) => {
-                let job = job.clone();
-                blocking(s, move |s| s.append(&job, batch, max_log_bytes)).await
+                // The rules run here; the writer thread only writes what they made.
+                let from = s.progress(job)?;
+                let appended = rules::apply(&from, batch, max_log_bytes, &Stamp::now());
+                let (spool, job) = (Arc::clone(s), job.clone());
+                s.writer.run(move || spool.store(&job, &from, appended)).await
             }
             Self::Redis(r) => r.append(job, batch, max_log_bytes).await,
         }
@@ -221,11 +282,11 @@ impl Store {
                 ))
             }
             Self::Spool(s) => {
-                let job = job.clone();
-                blocking(s, move |s| {
-                    s.end_if_idle(&job, lost_before_ms, expired_before_ms)
-                })
-                .await
+                let from = s.progress(job)?;
+                let now = Stamp::now();
+                let appended = rules::end_if_idle(&from, lost_before_ms, expired_before_ms, &now);
+                let (spool, job) = (Arc::clone(s), job.clone());
+                s.writer.run(move || spool.store(&job, &from, appended)).await
             }
             Self::Redis(r) => r.end_if_idle(job, lost_before_ms, expired_before_ms).await,
         }
@@ -238,21 +299,17 @@ impl Store {
     pub(crate) fn note(&self, job: &JobId, activity_ms: u64, confirm: Option<(u64, u64)>) {
         let job = job.clone();
         let failed = |job: &JobId, e: StoreError| {
-            tracing::debug!(job.id = %job, error = %e, "cannot note a job's state");
+            tracing::debug!(job.id = %job, error = %e.report(), "cannot note a job's state");
         };
         match self {
             Self::Memory(_) => {}
             Self::Spool(s) => {
-                let s = Arc::clone(s);
-                let note = move || {
-                    if let Err(e) = s.note(&job, activity_ms, confirm) {
+                let spool = Arc::clone(s);
+                s.writer.spawn(move || {
+                    if let Err(e) = spool.note(&job, activity_ms, confirm) {
                         failed(&job, e);
                     }
-                };
-                match tokio::runtime::Handle::try_current() {
-                    Ok(rt) => drop(rt.spawn_blocking(note)),
-                    Err(_) => note(),
-                }
+                });
             }
             Self::Redis(r) => {
                 let r = Arc::clone(r);
@@ -279,8 +336,8 @@ impl Store {
         match self {
             Self::Memory(_) => Ok(Vec::new()),
             Self::Spool(s) => {
-                let job = job.clone();
-                blocking(s, move |s| s.read(&job, from, to, budget)).await
+                let (spool, job) = (Arc::clone(s), job.clone());
+                s.reader.run(move || spool.read(&job, from, to, budget)).await
             }
             Self::Redis(r) => r.read(job, from, to, budget).await,
         }
@@ -390,9 +447,12 @@ impl Store {
     }
 }
 
-/// A fresh life id: random, so a job lost and created again never gets an old one.
-pub(crate) fn new_life() -> String {
-    format!("{:016x}", rand::random::<u64>())
+/// The life of a job in a local store (memory, spool): its creation time in hex
+/// milliseconds. It is kept with the job, so a restart of the spool keeps it; a job
+/// created again (after a `--memory-only` restart, or once its tombstone expired) gets
+/// a new one. Redis gives each life a random id instead.
+pub(crate) fn local_life(progress: &Progress) -> String {
+    format!("{:x}", progress.created_ms)
 }
 
 /// A job's local copy, which a shared store keeps up to date (`JobLog`).

@@ -83,7 +83,7 @@ impl DirTombstones {
 
     pub(crate) fn insert(&self, job: &JobId, tombstone: &Tombstone) -> std::io::Result<()> {
         let json = serde_json::to_vec(tombstone).unwrap_or_default();
-        super::spool::files::write_new(&self.path(job), &json)
+        write_private(&self.path(job), &json)
     }
 
     pub(crate) fn get(&self, job: &JobId, now_ms: u64) -> Option<Tombstone> {
@@ -114,6 +114,16 @@ impl DirTombstones {
         }
         removed
     }
+}
+
+/// Writes a tombstone file (replacing any), readable by this user only.
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.write(true).create(true).truncate(true).open(path)?;
+    file.write_all(bytes)
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, FromRedisValue, RedisResult, ScriptInvocation};
 use tokio::sync::OnceCell;
 
-use crate::store::StoreError;
+use crate::store::{Cause, StoreError};
 
 /// A command connection, shared by every caller (requests are pipelined on it).
 #[derive(Clone)]
@@ -85,6 +85,6 @@ impl Conn {
 }
 
 /// A Redis error as the store reports it: the server cannot be used now.
-pub(crate) fn unavailable(e: &redis::RedisError) -> StoreError {
-    StoreError::Unavailable(format!("redis: {e}"))
+pub(crate) fn unavailable(e: redis::RedisError) -> StoreError {
+    StoreError::unavailable("redis", Some(Cause::Redis(Arc::new(e))))
 }

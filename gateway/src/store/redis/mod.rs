@@ -93,14 +93,14 @@ impl RedisStore {
     ) -> Result<T, StoreError> {
         let result = match tokio::time::timeout(self.timeout, fut).await {
             Ok(Ok(value)) => Ok(value),
-            Ok(Err(e)) => Err(link::unavailable(&e)),
-            Err(_) => Err(StoreError::Unavailable(format!(
-                "redis did not answer within {} ms",
-                self.timeout.as_millis()
-            ))),
+            Ok(Err(e)) => Err(link::unavailable(e)),
+            Err(_) => Err(StoreError::unavailable(
+                format!("redis did not answer within {} ms", self.timeout.as_millis()),
+                None,
+            )),
         };
-        if let Err(StoreError::Unavailable(why)) = &result {
-            *self.unready.lock().unwrap_or_else(|e| e.into_inner()) = Some(why.clone());
+        if let Err(e @ StoreError::Unavailable { .. }) = &result {
+            *self.unready.lock().unwrap_or_else(|e| e.into_inner()) = Some(e.report());
         }
         result
     }
@@ -119,7 +119,7 @@ impl RedisStore {
 
     async fn load_job(&self, job: &JobId) -> Result<script::Loaded, StoreError> {
         let reply = self.call(job, "load", |_| {}).await?;
-        let loaded = script::decode_load(job, &reply).map_err(StoreError::Io)?;
+        let loaded = script::decode_load(job, &reply).map_err(StoreError::failed)?;
         if let script::Loaded::Job {
             recovered,
             created: true,
@@ -136,12 +136,7 @@ impl RedisStore {
     /// new life).
     pub(crate) async fn open_job(&self, job: &JobId) -> Result<Opened, StoreError> {
         Ok(match self.load_job(job).await? {
-            script::Loaded::Job {
-                recovered, epoch, ..
-            } => Opened::Job {
-                recovered,
-                life: epoch,
-            },
+            script::Loaded::Job { recovered, .. } => Opened::Job(recovered),
             script::Loaded::Gone(tombstone) => Opened::Gone(tombstone),
         })
     }
@@ -163,7 +158,7 @@ impl RedisStore {
                     script::append_args(inv, chunk, ts, max_log_bytes)
                 })
                 .await?;
-            let appended = script::decode_append(&reply, chunk, ts).map_err(StoreError::Io)?;
+            let appended = script::decode_append(&reply, chunk, ts).map_err(StoreError::failed)?;
             total.absorb(appended);
             if total.finished {
                 break;
@@ -194,11 +189,11 @@ impl RedisStore {
         let reply = self
             .round_trip(self.conn.invoke::<redis::Value>(&inv))
             .await?;
-        let mut appended = script::decode_append(&reply, &records, ts).map_err(StoreError::Io)?;
+        let mut appended = script::decode_append(&reply, &records, ts).map_err(StoreError::failed)?;
         // The script names the one record it stored as the first; it is whichever
         // status the job took.
         if appended.progress.status == JobStatus::Expired {
-            appended = script::decode_append(&reply, &records[1..], ts).map_err(StoreError::Io)?;
+            appended = script::decode_append(&reply, &records[1..], ts).map_err(StoreError::failed)?;
         }
         Ok(appended)
     }
@@ -242,7 +237,7 @@ impl RedisStore {
         let reply = self
             .round_trip(self.conn.query::<redis::Value>(&cmd))
             .await?;
-        let mut entries = script::decode_entries(&reply).map_err(StoreError::Io)?;
+        let mut entries = script::decode_entries(&reply).map_err(StoreError::failed)?;
         let mut bytes = 0;
         let keep = entries
             .iter()

@@ -193,7 +193,6 @@ pub(crate) enum Loaded {
     /// `created`: this call created it.
     Job {
         recovered: Recovered,
-        epoch: String,
         created: bool,
     },
     Gone(Tombstone),
@@ -228,11 +227,11 @@ pub(crate) fn decode_load(job: &JobId, reply: &Value) -> Result<Loaded, String> 
             Ok(Loaded::Job {
                 recovered: Recovered {
                     id: job.clone(),
+                    life: epoch,
                     progress,
                     confirmations,
                     broken: None,
                 },
-                epoch,
                 created: items.get(3).and_then(int) == Some(1),
             })
         }

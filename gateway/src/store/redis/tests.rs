@@ -87,7 +87,6 @@ fn limits() -> JobLimits {
 fn job_log(recovered: Recovered, store: Arc<Store>) -> JobLog {
     JobLog::new(
         recovered,
-        String::new(),
         limits(),
         Arc::new(MemoryBudget::new(usize::MAX)),
         store,
@@ -150,18 +149,13 @@ proptest! {
         SERVER.with(|server| {
             let Some(server) = server else { return Ok(()) };
             let id = JobId::parse(&format!("model-{}", JOBS.fetch_add(1, Ordering::Relaxed))).unwrap();
-            let Ok(Opened::Job { recovered, .. }) = server.rt.block_on(server.store.open_job(&id)) else {
+            let Ok(Opened::Job(recovered)) = server.rt.block_on(server.store.open_job(&id)) else {
                 panic!("cannot load a new job");
             };
             let store = Arc::new(Store::from(Arc::clone(&server.store)));
             let shared = job_log(recovered, store);
             let local = job_log(
-                Recovered {
-                    id: id.clone(),
-                    progress: Progress::new(0),
-                    confirmations: Vec::new(),
-                    broken: None,
-                },
+                Recovered::new(id.clone(), Progress::new(0)),
                 Arc::new(Store::from(MemoryStore::new(60_000))),
             );
             for batch in batches {

@@ -97,7 +97,7 @@ impl SpoolJob {
         confirm: Option<(u64, u64)>,
     ) -> Result<u64, StoreError> {
         if let Some(why) = &st.broken {
-            return Err(StoreError::Io(why.clone()));
+            return Err(StoreError::failed(why.clone()));
         }
         let mut buf = BytesMut::new();
         let mut implied = st.progress;
@@ -119,7 +119,7 @@ impl SpoolJob {
         }
         let writer = st.writer(&self.path)?;
         if let Err(e) = (&*writer).write_all(&buf) {
-            let err = StoreError::io(format!("cannot write {}", self.path.display()), &e);
+            let err = StoreError::io(format!("cannot write {}", self.path.display()), e);
             if let Err(cut) = writer.set_len(st.len) {
                 st.broken = Some(format!(
                     "cannot cut {} back after a failed write: {cut}",
@@ -165,7 +165,7 @@ impl SpoolJob {
                 self.lock().dirty = true;
                 return Err(StoreError::io(
                     format!("cannot fsync {}", self.path.display()),
-                    &e,
+                    e,
                 ));
             }
         }
@@ -194,12 +194,12 @@ impl SpoolJob {
             (start, st.len)
         };
         let file = File::open(&self.path)
-            .map_err(|e| StoreError::io(format!("cannot open {}", self.path.display()), &e))?;
+            .map_err(|e| StoreError::io(format!("cannot open {}", self.path.display()), e))?;
         let mut frames = FrameReader::new(file, start, end, budget.min(1 << 20));
         let mut out = Vec::new();
         let mut bytes = 0usize;
         let read_err =
-            |e: std::io::Error| StoreError::io(format!("cannot read {}", self.path.display()), &e);
+            |e: std::io::Error| StoreError::io(format!("cannot read {}", self.path.display()), e);
         while let Some((_, decoded)) = frames.next().map_err(read_err)? {
             let frame::Decoded::Record {
                 seq,
@@ -219,12 +219,12 @@ impl SpoolJob {
                 break;
             }
             let entry = frame::entry(seq, ts_ms, kind, n, counted, payload)
-                .map_err(|e| StoreError::Io(e.to_string()))?;
+                .map_err(|e| StoreError::failed(e.to_string()))?;
             bytes += entry.sse.len();
             out.push(Arc::new(entry));
         }
         if let Some(why) = frames.bad() {
-            return Err(StoreError::Io(format!(
+            return Err(StoreError::failed(format!(
                 "{} is damaged at offset {}: {why}",
                 self.path.display(),
                 frames.offset()
@@ -240,7 +240,7 @@ impl State {
             return Ok(Arc::clone(w));
         }
         let file = super::files::open_append(path)
-            .map_err(|e| StoreError::io(format!("cannot open {}", path.display()), &e))?;
+            .map_err(|e| StoreError::io(format!("cannot open {}", path.display()), e))?;
         let file = Arc::new(file);
         self.writer = Some(Arc::clone(&file));
         Ok(file)

@@ -12,6 +12,7 @@ pub(crate) mod index;
 pub(crate) mod job;
 pub(crate) mod reader;
 pub(crate) mod scan;
+pub(crate) mod writer;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -26,7 +27,6 @@ use super::{Appended, Fsync, Opened, Progress, Recovered, StoreError, Tombstone}
 use crate::entry::Entry;
 use crate::job_id::JobId;
 use crate::record::JobStatus;
-use crate::rules::{self, Incoming, Stamp};
 use job::SpoolJob;
 
 /// One batch of records to write: in seq order, and the job's state after them.
@@ -80,6 +80,10 @@ pub(crate) struct Spool {
     tombstones_swept: Mutex<Instant>,
     /// The jobs directory, open, for `syncfs`.
     jobs_dir_handle: File,
+    /// Where appends, notes and creations are written, off the runtime.
+    pub(crate) writer: writer::Writer,
+    /// Where records are read back for readers behind the ring, off the runtime.
+    pub(crate) reader: writer::Writer,
     /// Held for the process's life: one gateway per data directory.
     _lock: File,
 }
@@ -124,6 +128,8 @@ impl Spool {
             deleted: Mutex::new(Vec::new()),
             tombstones_swept: Mutex::new(Instant::now()),
             jobs_dir_handle: File::open(&jobs_dir).map_err(err(&jobs_dir))?,
+            writer: writer::Writer::start("tailgate-spool-w").map_err(err(&jobs_dir))?,
+            reader: writer::Writer::start("tailgate-spool-r").map_err(err(&jobs_dir))?,
             _lock: lock,
         });
         let started = Instant::now();
@@ -157,7 +163,7 @@ impl Spool {
         self.jobs
             .get(id)
             .map(|j| Arc::clone(&j))
-            .ok_or_else(|| StoreError::Io(format!("job {id} has no spool (deleted?)")))
+            .ok_or_else(|| StoreError::failed(format!("job {id} has no spool (deleted?)")))
     }
 
     /// Deletes finished jobs, oldest first, until `needed` more bytes fit the budget.
@@ -245,7 +251,7 @@ impl Spool {
         // close their writers.
         for job in jobs {
             if let Err(e) = job.sync() {
-                tracing::warn!(error = %e, "background fsync failed");
+                tracing::warn!(error = %e.report(), "background fsync failed");
             }
         }
     }
@@ -333,6 +339,7 @@ fn recovered(id: &JobId, job: &SpoolJob) -> Recovered {
     let st = job.lock();
     Recovered {
         id: id.clone(),
+        life: super::local_life(&st.progress),
         progress: st.progress,
         confirmations: st.confirmations.clone(),
         broken: st.broken.clone(),
@@ -344,10 +351,7 @@ impl Spool {
     /// else created (unless a tombstone says it was deleted).
     pub(crate) fn open_job(&self, id: &JobId) -> Result<Opened, StoreError> {
         if let Some(recovered) = self.load(id) {
-            return Ok(Opened::Job {
-                recovered,
-                life: String::new(),
-            });
+            return Ok(Opened::Job(recovered));
         }
         if let Some(tombstone) = self.tombstone(id) {
             return Ok(Opened::Gone(tombstone));
@@ -355,36 +359,12 @@ impl Spool {
         let progress = Progress::new(super::now_ms());
         self.create(id, &progress)?;
         tracing::debug!(job.id = %id, "job created");
-        Ok(Opened::Job {
-            recovered: Recovered::new(id.clone(), progress),
-            life: String::new(),
-        })
+        Ok(Opened::Job(Recovered::new(id.clone(), progress)))
     }
 
-    /// Appends `batch` by the rules to the job as the spool holds it; returns what it
-    /// wrote.
-    pub(crate) fn append(
-        &self,
-        id: &JobId,
-        batch: Vec<Incoming>,
-        max_log_bytes: u64,
-    ) -> Result<Appended, StoreError> {
-        let from = self.job(id)?.lock().progress;
-        let appended = rules::apply(&from, batch, max_log_bytes, &Stamp::now());
-        self.store(id, &from, appended)
-    }
-
-    /// Ends the job as its lifecycle says, when it is idle.
-    pub(crate) fn end_if_idle(
-        &self,
-        id: &JobId,
-        lost_before_ms: u64,
-        expired_before_ms: u64,
-    ) -> Result<Appended, StoreError> {
-        let from = self.job(id)?.lock().progress;
-        let now = Stamp::now();
-        let appended = rules::end_if_idle(&from, lost_before_ms, expired_before_ms, &now);
-        self.store(id, &from, appended)
+    /// The job's state as last written: where the rules start from. No I/O.
+    pub(crate) fn progress(&self, id: &JobId) -> Result<Progress, StoreError> {
+        Ok(self.job(id)?.lock().progress)
     }
 
     /// Notes a sign of the publisher and a Capgo confirmation.
@@ -500,7 +480,7 @@ impl Spool {
         };
         frame::put_meta(&mut head, &serde_json::to_vec(&meta).unwrap_or_default());
         files::write_new(&path, &head)
-            .map_err(|e| StoreError::io(format!("cannot create {}", path.display()), &e))?;
+            .map_err(|e| StoreError::io(format!("cannot create {}", path.display()), e))?;
         self.tombstones.remove(id);
         let job = SpoolJob::new(
             path,
@@ -544,8 +524,8 @@ impl Spool {
     }
 
     /// Writes what the rules made of an append to the job at `from`; nothing when they
-    /// changed nothing.
-    fn store(
+    /// changed nothing. Returns it, as stored.
+    pub(crate) fn store(
         &self,
         id: &JobId,
         from: &Progress,
@@ -564,7 +544,7 @@ impl Spool {
     }
 
     fn full(&self) -> StoreError {
-        StoreError::Full(format!(
+        StoreError::full(format!(
             "the data directory holds its maximum of {} bytes (--max-disk-bytes) in running jobs",
             self.settings.max_disk_bytes
         ))
