@@ -125,8 +125,39 @@ pub(crate) async fn set_status(
     Ok(json(&job.snapshot()))
 }
 
+/// Where a reader resumes: the last seq it has, and the job's life it had it in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Resume {
+    pub(crate) seq: u64,
+    /// `None` for a bare number, which means "this life".
+    pub(crate) life: Option<String>,
+}
+
+impl Resume {
+    /// Parses an event id as the gateway writes it, `<seq>-<life>`, or a bare `<seq>`.
+    pub(crate) fn parse(id: &str) -> Option<Self> {
+        let (seq, life) = match id.split_once('-') {
+            Some((seq, life)) => (seq, Some(life)),
+            None => (id, None),
+        };
+        let seq = seq.parse().ok()?;
+        let life = match life {
+            Some(l)
+                if !l.is_empty()
+                    && l.len() <= 32
+                    && l.bytes().all(|b| b.is_ascii_alphanumeric()) =>
+            {
+                Some(l.to_string())
+            }
+            Some(_) => return None,
+            None => None,
+        };
+        Some(Self { seq, life })
+    }
+}
+
 /// Where a reader resumes: `Last-Event-ID`, else `last_event_id`, else `last_sequence`.
-pub(crate) fn resume_point<B>(req: &Request<B>) -> Result<Option<u64>, ApiError> {
+pub(crate) fn resume_point<B>(req: &Request<B>) -> Result<Option<Resume>, ApiError> {
     let query = req.uri().query();
     let raw = match req.headers().get("last-event-id") {
         Some(v) => Some(
@@ -141,10 +172,11 @@ pub(crate) fn resume_point<B>(req: &Request<B>) -> Result<Option<u64>, ApiError>
     match raw.as_deref().map(str::trim) {
         None | Some("") => Ok(None),
         // Not quoted back: a header's value never goes into a message (messages are logged).
-        Some(v) => v
-            .parse()
-            .map(Some)
-            .map_err(|_| ApiError::BadRequest("the last event id is not a sequence number".into())),
+        Some(v) => Resume::parse(v).map(Some).ok_or_else(|| {
+            ApiError::BadRequest(
+                "the last event id is not an event id (<seq>-<life>, or a bare <seq>)".into(),
+            )
+        }),
     }
 }
 
@@ -177,7 +209,7 @@ pub(crate) async fn open_stream<B>(
     };
     let resume = resume_point(req)?;
     let job = job(app, id).await?;
-    let Some((cursor, reset)) = start_cursor(&job, resume) else {
+    let Some((cursor, reset)) = start_cursor(&job, resume.as_ref()) else {
         return Ok(Opened::NoContent);
     };
     let subject = claim_stream(app, claims)?;
@@ -249,15 +281,23 @@ pub(crate) async fn stream<B>(
     }
 }
 
-/// The first seq to send and whether to reset, or `None` when a finished job was
-/// already read to its end (answered `204`, which stops EventSource reconnecting).
-pub(crate) fn start_cursor(job: &JobLog, resume: Option<u64>) -> Option<(u64, bool)> {
+/// The first seq to send and why to reset first (if so), or `None` when a finished job
+/// was already read to its end in this life (answered `204`, which stops EventSource
+/// reconnecting). An id from another life of the job starts over from seq 1, whatever
+/// the two lives' lengths: never a continuation in the wrong life, never a false `204`.
+pub(crate) fn start_cursor(
+    job: &JobLog,
+    resume: Option<&Resume>,
+) -> Option<(u64, Option<&'static str>)> {
     let last = job.last_seq();
-    match resume {
-        Some(n) if n > last => Some((1, true)),
-        Some(n) if n == last && job.is_finished() => None,
-        Some(n) => Some((n + 1, false)),
-        None => Some((1, false)),
+    let Some(resume) = resume else {
+        return Some((1, None));
+    };
+    match (resume.seq, resume.life.as_deref()) {
+        (_, Some(life)) if life != job.life() => Some((1, Some("new_life"))),
+        (n, _) if n > last => Some((1, Some("unknown_last_event_id"))),
+        (n, _) if n == last && job.is_finished() => None,
+        (n, _) => Some((n + 1, None)),
     }
 }
 

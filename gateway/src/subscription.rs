@@ -68,20 +68,21 @@ pub(crate) struct Subscription {
 }
 
 impl Subscription {
-    /// A subscription starting at `cursor`; `reset` prepends an `event: reset`.
+    /// A subscription starting at `cursor`; `reset` prepends an `event: reset` with that
+    /// reason.
     pub(crate) fn new(
         attached: Attached,
         subject: SubjectSlot,
         cursor: u64,
-        reset: bool,
+        reset: Option<&'static str>,
         format: Format,
         pacing: Pacing,
     ) -> Self {
         let seq_rx = attached.job().watch();
         let mut opening = BytesMut::from(sse::PRELUDE);
-        if reset {
+        if let Some(reason) = reset {
             metrics::get().reset_sent();
-            let data = json!({ "reason": "unknown_last_event_id" }).to_string();
+            let data = json!({ "reason": reason }).to_string();
             sse::write_event(&mut opening, None, "reset", &data);
         }
         Self {
@@ -123,7 +124,10 @@ impl Subscription {
                     self.touch();
                     metrics::get().gap_sent();
                     let data = json!({ "from": from, "to": to }).to_string();
-                    return Some(sse::event(Some(to), "gap", &data));
+                    let mut out = BytesMut::new();
+                    self.write_id(&mut out, to);
+                    sse::write_event(&mut out, None, "gap", &data);
+                    return Some(out.freeze());
                 }
                 Read::Failed(why) => {
                     self.done = true;
@@ -165,20 +169,36 @@ impl Subscription {
             self.cursor = last.seq() + 1;
             self.done = last.is_terminal();
         }
-        let out = match entries {
-            [one] => self.frame(one),
-            many => {
-                let mut out = BytesMut::with_capacity(many.iter().map(|e| e.sse.len()).sum());
-                for entry in many {
-                    out.extend_from_slice(&self.frame(entry));
-                }
-                out.freeze()
-            }
-        };
+        let life = self.attached.job().life().len() + 1;
+        let mut out = BytesMut::with_capacity(entries.iter().map(|e| e.sse.len() + life).sum());
+        for entry in entries {
+            let frame = self.frame(entry);
+            // Each shared frame opens with `id: <seq>\n`; the reader's copy names the
+            // job's life too (`id: <seq>-<life>`), so a resume in another life is seen.
+            let body = match frame.strip_prefix(b"id: ") {
+                Some(rest) => rest
+                    .iter()
+                    .position(|&b| b == b'\n')
+                    .map_or(&frame[..], |nl| &rest[nl + 1..]),
+                None => &frame[..],
+            };
+            self.write_id(&mut out, entry.seq());
+            out.extend_from_slice(body);
+        }
+        let out = out.freeze();
         if let Some(first) = entries.first() {
             metrics::get().delivered(entries.len(), out.len(), first.ts_ms());
         }
         out
+    }
+
+    /// Writes `id: <seq>-<life>`: what the reader sends back as `Last-Event-ID`.
+    fn write_id(&self, out: &mut BytesMut, seq: u64) {
+        out.extend_from_slice(b"id: ");
+        out.extend_from_slice(seq.to_string().as_bytes());
+        out.extend_from_slice(b"-");
+        out.extend_from_slice(self.attached.job().life().as_bytes());
+        out.extend_from_slice(b"\n");
     }
 
     fn frame(&self, entry: &Entry) -> Bytes {

@@ -16,15 +16,21 @@ pub struct Event {
 }
 
 impl Event {
+    /// The job's life the event id names (`<seq>-<life>`).
+    pub fn life(&self) -> Option<&str> {
+        self.id.as_deref()?.split_once('-').map(|(_, life)| life)
+    }
+
     pub fn json(&self) -> Value {
         serde_json::from_str(&self.data)
             .unwrap_or_else(|e| panic!("data is not JSON ({e}): {:?}", self.data))
     }
 
+    /// The seq the event id names (`<seq>-<life>`, or a bare `<seq>`).
     pub fn seq(&self) -> u64 {
         self.id
             .as_deref()
-            .and_then(|i| i.parse().ok())
+            .and_then(|i| i.split('-').next()?.parse().ok())
             .unwrap_or_else(|| panic!("event without id: {self:?}"))
     }
 }

@@ -48,9 +48,9 @@ pub(crate) fn parse_client(text: &str) -> ClientFrame {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::record::Stream;
     use crate::record::{JobStatus, Record, RecordBody};
     use crate::wire::capgo::record_frame;
-    use crate::record::Stream;
     use serde_json::json;
 
     fn rec(seq: u64, body: RecordBody) -> Record {

@@ -139,6 +139,9 @@ pub struct Follower {
     stream: Option<EventStream>,
     /// The last seq delivered: the resume point.
     last_seq: Option<u64>,
+    /// The event id it came with (`<seq>-<life>`), sent back as `Last-Event-ID` as is: a
+    /// resume in another life of the job is then reset, not continued.
+    last_id: Option<String>,
     /// Why the previous connection ended, until the retry is announced.
     cause: Option<String>,
     /// When the announced retry may start.
@@ -160,6 +163,7 @@ impl Follower {
             token,
             stream: None,
             last_seq: None,
+            last_id: None,
             cause: None,
             retry_at: None,
             delivered: false,
@@ -258,7 +262,8 @@ impl Follower {
             req = http::bearer(req, token);
         }
         if let Some(seq) = self.last_seq {
-            req = req.header("last-event-id", seq.to_string());
+            let id = self.last_id.clone().unwrap_or_else(|| seq.to_string());
+            req = req.header("last-event-id", id);
         }
         let req = match req.body(http_body_util::Empty::<bytes::Bytes>::new()) {
             Ok(r) => r,
@@ -330,7 +335,7 @@ impl Follower {
         let seq = event
             .id
             .as_deref()
-            .and_then(|id| id.trim().parse::<u64>().ok());
+            .and_then(|id| id.trim().split('-').next()?.parse::<u64>().ok());
         let data: Value = serde_json::from_str(&event.data).unwrap_or(Value::Null);
         match event.event.as_str() {
             "log" | "status" | "custom" => {
@@ -339,6 +344,7 @@ impl Follower {
                     return;
                 }
                 self.last_seq = Some(seq);
+                self.last_id = event.id.clone();
                 let record = Record::from_event(seq, &event.event, &event.data, data);
                 if let RecordBody::Status {
                     status,
@@ -357,10 +363,12 @@ impl Follower {
                 let from = data["from"].as_u64().unwrap_or(0);
                 let to = data["to"].as_u64().or(seq).unwrap_or(from);
                 self.last_seq = Some(self.last_seq.map_or(to, |l| l.max(to)));
+                self.last_id = event.id.clone();
                 self.pending.push_back(Update::Gap { from, to });
             }
             "reset" => {
                 self.last_seq = None;
+                self.last_id = None;
                 let reason = data["reason"].as_str().unwrap_or("unknown").to_string();
                 self.pending.push_back(Update::Reset { reason });
             }

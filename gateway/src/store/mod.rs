@@ -1,14 +1,19 @@
-//! The store: where a job's records live beyond the in-memory ring, and what a restart
-//! recovers. `JobLog` appends through it before readers wake, and reads back from it
-//! what its ring no longer holds.
+//! The store: where a job's records live beyond the in-memory ring, the truth about each
+//! job that `JobLog` caches, and what a restart recovers. One async seam, [`Store`]:
+//! `open` (the job, created when new, or its tombstone), `append` / `end_if_idle` (each
+//! returns what it stored), `read(job, from..=to, byte budget)`, `note` (fire and forget),
+//! `sweep` / `sweep_lifecycle` (maintenance), `sync` / `flush`, `unready` (health). It is
+//! opened once, by [`open::open`], before the hub is built.
 //!
 //! - [`memory`]: nothing beyond the ring (`--memory-only`): evicted records are a `gap`.
 //! - [`spool`]: one append-only, checksummed file per job under `--data-dir` (default).
 //! - [`redis`]: shared by several instances (`--redis-url`); it assigns seqs.
 //!
 //! The append rules themselves live in [`crate::rules`]; each store applies them (or,
-//! Redis, mirrors them in its script) and returns what it stored.
+//! Redis, mirrors them in its script) and returns what it stored. A new store (an archive
+//! tier, another shared engine) is one more variant of [`Store`] and one arm per method.
 
+pub(crate) mod error;
 pub(crate) mod memory;
 pub(crate) mod open;
 pub(crate) mod redis;
@@ -27,6 +32,7 @@ use memory::MemoryStore;
 use spool::Spool;
 
 pub(crate) use crate::config::Fsync;
+pub(crate) use error::{Cause, StoreError};
 pub(crate) use crate::rules::{Appended, Progress};
 pub(crate) use tombstones::Tombstone;
 
@@ -57,93 +63,6 @@ impl Recovered {
         }
     }
 }
-
-/// The error under a store failure, kept whole for the report. Shared, because one
-/// failure may be handed to several callers (an append's publisher and its metrics).
-#[derive(Debug, Clone, thiserror::Error)]
-pub(crate) enum Cause {
-    #[error(transparent)]
-    Io(Arc<std::io::Error>),
-    #[error(transparent)]
-    Redis(Arc<::redis::RedisError>),
-}
-
-/// Why the store refused or failed an operation. `Display` says this level only; the
-/// cause (an `io::Error`, a Redis error) is its source: report it with
-/// [`StoreError::report`].
-#[derive(Debug, Clone, thiserror::Error)]
-pub(crate) enum StoreError {
-    /// The disk budget (`--max-disk-bytes`) or the disk itself is full.
-    #[error("{what}")]
-    Full {
-        what: String,
-        #[source]
-        cause: Option<Cause>,
-    },
-    /// Reading or writing failed; the records before it are kept.
-    #[error("{what}")]
-    Io {
-        what: String,
-        #[source]
-        cause: Option<Cause>,
-    },
-    /// The store cannot be reached now (Redis is down); retrying soon may work.
-    #[error("{what}")]
-    Unavailable {
-        what: String,
-        #[source]
-        cause: Option<Cause>,
-    },
-}
-
-impl StoreError {
-    /// A failed file operation: `Full` when the disk is full.
-    pub(crate) fn io(what: impl std::fmt::Display, e: std::io::Error) -> Self {
-        let full = e.raw_os_error() == Some(28) || e.kind() == std::io::ErrorKind::StorageFull;
-        let cause = Some(Cause::Io(Arc::new(e)));
-        if full {
-            Self::Full {
-                what: format!("{what}: the disk is full"),
-                cause,
-            }
-        } else {
-            Self::Io {
-                what: what.to_string(),
-                cause,
-            }
-        }
-    }
-
-    /// A failure with no error under it (damaged data, a refused state).
-    pub(crate) fn failed(what: impl Into<String>) -> Self {
-        Self::Io {
-            what: what.into(),
-            cause: None,
-        }
-    }
-
-    /// The store holds its budget.
-    pub(crate) fn full(what: impl Into<String>) -> Self {
-        Self::Full {
-            what: what.into(),
-            cause: None,
-        }
-    }
-
-    /// The store cannot be reached now, because of `cause` if known.
-    pub(crate) fn unavailable(what: impl Into<String>, cause: Option<Cause>) -> Self {
-        Self::Unavailable {
-            what: what.into(),
-            cause,
-        }
-    }
-
-    /// The error and its causes in one line, for logs, bodies and `/readyz`.
-    pub(crate) fn report(&self) -> String {
-        crate::report::error_chain(self)
-    }
-}
-
 
 /// What the store says about a job a request names.
 #[derive(Debug)]
@@ -256,7 +175,9 @@ impl Store {
                 let from = s.progress(job)?;
                 let appended = rules::apply(&from, batch, max_log_bytes, &Stamp::now());
                 let (spool, job) = (Arc::clone(s), job.clone());
-                s.writer.run(move || spool.store(&job, &from, appended)).await
+                s.writer
+                    .run(move || spool.store(&job, &from, appended))
+                    .await
             }
             Self::Redis(r) => r.append(job, batch, max_log_bytes).await,
         }
@@ -286,7 +207,9 @@ impl Store {
                 let now = Stamp::now();
                 let appended = rules::end_if_idle(&from, lost_before_ms, expired_before_ms, &now);
                 let (spool, job) = (Arc::clone(s), job.clone());
-                s.writer.run(move || spool.store(&job, &from, appended)).await
+                s.writer
+                    .run(move || spool.store(&job, &from, appended))
+                    .await
             }
             Self::Redis(r) => r.end_if_idle(job, lost_before_ms, expired_before_ms).await,
         }
@@ -337,7 +260,9 @@ impl Store {
             Self::Memory(_) => Ok(Vec::new()),
             Self::Spool(s) => {
                 let (spool, job) = (Arc::clone(s), job.clone());
-                s.reader.run(move || spool.read(&job, from, to, budget)).await
+                s.reader
+                    .run(move || spool.read(&job, from, to, budget))
+                    .await
             }
             Self::Redis(r) => r.read(job, from, to, budget).await,
         }

@@ -441,6 +441,8 @@ export const view = {
   exitCode: null,
   finished: false,
   lastSeq: 0,
+  /** The event id of the last record shown (`<seq>-<life>`), sent back on a reconnect. */
+  lastId: '',
   /** The worker that holds the EventSource. */
   worker: null,
   /** Streams the page opened (the browser's own reconnects not counted). */
@@ -675,6 +677,7 @@ function runStream(scope) {
       es.addEventListener(event, (ev) => {
         const rec = JSON.parse(ev.data);
         rec.event = event;
+        rec.id = ev.lastEventId; // `<seq>-<life>`: a resume in another life is reset
         push(rec);
         if (event === 'status' && rec.final) {
           es.close(); // the job is over: nothing to reconnect to
@@ -698,18 +701,21 @@ function receive(rec) {
     model.addMarker('gap', `records ${rec.from}\u2013${rec.to} are no longer held by the gateway`);
     model.skipLines(rec.to - rec.from + 1);
     view.lastSeq = Math.max(view.lastSeq, rec.to);
+    view.lastId = rec.id;
     return;
   }
   if (rec.event === 'reset') {
     // The gateway no longer knows our position (it lost the job's earlier life): start over.
     model.reset();
     view.lastSeq = 0;
+    view.lastId = '';
     runSearch();
     model.addMarker('reset', 'the gateway restarted this log from its beginning');
     return;
   }
   if (rec.seq <= view.lastSeq) return; // already shown: a resume never doubles a line
   view.lastSeq = rec.seq;
+  view.lastId = rec.id;
   if (rec.event === 'log') {
     model.addLine(rec);
     if (view.pendingLines && model.lines >= view.pendingLines[0]) selectLines(view.pendingLines);
@@ -737,7 +743,7 @@ function link(attr) {
 export function connect() {
   const url = link('stream');
   url.searchParams.set('token', view.token);
-  if (view.lastSeq > 0) url.searchParams.set('last_event_id', String(view.lastSeq));
+  if (view.lastSeq > 0) url.searchParams.set('last_event_id', view.lastId || String(view.lastSeq));
   view.connects += 1;
   view.worker.postMessage({ url: url.href });
 }

@@ -63,4 +63,3 @@ pub(crate) fn batch(frames: &[Bytes]) -> Bytes {
 fn json_string(s: &str) -> String {
     Value::from(s).to_string()
 }
-

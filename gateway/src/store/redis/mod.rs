@@ -95,7 +95,10 @@ impl RedisStore {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(e)) => Err(link::unavailable(e)),
             Err(_) => Err(StoreError::unavailable(
-                format!("redis did not answer within {} ms", self.timeout.as_millis()),
+                format!(
+                    "redis did not answer within {} ms",
+                    self.timeout.as_millis()
+                ),
                 None,
             )),
         };
@@ -189,11 +192,13 @@ impl RedisStore {
         let reply = self
             .round_trip(self.conn.invoke::<redis::Value>(&inv))
             .await?;
-        let mut appended = script::decode_append(&reply, &records, ts).map_err(StoreError::failed)?;
+        let mut appended =
+            script::decode_append(&reply, &records, ts).map_err(StoreError::failed)?;
         // The script names the one record it stored as the first; it is whichever
         // status the job took.
         if appended.progress.status == JobStatus::Expired {
-            appended = script::decode_append(&reply, &records[1..], ts).map_err(StoreError::failed)?;
+            appended =
+                script::decode_append(&reply, &records[1..], ts).map_err(StoreError::failed)?;
         }
         Ok(appended)
     }

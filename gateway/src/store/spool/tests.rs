@@ -315,7 +315,10 @@ fn retention_and_the_disk_budget_delete_finished_jobs_only() {
     assert_eq!(spool.sweep(101_001), vec![newer], "reported to memory once");
     // ...but never a running one: then the append is refused, and nothing is lost.
     let refused = add(&spool, "more", None, 30);
-    assert!(matches!(refused, Err(StoreError::Full { .. })), "{refused:?}");
+    assert!(
+        matches!(refused, Err(StoreError::Full { .. })),
+        "{refused:?}"
+    );
     assert!(spool.load(&running).is_some());
     assert_eq!(spool.read(&running, 1, 5, 1 << 20).unwrap().len(), 5);
     assert!(spool.total.load(Ordering::Relaxed) <= total + 1000);
