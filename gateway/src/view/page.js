@@ -384,7 +384,8 @@ function drawHeader() {
         : view.hit < 0
           ? `${model.hitTotal}${more} match${model.hitTotal === 1 ? '' : 'es'}`
           : `${view.hit + 1} of ${model.hitTotal}${more}`;
-  $('folds').hidden = model.groups.length === 0;
+  const folds = $('folds');
+  if (folds.hidden !== (model.groups.length === 0)) folds.hidden = model.groups.length === 0;
   // Hidden by visibility, so the bar never reflows (and the log never moves) for it.
   $('jump').classList.toggle('off', view.following || view.atBottom);
 }
