@@ -83,6 +83,8 @@ impl Subscription {
         if let Some(reason) = reset {
             metrics::get().reset_sent();
             let data = json!({ "reason": reason }).to_string();
+            // `0-<life>`: a reconnect before the first record resumes in the new life.
+            write_id(&mut opening, 0, attached.job().life());
             sse::write_event(&mut opening, None, "reset", &data);
         }
         Self {
@@ -194,11 +196,7 @@ impl Subscription {
 
     /// Writes `id: <seq>-<life>`: what the reader sends back as `Last-Event-ID`.
     fn write_id(&self, out: &mut BytesMut, seq: u64) {
-        out.extend_from_slice(b"id: ");
-        out.extend_from_slice(seq.to_string().as_bytes());
-        out.extend_from_slice(b"-");
-        out.extend_from_slice(self.attached.job().life().as_bytes());
-        out.extend_from_slice(b"\n");
+        write_id(out, seq, self.attached.job().life());
     }
 
     fn frame(&self, entry: &Entry) -> Bytes {
@@ -216,4 +214,13 @@ impl Subscription {
         });
         StreamBody::new(frames).boxed_unsync()
     }
+}
+
+/// Writes `id: <seq>-<life>\n`.
+fn write_id(out: &mut BytesMut, seq: u64, life: &str) {
+    out.extend_from_slice(b"id: ");
+    out.extend_from_slice(seq.to_string().as_bytes());
+    out.extend_from_slice(b"-");
+    out.extend_from_slice(life.as_bytes());
+    out.extend_from_slice(b"\n");
 }

@@ -152,11 +152,11 @@ async fn a_job_published_on_one_instance_reads_the_same_on_every_other() {
     }
     assert_eq!(streams[0].len(), 61);
     assert!(
-        streams[0][0].starts_with("id: 1\nevent: log\n"),
+        streams[0][0].starts_with("id: 1-") && streams[0][0].contains("\nevent: log\n"),
         "{}",
         streams[0][0]
     );
-    assert!(streams[0][60].starts_with("id: 61\nevent: status\n"));
+    assert!(streams[0][60].starts_with("id: 61-") && streams[0][60].contains("\nevent: status\n"));
     assert_eq!(streams[0], streams[1], "A and B send byte-identical events");
     assert_eq!(streams[0], streams[2], "A and C send byte-identical events");
     // A late reader, served from Redis, gets the same bytes too.

@@ -1,7 +1,9 @@
 //! A store call never blocks a runtime worker: with Redis behind a proxy that stalls for
 //! 2 s, dozens of requests wait on it at once while probes keep answering within 50 ms
 //! and the process starts no thread per waiting request (a blocking call would hand
-//! each one's worker to a new thread, and freeze its whole connection).
+//! each one's worker to a new thread, and freeze its whole connection). The machine
+//! running the tests is shared, so 9 probes in 10 must answer within 50 ms and every one
+//! well within the stall: a probe behind a blocked worker would wait the whole 2 s.
 
 use std::time::{Duration, Instant};
 
@@ -65,21 +67,22 @@ async fn a_stalled_redis_blocks_no_worker_and_no_probe() {
         })
         .collect();
     // Throughout the stall, probes answer at once and no thread is started per waiter.
-    let (mut probes, mut slowest, mut most_threads) = (0, Duration::ZERO, idle_threads);
+    let (mut took, mut most_threads) = (Vec::new(), idle_threads);
     while started.elapsed() < STALL {
         let asked = Instant::now();
         let reply =
             http_client::request(gw.addr, "GET", "/healthz", &[], bytes::Bytes::new()).await;
         assert_eq!(reply.status, 200);
-        slowest = slowest.max(asked.elapsed());
+        took.push(asked.elapsed());
         most_threads = most_threads.max(threads(&gw));
-        probes += 1;
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(probes >= 20, "only {probes} probes in the stall");
+    assert!(took.len() >= 20, "only {} probes in the stall", took.len());
+    took.sort();
+    let (p90, slowest) = (took[took.len() * 9 / 10], took[took.len() - 1]);
     assert!(
-        slowest <= Duration::from_millis(50),
-        "a probe took {slowest:?} while redis stalled"
+        p90 <= Duration::from_millis(50) && slowest < Duration::from_millis(500),
+        "probes took {p90:?} (p90) and {slowest:?} (slowest) while redis stalled"
     );
     assert!(
         most_threads <= idle_threads + 16,

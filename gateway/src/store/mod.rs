@@ -32,8 +32,8 @@ use memory::MemoryStore;
 use spool::Spool;
 
 pub(crate) use crate::config::Fsync;
-pub(crate) use error::{Cause, StoreError};
 pub(crate) use crate::rules::{Appended, Progress};
+pub(crate) use error::{Cause, StoreError};
 pub(crate) use tombstones::Tombstone;
 
 /// A job found in the store at start-up or on first use.
