@@ -232,6 +232,7 @@ test('pure functions: ANSI, carriage returns, sections, hits, fragment', async (
       limited: m.parseAnsi('\x1b[31ma\x1b[32mb\x1b[33mc\x1b[34md', 2).map((s) => s.text).join(''),
       limitedCr: m.parseAnsi('abcd\rxy', 2).map((s) => s.text).join(''),
       interned: m.parseAnsi('\x1b[31ma\x1b[31mb\x1b[0;31mc').length,
+      storeReason: [m.storeReason('{"error":"store_unavailable","message":"disk"}'), m.storeReason('{"error":"store_unavailable"}'), m.storeReason('not json')],
     };
   });
   assert.deepEqual(r.errors, [true, true, true, true, true, false, false, false]);
@@ -246,6 +247,7 @@ test('pure functions: ANSI, carriage returns, sections, hits, fragment', async (
   assert.equal(r.limited, 'ab');
   assert.equal(r.limitedCr, 'xycd');
   assert.equal(r.interned, 1);
+  assert.deepEqual(r.storeReason, ['disk', 'store_unavailable', 'no reason given']);
   assert.equal(r.cr, '30%');
   assert.equal(r.crOverwrite, '5%0%');
   assert.equal(r.crErase, '5%');
@@ -646,6 +648,38 @@ test('a connection cut mid-stream resumes without doubling; a gateway that lost 
   await Promise.all([p.close(), q.close()]);
   await page.context().close();
   await page2.context().close();
+});
+
+test('an `error` event from the gateway (records it cannot read back) is shown, not taken for a lost connection', async () => {
+  const job = jobName('store-error');
+  // The page and its files come from the gateway; the stream from this server, which sends
+  // one line and then the gateway's `error` event, as a store that cannot read back would.
+  let streams = 0;
+  const server = http.createServer((req, res) => {
+    if (new URL(req.url, 'http://x').pathname === `/v1/jobs/${job}/logs`) {
+      streams += 1;
+      res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
+      res.end([
+        'retry: 60000', '',
+        'id: 1', 'event: log', `data: ${JSON.stringify({ seq: 1, ts: new Date().toISOString(), stream: 'stdout', line: 'before the damage' })}`, '',
+        'event: error', 'data: {"error":"store_unavailable","message":"the job\'s records cannot be read back"}', '', '',
+      ].join('\n'));
+      return;
+    }
+    const up = http.request(`${BASE}${req.url}`, { method: req.method, headers: req.headers }, (r) => {
+      res.writeHead(r.statusCode, r.headers);
+      r.pipe(res);
+    });
+    req.pipe(up);
+  });
+  await new Promise((r) => server.listen(0, '127.0.0.1', r));
+  const page = await openView(job, { base: `http://127.0.0.1:${server.address().port}` });
+  await rowText(page, 1).filter({ hasText: 'before the damage' }).waitFor();
+  await page.locator('#conn', { hasText: "the gateway cannot read this job's log: the job's records cannot be read back" }).waitFor();
+  assert.equal(await page.evaluate(() => document.body.dataset.conn), 'failing');
+  assert.equal(streams, 1);
+  await page.context().close();
+  await new Promise((r) => server.close(r));
 });
 
 /** Starts `tailgate serve` on a spool in TAILGATE_DATA_DIR, on `port` (0: any free one). */
