@@ -1,5 +1,6 @@
 //! The live log page: `GET /v1/jobs/{job}/view` and `{capgo-prefix}/{job}/view`, with its
-//! stylesheet and script beside it (`view/page.css`, `view/page.js`), embedded at build time.
+//! stylesheet and script modules beside it (`view/page.css`, `view/page.js`, which imports
+//! `view/ansi.js` and `view/model.js`), embedded at build time.
 //! The page holds no job data, so it is served without a token: the token travels in the
 //! URL fragment, which browsers never send, and the page moves it into its stream requests.
 
@@ -12,6 +13,8 @@ use crate::job_id::JobId;
 const PAGE_HTML: &str = include_str!("page.html");
 const PAGE_CSS: &str = include_str!("page.css");
 const PAGE_JS: &str = include_str!("page.js");
+const ANSI_JS: &str = include_str!("ansi.js");
+const MODEL_JS: &str = include_str!("model.js");
 
 /// Everything the page loads comes from the gateway; nothing inline, nothing from elsewhere.
 /// Styles set through the CSSOM (truecolor spans) are not inline styles and stay allowed.
@@ -26,8 +29,12 @@ pub(crate) enum Asset {
     Page,
     /// `.../view/page.css`
     Style,
-    /// `.../view/page.js`
+    /// `.../view/page.js`: the render loop, the stream and the controls.
     Script,
+    /// `.../view/ansi.js`: ANSI parsing and span work, imported by `page.js`.
+    Ansi,
+    /// `.../view/model.js`: sections, the log model and search, imported by `page.js`.
+    Model,
 }
 
 impl Asset {
@@ -37,6 +44,8 @@ impl Asset {
             "view" => Some(Self::Page),
             "view/page.css" => Some(Self::Style),
             "view/page.js" => Some(Self::Script),
+            "view/ansi.js" => Some(Self::Ansi),
+            "view/model.js" => Some(Self::Model),
             _ => None,
         }
     }
@@ -95,6 +104,14 @@ pub(crate) fn serve(asset: Asset, links: &Links) -> Response<Body> {
             Bytes::from_static(PAGE_JS.as_bytes()),
             "text/javascript; charset=utf-8",
         ),
+        Asset::Ansi => (
+            Bytes::from_static(ANSI_JS.as_bytes()),
+            "text/javascript; charset=utf-8",
+        ),
+        Asset::Model => (
+            Bytes::from_static(MODEL_JS.as_bytes()),
+            "text/javascript; charset=utf-8",
+        ),
     };
     let mut resp = Response::new(full(body));
     let h = resp.headers_mut();
@@ -124,6 +141,8 @@ mod tests {
         assert_eq!(Asset::parse("view"), Some(Asset::Page));
         assert_eq!(Asset::parse("view/page.js"), Some(Asset::Script));
         assert_eq!(Asset::parse("view/page.css"), Some(Asset::Style));
+        assert_eq!(Asset::parse("view/ansi.js"), Some(Asset::Ansi));
+        assert_eq!(Asset::parse("view/model.js"), Some(Asset::Model));
         assert_eq!(Asset::parse("view/"), None);
         assert_eq!(Asset::parse("view/other.js"), None);
     }
