@@ -274,7 +274,13 @@ test('lines arrive live while the upload is open; the final status ends the stre
   const page = await openView(job);
   // Counted on the context: the stream is opened by the page's worker.
   let streamRequests = 0;
-  page.context().on('request', (req) => { if (new URL(req.url()).pathname.endsWith('/logs')) streamRequests += 1; });
+  let lastStream = '';
+  page.context().on('request', (req) => {
+    if (new URL(req.url()).pathname.endsWith('/logs')) {
+      streamRequests += 1;
+      lastStream = req.url();
+    }
+  });
   const u = upload(job);
   await u.write('first line\n');
   await rowText(page, 1).filter({ hasText: 'first line' }).waitFor();
@@ -303,6 +309,10 @@ test('lines arrive live while the upload is open; the final status ends the stre
   await until(() => statusAsks === 1);
   await page.waitForFunction(() => document.body.dataset.conn === 'done');
   assert.equal(streamRequests, 2);
+  // The page's own reconnect sends the last event id back as it came, never parsed.
+  const lastId = await page.evaluate(async () => (await import('./view/page.js')).view.lastEventId);
+  assert.ok(lastId !== '');
+  assert.equal(new URL(lastStream).searchParams.get('last_event_id'), lastId);
   // The browser's retry interval is 2 s: a page that reconnected would have asked again.
   const before = streamRequests;
   await page.waitForTimeout(2500);
@@ -867,6 +877,7 @@ test('300 lines of 64 KiB changing colour at every character: a bounded DOM, a r
     const parts = [`L${n}: `];
     let size = parts[0].length;
     for (let i = 0; size + 6 <= 65000; i++, size += 6) parts.push(`\x1b[3${i % 8}m${letters[i % 26]}`);
+    if (n === 123) parts.push('\x1b[0m needle-at-the-end');
     return parts.join('');
   };
   const u = upload(job);
@@ -892,6 +903,17 @@ test('300 lines of 64 KiB changing colour at every character: a bounded DOM, a r
   await page.locator('#hits', { hasText: '1 of 1' }).waitFor();
   await rowText(page, 250).waitFor();
   const search = { ms: Date.now() - started, longest: await longest(), elements: await elements() };
+  // A hit at the far end of a long line: the page scrolls sideways and draws that part.
+  await page.uncheck('#wrap');
+  await page.locator('#rows .row.cont').first().waitFor({ state: 'detached' });
+  await page.fill('#q', 'needle-at-the');
+  await page.keyboard.press('Enter');
+  await page.locator('#hits', { hasText: '1 of 1' }).waitFor();
+  const mark = page.locator('#rows mark.current');
+  await mark.waitFor();
+  const [markBox, logBox] = [await mark.boundingBox(), await page.locator('#log').boundingBox()];
+  assert.ok(markBox.x >= logBox.x && markBox.x + markBox.width <= logBox.x + logBox.width, `${JSON.stringify(markBox)} outside ${JSON.stringify(logBox)}`);
+  assert.equal(await page.locator('#rows .row:has(mark.current) a.ln').textContent(), '123');
   console.log(`rainbow: ${JSON.stringify({ loaded, sideways, wrapped, search })}`);
   for (const n of [loaded.elements, sideways, wrapped, search.elements]) assert.ok(n < 1000, `${n} DOM elements`);
   assert.ok(loaded.longest < 1000, `a main-thread task took ${loaded.longest} ms while loading`);
