@@ -56,7 +56,9 @@ pub(crate) enum ApiError {
     #[error("the job's log was deleted by retention; it ended {}", .0.status)]
     JobExpired(Tombstone),
     /// The store refused records; the ones acknowledged before stay.
-    #[error("{}; records acknowledged before are kept", crate::report::error_chain(.error))]
+    /// Its message is the store's reason only: the error under it (an OS error, the
+    /// Redis server's words) goes to the log, not to the client.
+    #[error("{error}; records acknowledged before are kept")]
     Storage {
         error: StoreError,
         tally: Option<Tally>,

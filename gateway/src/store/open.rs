@@ -55,6 +55,7 @@ pub(crate) async fn open(config: &Config) -> Result<Arc<Store>, StoreOpenError> 
             url: redis.url.clone(),
             cluster: redis.cluster,
             timeout: redis.timeout,
+            wait_replicas: redis.wait_replicas,
             retention: store.disk_retention,
             tombstone_ttl: store.tombstone_ttl,
         };

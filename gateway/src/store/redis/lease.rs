@@ -64,6 +64,7 @@ impl RedisStore {
         let mut inv = LEASE_SCRIPT.prepare_invoke();
         inv.key(LEASE_KEY).arg(&self.common.instance).arg(lease_ms);
         let held = self.round_trip(self.conn.invoke::<i64>(&inv)).await;
+        super::metrics::get().set_lease_holder(matches!(held, Ok(1)));
         if !matches!(held, Ok(1)) {
             return Vec::new();
         }

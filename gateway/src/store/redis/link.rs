@@ -11,7 +11,7 @@ use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, FromRedisValue, RedisResult, ScriptInvocation};
 use tokio::sync::OnceCell;
 
-use crate::store::{Cause, StoreError};
+use crate::store::StoreError;
 
 /// A command connection, shared by every caller (requests are pipelined on it).
 #[derive(Clone)]
@@ -57,26 +57,35 @@ impl Conn {
     }
 
     pub(crate) async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> RedisResult<T> {
-        match self {
-            Self::Single(m) => cmd.query_async(&mut m.clone()).await,
-            Self::Cluster { client, conn } => {
-                cmd.query_async(&mut Self::cluster(client, conn).await?)
-                    .await
-            }
-        }
+        let command = super::metrics::command_label(cmd);
+        super::metrics::get()
+            .timed(command, async {
+                match self {
+                    Self::Single(m) => cmd.query_async(&mut m.clone()).await,
+                    Self::Cluster { client, conn } => {
+                        cmd.query_async(&mut Self::cluster(client, conn).await?)
+                            .await
+                    }
+                }
+            })
+            .await
     }
 
     pub(crate) async fn invoke<T: FromRedisValue>(
         &self,
         inv: &ScriptInvocation<'_>,
     ) -> RedisResult<T> {
-        match self {
-            Self::Single(m) => inv.invoke_async(&mut m.clone()).await,
-            Self::Cluster { client, conn } => {
-                inv.invoke_async(&mut Self::cluster(client, conn).await?)
-                    .await
-            }
-        }
+        super::metrics::get()
+            .timed("evalsha", async {
+                match self {
+                    Self::Single(m) => inv.invoke_async(&mut m.clone()).await,
+                    Self::Cluster { client, conn } => {
+                        inv.invoke_async(&mut Self::cluster(client, conn).await?)
+                            .await
+                    }
+                }
+            })
+            .await
     }
 
     pub(crate) fn is_cluster(&self) -> bool {
@@ -86,5 +95,5 @@ impl Conn {
 
 /// A Redis error as the store reports it: the server cannot be used now.
 pub(crate) fn unavailable(e: redis::RedisError) -> StoreError {
-    StoreError::unavailable("redis", Some(Cause::Redis(Arc::new(e))))
+    super::errors::unavailable(&e)
 }
