@@ -44,7 +44,10 @@ pub(crate) fn unavailable(e: &RedisError) -> StoreError {
             // A script error carries its SHA, the script's line and perhaps a key: the
             // log gets them, the client a clean reason.
             tracing::warn!(error = %e, "redis refused the job's change");
-            StoreError::unavailable("redis refused the job's change; see the gateway's log", cause)
+            StoreError::unavailable(
+                "redis refused the job's change; see the gateway's log",
+                cause,
+            )
         }
     }
 }
@@ -89,7 +92,8 @@ mod tests {
 
     #[test]
     fn a_timeout_says_the_publish_may_have_been_stored() {
-        let StoreError::Unavailable { what: why, .. } = timed_out(Duration::from_millis(2000)) else {
+        let StoreError::Unavailable { what: why, .. } = timed_out(Duration::from_millis(2000))
+        else {
             panic!("not unavailable")
         };
         assert!(why.contains("may have been stored"), "{why}");

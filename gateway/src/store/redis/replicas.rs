@@ -45,12 +45,15 @@ impl Replicas {
         if confirmed >= i64::from(self.wanted) {
             return Ok(());
         }
-        Err(StoreError::unavailable(format!(
-            "only {confirmed} of {} redis replicas confirmed the publish within {} ms; it is \
+        Err(StoreError::unavailable(
+            format!(
+                "only {confirmed} of {} redis replicas confirmed the publish within {} ms; it is \
              on the primary and may be lost at a failover; {}",
-            self.wanted,
-            self.wait.as_millis(),
-            super::errors::MAY_BE_STORED
-        ), None))
+                self.wanted,
+                self.wait.as_millis(),
+                super::errors::MAY_BE_STORED
+            ),
+            None,
+        ))
     }
 }
