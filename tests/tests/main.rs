@@ -23,6 +23,7 @@ mod process;
 mod publish;
 mod readme;
 mod redis;
+mod redis_ha;
 mod sse_clients;
 mod stream;
 mod tls;
