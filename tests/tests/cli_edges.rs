@@ -66,7 +66,11 @@ async fn tail_counts_a_silent_gateway_as_failed_attempts_and_honours_give_up_aft
         "{}",
         done.stderr
     );
-    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
 
     // With the default 10 s timeouts, --give-up-after still ends it on time.
     let mut cmd = tailgate(&["tail", &url, "--give-up-after", "1s"]);
@@ -74,7 +78,11 @@ async fn tail_counts_a_silent_gateway_as_failed_attempts_and_honours_give_up_aft
     let started = Instant::now();
     let done = run(cmd, WAIT).await;
     assert_eq!(done.code, Some(69), "{}", done.stderr);
-    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -112,11 +120,16 @@ async fn push_runs_the_command_at_once_when_the_gateway_is_silent() {
         done.stderr
     );
     assert!(
-        done.stderr.contains("records were not acknowledged in time"),
+        done.stderr
+            .contains("records were not acknowledged in time"),
         "{}",
         done.stderr
     );
-    assert!(started.elapsed() < Duration::from_secs(15), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 /// A certificate for `localhost` that signs itself, with `CA:TRUE` as `openssl req -x509`
@@ -149,21 +162,35 @@ async fn tls_failures_fail_fast_with_a_hint() {
     let touch = format!("touch {}", marker.display());
 
     // The server's own (end-entity) certificate as the CA: never trusted, so not retried.
-    let url = format!("https://localhost:{}/v1/jobs/t/logs", tls_server.addr.port());
+    let url = format!(
+        "https://localhost:{}/v1/jobs/t/logs",
+        tls_server.addr.port()
+    );
     let mut cmd = tailgate(&["tail", &url, "--ca-file", &ca]);
     cmd.env("TAILGATE_TOKEN", read_token("t"));
     let started = Instant::now();
     let done = run(cmd, WAIT).await;
     assert_eq!(done.code, Some(76), "{}", done.stderr);
     assert!(
-        done.stderr.contains("pass the CA that issued the server's certificate"),
+        done.stderr
+            .contains("pass the CA that issued the server's certificate"),
         "{}",
         done.stderr
     );
     assert_eq!(retry_lines(&done.stderr), 0, "{}", done.stderr);
     let base = format!("https://localhost:{}", tls_server.addr.port());
     let mut cmd = tailgate(&[
-        "push", "--url", &base, "--job", "t", "--ca-file", &ca, "--", "sh", "-c", &touch,
+        "push",
+        "--url",
+        &base,
+        "--job",
+        "t",
+        "--ca-file",
+        &ca,
+        "--",
+        "sh",
+        "-c",
+        &touch,
     ]);
     cmd.env("TAILGATE_TOKEN", publish_token("t"));
     let done = run(cmd, WAIT).await;
@@ -186,11 +213,16 @@ async fn tls_failures_fail_fast_with_a_hint() {
     let done = run(cmd, WAIT).await;
     assert_eq!(done.code, Some(76), "{}", done.stderr);
     assert!(!marker.exists(), "the command did not run");
-    assert!(started.elapsed() < Duration::from_secs(20), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 async fn publish_three(server: &TestServer, job: &str) {
-    let body = "{\"n\":1,\"line\":\"one\"}\n{\"n\":2,\"line\":\"two\"}\n{\"n\":3,\"line\":\"three\"}\n\
+    let body =
+        "{\"n\":1,\"line\":\"one\"}\n{\"n\":2,\"line\":\"two\"}\n{\"n\":3,\"line\":\"three\"}\n\
                 {\"n\":4,\"status\":\"succeeded\",\"exit_code\":0}\n";
     assert_eq!(server.publish_ndjson(job, body).await.status, 200);
 }
@@ -203,10 +235,22 @@ async fn tokens_come_from_page_and_query_urls_and_are_never_printed() {
     let token = read_token(job);
     let page = server.url(&format!("/v1/jobs/{job}/view#token={token}"));
     let done = run(tailgate(&["tail", &page]), WAIT).await;
-    assert_eq!((done.code, done.stdout.as_str()), (Some(0), "one\ntwo\nthree\n"), "{}", done.stderr);
-    let query = server.url(&format!("/v1/jobs/{job}/logs?token={token}&last_event_id=1"));
+    assert_eq!(
+        (done.code, done.stdout.as_str()),
+        (Some(0), "one\ntwo\nthree\n"),
+        "{}",
+        done.stderr
+    );
+    let query = server.url(&format!(
+        "/v1/jobs/{job}/logs?token={token}&last_event_id=1"
+    ));
     let done = run(tailgate(&["tail", &query]), WAIT).await;
-    assert_eq!((done.code, done.stdout.as_str()), (Some(0), "two\nthree\n"), "{}", done.stderr);
+    assert_eq!(
+        (done.code, done.stdout.as_str()),
+        (Some(0), "two\nthree\n"),
+        "{}",
+        done.stderr
+    );
 
     // Errors quote the URL without the token.
     for bad in [
@@ -216,7 +260,11 @@ async fn tokens_come_from_page_and_query_urls_and_are_never_printed() {
     ] {
         let done = run(tailgate(&["tail", &bad]), WAIT).await;
         assert_eq!(done.code, Some(64), "{bad}: {}", done.stderr);
-        assert!(!done.stderr.contains(&token), "the token was printed: {}", done.stderr);
+        assert!(
+            !done.stderr.contains(&token),
+            "the token was printed: {}",
+            done.stderr
+        );
     }
     // A token for another job in the URL: refused, and not echoed.
     let other = read_token("other");
@@ -240,7 +288,12 @@ async fn from_seq_and_last_event_id_start_later() {
         let mut cmd = tailgate(&["tail", &url]);
         cmd.args(flags).env("TAILGATE_TOKEN", read_token(job));
         let done = run(cmd, WAIT).await;
-        assert_eq!((done.code, done.stdout.as_str()), (Some(0), want), "{flags:?}: {}", done.stderr);
+        assert_eq!(
+            (done.code, done.stdout.as_str()),
+            (Some(0), want),
+            "{flags:?}: {}",
+            done.stderr
+        );
     }
     let mut cmd = tailgate(&["tail", &url, "--from-seq", "2", "--last-event-id", "1"]);
     cmd.env("TAILGATE_TOKEN", read_token(job));
@@ -256,7 +309,12 @@ async fn the_capgo_stream_url_form_is_followed_over_sse() {
     // The WebSocket URL Capgo's CLI opens, followed here over SSE.
     let url = capgo::stream_url(server.addr, "/build_logs_direct", job, &capgo_token(job));
     let done = run(tailgate(&["tail", &url]), WAIT).await;
-    assert_eq!((done.code, done.stdout.as_str()), (Some(0), "built\n"), "{}", done.stderr);
+    assert_eq!(
+        (done.code, done.stdout.as_str()),
+        (Some(0), "built\n"),
+        "{}",
+        done.stderr
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -270,7 +328,8 @@ async fn a_job_that_ended_otherwise_says_so_on_stderr() {
         let done = run(cmd, WAIT).await;
         assert_eq!(done.code, Some(1), "{}", done.stderr);
         assert!(
-            done.stderr.contains(&format!("tailgate: job {job} {status}")),
+            done.stderr
+                .contains(&format!("tailgate: job {job} {status}")),
             "stderr is a pipe here, as in CI: {}",
             done.stderr
         );
@@ -343,7 +402,9 @@ async fn behind_nginx_each_failed_attempt_is_one_line() {
     let lines: Vec<&str> = done.stderr.lines().collect();
     assert!(retry_lines(&done.stderr) >= 2, "{}", done.stderr);
     assert!(
-        lines.iter().all(|l| l.starts_with("tailgate: ") && !l.contains('<')),
+        lines
+            .iter()
+            .all(|l| l.starts_with("tailgate: ") && !l.contains('<')),
         "one tailgate line per attempt, no HTML: {}",
         done.stderr
     );

@@ -346,14 +346,19 @@ async fn an_absent_gateway_is_reported_per_attempt_and_unacknowledged_output_exi
 async fn interleaved_stdout_and_stderr_keep_the_order_they_were_written_in() {
     let server = TestServer::start().await;
     // 300 pairs written back to back: two pipes read as they come scramble them.
-    let script = "i=1; while [ $i -le 300 ]; do echo \"out $i\"; echo \"err $i\" >&2; i=$((i+1)); done; \
+    let script =
+        "i=1; while [ $i -le 300 ]; do echo \"out $i\"; echo \"err $i\" >&2; i=$((i+1)); done; \
                   echo 'deploy failed' >&2; exit 1";
     let want: String = (1..=300)
         .map(|i| format!("out {i}\nerr {i}\n"))
         .chain(["deploy failed\n".to_string()])
         .collect();
     let push = run(
-        push_cmd(&server.url(""), "interleaved", &["-q", "--", "sh", "-c", script]),
+        push_cmd(
+            &server.url(""),
+            "interleaved",
+            &["-q", "--", "sh", "-c", script],
+        ),
         WAIT,
     )
     .await;
@@ -370,7 +375,11 @@ async fn interleaved_stdout_and_stderr_keep_the_order_they_were_written_in() {
         .chain((1..=100).map(|i| format!("out {i}\nerr {i}\n")))
         .collect();
     let push = run(
-        push_cmd(&server.url(""), "on-tty", &["-q", "--tty", "--", "sh", "-c", script]),
+        push_cmd(
+            &server.url(""),
+            "on-tty",
+            &["-q", "--tty", "--", "sh", "-c", script],
+        ),
         WAIT,
     )
     .await;

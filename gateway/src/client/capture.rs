@@ -63,9 +63,9 @@ pub fn prepare(cmd: &mut tokio::process::Command, mode: Capture) -> io::Result<R
             let (master, slave) = open_pty()?;
             cmd.stdout(Stdio::from(slave.try_clone()?))
                 .stderr(Stdio::from(slave));
-            Ok(ReadEnd::Tty(tokio::fs::File::from_std(std::fs::File::from(
-                master,
-            ))))
+            Ok(ReadEnd::Tty(tokio::fs::File::from_std(
+                std::fs::File::from(master),
+            )))
         }
     }
 }

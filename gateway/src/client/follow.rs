@@ -565,16 +565,35 @@ mod tests {
     #[test]
     fn event_ids_are_echoed_as_received_and_seqs_come_from_the_data() {
         let mut f = follower();
-        f.accept(event(Some("life7-1"), "log", r#"{"seq":1,"stream":"stdout","line":"a"}"#));
-        f.accept(event(Some("life7-2"), "log", r#"{"seq":2,"stream":"stdout","line":"b"}"#));
-        f.accept(event(Some("life7-2"), "log", r#"{"seq":2,"stream":"stdout","line":"b"}"#));
-        assert_eq!((f.last_seq(), f.last_id.as_deref()), (Some(2), Some("life7-2")));
+        f.accept(event(
+            Some("life7-1"),
+            "log",
+            r#"{"seq":1,"stream":"stdout","line":"a"}"#,
+        ));
+        f.accept(event(
+            Some("life7-2"),
+            "log",
+            r#"{"seq":2,"stream":"stdout","line":"b"}"#,
+        ));
+        f.accept(event(
+            Some("life7-2"),
+            "log",
+            r#"{"seq":2,"stream":"stdout","line":"b"}"#,
+        ));
+        assert_eq!(
+            (f.last_seq(), f.last_id.as_deref()),
+            (Some(2), Some("life7-2"))
+        );
         assert_eq!(f.pending.len(), 2, "the repeat is dropped");
         assert_eq!(seq_of_id("abc-42"), Some(42));
         assert_eq!(seq_of_id("17"), Some(17));
         assert_eq!(seq_of_id("x"), None);
         let url = JobUrl::from_logs_url("http://h/v1/jobs/j/logs?last_event_id=L2-9").unwrap();
         let f = Follower::new(FollowOptions::new(url, None));
-        assert_eq!(f.last_id.as_deref(), Some("L2-9"), "resumed from the URL, opaque");
+        assert_eq!(
+            f.last_id.as_deref(),
+            Some("L2-9"),
+            "resumed from the URL, opaque"
+        );
     }
 }

@@ -440,7 +440,11 @@ mod tests {
                     <center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n";
         let f = ApiFailure::from_body(StatusCode::BAD_GATEWAY, page.as_bytes(), None);
         assert_eq!(f.to_string(), "502 Bad Gateway (502 bad_gateway)");
-        let f = ApiFailure::from_body(StatusCode::SERVICE_UNAVAILABLE, b"\n  down\nfor maintenance\n", None);
+        let f = ApiFailure::from_body(
+            StatusCode::SERVICE_UNAVAILABLE,
+            b"\n  down\nfor maintenance\n",
+            None,
+        );
         assert_eq!(f.message, "down");
         let long = "x".repeat(5000);
         let f = ApiFailure::from_body(StatusCode::BAD_GATEWAY, long.as_bytes(), None);

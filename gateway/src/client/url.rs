@@ -215,7 +215,11 @@ pub fn redact(url: &str) -> String {
         cut(&format!("{scheme}://{rest}"), 200)
     };
     if !after.is_empty() {
-        out.push_str(if after.starts_with('?') { "?..." } else { "#..." });
+        out.push_str(if after.starts_with('?') {
+            "?..."
+        } else {
+            "#..."
+        });
     }
     format!("{out:?}")
 }
@@ -336,11 +340,15 @@ mod tests {
         assert_eq!((u.job.as_str(), u.flavor), ("j7", Flavor::V1));
         assert_eq!(u.url_token.as_deref(), Some("eyJ.a.b"));
         assert_eq!(u.stream_path(None, None), "/gw/v1/jobs/j7/logs");
-        let u = JobUrl::from_logs_url("http://h:8/v1/jobs/j/logs?token=t1&last_event_id=5").unwrap();
+        let u =
+            JobUrl::from_logs_url("http://h:8/v1/jobs/j/logs?token=t1&last_event_id=5").unwrap();
         assert_eq!(u.url_token.as_deref(), Some("t1"));
         assert_eq!(u.url_last_event_id.as_deref(), Some("5"));
         let u = JobUrl::from_logs_url("wss://h/build_logs_direct/j/stream?token=t2").unwrap();
-        assert_eq!((u.endpoint.scheme, u.flavor), (Scheme::Https, Flavor::Capgo));
+        assert_eq!(
+            (u.endpoint.scheme, u.flavor),
+            (Scheme::Https, Flavor::Capgo)
+        );
         assert_eq!((u.job.as_str(), u.url_token.as_deref()), ("j", Some("t2")));
         let u = JobUrl::from_logs_url("http://h/build_logs_direct/j?last_sequence=9").unwrap();
         assert_eq!(u.url_last_event_id.as_deref(), Some("9"));
@@ -357,7 +365,10 @@ mod tests {
             let err = JobUrl::from_logs_url(url).unwrap_err().to_string();
             assert!(!err.contains("SECRET"), "{url}: {err}");
         }
-        assert_eq!(redact("http://h/v1/jobs/j/view#token=x"), r#""http://h/v1/jobs/j/view#...""#);
+        assert_eq!(
+            redact("http://h/v1/jobs/j/view#token=x"),
+            r#""http://h/v1/jobs/j/view#...""#
+        );
     }
 
     #[test]
