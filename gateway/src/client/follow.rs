@@ -424,12 +424,12 @@ impl Follower {
     }
 }
 
-/// The seq in an event id: the id itself, or its trailing digits (an id carrying the
-/// job's life before the seq).
+/// The seq in an event id: the id itself, or its leading digits (the gateway writes
+/// `<seq>-<life>`).
 fn seq_of_id(id: &str) -> Option<u64> {
     let id = id.trim();
-    let digits = id.len() - id.trim_end_matches(|c: char| c.is_ascii_digit()).len();
-    id[id.len() - digits..].parse().ok()
+    let digits = id.len() - id.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+    id[..digits].parse().ok()
 }
 
 impl Record {
@@ -585,7 +585,7 @@ mod tests {
             (Some(2), Some("life7-2"))
         );
         assert_eq!(f.pending.len(), 2, "the repeat is dropped");
-        assert_eq!(seq_of_id("abc-42"), Some(42));
+        assert_eq!(seq_of_id("42-19ab3f0c2e1"), Some(42));
         assert_eq!(seq_of_id("17"), Some(17));
         assert_eq!(seq_of_id("x"), None);
         let url = JobUrl::from_logs_url("http://h/v1/jobs/j/logs?last_event_id=L2-9").unwrap();
