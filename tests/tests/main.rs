@@ -23,6 +23,7 @@ mod publish;
 mod readme;
 mod redis;
 mod sse_clients;
+mod startup;
 mod stream;
 mod tls;
 mod view;
