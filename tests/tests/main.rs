@@ -22,6 +22,7 @@ mod process;
 mod publish;
 mod readme;
 mod redis;
+mod redis_ha;
 mod sse_clients;
 mod startup;
 mod stream;

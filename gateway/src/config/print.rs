@@ -162,6 +162,11 @@ pub(super) fn values(c: &Config) -> Vec<(&'static str, Option<Value>)> {
                     .as_ref()
                     .map_or(DEFAULT_REDIS_TIMEOUT, |r| r.timeout)
                     .as_millis() as u64),
+                "redis_wait_replicas" => int(c
+                    .store
+                    .redis
+                    .as_ref()
+                    .map_or(0, |r| u64::from(r.wait_replicas))),
                 "fsync" => text(match c.store.fsync {
                     Fsync::Interval(_) => "interval",
                     Fsync::Always => "always",

@@ -67,7 +67,12 @@ const SECTIONS: &[(&str, &[&str])] = &[
     ),
     (
         "Several instances (README: Running several instances)",
-        &["redis_url", "redis_cluster", "redis_timeout_ms"],
+        &[
+            "redis_url",
+            "redis_cluster",
+            "redis_timeout_ms",
+            "redis_wait_replicas",
+        ],
     ),
     ("Shutdown", &["shutdown_grace_secs", "drain_timeout_secs"]),
     (
@@ -270,9 +275,10 @@ mod tests {
         assert_eq!(flags, keys);
     }
 
-    /// `4 MiB` as `4194304`, strings unquoted, so help and TOML compare.
+    /// `4 MiB` as `4194304`, strings unquoted, a note after a comma dropped (`0, no
+    /// wait`), so help and TOML compare.
     fn normal(value: &str) -> String {
-        let value = value.trim_matches('"');
+        let value = value.split(", ").next().unwrap_or(value).trim_matches('"');
         for (unit, factor) in [(" KiB", 1u64 << 10), (" MiB", 1 << 20), (" GiB", 1 << 30)] {
             if let Some(n) = value.strip_suffix(unit).and_then(|n| n.parse::<u64>().ok()) {
                 return (n * factor).to_string();

@@ -4,10 +4,15 @@
 //! script, so two instances never give one seq to two records. Each instance follows the
 //! jobs its readers watch ([`tail`]) into their local rings.
 
+pub(crate) mod errors;
 pub(crate) mod keys;
 pub(crate) mod lease;
 pub(crate) mod link;
+pub(crate) mod metrics;
+pub(crate) mod policy;
+pub(crate) mod replicas;
 pub(crate) mod script;
+pub(crate) mod sharded;
 pub(crate) mod tail;
 #[cfg(test)]
 mod tests;
@@ -15,13 +20,12 @@ mod tests;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime};
 
-use super::{Appended, Batch, Follower, Fsync, Progress, Recovered, Shared, Store, StoreError};
-use super::{Loaded, Tombstone};
+use super::{Appended, Follower, Fsync, Opened, Progress, Recovered, Store, StoreError, Tombstone};
 use crate::entry::Entry;
 use crate::job_id::JobId;
-use crate::job_log::Incoming;
 use crate::record::JobStatus;
-use keys::{decode_tombstone, JobKeys};
+use crate::rules::Incoming;
+use keys::JobKeys;
 use link::{Bridge, Conn};
 use script::{Common, Prepared};
 use tail::Followed;
@@ -34,6 +38,8 @@ pub(crate) struct RedisSettings {
     pub(crate) cluster: bool,
     /// A round trip takes at most this long before the store reports Redis unavailable.
     pub(crate) timeout: Duration,
+    /// Replicas that must have an append before it is acknowledged (0: none).
+    pub(crate) wait_replicas: u32,
     /// A finished job's keys expire this long after it finished.
     pub(crate) retention: Duration,
     /// Its tombstone answers 410 this much longer.
@@ -42,8 +48,10 @@ pub(crate) struct RedisSettings {
 
 /// Records sent to the script per call at most, so one call never holds Redis long.
 const MAX_SCRIPT_RECORDS: usize = 1000;
-/// How often readiness is checked.
-const HEALTH_EVERY: Duration = Duration::from_secs(1);
+/// How often readiness is checked, and how long its `PING` may take: `/readyz` turns
+/// 503 within 1.5 s of Redis going away or freezing.
+const HEALTH_EVERY: Duration = Duration::from_millis(500);
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The shared store.
 pub(crate) struct RedisStore {
@@ -55,6 +63,8 @@ pub(crate) struct RedisStore {
     unready: Arc<Mutex<Option<String>>>,
     /// The lifecycle sweep's place in `tailgate:jobs`.
     sweep: lease::Sweep,
+    /// Replicas an append waits for (`--redis-wait-replicas`).
+    replicas: replicas::Replicas,
 }
 
 impl RedisStore {
@@ -78,6 +88,7 @@ impl RedisStore {
             followed: Arc::new(Followed::default()),
             unready: Arc::new(Mutex::new(Some("redis: not connected yet".into()))),
             sweep: lease::Sweep::default(),
+            replicas: replicas::Replicas::new(settings.wait_replicas, settings.timeout),
         });
         store
             .bridge
@@ -139,7 +150,48 @@ impl RedisStore {
         let reply = self.call(job, "append", |inv| {
             script::append_args(inv, records, ts, max_log_bytes)
         })?;
+        if !self.replicas.is_off() {
+            let (replicas, conn) = (self.replicas, self.conn.clone());
+            let confirmed = self.bridge.block(async move { replicas.wait(&conn).await });
+            self.noted(confirmed.and_then(|n| self.replicas.check(n)))?;
+        }
         script::decode_append(&reply, records, ts).map_err(StoreError::Io)
+    }
+}
+
+impl RedisStore {
+    /// Ends the job as its lifecycle says (the script's `end` op), once, whichever
+    /// instance asks first.
+    pub(crate) fn end_job_if_idle(
+        &self,
+        job: &JobId,
+        lost_before_ms: u64,
+        expired_before_ms: u64,
+    ) -> Result<Appended, StoreError> {
+        let ts = SystemTime::now();
+        let records = [
+            script::prepare_status(JobStatus::Lost, ts),
+            script::prepare_status(JobStatus::Expired, ts),
+        ];
+        let now = script::ms(ts);
+        let mut inv = script::invocation(job, "end", now, &self.common);
+        inv.arg(lost_before_ms)
+            .arg(records[0].rest())
+            .arg(expired_before_ms)
+            .arg(records[1].rest());
+        let conn = self.conn.clone();
+        let reply = self.noted(
+            self.bridge
+                .block(async move { conn.invoke::<redis::Value>(&inv).await }),
+        )?;
+        let mut appended = script::decode_append(&reply, &records, ts).map_err(StoreError::Io)?;
+        // The script names the one record it stored as the first; it is whichever
+        // status the job took.
+        if appended.progress.status == JobStatus::Expired {
+            let reply = script::decode_append(&reply, &records[1..], ts).map_err(StoreError::Io)?;
+            appended = reply;
+        }
+        Ok(appended)
     }
 }
 
@@ -147,13 +199,17 @@ impl RedisStore {
 /// time Redis comes back, so appends run it by its SHA.
 async fn health(conn: Conn, unready: Arc<Mutex<Option<String>>>) {
     let mut loaded = false;
+    let mut ever_ready = false;
     loop {
-        let ping: redis::RedisResult<String> = conn.query(&redis::cmd("PING")).await;
+        let ping = tokio::time::timeout(HEALTH_TIMEOUT, conn.query::<String>(&redis::cmd("PING")))
+            .await
+            .unwrap_or_else(|_| Err(redis::RedisError::from((redis::ErrorKind::Io, "timed out"))));
         let state = match ping {
             Ok(_) if loaded => None,
             Ok(_) => match load_script(&conn).await {
                 Ok(()) => {
                     loaded = true;
+                    policy::check(&conn).await;
                     tracing::info!("redis is ready");
                     None
                 }
@@ -171,6 +227,10 @@ async fn health(conn: Conn, unready: Arc<Mutex<Option<String>>>) {
         if let (Some(why), None) = (&state, &was) {
             tracing::warn!(error = %why, "redis is unavailable");
         }
+        if state.is_none() && was.is_some() && ever_ready {
+            metrics::get().reconnected();
+        }
+        ever_ready |= state.is_none();
         tokio::time::sleep(HEALTH_EVERY).await;
     }
 }
@@ -188,26 +248,65 @@ impl Store for RedisStore {
         true
     }
 
-    fn create(&self, job: &JobId, _progress: &Progress) -> Result<(), StoreError> {
-        self.load_job(job).map(|_| ())
+    fn drops_idle_copies(&self) -> bool {
+        // Redis holds the job for every instance, and the lease sweep ends it.
+        true
     }
 
-    fn append(&self, _job: &JobId, _batch: Batch<'_>) -> Result<(), StoreError> {
-        Err(StoreError::Io(
-            "redis assigns seqs: appends go through the shared store".into(),
-        ))
+    fn open(&self, job: &JobId, _held: Option<&str>) -> Result<Opened, StoreError> {
+        // Every request asks: another instance may have moved the job on, or Redis may
+        // have lost it (a new life).
+        Ok(match self.load_job(job)? {
+            script::Loaded::Job {
+                recovered, epoch, ..
+            } => Opened::Job {
+                recovered,
+                life: epoch,
+            },
+            script::Loaded::Gone(tombstone) => Opened::Gone(tombstone),
+        })
+    }
+
+    fn append(
+        &self,
+        job: &JobId,
+        _cached: &Progress,
+        batch: Vec<Incoming>,
+        max_log_bytes: u64,
+    ) -> Result<Appended, StoreError> {
+        let ts = SystemTime::now();
+        let records: Vec<Prepared> = batch.into_iter().map(|i| script::prepare(i, ts)).collect();
+        let mut total = Appended::default();
+        for chunk in records.chunks(MAX_SCRIPT_RECORDS) {
+            let appended = self.run_append(job, chunk, ts, max_log_bytes)?;
+            total.absorb(appended);
+            if total.finished {
+                break;
+            }
+        }
+        Ok(total)
+    }
+
+    fn end_if_idle(
+        &self,
+        job: &JobId,
+        _cached: &Progress,
+        lost_before_ms: u64,
+        expired_before_ms: u64,
+    ) -> Result<Appended, StoreError> {
+        self.end_job_if_idle(job, lost_before_ms, expired_before_ms)
     }
 
     fn note(
         &self,
         job: &JobId,
-        progress: &Progress,
+        activity_ms: u64,
         confirm: Option<(u64, u64)>,
     ) -> Result<(), StoreError> {
         // Best effort and off the caller's path: a lost note only moves the lifecycle
         // or a Capgo resume back a little.
         let mut inv = script::invocation(job, "note", super::now_ms(), &self.common);
-        inv.arg(progress.activity_ms);
+        inv.arg(activity_ms);
         match confirm {
             Some((hash, id)) => inv.arg(hash).arg(id),
             None => inv.arg("").arg(""),
@@ -266,26 +365,9 @@ impl Store for RedisStore {
         Fsync::Never
     }
 
-    fn load(&self, job: &JobId) -> Option<Recovered> {
-        match self.load_job(job) {
-            Ok(script::Loaded::Job { recovered, .. }) => Some(recovered),
-            _ => None,
-        }
-    }
-
     fn recover(&self) -> Vec<Recovered> {
         // Jobs load from Redis on first use.
         Vec::new()
-    }
-
-    fn tombstone(&self, job: &JobId) -> Option<Tombstone> {
-        let key = JobKeys::new(job).gone;
-        let conn = self.conn.clone();
-        let raw: Option<String> = self
-            .bridge
-            .block(async move { conn.query(redis::cmd("GET").arg(key)).await })
-            .ok()?;
-        decode_tombstone(&raw?)
     }
 
     fn forget(&self, _job: &JobId, _tombstone: Tombstone) -> bool {
@@ -299,83 +381,6 @@ impl Store for RedisStore {
 
     fn flush(&self) {}
 
-    fn shared(&self) -> Option<&dyn Shared> {
-        Some(self)
-    }
-
-    fn unready(&self) -> Option<String> {
-        self.unready
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-}
-
-impl Shared for RedisStore {
-    fn append(
-        &self,
-        job: &JobId,
-        batch: Vec<Incoming>,
-        max_log_bytes: u64,
-    ) -> Result<Appended, StoreError> {
-        let ts = SystemTime::now();
-        let records: Vec<Prepared> = batch.into_iter().map(|i| script::prepare(i, ts)).collect();
-        let mut total = Appended::default();
-        for chunk in records.chunks(MAX_SCRIPT_RECORDS) {
-            let appended = self.run_append(job, chunk, ts, max_log_bytes)?;
-            total.absorb(appended);
-            if total.finished {
-                break;
-            }
-        }
-        Ok(total)
-    }
-
-    fn load(&self, job: &JobId) -> Result<Loaded, StoreError> {
-        Ok(match self.load_job(job)? {
-            script::Loaded::Job {
-                recovered, epoch, ..
-            } => Loaded::Job { recovered, epoch },
-            script::Loaded::Gone(tombstone) => Loaded::Gone(tombstone),
-        })
-    }
-
-    fn end_if_idle(
-        &self,
-        job: &JobId,
-        lost_before_ms: u64,
-        expired_before_ms: u64,
-    ) -> Result<Appended, StoreError> {
-        let ts = SystemTime::now();
-        let records = [
-            script::prepare_status(JobStatus::Lost, ts),
-            script::prepare_status(JobStatus::Expired, ts),
-        ];
-        let now = script::ms(ts);
-        let mut inv = script::invocation(job, "end", now, &self.common);
-        inv.arg(lost_before_ms)
-            .arg(records[0].rest())
-            .arg(expired_before_ms)
-            .arg(records[1].rest());
-        let conn = self.conn.clone();
-        let reply = self.noted(
-            self.bridge
-                .block(async move { conn.invoke::<redis::Value>(&inv).await }),
-        )?;
-        let mut appended = script::decode_append(&reply, &records, ts).map_err(StoreError::Io)?;
-        // The script names the one record it stored as the first; it is whichever
-        // status the job took.
-        if appended.progress.status == JobStatus::Expired {
-            let reply = script::decode_append(&reply, &records[1..], ts).map_err(StoreError::Io)?;
-            appended = reply;
-        }
-        Ok(appended)
-    }
-
-    fn follow(&self, job: &JobId, epoch: &str, follower: Weak<dyn Follower>) {
-        self.followed.register(job, epoch, follower);
-    }
-
     fn sweep_lifecycle(
         &self,
         lost_before_ms: u64,
@@ -385,8 +390,15 @@ impl Shared for RedisStore {
         self.sweep_jobs(lost_before_ms, expired_before_ms, lease.as_millis() as u64)
     }
 
-    fn is_life(&self, job: &JobId, epoch: &str) -> bool {
-        self.followed.is_life(job, epoch)
+    fn follow(&self, job: &JobId, life: &str, follower: Weak<dyn Follower>) {
+        self.followed.register(job, life, follower);
+    }
+
+    fn unready(&self) -> Option<String> {
+        self.unready
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     fn wake(&self, job: &JobId) {
