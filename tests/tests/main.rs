@@ -6,6 +6,7 @@ mod auth;
 mod capgo_cli;
 mod capgo_routes;
 mod capgo_ws;
+mod cli_edges;
 mod cli_push;
 mod cli_tail;
 mod cli_token;
