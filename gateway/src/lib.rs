@@ -78,4 +78,4 @@ pub(crate) mod wire;
 pub use config::Config;
 pub use server::{check_store, run, serve, Listeners, ServerError};
 pub use store::open::StoreOpenError;
-pub use tls::TlsError;
+pub use tls::{check as check_tls, TlsError};

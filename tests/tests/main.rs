@@ -27,6 +27,7 @@ mod redis;
 mod redis_ha;
 mod sse_clients;
 mod stall;
+mod startup;
 mod stream;
 mod tls;
 mod view;
