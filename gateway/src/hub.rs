@@ -89,8 +89,13 @@ impl Hub {
         if let Some(shared) = self.store.shared() {
             return self.shared_job(shared, id);
         }
-        if let Some(job) = self.jobs.get(id) {
-            return Ok(Arc::clone(&job));
+        if let Some(job) = self.jobs.get(id).map(|j| Arc::clone(&j)) {
+            // A finished job the disk budget deleted under its memory copy answers from
+            // its tombstone, as after the next sweep.
+            if !(job.is_finished() && self.store.is_durable() && self.store.load(id).is_none()) {
+                return Ok(job);
+            }
+            self.jobs.remove(id);
         }
         if self.jobs.len() >= self.settings.max_jobs {
             self.reap(Instant::now());
