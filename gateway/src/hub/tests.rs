@@ -138,7 +138,10 @@ fn a_finished_job_the_disk_budget_deleted_answers_from_its_tombstone() {
     for _ in 0..10 {
         lines(&new, 10, 200);
     }
-    assert!(hub.store().load(&id("old")).is_none(), "deleted from disk");
+    assert!(
+        !dir.0.join("jobs/old.spool").exists(),
+        "deleted from disk"
+    );
     assert!(
         matches!(hub.job(&id("old")), Err(JobError::Expired(_))),
         "410 from the tombstone, not the ring's tail after a gap"
