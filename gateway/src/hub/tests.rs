@@ -120,7 +120,7 @@ fn a_finished_job_the_disk_budget_deleted_answers_from_its_tombstone() {
         dir: dir.0.clone(),
         fsync: crate::store::Fsync::Never,
         disk_retention: Duration::from_secs(3600),
-        max_disk_bytes: 64 * 1024,
+        max_disk_bytes: 40 * 1024,
         tombstone_ttl: Duration::from_secs(3600),
     })
     .unwrap();

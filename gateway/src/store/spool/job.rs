@@ -61,7 +61,8 @@ impl SpoolJob {
                 writer: None,
                 len,
                 // Nothing is assumed on disk: a crash may have left it in the page cache.
-                synced: 0,
+                // A broken spool is never written, so never synced.
+                synced: if broken.is_some() { len } else { 0 },
                 entry_synced: false,
                 index,
                 progress,
@@ -111,6 +112,14 @@ impl SpoolJob {
     ) -> Result<u64, StoreError> {
         if let Some(why) = &st.broken {
             return Err(StoreError::Io(why.clone()));
+        }
+        // Publishing refuses these first; a frame too large would read back as damage.
+        if let Some(big) = records.iter().find(|e| e.json().len() > frame::max_payload()) {
+            return Err(StoreError::Io(format!(
+                "a record of {} bytes is over the spool's frame limit of {} bytes",
+                big.json().len(),
+                frame::max_payload()
+            )));
         }
         let mut buf = BytesMut::new();
         let mut implied = st.progress;
