@@ -225,7 +225,8 @@ pub(crate) fn apply(
         // Any other status counts like a line, so repeated `running` cannot fill a disk
         // past the limit. Once truncated, the log stays truncated (no later short line
         // slips in).
-        let always = matches!(incoming.body, RecordBody::Status { status, .. } if status.is_terminal());
+        let always =
+            matches!(incoming.body, RecordBody::Status { status, .. } if status.is_terminal());
         if !always && (draft.truncated || draft.stored_bytes + len > max_log_bytes) {
             draft.dropped_lines += 1;
             if !draft.truncated {
@@ -303,7 +304,11 @@ mod tests {
         assert!(a.progress.truncated);
         assert_eq!(a.progress.dropped_lines + a.entries.len() as u64 - 1, 500);
         let done = apply(&a.progress, [status(JobStatus::Succeeded)], 1024, &now);
-        assert_eq!(done.progress.status, JobStatus::Succeeded, "a job can always end");
+        assert_eq!(
+            done.progress.status,
+            JobStatus::Succeeded,
+            "a job can always end"
+        );
     }
 
     fn line(n: Option<u64>, text: &str) -> Incoming {

@@ -646,7 +646,11 @@ async fn a_flipped_byte_mid_spool_costs_one_record_and_readers_get_a_gap_for_it(
             _ => seqs.push(e.seq()),
         }
     }
-    assert_eq!(gaps, vec![(Some(500), Some(500))], "the lost record is a gap");
+    assert_eq!(
+        gaps,
+        vec![(Some(500), Some(500))],
+        "the lost record is a gap"
+    );
     let want: Vec<u64> = (1..=1001).filter(|&s| s != 500).collect();
     assert_eq!(seqs, want, "everything intact, the final status included");
     let aside: Vec<String> = std::fs::read_dir(data.join("jobs"))
@@ -655,7 +659,10 @@ async fn a_flipped_byte_mid_spool_costs_one_record_and_readers_get_a_gap_for_it(
         .filter(|n| n.starts_with("flipped.spool.damaged-"))
         .collect();
     assert_eq!(aside.len(), 1, "the damaged file is kept");
-    assert_eq!(std::fs::read(data.join(&format!("jobs/{}", aside[0]))).unwrap(), bytes);
+    assert_eq!(
+        std::fs::read(data.join(&format!("jobs/{}", aside[0]))).unwrap(),
+        bytes
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

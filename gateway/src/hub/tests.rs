@@ -124,11 +124,7 @@ fn a_finished_job_the_disk_budget_deleted_answers_from_its_tombstone() {
         tombstone_ttl: Duration::from_secs(3600),
     })
     .unwrap();
-    let hub = Hub::new(
-        settings(10),
-        Arc::new(MemoryBudget::new(usize::MAX)),
-        spool,
-    );
+    let hub = Hub::new(settings(10), Arc::new(MemoryBudget::new(usize::MAX)), spool);
     let old = hub.job(&id("old")).unwrap();
     lines(&old, 100, 200);
     finish(&old);
@@ -138,10 +134,7 @@ fn a_finished_job_the_disk_budget_deleted_answers_from_its_tombstone() {
     for _ in 0..10 {
         lines(&new, 10, 200);
     }
-    assert!(
-        !dir.0.join("jobs/old.spool").exists(),
-        "deleted from disk"
-    );
+    assert!(!dir.0.join("jobs/old.spool").exists(), "deleted from disk");
     assert!(
         matches!(hub.job(&id("old")), Err(JobError::Expired(_))),
         "410 from the tombstone, not the ring's tail after a gap"

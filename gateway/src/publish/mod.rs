@@ -399,7 +399,10 @@ mod tests {
         let (at, message) = p.push(&Bytes::from(line)).unwrap();
         assert_eq!(at, 1);
         assert!(p.sink.too_large);
-        assert!(message.contains(&frame::max_payload().to_string()), "{message}");
+        assert!(
+            message.contains(&frame::max_payload().to_string()),
+            "{message}"
+        );
         assert!(p.take().is_empty(), "nothing of it is appended");
         let mut p = Parser::new(Format::Text, Stream::Stdout, limits, None);
         assert_eq!(p.push(&Bytes::from_static(b"\x01 fits\n")), None);

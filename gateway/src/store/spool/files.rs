@@ -67,7 +67,10 @@ pub(crate) fn open_read(path: &Path) -> std::io::Result<File> {
 pub(crate) fn read(path: &Path) -> std::io::Result<Vec<u8>> {
     const MAX: u64 = 64 * 1024;
     let mut out = Vec::new();
-    std::io::Read::read_to_end(&mut std::io::Read::take(open_read(path)?, MAX + 1), &mut out)?;
+    std::io::Read::read_to_end(
+        &mut std::io::Read::take(open_read(path)?, MAX + 1),
+        &mut out,
+    )?;
     if out.len() as u64 > MAX {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidData,
@@ -84,7 +87,13 @@ pub(crate) fn write_new(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 
 /// Creates (or empties) a data file for writing.
 pub(crate) fn create(path: &Path) -> std::io::Result<File> {
-    let file = regular(options().write(true).create(true).truncate(false).open(path)?)?;
+    let file = regular(
+        options()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?,
+    )?;
     file.set_len(0)?;
     Ok(file)
 }

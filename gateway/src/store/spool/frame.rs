@@ -376,7 +376,11 @@ mod tests {
             })
             .collect();
         assert_eq!(found, starts);
-        assert_eq!(plausible(&buf[..], 2), None, "seq 1 is before the seq expected");
+        assert_eq!(
+            plausible(&buf[..], 2),
+            None,
+            "seq 1 is before the seq expected"
+        );
     }
 
     #[test]

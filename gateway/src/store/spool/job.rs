@@ -114,7 +114,10 @@ impl SpoolJob {
             return Err(StoreError::Io(why.clone()));
         }
         // Publishing refuses these first; a frame too large would read back as damage.
-        if let Some(big) = records.iter().find(|e| e.json().len() > frame::max_payload()) {
+        if let Some(big) = records
+            .iter()
+            .find(|e| e.json().len() > frame::max_payload())
+        {
             return Err(StoreError::Io(format!(
                 "a record of {} bytes is over the spool's frame limit of {} bytes",
                 big.json().len(),

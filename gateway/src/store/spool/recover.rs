@@ -34,7 +34,10 @@ pub(crate) fn recover_one(path: PathBuf) -> SpoolJob {
             },
             Err(e) => {
                 tracing::warn!(spool.path = %path.display(), error = %e, "cannot set a damaged spool aside");
-                return broken(format!("the spool is damaged and cannot be rebuilt: {e}"), path);
+                return broken(
+                    format!("the spool is damaged and cannot be rebuilt: {e}"),
+                    path,
+                );
             }
         },
         None => scanned,
@@ -75,17 +78,21 @@ fn broken(why: String, path: PathBuf) -> SpoolJob {
     progress.finished_ms = Some(created);
     let len = meta.filter(|m| m.is_file()).map_or(0, |m| m.len());
     tracing::warn!(spool.path = %path.display(), error = %why, "spool cannot be recovered");
-    SpoolJob::new(path, len, Default::default(), progress, Vec::new(), Some(why))
+    SpoolJob::new(
+        path,
+        len,
+        Default::default(),
+        progress,
+        Vec::new(),
+        Some(why),
+    )
 }
 
 /// Keeps the damaged spool at `path` under another name and puts a clean copy of its
 /// intact frames in its place. At every moment `path` names either the damaged file or
 /// the whole clean copy.
 fn rebuild(path: &Path, damage: &Damage) -> std::io::Result<()> {
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("spool");
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("spool");
     let dir = path.parent().unwrap_or(Path::new("."));
     let aside = dir.join(format!(
         "{name}{}-{}",

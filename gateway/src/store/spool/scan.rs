@@ -112,9 +112,7 @@ pub(crate) fn scan(mut file: File) -> Result<Scanned, ScanError> {
                     };
                     if let (true, Some(p)) = (resumed, &progress) {
                         if meta.progress.next_seq > p.next_seq {
-                            damage
-                                .lost
-                                .push((p.next_seq, meta.progress.next_seq - 1));
+                            damage.lost.push((p.next_seq, meta.progress.next_seq - 1));
                         }
                     }
                     if let Some((hash, id)) = meta.confirm {

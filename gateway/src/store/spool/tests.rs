@@ -398,12 +398,21 @@ fn one_flipped_byte_costs_one_record_and_the_damaged_file_is_kept() {
             let p = got.progress;
             assert_eq!(
                 (p.next_seq, p.status, p.exit_code, p.finished_ms),
-                (before.next_seq, before.status, before.exit_code, before.finished_ms),
+                (
+                    before.next_seq,
+                    before.status,
+                    before.exit_code,
+                    before.finished_ms
+                ),
                 "the status and the last seq survive ({restart})"
             );
             assert_eq!(p.lines, before.lines - 1, "the lost line is not counted");
             let all = spool.read(&job, 1, 2000, usize::MAX).unwrap();
-            assert_eq!(seqs(&all), (1..=499).collect::<Vec<_>>(), "up to the damage");
+            assert_eq!(
+                seqs(&all),
+                (1..=499).collect::<Vec<_>>(),
+                "up to the damage"
+            );
             assert!(spool.read(&job, 500, 500, 1 << 20).unwrap().is_empty());
             let after = spool.read(&job, 500, 2000, usize::MAX).unwrap();
             assert_eq!(
@@ -477,7 +486,7 @@ fn fifos_and_symlinks_in_the_data_dir_do_not_hang_or_leak_start_up() {
     let jobs = dir.0.join(files::JOBS);
     rustix::fs::mknodat(
         rustix::fs::CWD,
-        &jobs.join("fifo.spool"),
+        jobs.join("fifo.spool"),
         rustix::fs::FileType::Fifo,
         rustix::fs::Mode::from_raw_mode(0o600),
         0,
@@ -498,7 +507,11 @@ fn fifos_and_symlinks_in_the_data_dir_do_not_hang_or_leak_start_up() {
         .expect("start-up must not block on a FIFO")
         .unwrap();
     for job in jobs_seen {
-        assert!(job.broken.as_deref().unwrap().contains("regular file") || job.broken.as_deref().unwrap().contains("symbolic link"), "{job:?}");
+        assert!(
+            job.broken.as_deref().unwrap().contains("regular file")
+                || job.broken.as_deref().unwrap().contains("symbolic link"),
+            "{job:?}"
+        );
         assert!(job.progress.status.is_terminal());
     }
     assert_eq!(std::fs::read(&outside).unwrap(), b"not yours");
@@ -560,9 +573,7 @@ fn an_fsync_returns_only_after_one_that_covers_the_callers_write() {
     let release_rx = Mutex::new(release_rx);
     let counted = Arc::clone(&fsyncs);
     files::hooks::on_fsync(&dir.0, move |path| {
-        if path.extension().is_some_and(|e| e == "spool")
-            && counted.load(Ordering::SeqCst) == 2
-        {
+        if path.extension().is_some_and(|e| e == "spool") && counted.load(Ordering::SeqCst) == 2 {
             let _ = entered_tx.send(());
             let _ = release_rx.lock().unwrap().recv();
         }
@@ -584,5 +595,38 @@ fn an_fsync_returns_only_after_one_that_covers_the_callers_write() {
     a.join().unwrap().unwrap();
     b_rx.recv().unwrap().unwrap();
     assert_eq!(spool.jobs.get(&job).unwrap().unsynced(), None);
-    assert_eq!(fsyncs.load(Ordering::SeqCst), 3, "the later write got its own fsync");
+    assert_eq!(
+        fsyncs.load(Ordering::SeqCst),
+        3,
+        "the later write got its own fsync"
+    );
+}
+
+#[test]
+fn garbage_at_the_end_is_set_aside_and_zeros_are_cut() {
+    for (tail, damaged) in [(b"\x07 not a frame at all ".repeat(4), true), (vec![0u8; 100], false)] {
+        let dir = TempDir::new("spool-tail");
+        let job = JobId::parse("tail").unwrap();
+        let jobs = dir.0.join(files::JOBS);
+        let path = files::spool_path(&jobs, &job);
+        {
+            let spool = Spool::open(settings(&dir)).unwrap();
+            spool.create(&job, &Progress::new(1)).unwrap();
+            lines(&spool, &job, Progress::new(1), 20, false);
+        }
+        let whole = std::fs::read(&path).unwrap();
+        let mut bytes = whole.clone();
+        bytes.extend_from_slice(&tail);
+        std::fs::write(&path, &bytes).unwrap();
+        let spool = Spool::open(settings(&dir)).unwrap();
+        assert_eq!(spool.load(&job).unwrap().progress.last_seq(), 20);
+        assert_eq!(seqs(&spool.read(&job, 1, 20, usize::MAX).unwrap()).len(), 20);
+        assert_eq!(std::fs::read(&path).unwrap(), whole, "the spool is its intact frames");
+        let aside = std::fs::read_dir(&jobs)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().contains(".damaged-"))
+            .count();
+        assert_eq!(aside, usize::from(damaged), "garbage is kept aside, zeros are not");
+    }
 }
