@@ -604,7 +604,10 @@ fn an_fsync_returns_only_after_one_that_covers_the_callers_write() {
 
 #[test]
 fn garbage_at_the_end_is_set_aside_and_zeros_are_cut() {
-    for (tail, damaged) in [(b"\x07 not a frame at all ".repeat(4), true), (vec![0u8; 100], false)] {
+    for (tail, damaged) in [
+        (b"\x07 not a frame at all ".repeat(4), true),
+        (vec![0u8; 100], false),
+    ] {
         let dir = TempDir::new("spool-tail");
         let job = JobId::parse("tail").unwrap();
         let jobs = dir.0.join(files::JOBS);
@@ -620,13 +623,24 @@ fn garbage_at_the_end_is_set_aside_and_zeros_are_cut() {
         std::fs::write(&path, &bytes).unwrap();
         let spool = Spool::open(settings(&dir)).unwrap();
         assert_eq!(spool.load(&job).unwrap().progress.last_seq(), 20);
-        assert_eq!(seqs(&spool.read(&job, 1, 20, usize::MAX).unwrap()).len(), 20);
-        assert_eq!(std::fs::read(&path).unwrap(), whole, "the spool is its intact frames");
+        assert_eq!(
+            seqs(&spool.read(&job, 1, 20, usize::MAX).unwrap()).len(),
+            20
+        );
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            whole,
+            "the spool is its intact frames"
+        );
         let aside = std::fs::read_dir(&jobs)
             .unwrap()
             .flatten()
             .filter(|e| e.file_name().to_string_lossy().contains(".damaged-"))
             .count();
-        assert_eq!(aside, usize::from(damaged), "garbage is kept aside, zeros are not");
+        assert_eq!(
+            aside,
+            usize::from(damaged),
+            "garbage is kept aside, zeros are not"
+        );
     }
 }
