@@ -337,8 +337,15 @@ async fn a_refused_h1_stream_counts_one_auth_failure_and_replays_add_no_lag() {
         1.0,
         "{text}"
     );
-    assert!(sample(&text, "tailgate_events_delivered_total") >= 1.0, "{text}");
-    assert_eq!(sample(&text, "tailgate_delivery_lag_seconds_count"), 0.0, "{text}");
+    assert!(
+        sample(&text, "tailgate_events_delivered_total") >= 1.0,
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "tailgate_delivery_lag_seconds_count"),
+        0.0,
+        "{text}"
+    );
     assert!(sample(&text, "process_open_fds") > 0.0, "{text}");
     assert!(text.contains("tailgate_build_info{version="), "{text}");
     drop(late);
