@@ -117,9 +117,8 @@ fn rebuild(path: &Path, damage: &Damage) -> std::io::Result<()> {
         spool.tail_lost = damage.tail,
         "a spool was damaged: its intact records were kept, the damaged file set aside"
     );
-    // LIFE HOOK: with `damage.tail`, records after the damage may have been seen by
-    // readers and their seqs will be given again; the job must start a new life here
-    // once lives exist (issue 16 item 2), so resuming readers get `reset`.
+    // With `damage.tail` the scan moved the job's creation time, from which its life
+    // is derived ([`crate::store`]'s local life), so resuming readers get `reset`.
     Ok(())
 }
 

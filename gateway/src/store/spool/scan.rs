@@ -181,6 +181,13 @@ pub(crate) fn scan(mut file: File) -> Result<Scanned, ScanError> {
                 if !torn || !damage.pieces.is_empty() {
                     damage.pieces.push(Piece::Frames(run..end));
                 }
+                if let (false, Some(p)) = (torn, progress.as_mut()) {
+                    // Readers may have seen seqs past the damage: the job starts a new
+                    // life (a job's local life is its creation time), so a resuming
+                    // reader is told to start over instead of meeting reused seqs.
+                    p.created_ms = (p.created_ms + 1).max(crate::store::now_ms());
+                    damage.pieces.push(Piece::Frame(new_life(p)));
+                }
                 break;
             }
         }
@@ -195,6 +202,18 @@ pub(crate) fn scan(mut file: File) -> Result<Scanned, ScanError> {
         confirmations,
         damage: (!damage.pieces.is_empty()).then_some(damage),
     })
+}
+
+/// A meta frame starting the job's new life, carrying `p`.
+fn new_life(p: &Progress) -> Vec<u8> {
+    let meta = Meta {
+        progress: *p,
+        confirm: None,
+        lost: None,
+    };
+    let mut out = BytesMut::new();
+    frame::put_meta(&mut out, &serde_json::to_vec(&meta).unwrap_or_default());
+    out.to_vec()
 }
 
 /// A meta frame saying that the seqs `lost` are gone, carrying `p`.

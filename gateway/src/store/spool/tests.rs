@@ -622,15 +622,23 @@ fn garbage_at_the_end_is_set_aside_and_zeros_are_cut() {
         bytes.extend_from_slice(&tail);
         std::fs::write(&path, &bytes).unwrap();
         let spool = Spool::open(settings(&dir)).unwrap();
-        assert_eq!(spool.load(&job).unwrap().progress.last_seq(), 20);
+        let got = spool.load(&job).unwrap().progress;
+        assert_eq!(got.last_seq(), 20);
+        assert_eq!(
+            got.created_ms > 1,
+            damaged,
+            "damage of unknown extent starts a new life (a new creation time)"
+        );
         assert_eq!(
             seqs(&spool.read(&job, 1, 20, usize::MAX).unwrap()).len(),
             20
         );
+        let now = std::fs::read(&path).unwrap();
+        assert!(now.starts_with(&whole), "the spool is its intact frames");
         assert_eq!(
-            std::fs::read(&path).unwrap(),
-            whole,
-            "the spool is its intact frames"
+            now.len() > whole.len(),
+            damaged,
+            "and the new life's meta frame"
         );
         let aside = std::fs::read_dir(&jobs)
             .unwrap()
