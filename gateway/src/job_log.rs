@@ -334,6 +334,11 @@ impl JobLog {
         match self.store.read(&self.id, from, to, budget).await {
             Ok(older) => match older.first() {
                 Some(e) if e.seq() == from => Read::Entries(older),
+                // Records lost to damage before the next one the store holds.
+                Some(e) if e.seq() > from && e.seq() <= to => Read::Gap {
+                    from,
+                    to: e.seq() - 1,
+                },
                 _ => Read::Gap { from, to },
             },
             Err(e @ StoreError::Unavailable { .. }) => Read::Unavailable(e.report()),

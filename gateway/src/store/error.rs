@@ -42,10 +42,14 @@ pub(crate) enum StoreError {
 }
 
 impl StoreError {
-    /// A failed file operation: `Full` when the disk is full.
-    pub(crate) fn io(what: impl std::fmt::Display, e: std::io::Error) -> Self {
+    /// A failed file operation: `Full` when the disk is full. The OS error is kept as the
+    /// source (its kind and message).
+    pub(crate) fn io(what: impl std::fmt::Display, e: &std::io::Error) -> Self {
         let full = e.raw_os_error() == Some(28) || e.kind() == std::io::ErrorKind::StorageFull;
-        let cause = Some(Cause::Io(Arc::new(e)));
+        let cause = Some(Cause::Io(Arc::new(std::io::Error::new(
+            e.kind(),
+            e.to_string(),
+        ))));
         if full {
             Self::Full {
                 what: format!("{what}: the disk is full"),

@@ -149,7 +149,20 @@ impl Store {
     pub(crate) async fn open(&self, job: &JobId, held: Option<&str>) -> Result<Opened, StoreError> {
         match self {
             Self::Memory(m) => m.open_job(job, held),
-            Self::Spool(_) if held.is_some() => Ok(Opened::Held),
+            // A finished job the disk budget deleted under its memory copy answers from
+            // its tombstone (410), not from what memory still holds of it.
+            Self::Spool(s) if held.is_some() && s.holds(job) => Ok(Opened::Held),
+            Self::Spool(s) if held.is_some() => {
+                let (spool, job) = (Arc::clone(s), job.clone());
+                s.writer
+                    .run(move || {
+                        Ok(match spool.tombstone(&job) {
+                            Some(tombstone) => Opened::Gone(tombstone),
+                            None => Opened::Held,
+                        })
+                    })
+                    .await
+            }
             Self::Spool(s) => {
                 let (spool, job) = (Arc::clone(s), job.clone());
                 s.writer.run(move || spool.open_job(&job)).await
