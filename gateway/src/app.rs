@@ -17,6 +17,7 @@ use crate::store::redis::{RedisSettings, RedisStore};
 use crate::store::spool::{OpenError, Spool, SpoolSettings};
 use crate::store::Store;
 use crate::streams::SubjectStreams;
+use crate::compress::Streams;
 use crate::subscription::Pacing;
 
 /// Shared state of one running gateway.
@@ -37,6 +38,8 @@ pub(crate) struct App {
     /// Cancelled on the shutdown signal, before the grace period: `/readyz` turns 503
     /// while everything else is still served.
     pub(crate) unready: CancellationToken,
+    /// Every job's shared compressed streams, and the catch-up encoders' count.
+    pub(crate) compress: Arc<Streams>,
 }
 
 impl App {
@@ -57,6 +60,7 @@ impl App {
             },
         };
         let memory = Arc::new(MemoryBudget::new(limits.memory_budget_bytes));
+        let compress = Arc::new(Streams::new(config.compression.clone(), memory.clone()));
         let hub = Arc::new(Hub::new(settings, memory, store));
         let capgo = CapgoState::new(&config);
         let connection_slots = Arc::new(Semaphore::new(limits.max_connections));
@@ -70,6 +74,7 @@ impl App {
             connection_slots,
             streams,
             unready: CancellationToken::new(),
+            compress,
         }
     }
 
