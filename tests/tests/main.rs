@@ -9,6 +9,7 @@ mod capgo_ws;
 mod cli_push;
 mod cli_tail;
 mod cli_token;
+mod compression;
 mod deploy;
 mod durability;
 mod fanout;
