@@ -7,6 +7,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::Authenticator;
 use crate::capgo::CapgoState;
+use crate::compress::Streams;
 use crate::config::Config;
 use crate::hub::{Hub, HubSettings};
 use crate::job_log::JobLimits;
@@ -17,7 +18,6 @@ use crate::store::redis::{RedisSettings, RedisStore};
 use crate::store::spool::{OpenError, Spool, SpoolSettings};
 use crate::store::Store;
 use crate::streams::SubjectStreams;
-use crate::compress::Streams;
 use crate::subscription::Pacing;
 
 /// Shared state of one running gateway.

@@ -13,8 +13,8 @@ use serde::Serialize;
 
 use crate::app::App;
 use crate::auth::JobClaims;
-use crate::compress::ReaderCoder;
 use crate::body::{empty, full, Body};
+use crate::compress::ReaderCoder;
 use crate::entry::Kind;
 use crate::error::ApiError;
 use crate::job_id::JobId;
@@ -187,7 +187,15 @@ pub(crate) fn open_stream<B>(
         let shared = app.compress.get(attached.job(), coding, format);
         ReaderCoder::new(shared, app.compress.clone())
     });
-    let sub = Subscription::new(attached, subject, cursor, reset, format, app.pacing(), coder);
+    let sub = Subscription::new(
+        attached,
+        subject,
+        cursor,
+        reset,
+        format,
+        app.pacing(),
+        coder,
+    );
     Ok(Opened::Stream(sub))
 }
 

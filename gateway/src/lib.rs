@@ -33,8 +33,8 @@
 
 pub mod auth;
 pub mod cli;
-pub mod compress;
 pub mod client;
+pub mod compress;
 pub mod config;
 pub mod dev;
 #[doc(hidden)]

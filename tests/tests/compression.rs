@@ -25,7 +25,9 @@ fn build_lines(n: usize) -> String {
                 i % 4
             )),
             1 => body.push_str(&format!("[{i}/{n}] gcc -O2 -c src/f{i}.c\r 42%\n")),
-            _ => body.push_str(&format!("npm http fetch GET 200 https://r.example/p{i} 12ms\n")),
+            _ => body.push_str(&format!(
+                "npm http fetch GET 200 https://r.example/p{i} 12ms\n"
+            )),
         }
     }
     body.push_str("::endgroup::\n");
@@ -62,7 +64,10 @@ async fn curl_decodes_every_coding_to_the_uncompressed_stream() {
     let reply = server.set_status(job, "succeeded", Some(0)).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     for query in ["", "&format=text"] {
-        let url = server.url(&format!("/v1/jobs/{job}/logs?token={}{query}", read_token(job)));
+        let url = server.url(&format!(
+            "/v1/jobs/{job}/logs?token={}{query}",
+            read_token(job)
+        ));
         let (plain, head) = curl(&url, &[]).await;
         assert!(!head.contains("content-encoding"), "{head}");
         assert!(plain.len() > 100_000, "{} bytes", plain.len());
@@ -141,5 +146,9 @@ async fn wait_for(
         false
     })
     .await;
-    assert_eq!(found, Ok(true), "{coding}: the line was not decoded within {LIVE_BOUND:?}");
+    assert_eq!(
+        found,
+        Ok(true),
+        "{coding}: the line was not decoded within {LIVE_BOUND:?}"
+    );
 }

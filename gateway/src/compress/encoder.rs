@@ -69,7 +69,10 @@ impl Encoder {
     }
 
     /// `parts` compressed as one sync-flushed chunk.
-    pub(crate) fn chunk<'a>(&mut self, parts: impl IntoIterator<Item = &'a [u8]>) -> io::Result<Bytes> {
+    pub(crate) fn chunk<'a>(
+        &mut self,
+        parts: impl IntoIterator<Item = &'a [u8]>,
+    ) -> io::Result<Bytes> {
         match self {
             Self::Gzip(z) => {
                 for part in parts {

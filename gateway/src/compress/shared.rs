@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use bytes::Bytes;
 
 use super::encoder::{self, Encoder, Levels};
-use super::{Codings, Coding, CompressionConfig};
+use super::{Coding, Codings, CompressionConfig};
 use crate::entry::Entry;
 use crate::job_log::JobLog;
 use crate::memory::MemoryBudget;
@@ -264,7 +264,11 @@ impl SharedStream {
     }
 
     fn restart(&self, st: &mut State, seq: u64) {
-        let freed: usize = st.chunks.iter().map(|c| c.bytes.len() + CHUNK_OVERHEAD).sum();
+        let freed: usize = st
+            .chunks
+            .iter()
+            .map(|c| c.bytes.len() + CHUNK_OVERHEAD)
+            .sum();
         st.chunks.clear();
         st.window_bytes = 0;
         self.memory.sub(freed);
@@ -326,7 +330,11 @@ impl State {
 impl Drop for SharedStream {
     fn drop(&mut self) {
         let st = lock(&self.state);
-        let mut freed: usize = st.chunks.iter().map(|c| c.bytes.len() + CHUNK_OVERHEAD).sum();
+        let mut freed: usize = st
+            .chunks
+            .iter()
+            .map(|c| c.bytes.len() + CHUNK_OVERHEAD)
+            .sum();
         if st.encoder.is_some() {
             freed += encoder::footprint(self.coding);
         }

@@ -17,15 +17,34 @@ use crate::subscription::{frame_of, Format};
 fn entry(seq: u64) -> Arc<Entry> {
     // Build-log-like lines: repetitive, with colours and a CR progress line now and then.
     let line = match seq % 4 {
-        0 => format!("\\u001b[1m\\u001b[32m   Compiling\\u001b[0m crate-{} v0.{}.0", seq % 17, seq % 5),
-        1 => format!("npm http fetch GET 200 https://registry.example/pkg-{} {}ms", seq % 23, seq % 90),
-        2 => format!("[{seq}/400] gcc -O2 -Wall -c src/file{}.c -o obj/file{}.o", seq % 31, seq % 31),
+        0 => format!(
+            "\\u001b[1m\\u001b[32m   Compiling\\u001b[0m crate-{} v0.{}.0",
+            seq % 17,
+            seq % 5
+        ),
+        1 => format!(
+            "npm http fetch GET 200 https://registry.example/pkg-{} {}ms",
+            seq % 23,
+            seq % 90
+        ),
+        2 => format!(
+            "[{seq}/400] gcc -O2 -Wall -c src/file{}.c -o obj/file{}.o",
+            seq % 31,
+            seq % 31
+        ),
         _ => format!("Downloading pkg-{}.whl (1.{} MB)\\r 45%", seq % 11, seq % 9),
     };
     let json = format!(
         "{{\"seq\":{seq},\"ts\":\"2026-12-02T03:00:00.000Z\",\"stream\":\"stdout\",\"line\":\"{line}\"}}"
     );
-    Arc::new(Entry::from_json(seq, 0, Kind::Log(Stream::Stdout), None, None, &json))
+    Arc::new(Entry::from_json(
+        seq,
+        0,
+        Kind::Log(Stream::Stdout),
+        None,
+        None,
+        &json,
+    ))
 }
 
 fn streams(reset_bytes: usize, max_catchup: usize) -> Arc<Streams> {
@@ -34,7 +53,10 @@ fn streams(reset_bytes: usize, max_catchup: usize) -> Arc<Streams> {
         max_catchup_encoders: max_catchup,
         ..CompressionConfig::default()
     };
-    Arc::new(Streams::new(config, Arc::new(MemoryBudget::new(usize::MAX))))
+    Arc::new(Streams::new(
+        config,
+        Arc::new(MemoryBudget::new(usize::MAX)),
+    ))
 }
 
 /// Decodes a reader's chunks as they come, checking each decodes at once.
@@ -70,7 +92,8 @@ impl Live {
                     let made = (d.total_out() - before_out) as usize;
                     out.extend_from_slice(&buf[..made]);
                     input = &input[used..];
-                    if status == flate2::Status::StreamEnd || (input.is_empty() && made < buf.len()) {
+                    if status == flate2::Status::StreamEnd || (input.is_empty() && made < buf.len())
+                    {
                         break;
                     }
                 }
@@ -238,8 +261,14 @@ fn caught_up_readers_write_the_same_bytes() {
     for coding in [Coding::Gzip, Coding::Zstd] {
         let streams = streams(64 * 1024, 64);
         let owner: Arc<dyn std::any::Any + Send + Sync> = Arc::new(());
-        let mut a = ReaderCoder::new(streams.get_for(owner.clone(), coding, Format::Json), streams.clone());
-        let mut b = ReaderCoder::new(streams.get_for(owner.clone(), coding, Format::Json), streams.clone());
+        let mut a = ReaderCoder::new(
+            streams.get_for(owner.clone(), coding, Format::Json),
+            streams.clone(),
+        );
+        let mut b = ReaderCoder::new(
+            streams.get_for(owner.clone(), coding, Format::Json),
+            streams.clone(),
+        );
         let _ = (a.own(b"x"), b.own(b"x"));
         let first = [entry(1)];
         let _ = (a.entries(&first), b.entries(&first));
@@ -260,10 +289,19 @@ fn accept_encoding_picks_the_gateways_order() {
         h.insert(http::header::ACCEPT_ENCODING, value.parse().unwrap());
         negotiate(&h, &codings.parse().unwrap())
     };
-    assert_eq!(pick("gzip, deflate, br, zstd", "zstd,gzip"), Some(Coding::Zstd));
-    assert_eq!(pick("gzip, deflate, br, zstd", "gzip,zstd"), Some(Coding::Gzip));
+    assert_eq!(
+        pick("gzip, deflate, br, zstd", "zstd,gzip"),
+        Some(Coding::Zstd)
+    );
+    assert_eq!(
+        pick("gzip, deflate, br, zstd", "gzip,zstd"),
+        Some(Coding::Gzip)
+    );
     assert_eq!(pick("gzip, deflate", "zstd,gzip"), Some(Coding::Gzip));
-    assert_eq!(pick("zstd;q=0, gzip;q=0.5", "zstd,gzip"), Some(Coding::Gzip));
+    assert_eq!(
+        pick("zstd;q=0, gzip;q=0.5", "zstd,gzip"),
+        Some(Coding::Gzip)
+    );
     assert_eq!(pick("br, deflate", "zstd,gzip"), None);
     assert_eq!(pick("gzip", "off"), None);
     assert_eq!(negotiate(&HeaderMap::new(), &Codings::default()), None);
