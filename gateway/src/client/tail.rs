@@ -59,6 +59,10 @@ pub struct TailArgs {
     /// long since the last connection that worked, and exit 69.
     #[arg(long, default_value = "10m", value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub give_up_after: Duration,
+    /// Ask for the stream uncompressed (by default it asks for zstd or gzip, about a
+    /// tenth of the bytes).
+    #[arg(long)]
+    pub no_compress: bool,
 }
 
 /// Runs `tailgate tail`.
@@ -109,6 +113,7 @@ async fn follow(args: TailArgs, url: JobUrl, printer: &mut Printer) -> u8 {
     let status_line = std::io::stderr().is_terminal();
     let mut opts = FollowOptions::new(url, args.token);
     opts.give_up_after = Some(args.give_up_after);
+    opts.compress = !args.no_compress;
     if args.no_follow {
         match last_seq(&opts).await {
             Ok(0) => return 0,

@@ -101,8 +101,12 @@ pub(crate) fn segment_end(coding: Coding) -> &'static [u8] {
     }
 }
 
-/// `data` uncompressed in the coding's framing (deflate stored blocks, a zstd frame of raw
-/// blocks), for small reader-own bytes written between segments: keep-alives, gaps.
+/// `data` uncompressed in the coding's framing (deflate stored blocks; zstd raw blocks in a
+/// frame left open, to be ended by [`segment_end`] at the start of the reader's next write),
+/// for small reader-own bytes written between segments: keep-alives, gaps.
+///
+/// A zstd frame never ends at the end of a write, only at the start of the next one:
+/// httpx's zstd decoder (0.28) fails when a chunk ends exactly at a frame's end.
 pub(crate) fn stored(coding: Coding, data: &[u8], out: &mut BytesMut) {
     match coding {
         Coding::Gzip => {
@@ -118,13 +122,8 @@ pub(crate) fn stored(coding: Coding, data: &[u8], out: &mut BytesMut) {
             out.put_slice(ZSTD_MAGIC);
             out.put_u8(0x00); // no single segment, no checksum, no content size
             out.put_u8((ZSTD_WINDOW_LOG as u8 - 10) << 3);
-            let mut blocks = data.chunks(RAW_MAX).peekable();
-            if blocks.peek().is_none() {
-                out.put_slice(ZSTD_FRAME_END);
-            }
-            while let Some(block) = blocks.next() {
-                let last = u32::from(blocks.peek().is_none());
-                let header = ((block.len() as u32) << 3) | last;
+            for block in data.chunks(RAW_MAX) {
+                let header = (block.len() as u32) << 3; // raw, not last
                 out.put_slice(&header.to_le_bytes()[..3]);
                 out.put_slice(block);
             }
@@ -133,8 +132,8 @@ pub(crate) fn stored(coding: Coding, data: &[u8], out: &mut BytesMut) {
 }
 
 /// What ends a whole response body: gzip's final block and trailer (CRC-32 and length of
-/// everything this reader decoded), zstd's frame end when a frame is open.
-pub(crate) fn stream_end(coding: Coding, crc: u32, len: u64, frame_open: bool) -> Bytes {
+/// everything this reader decoded); zstd needs nothing more (its open frame was ended).
+pub(crate) fn stream_end(coding: Coding, crc: u32, len: u64) -> Bytes {
     match coding {
         Coding::Gzip => {
             let mut out = BytesMut::with_capacity(10);
@@ -143,7 +142,6 @@ pub(crate) fn stream_end(coding: Coding, crc: u32, len: u64, frame_open: bool) -
             out.put_u32_le(len as u32);
             out.freeze()
         }
-        Coding::Zstd if frame_open => Bytes::from_static(ZSTD_FRAME_END),
         Coding::Zstd => Bytes::new(),
     }
 }

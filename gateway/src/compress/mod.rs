@@ -5,6 +5,7 @@
 //! format that every caught-up reader writes as-is; [`reader`] is one reader's place in it.
 //! The scheme is described in the README ("How it works: compression").
 
+pub mod decode;
 pub(crate) mod encoder;
 pub(crate) mod reader;
 pub(crate) mod shared;

@@ -32,6 +32,8 @@ pub(crate) struct ReaderCoder {
     place: Place,
     /// The gzip header went out.
     started: bool,
+    /// zstd: a frame of this reader's is open and ends at the start of its next write.
+    frame_open: bool,
     /// gzip: CRC-32 of every byte this reader's client decodes, for the trailer.
     crc: crc32fast::Hasher,
     /// gzip: bytes this reader's client decodes.
@@ -45,6 +47,7 @@ impl ReaderCoder {
             streams,
             place: Place::Between,
             started: false,
+            frame_open: false,
             crc: crc32fast::Hasher::new(),
             len: 0,
         }
@@ -64,14 +67,14 @@ impl ReaderCoder {
                 Ok(bytes) => out.extend_from_slice(&bytes),
                 Err(_) => {
                     self.place = Place::Between;
-                    encoder::stored(self.coding(), raw, &mut out);
+                    self.stored(raw, &mut out);
                 }
             },
             Place::Joined => {
                 self.leave(&mut out);
-                encoder::stored(self.coding(), raw, &mut out);
+                self.stored(raw, &mut out);
             }
-            Place::Between => encoder::stored(self.coding(), raw, &mut out),
+            Place::Between => self.stored(raw, &mut out),
         }
         out.freeze()
     }
@@ -103,6 +106,7 @@ impl ReaderCoder {
             }
             if let Taken::Chunks(chunks) = self.shared.take(rest, true) {
                 self.end_own(&mut out);
+                self.end_frame(&mut out);
                 self.place = Place::Joined;
                 self.write_chunks(&chunks, true, &mut out);
                 break;
@@ -126,16 +130,21 @@ impl ReaderCoder {
     pub(crate) fn finish(&mut self) -> Bytes {
         let mut out = BytesMut::new();
         self.start(&mut out);
-        let open = !matches!(self.place, Place::Between);
         if matches!(self.place, Place::Joined) {
             self.shared.leave();
         }
+        if !matches!(self.place, Place::Between) {
+            self.frame_open = true;
+        }
         self.place = Place::Between;
+        self.end_frame(&mut out);
         let crc = self.crc.clone().finalize();
-        out.extend_from_slice(&encoder::stream_end(self.coding(), crc, self.len, open));
+        out.extend_from_slice(&encoder::stream_end(self.coding(), crc, self.len));
         out.freeze()
     }
 
+    /// What every write starts with: the gzip header first of all; the end of a zstd frame
+    /// left open by the previous write.
     fn start(&mut self, out: &mut BytesMut) {
         if !self.started {
             self.started = true;
@@ -143,6 +152,20 @@ impl ReaderCoder {
                 out.extend_from_slice(GZIP_HEADER);
             }
         }
+        self.end_frame(out);
+    }
+
+    fn end_frame(&mut self, out: &mut BytesMut) {
+        if self.frame_open {
+            self.frame_open = false;
+            out.extend_from_slice(encoder::segment_end(self.coding()));
+        }
+    }
+
+    fn stored(&mut self, raw: &[u8], out: &mut BytesMut) {
+        self.end_frame(out);
+        encoder::stored(self.coding(), raw, out);
+        self.frame_open = self.coding() == Coding::Zstd;
     }
 
     fn count(&mut self, raw: &[u8]) {
@@ -179,6 +202,7 @@ impl ReaderCoder {
                 self.place = Place::Own(Box::new(own));
             }
         }
+        self.end_frame(out);
         if let Place::Own(own) = &mut self.place {
             if let Ok(bytes) = own.encoder.chunk(frames.iter().map(|f| &f[..])) {
                 out.extend_from_slice(&bytes);
@@ -188,22 +212,23 @@ impl ReaderCoder {
             self.end_own(out);
         }
         for f in &frames {
-            encoder::stored(self.coding(), f, out);
+            self.stored(f, out);
         }
     }
 
-    /// Drops the own encoder, ending its segment.
-    fn end_own(&mut self, out: &mut BytesMut) {
+    /// Drops the own encoder; its segment ends at the start of the next write (or now,
+    /// when more follows in this one: see [`ReaderCoder::end_frame`]).
+    fn end_own(&mut self, _out: &mut BytesMut) {
         if matches!(self.place, Place::Own(_)) {
-            out.extend_from_slice(encoder::segment_end(self.coding()));
+            self.frame_open = self.coding() == Coding::Zstd;
             self.place = Place::Between;
         }
     }
 
-    /// Leaves the shared stream, ending its segment for this reader.
-    fn leave(&mut self, out: &mut BytesMut) {
+    /// Leaves the shared stream; its segment ends for this reader as in `end_own`.
+    fn leave(&mut self, _out: &mut BytesMut) {
         if matches!(self.place, Place::Joined) {
-            out.extend_from_slice(encoder::segment_end(self.coding()));
+            self.frame_open = self.coding() == Coding::Zstd;
             self.shared.leave();
             self.place = Place::Between;
         }
