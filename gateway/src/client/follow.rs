@@ -264,7 +264,10 @@ impl Follower {
             req = req.header("last-event-id", seq.to_string());
         }
         if self.opts.compress {
-            req = req.header(::http::header::ACCEPT_ENCODING, crate::compress::decode::ACCEPT);
+            req = req.header(
+                ::http::header::ACCEPT_ENCODING,
+                crate::compress::decode::ACCEPT,
+            );
         }
         let req = match req.body(http_body_util::Empty::<bytes::Bytes>::new()) {
             Ok(r) => r,

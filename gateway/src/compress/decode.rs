@@ -21,11 +21,15 @@ impl BodyDecoder {
     pub fn for_encoding(value: Option<&str>) -> Result<Option<Self>, String> {
         match value.map(|v| v.trim().to_ascii_lowercase()).as_deref() {
             None | Some("") | Some("identity") => Ok(None),
-            Some("gzip") | Some("x-gzip") => Ok(Some(Self::Gzip(Box::new(GzDecoder::new(Vec::new()))))),
+            Some("gzip") | Some("x-gzip") => {
+                Ok(Some(Self::Gzip(Box::new(GzDecoder::new(Vec::new())))))
+            }
             Some("zstd") => zstd::stream::write::Decoder::new(Vec::new())
                 .map(|d| Some(Self::Zstd(Box::new(d))))
                 .map_err(|e| format!("zstd: {e}")),
-            Some(other) => Err(format!("the gateway answered with content-encoding {other:?}")),
+            Some(other) => Err(format!(
+                "the gateway answered with content-encoding {other:?}"
+            )),
         }
     }
 

@@ -110,7 +110,10 @@ impl Live {
                     if input.pos() == chunk.len() && made < buf.len() {
                         // httpx 0.28's zstd decoder fails on a chunk that ends a frame
                         // exactly: only the body's last write may.
-                        assert!(hint != 0 || chunk.is_empty(), "a write ends at a frame's end");
+                        assert!(
+                            hint != 0 || chunk.is_empty(),
+                            "a write ends at a frame's end"
+                        );
                         break;
                     }
                 }
