@@ -218,6 +218,10 @@ pub struct ServeArgs {
     /// A Redis round trip at most before publishes answer 503, ms [default: 2000].
     #[arg(long, value_name = "MS")]
     pub redis_timeout_ms: Option<u64>,
+    /// Acknowledge a publish only once this many Redis replicas have it (Redis `WAIT`),
+    /// so it survives a failover to one of them [default: 0, no wait].
+    #[arg(long, value_name = "N")]
+    pub redis_wait_replicas: Option<u32>,
     /// A running job whose publisher has been gone this long becomes `lost`, seconds
     /// [default: 600].
     #[arg(long, value_name = "SECS")]
@@ -281,6 +285,7 @@ pub(super) const FILE_KEYS: &[&str] = &[
     "redis_url",
     "redis_cluster",
     "redis_timeout_ms",
+    "redis_wait_replicas",
     "publisher_grace_secs",
     "queued_ttl_secs",
 ];
@@ -833,10 +838,14 @@ fn redis_config(args: &ServeArgs, l: &Layers<'_>) -> Result<Option<RedisConfig>,
         .map(|v| positive("redis-timeout-ms", v))
         .transpose()?
         .map_or(DEFAULT_REDIS_TIMEOUT, Duration::from_millis);
+    let wait_replicas = l
+        .get(args.redis_wait_replicas, "redis-wait-replicas")?
+        .unwrap_or(0);
     Ok(Some(RedisConfig {
         url,
         cluster,
         timeout,
+        wait_replicas,
     }))
 }
 

@@ -150,6 +150,11 @@ fn values(c: &Config) -> Vec<(&'static str, Option<Value>)> {
                     .redis
                     .as_ref()
                     .and_then(|r| int(r.timeout.as_millis() as u64)),
+                "redis_wait_replicas" => c
+                    .store
+                    .redis
+                    .as_ref()
+                    .and_then(|r| int(u64::from(r.wait_replicas))),
                 "fsync" => text(match c.store.fsync {
                     Fsync::Interval(_) => "interval",
                     Fsync::Always => "always",
