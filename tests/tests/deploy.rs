@@ -123,7 +123,14 @@ async fn nginx_with_the_documented_config_streams_a_line_while_the_upload_is_ope
     // A compressed reader through the same nginx: the gateway's gzip passes through, flushed
     // per event (nginx's own gzip is off in the snippet).
     let mut gzip_reader = tokio::process::Command::new("curl")
-        .args(["-sS", "-N", "--compressed", "-H", "accept-encoding: gzip", "-H"])
+        .args([
+            "-sS",
+            "-N",
+            "--compressed",
+            "-H",
+            "accept-encoding: gzip",
+            "-H",
+        ])
         .arg(format!("authorization: {auth}"))
         .arg(format!("http://{proxy}/v1/jobs/{job}/logs"))
         .stdout(Stdio::piped())
