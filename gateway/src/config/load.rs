@@ -175,7 +175,7 @@ pub struct ServeArgs {
     /// Bytes a subscriber writes per batch [default: 65536].
     #[arg(long, value_name = "BYTES")]
     pub batch_bytes: Option<usize>,
-    /// `Content-Encoding` on streams and the plain log: `off`, or the codings offered in
+    /// `Content-Encoding` on SSE streams: `off`, or the codings offered in
     /// order of preference, from `zstd` and `gzip` [default: zstd,gzip].
     #[arg(long, value_name = "CODINGS")]
     pub compression: Option<String>,

@@ -113,7 +113,7 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Started with `--dev`: a random secret and a printed example.
     pub dev: bool,
-    /// `Content-Encoding` on streams and the plain log: codings, levels, reset interval.
+    /// `Content-Encoding` on SSE streams: codings, levels.
     pub compression: crate::compress::CompressionConfig,
 }
 
