@@ -17,7 +17,7 @@ WAIT_CASES=${WAIT_CASES:-"300 2 20|1 10 200"}
 PROCS=${PROCS:-2}
 BASE_PORT=${BASE_PORT:-18280}
 REDIS_PORT=${REDIS_PORT:-18270}
-SECRET=bench-secret-$$
+SECRET=bench-secret-0123456789-0123456789-$$
 ISS=bench
 AUD=bench
 
@@ -61,7 +61,8 @@ start_tailgate() {
     local port=$1
     shift
     "$bin/tailgate" serve --listen "127.0.0.1:$port" "${auth[@]}" \
-        --job-memory-bytes 67108864 "$@" >"$work/tailgate-$port.log" 2>&1 &
+        --job-memory-bytes 67108864 --max-streams-per-subject 100000 "$@" \
+        >"$work/tailgate-$port.log" 2>&1 &
     pids+=($!)
     tg_started=$!
     for _ in $(seq 100); do
