@@ -18,6 +18,7 @@ use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 
 use crate::body::Body;
+use crate::compress::ReaderCoder;
 use crate::entry::{Entry, Frame as EntryFrame, Kind};
 use crate::job_log::{Attached, Read};
 use crate::metrics::{self, GaugeGuard};
@@ -25,12 +26,20 @@ use crate::sse;
 use crate::streams::SubjectSlot;
 
 /// How log records are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum Format {
     /// `data:` is the record's JSON.
     Json,
     /// `data:` is the raw line (status and custom events stay JSON).
     Text,
+}
+
+/// The SSE frame of `entry` in `format`: shared by every reader (and shared stream).
+pub(crate) fn frame_of(format: Format, entry: &Entry) -> Bytes {
+    match (format, entry.kind()) {
+        (Format::Text, Kind::Log(_)) => entry.frame(EntryFrame::SseText).0,
+        _ => entry.sse.clone(),
+    }
 }
 
 /// How a subscription paces itself.
@@ -68,6 +77,8 @@ pub(crate) struct Subscription {
     attached_ms: u64,
     /// Counts this reader in `tailgate_readers_active`.
     _counted: GaugeGuard,
+    /// The reader's compressed output, when it asked for a coding (boxed: small when not).
+    coder: Option<Box<ReaderCoder>>,
 }
 
 impl Subscription {
@@ -80,6 +91,7 @@ impl Subscription {
         reset: Option<&'static str>,
         format: Format,
         pacing: Pacing,
+        coder: Option<ReaderCoder>,
     ) -> Self {
         let seq_rx = attached.job().watch();
         let mut opening = BytesMut::from(sse::PRELUDE);
@@ -103,13 +115,35 @@ impl Subscription {
             done: false,
             attached_ms: metrics::now_ms(),
             _counted: metrics::get().sse_reader(),
+            coder: coder.map(Box::new),
         }
     }
 
-    /// The next bytes to write, or `None` when the stream is over.
+    /// The `Content-Encoding` of this stream, if compressed.
+    pub(crate) fn content_encoding(&self) -> Option<&'static str> {
+        self.coder.as_ref().map(|c| c.coding().token())
+    }
+
+    /// The next bytes to write, or `None` when the stream is over. A compressed stream
+    /// ends with its coding's trailer.
     pub(crate) async fn next_chunk(&mut self) -> Option<Bytes> {
+        match self.next_plain().await {
+            Some(chunk) => Some(chunk),
+            None => self.coder.take().map(|mut c| c.finish()),
+        }
+    }
+
+    /// Compresses this reader's own bytes (not a shared event) when it has a coding.
+    fn own(&mut self, raw: Bytes) -> Bytes {
+        match self.coder.as_mut() {
+            Some(coder) => coder.own(&raw),
+            None => raw,
+        }
+    }
+
+    async fn next_plain(&mut self) -> Option<Bytes> {
         if let Some(opening) = self.opening.take() {
-            return Some(opening);
+            return Some(self.own(opening));
         }
         loop {
             if self.done || self.attached.job().is_closed() {
@@ -133,12 +167,12 @@ impl Subscription {
                     let mut out = BytesMut::new();
                     self.write_id(&mut out, to);
                     sse::write_event(&mut out, None, "gap", &data);
-                    return Some(out.freeze());
+                    return Some(self.own(out.freeze()));
                 }
                 Read::Failed(why) => {
                     self.done = true;
                     let data = json!({ "error": "store_unavailable", "message": why }).to_string();
-                    return Some(sse::event(None, "error", &data));
+                    return Some(self.own(sse::event(None, "error", &data)));
                 }
                 Read::End => return None,
                 // Redis is down: wait (with keep-alives) and read again.
@@ -156,7 +190,7 @@ impl Subscription {
                     if Instant::now() >= due {
                         self.touch();
                         self.keepalive.as_mut().reset(self.last_write + self.pacing.keepalive);
-                        return Some(Bytes::from_static(sse::KEEPALIVE));
+                        return Some(self.own(Bytes::from_static(sse::KEEPALIVE)));
                     }
                     self.keepalive.as_mut().reset(due);
                 }
@@ -175,23 +209,32 @@ impl Subscription {
             self.cursor = last.seq() + 1;
             self.done = last.is_terminal();
         }
-        let life = self.attached.job().life().len() + 1;
-        let mut out = BytesMut::with_capacity(entries.iter().map(|e| e.sse.len() + life).sum());
-        for entry in entries {
-            let frame = self.frame(entry);
-            // Each shared frame opens with `id: <seq>\n`; the reader's copy names the
-            // job's life too (`id: <seq>-<life>`), so a resume in another life is seen.
-            let body = match frame.strip_prefix(b"id: ") {
-                Some(rest) => rest
-                    .iter()
-                    .position(|&b| b == b'\n')
-                    .map_or(&frame[..], |nl| &rest[nl + 1..]),
-                None => &frame[..],
-            };
-            self.write_id(&mut out, entry.seq());
-            out.extend_from_slice(body);
-        }
-        let out = out.freeze();
+        let out = match &mut self.coder {
+            // The shared compressed stream carries the records' own ids (`id: <seq>`,
+            // which a resume reads as "this life").
+            Some(coder) => coder.entries(entries),
+            None => {
+                let life = self.attached.job().life().len() + 1;
+                let mut out =
+                    BytesMut::with_capacity(entries.iter().map(|e| e.sse.len() + life).sum());
+                for entry in entries {
+                    let frame = frame_of(self.format, entry);
+                    // Each shared frame opens with `id: <seq>\n`; the reader's copy names
+                    // the job's life too (`id: <seq>-<life>`), so a resume in another life
+                    // is seen.
+                    let body = match frame.strip_prefix(b"id: ") {
+                        Some(rest) => rest
+                            .iter()
+                            .position(|&b| b == b'\n')
+                            .map_or(&frame[..], |nl| &rest[nl + 1..]),
+                        None => &frame[..],
+                    };
+                    self.write_id(&mut out, entry.seq());
+                    out.extend_from_slice(body);
+                }
+                out.freeze()
+            }
+        };
         if let Some(first) = entries.first() {
             metrics::get().delivered(entries.len(), out.len(), first.ts_ms(), self.attached_ms);
         }
@@ -201,13 +244,6 @@ impl Subscription {
     /// Writes `id: <seq>-<life>`: what the reader sends back as `Last-Event-ID`.
     fn write_id(&self, out: &mut BytesMut, seq: u64) {
         write_id(out, seq, self.attached.job().life());
-    }
-
-    fn frame(&self, entry: &Entry) -> Bytes {
-        match (self.format, entry.kind()) {
-            (Format::Text, Kind::Log(_)) => entry.frame(EntryFrame::SseText).0,
-            _ => entry.sse.clone(),
-        }
     }
 
     /// The subscription as a streaming response body.
