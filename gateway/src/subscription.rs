@@ -42,6 +42,25 @@ pub(crate) fn frame_of(format: Format, entry: &Entry) -> Bytes {
     }
 }
 
+/// [`frame_of`] with the job's life in its id (`id: <seq>-<life>`); as is without a life.
+pub(crate) fn frame_with_life(format: Format, entry: &Entry, life: &str) -> Bytes {
+    let frame = frame_of(format, entry);
+    if life.is_empty() {
+        return frame;
+    }
+    let body = match frame.strip_prefix(b"id: ") {
+        Some(rest) => rest
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(&frame[..], |nl| &rest[nl + 1..]),
+        None => &frame[..],
+    };
+    let mut out = BytesMut::with_capacity(body.len() + life.len() + 24);
+    write_id(&mut out, entry.seq(), life);
+    out.extend_from_slice(body);
+    out.freeze()
+}
+
 /// How a subscription paces itself.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Pacing {

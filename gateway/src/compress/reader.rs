@@ -13,7 +13,7 @@ use super::encoder::{self, GZIP_HEADER};
 use super::shared::{Catchup, Chunk, SharedStream, Streams, Taken};
 use super::Coding;
 use crate::entry::Entry;
-use crate::subscription::frame_of;
+use crate::subscription::frame_with_life;
 
 /// Where the reader's next bytes come from.
 enum Place {
@@ -193,7 +193,11 @@ impl ReaderCoder {
     /// uncompressed when every catch-up encoder is taken.
     fn own_frames(&mut self, entries: &[Arc<Entry>], out: &mut BytesMut) {
         let format = self.shared.format();
-        let frames: Vec<Bytes> = entries.iter().map(|e| frame_of(format, e)).collect();
+        let life = self.shared.life.clone();
+        let frames: Vec<Bytes> = entries
+            .iter()
+            .map(|e| frame_with_life(format, e, &life))
+            .collect();
         for f in &frames {
             self.count(f);
         }

@@ -18,7 +18,7 @@ use super::{Coding, Codings, CompressionConfig};
 use crate::entry::Entry;
 use crate::job_log::JobLog;
 use crate::memory::MemoryBudget;
-use crate::subscription::{frame_of, Format};
+use crate::subscription::{frame_with_life, Format};
 
 /// Compressed bytes a shared stream keeps for readers slightly behind.
 const WINDOW_BYTES: usize = 128 * 1024;
@@ -66,14 +66,26 @@ impl Streams {
         coding: Coding,
         format: Format,
     ) -> Arc<SharedStream> {
-        self.get_for(job.clone(), coding, format)
+        self.get_with(job.clone(), job.life().to_string(), coding, format)
     }
 
     /// [`Streams::get`] for whatever `owner` is (a job; anything in tests): the stream
     /// keeps it alive, so its address names one owner for the stream's life.
+    #[cfg(test)]
     pub(crate) fn get_for(
         &self,
         owner: Arc<dyn Any + Send + Sync>,
+        coding: Coding,
+        format: Format,
+    ) -> Arc<SharedStream> {
+        self.get_with(owner, String::new(), coding, format)
+    }
+
+    /// [`Streams::get_for`] with the job's life, which every frame's id names.
+    fn get_with(
+        &self,
+        owner: Arc<dyn Any + Send + Sync>,
+        life: String,
         coding: Coding,
         format: Format,
     ) -> Arc<SharedStream> {
@@ -87,6 +99,7 @@ impl Streams {
         }
         let stream = Arc::new(SharedStream {
             _owner: owner,
+            life,
             coding,
             format,
             levels: self.levels(),
@@ -187,6 +200,8 @@ pub(crate) enum Taken {
 pub(crate) struct SharedStream {
     /// Keeps the job (whose address keys [`Streams`]) alive as long as this stream.
     _owner: Arc<dyn Any + Send + Sync>,
+    /// The job's life, named in every frame's id (`<seq>-<life>`).
+    pub(crate) life: String,
     pub(crate) coding: Coding,
     format: Format,
     levels: Levels,
@@ -277,7 +292,7 @@ impl SharedStream {
     }
 
     fn encode(&self, st: &mut State, entry: &Entry) -> std::io::Result<()> {
-        let frame = frame_of(self.format, entry);
+        let frame = frame_with_life(self.format, entry, &self.life);
         let starts =
             st.encoder.is_none() || st.reset_pending || st.segment_bytes >= self.reset_bytes;
         if starts {
