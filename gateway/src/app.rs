@@ -5,6 +5,8 @@ use std::sync::Arc;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+use crate::archive::tiered::Tiered;
+use crate::archive::Archive;
 use crate::auth::Authenticator;
 use crate::capgo::CapgoState;
 use crate::config::Config;
@@ -37,6 +39,8 @@ pub(crate) struct App {
     /// Cancelled on the shutdown signal, before the grace period: `/readyz` turns 503
     /// while everything else is still served.
     pub(crate) unready: CancellationToken,
+    /// The archive (`--archive-url`) and the store it archives from, for its writer.
+    pub(crate) archive: Option<(Arc<Archive>, Arc<dyn Store>)>,
 }
 
 impl App {
@@ -57,6 +61,7 @@ impl App {
             },
         };
         let memory = Arc::new(MemoryBudget::new(limits.memory_budget_bytes));
+        let (store, archive) = Self::tier(&config, store, &memory);
         let hub = Arc::new(Hub::new(settings, memory, store));
         let capgo = CapgoState::new(&config);
         let connection_slots = Arc::new(Semaphore::new(limits.max_connections));
@@ -70,6 +75,30 @@ impl App {
             connection_slots,
             streams,
             unready: CancellationToken::new(),
+            archive,
+        }
+    }
+
+    /// `store` with the archive behind it, when one is configured; its read cache takes
+    /// an eighth of the memory budget at most.
+    fn tier(
+        config: &Config,
+        store: Arc<dyn Store>,
+        memory: &Arc<MemoryBudget>,
+    ) -> (Arc<dyn Store>, Option<(Arc<Archive>, Arc<dyn Store>)>) {
+        let Some(archive) = &config.store.archive else {
+            return (store, None);
+        };
+        let cache = config.limits.memory_budget_bytes / 8;
+        match Archive::open(archive.clone(), Arc::clone(memory), cache) {
+            Ok(archive) => {
+                let tiered = Arc::new(Tiered::new(Arc::clone(&store), Arc::clone(&archive)));
+                (tiered, Some((archive, store)))
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the archive cannot be opened; finished jobs stay local");
+                (store, None)
+            }
         }
     }
 

@@ -185,6 +185,7 @@ impl Metrics {
             "JWKS fetches, by outcome (ok, error)",
             jwks_refreshes.clone(),
         );
+        crate::archive::metrics::register(&mut registry);
         let sse_readers = readers.get_or_create(&ReaderLabels { kind: "sse" }).clone();
         let ws_readers = readers
             .get_or_create(&ReaderLabels { kind: "websocket" })

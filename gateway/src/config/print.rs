@@ -147,6 +147,19 @@ fn values(c: &Config) -> Vec<(&'static str, Option<Value>)> {
                     .redis
                     .as_ref()
                     .and_then(|r| int(r.timeout.as_millis() as u64)),
+                "archive_url" => c
+                    .store
+                    .archive
+                    .as_ref()
+                    .and_then(|a| text(&redact_userinfo(&a.url))),
+                "archive_endpoint" => c
+                    .store
+                    .archive
+                    .as_ref()
+                    .and_then(|a| a.endpoint.as_deref())
+                    .and_then(|e| text(&redact_userinfo(e))),
+                "archive_quiet_secs" => c.store.archive.as_ref().and_then(|a| secs(a.quiet)),
+                "archive_uploads" => c.store.archive.as_ref().and_then(|a| int(a.uploads as u64)),
                 "fsync" => text(match c.store.fsync {
                     Fsync::Interval(_) => "interval",
                     Fsync::Always => "always",

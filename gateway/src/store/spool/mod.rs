@@ -441,6 +441,10 @@ impl Store for Spool {
         false
     }
 
+    fn drop_archived(&self, id: &JobId) {
+        self.delete(id);
+    }
+
     fn sweep(&self, now_ms: u64) -> Vec<JobId> {
         let mut gone: Vec<JobId> =
             std::mem::take(&mut *self.deleted.lock().unwrap_or_else(|e| e.into_inner()));
