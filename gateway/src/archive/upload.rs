@@ -236,3 +236,7 @@ async fn finished(
         }
     }
 }
+
+#[cfg(test)]
+#[path = "upload_tests.rs"]
+mod tests;
