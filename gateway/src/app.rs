@@ -7,6 +7,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::archive::tiered::Tiered;
 use crate::archive::Archive;
+
+/// The archive and the store its writer reads finished jobs from.
+pub(crate) type ArchiveWriter = (Arc<Archive>, Arc<dyn Store>);
 use crate::auth::Authenticator;
 use crate::capgo::CapgoState;
 use crate::config::Config;
@@ -40,7 +43,7 @@ pub(crate) struct App {
     /// while everything else is still served.
     pub(crate) unready: CancellationToken,
     /// The archive (`--archive-url`) and the store it archives from, for its writer.
-    pub(crate) archive: Option<(Arc<Archive>, Arc<dyn Store>)>,
+    pub(crate) archive: Option<ArchiveWriter>,
 }
 
 impl App {
@@ -85,7 +88,7 @@ impl App {
         config: &Config,
         store: Arc<dyn Store>,
         memory: &Arc<MemoryBudget>,
-    ) -> (Arc<dyn Store>, Option<(Arc<Archive>, Arc<dyn Store>)>) {
+    ) -> (Arc<dyn Store>, Option<ArchiveWriter>) {
         let Some(archive) = &config.store.archive else {
             return (store, None);
         };

@@ -3,7 +3,7 @@
 //! jobs: the lifecycle (`lost`, `expired`), the store's retention sweep, and shedding
 //! rings across jobs when the process is over its memory budget.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use dashmap::mapref::entry::Entry as MapEntry;
@@ -13,7 +13,7 @@ use crate::job_id::JobId;
 use crate::job_log::{JobLimits, JobLog};
 use crate::memory::MemoryBudget;
 use crate::record::JobStatus;
-use crate::store::{now_ms, Progress, Recovered, Store, StoreError, Tombstone};
+use crate::store::{new_life, now_ms, Follower, Opened, Recovered, Store, StoreError, Tombstone};
 
 /// Why a job cannot be had.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -68,61 +68,73 @@ impl Hub {
         for recovered in hub.store.recover() {
             if !recovered.progress.status.is_terminal() && hub.jobs.len() < hub.settings.max_jobs {
                 let id = recovered.id.clone();
-                hub.jobs.insert(id, Arc::new(hub.job_log(recovered)));
+                hub.jobs
+                    .insert(id, Arc::new(hub.job_log(recovered, new_life())));
             }
         }
         hub
     }
 
-    fn job_log(&self, recovered: Recovered) -> JobLog {
+    fn job_log(&self, recovered: Recovered, life: String) -> JobLog {
         JobLog::new(
             recovered,
+            life,
             self.settings.job.clone(),
             Arc::clone(&self.memory),
             Arc::clone(&self.store),
         )
     }
 
-    /// The job named `id`: held, else loaded from the store, else created (unless a
-    /// tombstone says it was deleted).
+    /// The job named `id`, as the store says: the copy held (brought up to date), else
+    /// loaded from the store, else created (unless a tombstone says it was deleted). A
+    /// job the store lost and created again replaces the held copy, whose readers end
+    /// and reconnect to the new life.
     pub(crate) fn job(&self, id: &JobId) -> Result<Arc<JobLog>, JobError> {
-        if let Some(shared) = self.store.shared() {
-            return self.shared_job(shared, id);
-        }
-        if let Some(job) = self.jobs.get(id) {
-            return Ok(Arc::clone(&job));
-        }
-        if self.jobs.len() >= self.settings.max_jobs {
+        let held = self.jobs.get(id).map(|j| Arc::clone(&j));
+        if held.is_none() && self.jobs.len() >= self.settings.max_jobs {
             self.reap(Instant::now());
             if self.jobs.len() >= self.settings.max_jobs {
                 return Err(JobError::TooMany(self.settings.max_jobs));
             }
         }
+        let (recovered, life) = match self.store.open(id, held.as_ref().map(|j| j.life()))? {
+            Opened::Held => match held {
+                Some(job) => return Ok(job),
+                None => {
+                    return Err(JobError::Store(StoreError::Io(format!(
+                        "the store named job {id} held, but it is not"
+                    ))))
+                }
+            },
+            Opened::Gone(tombstone) => return Err(JobError::Expired(tombstone)),
+            Opened::Job { recovered, life } => (recovered, life),
+        };
         let job = match self.jobs.entry(id.clone()) {
-            MapEntry::Occupied(e) => Arc::clone(e.get()),
+            // The copy held is in the store's life: it takes the store's state.
+            MapEntry::Occupied(e) if e.get().life() == life && !e.get().is_closed() => {
+                let job = Arc::clone(e.get());
+                drop(e);
+                job.reconcile(recovered);
+                return Ok(job);
+            }
+            // Another request made the copy since we looked: it is as fresh as ours.
+            MapEntry::Occupied(e) if held.is_none() && !e.get().is_closed() => {
+                return Ok(Arc::clone(e.get()));
+            }
+            MapEntry::Occupied(mut e) => {
+                let job = Arc::new(self.job_log(recovered, life.clone()));
+                let old = e.insert(Arc::clone(&job));
+                old.close();
+                job
+            }
             MapEntry::Vacant(e) => {
-                let recovered = match self.store.load(id) {
-                    Some(recovered) => recovered,
-                    None => {
-                        if let Some(tombstone) = self.store.tombstone(id) {
-                            return Err(JobError::Expired(tombstone));
-                        }
-                        let progress = Progress::new(now_ms());
-                        self.store.create(id, &progress)?;
-                        tracing::debug!(job.id = %id, "job created");
-                        Recovered {
-                            id: id.clone(),
-                            progress,
-                            confirmations: Vec::new(),
-                            broken: None,
-                        }
-                    }
-                };
-                let job = Arc::new(self.job_log(recovered));
+                let job = Arc::new(self.job_log(recovered, life.clone()));
                 e.insert(Arc::clone(&job));
                 job
             }
         };
+        let follower: Weak<dyn Follower> = Arc::downgrade(&job) as Weak<JobLog>;
+        self.store.follow(id, &life, follower);
         Ok(job)
     }
 
@@ -159,8 +171,10 @@ impl Hub {
         let retention = self.settings.retention;
         // With a durable store an unfinished job stays until its lifecycle ends it; a
         // shared store holds it for every instance, so an idle local copy may go.
-        let local = !self.store.is_durable() || self.store.shared().is_some();
-        let idle = local.then_some(self.settings.idle_timeout);
+        let idle = self
+            .store
+            .drops_idle_copies()
+            .then_some(self.settings.idle_timeout);
         self.jobs.retain(|id, job| {
             if !job.is_expired(now, retention, idle) {
                 return true;
@@ -188,8 +202,15 @@ impl Hub {
     /// it ended.
     pub(crate) fn run_lifecycle(&self, now_ms: u64) -> Vec<Arc<JobLog>> {
         let (grace, ttl) = (self.settings.publisher_grace, self.settings.queued_ttl);
-        if let Some(shared) = self.store.shared() {
-            self.sweep_shared(shared, now_ms);
+        // Jobs no instance may hold (their instance died): one instance at a time sweeps
+        // them in a shared store, holding a lease for a few ticks.
+        let before = |limit: Duration| now_ms.saturating_sub(limit.as_millis() as u64);
+        let lease = self.tick() * 3;
+        for (id, status) in self
+            .store
+            .sweep_lifecycle(before(grace), before(ttl), lease)
+        {
+            tracing::info!(job.id = %id, job.status = %status, "job ended by its lifecycle");
         }
         let jobs: Vec<Arc<JobLog>> = self.jobs.iter().map(|j| Arc::clone(&j)).collect();
         jobs.into_iter()
@@ -269,6 +290,5 @@ impl Hub {
     }
 }
 
-mod shared;
 #[cfg(test)]
 mod tests;

@@ -17,8 +17,9 @@ use tokio::sync::watch;
 use crate::entry::{Entry, Frame, Kind};
 use crate::job_id::JobId;
 use crate::memory::MemoryBudget;
-use crate::record::{rfc3339_millis, JobStatus, Record, RecordBody, Stream};
-use crate::store::{now_ms, Batch, Fsync, Progress, Recovered, Store, StoreError, Tombstone};
+use crate::record::{rfc3339_millis, JobStatus};
+pub(crate) use crate::rules::{Incoming, Tally};
+use crate::store::{now_ms, Fsync, Progress, Recovered, Store, StoreError, Tombstone};
 use crate::wakeups::Wakeups;
 
 /// Limits that apply to every job.
@@ -32,22 +33,6 @@ pub(crate) struct JobLimits {
     /// Readers are woken at most once per this window (scaled down for few readers, see
     /// [`crate::wakeups`]); appends inside it share a write.
     pub(crate) gather: Duration,
-}
-
-/// A record as the publisher hands it over.
-#[derive(Debug, Clone)]
-pub(crate) struct Incoming {
-    pub(crate) n: Option<u64>,
-    pub(crate) body: RecordBody,
-}
-
-/// What one publish request has done so far, across its batches.
-#[derive(Debug, Default, Clone, Copy, Serialize)]
-pub(crate) struct Tally {
-    pub(crate) accepted: u64,
-    pub(crate) duplicates: u64,
-    pub(crate) last_seq: u64,
-    pub(crate) last_n: Option<u64>,
 }
 
 /// Why an append kept nothing (or nothing past some point).
@@ -134,7 +119,12 @@ impl State {
 /// One job's log.
 pub(crate) struct JobLog {
     id: JobId,
+    /// The job's life in the store: a job lost or deleted and created again has a new
+    /// one, and readers of the old life start over.
+    life: String,
     state: Mutex<State>,
+    /// Held by the one append (or lifecycle end) in flight: the store, then the ring.
+    writer: Mutex<()>,
     /// Tells readers of appends, at most once per gather window.
     wakeups: Arc<Wakeups>,
     limits: JobLimits,
@@ -159,6 +149,7 @@ impl JobLog {
     /// A job as the store holds it (new: `Recovered` with a fresh `Progress`).
     pub(crate) fn new(
         recovered: Recovered,
+        life: String,
         limits: JobLimits,
         memory: Arc<MemoryBudget>,
         store: Arc<dyn Store>,
@@ -175,6 +166,8 @@ impl JobLog {
         let wakeups = Wakeups::new(limits.gather);
         Self {
             id: recovered.id,
+            life,
+            writer: Mutex::new(()),
             state: Mutex::new(State {
                 ring: VecDeque::new(),
                 ring_bytes: 0,
@@ -205,106 +198,43 @@ impl JobLog {
         &self.id
     }
 
-    /// Appends `batch` in order, dropping records whose `n` was already seen, stores it,
-    /// then announces it to readers once. Records before a terminal status are kept even
-    /// when later ones fail; a store error keeps nothing of this batch.
+    /// The job's life in the store.
+    pub(crate) fn life(&self) -> &str {
+        &self.life
+    }
+
+    /// Appends `batch` through the store, which applies the rules (dedupe by `n`, the
+    /// size limit, nothing after a terminal status) and returns what it stored; then
+    /// the ring takes that and readers wake once. Records before a terminal status are
+    /// kept even when later ones are refused; a store error keeps nothing of this batch.
     pub(crate) fn append(
         &self,
         batch: impl IntoIterator<Item = Incoming>,
         tally: &mut Tally,
     ) -> Result<(), AppendError> {
-        if let Some(shared) = self.store.shared() {
-            return self.append_shared(shared, batch.into_iter().collect(), tally);
+        // One writer at a time per job: store, then ring, then wake, in seq order.
+        let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let cached = {
+            let st = self.lock();
+            // Whatever happens, the tally names the job's counters, where a publisher
+            // resumes.
+            tally.last_seq = st.progress.last_seq();
+            tally.last_n = st.progress.last_n;
+            st.progress
+        };
+        let batch: Vec<Incoming> = batch.into_iter().collect();
+        let appended = self
+            .store
+            .append(&self.id, &cached, batch, self.limits.max_log_bytes)?;
+        tally.add(&appended);
+        crate::metrics::get().appended(&appended.entries, appended.duplicates);
+        let finished = appended.finished;
+        self.lock().last_activity = Instant::now();
+        self.take(appended.entries, Some(appended.progress));
+        if finished {
+            return Err(AppendError::Finished);
         }
-        let now = Stamp::now();
-        let mut st = self.lock();
-        // Whatever happens, the tally names the job's counters, where a publisher resumes.
-        tally.last_seq = st.progress.last_seq();
-        tally.last_n = st.progress.last_n;
-        let mut draft = st.progress;
-        let mut entries: Vec<Arc<Entry>> = Vec::new();
-        let (mut accepted, mut duplicates) = (0, 0);
-        let mut result = Ok(());
-        for incoming in batch {
-            if draft.status.is_terminal() {
-                result = Err(AppendError::Finished);
-                break;
-            }
-            if let Some(n) = incoming.n {
-                if draft.last_n.is_some_and(|last| n <= last) {
-                    duplicates += 1;
-                    continue;
-                }
-                draft.last_n = Some(n);
-            }
-            accepted += 1;
-            let len = incoming.body.payload_len() as u64;
-            let is_status = matches!(incoming.body, RecordBody::Status { .. });
-            // A status always fits: a job must be able to finish at its size limit. Once
-            // truncated, the log stays truncated (no later short line slips in).
-            if !is_status
-                && (draft.truncated || draft.stored_bytes + len > self.limits.max_log_bytes)
-            {
-                draft.dropped_lines += 1;
-                if !draft.truncated {
-                    let line = format!(
-                        "tailgate: log truncated at {} bytes; later records are counted, not stored",
-                        draft.stored_bytes
-                    );
-                    let body = RecordBody::Log {
-                        stream: Stream::System,
-                        line,
-                    };
-                    push(&mut draft, &mut entries, &now, body, None, None);
-                }
-                continue;
-            }
-            let counted = Some(len.min(u64::from(u32::MAX)) as u32);
-            push(
-                &mut draft,
-                &mut entries,
-                &now,
-                incoming.body,
-                incoming.n,
-                counted,
-            );
-        }
-        if draft != st.progress {
-            self.store.append(
-                &self.id,
-                Batch {
-                    records: &entries,
-                    progress: &draft,
-                },
-            )?;
-        }
-        tally.accepted += accepted;
-        tally.duplicates += duplicates;
-        crate::metrics::get().appended(&entries, duplicates);
-        tally.last_n = draft.last_n;
-        tally.last_seq = draft.last_seq();
-        let appended = !entries.is_empty();
-        st.progress = draft;
-        st.last_activity = Instant::now();
-        if draft.status.is_terminal() && st.finished_instant.is_none() {
-            st.finished_instant = Some(Instant::now());
-        }
-        let mut added = 0;
-        for entry in entries {
-            let cost = entry.cost();
-            added += cost;
-            st.ring.push_back(Held { entry, cost });
-        }
-        st.ring_bytes += added;
-        self.memory.add(added);
-        let freed = evict(&mut st, self.limits.memory_bytes);
-        drop(st);
-        self.memory.sub(freed);
-        if appended {
-            let readers = self.subscribers.load(Ordering::Relaxed);
-            self.wakeups.announce(tally.last_seq, readers);
-        }
-        result
+        Ok(())
     }
 
     /// Forces what was appended to disk when the policy says so now: after every append
@@ -467,9 +397,7 @@ impl JobLog {
     /// A receiver of the last announced seq, for readers waiting to be woken.
     pub(crate) fn watch(&self) -> watch::Receiver<u64> {
         let seq_rx = self.wakeups.subscribe();
-        if let Some(shared) = self.store.shared() {
-            shared.wake(&self.id);
-        }
+        self.store.wake(&self.id);
         seq_rx
     }
 
@@ -552,7 +480,7 @@ impl JobLog {
         if st.confirmations.len() > MAX_CONFIRMATIONS {
             st.confirmations.remove(0);
         }
-        if let Err(e) = self.store.note(&self.id, &st.progress, Some((hash, id))) {
+        if let Err(e) = self.store.note(&self.id, 0, Some((hash, id))) {
             tracing::debug!(job.id = %self.id, error = %e, "cannot store a capgo confirmation");
         }
     }
@@ -566,33 +494,30 @@ impl JobLog {
         grace: Duration,
         queued_ttl: Duration,
     ) -> Option<JobStatus> {
-        if let Some(shared) = self.store.shared() {
-            return self.lifecycle_shared(shared, now_ms, grace, queued_ttl);
-        }
-        if self.publishers.load(Ordering::Acquire) > 0 || self.broken.is_some() {
+        if self.broken.is_some() {
             return None;
         }
-        let status = {
-            let st = self.lock();
-            let p = &st.progress;
-            let idle = |since: u64, limit: Duration| {
-                now_ms.saturating_sub(since) >= limit.as_millis() as u64
-            };
-            match p.status {
-                JobStatus::Running if idle(p.activity_ms, grace) => JobStatus::Lost,
-                JobStatus::Queued if idle(p.created_ms, queued_ttl) => JobStatus::Expired,
-                _ => return None,
+        let progress = self.lock().progress;
+        if self.publishers.load(Ordering::Acquire) > 0 {
+            // An upload here keeps the job alive, for every instance of a shared store.
+            let _ = self.store.note(&self.id, now_ms, None);
+            return None;
+        }
+        let before = |limit: Duration| now_ms.saturating_sub(limit.as_millis() as u64);
+        let (lost_before, expired_before) = (before(grace), before(queued_ttl));
+        // The local copy is never newer than the store: a job that looks busy here is.
+        progress.idle_end(lost_before, expired_before)?;
+        let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let cached = self.lock().progress;
+        match self
+            .store
+            .end_if_idle(&self.id, &cached, lost_before, expired_before)
+        {
+            Ok(appended) => {
+                let ended = (!appended.entries.is_empty()).then_some(appended.progress.status);
+                self.take(appended.entries, Some(appended.progress));
+                ended
             }
-        };
-        let record = Incoming {
-            n: None,
-            body: RecordBody::Status {
-                status,
-                exit_code: None,
-            },
-        };
-        match self.append([record], &mut Tally::default()) {
-            Ok(()) => Some(status),
             Err(e) => {
                 tracing::warn!(job.id = %self.id, error = %e, "cannot end the job");
                 None
@@ -651,38 +576,6 @@ impl JobLog {
             (None, None) => false,
         }
     }
-}
-
-/// The time of one append, formatted once for all its records.
-struct Stamp {
-    at: SystemTime,
-    rfc3339: String,
-}
-
-impl Stamp {
-    fn now() -> Self {
-        let ms = now_ms();
-        let at = SystemTime::UNIX_EPOCH + Duration::from_millis(ms);
-        Self {
-            at,
-            rfc3339: rfc3339_millis(at),
-        }
-    }
-}
-
-/// Gives the next record its seq and time, and takes it into `draft`.
-fn push(
-    draft: &mut Progress,
-    entries: &mut Vec<Arc<Entry>>,
-    now: &Stamp,
-    body: RecordBody,
-    n: Option<u64>,
-    counted: Option<u32>,
-) {
-    let record = Record::new(draft.next_seq, now.at, body);
-    let entry = Entry::new_at(&record, n, counted, &now.rfc3339);
-    draft.apply(&entry);
-    entries.push(Arc::new(entry));
 }
 
 /// Drops the oldest records until the ring holds at most `limit` bytes; returns the
@@ -746,7 +639,7 @@ impl Drop for Attached {
                     return;
                 }
                 st.progress.activity_ms = now;
-                if let Err(e) = job.store.note(&job.id, &st.progress, None) {
+                if let Err(e) = job.store.note(&job.id, now, None) {
                     tracing::debug!(job.id = %job.id, error = %e, "cannot store the upload's end");
                 }
             }
@@ -754,6 +647,6 @@ impl Drop for Attached {
     }
 }
 
-mod shared;
+mod cache;
 #[cfg(test)]
 pub(crate) mod tests;

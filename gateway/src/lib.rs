@@ -62,6 +62,7 @@ pub(crate) mod publish;
 pub(crate) mod redact;
 pub(crate) mod refusal;
 pub(crate) mod routes;
+pub(crate) mod rules;
 pub(crate) mod socket;
 pub(crate) mod sse;
 pub(crate) mod store;

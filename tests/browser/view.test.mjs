@@ -31,12 +31,12 @@ const { chromium } = await import(pathToFileURL(path.join(env('PLAYWRIGHT_CORE')
 
 const b64 = (v) => Buffer.from(JSON.stringify(v)).toString('base64url');
 
-/** An HS256 job token; `publish` adds the publish scope. */
-function token(job, publish = false) {
+/** An HS256 job token; `publish` adds the publish scope, `extra` overrides claims. */
+function token(job, publish = false, extra = {}) {
   const now = Math.floor(Date.now() / 1000);
   const claims = {
     iss: env('TAILGATE_ISSUER'), aud: env('TAILGATE_AUDIENCE'), sub: 'browser-test',
-    job_id: job, iat: now, exp: now + 600, ...(publish ? { scope: 'publish' } : {}),
+    job_id: job, iat: now, exp: now + 600, ...(publish ? { scope: 'publish' } : {}), ...extra,
   };
   const body = `${b64({ alg: 'HS256', typ: 'JWT' })}.${b64(claims)}`;
   const sig = crypto.createHmac('sha256', env('TAILGATE_SECRET')).update(body).digest('base64url');
@@ -182,6 +182,14 @@ test('without a token, or with a refused one, the page says so and stops', async
   await page.locator('#conn', { hasText: 'the token was refused' }).waitFor();
   assert.equal(await page.evaluate(() => document.body.dataset.conn), 'denied');
   assert.equal(streams, 1);
+  assert.match(await page.locator('#conn').textContent(), /the token is for another job/);
+  assert.equal(await page.locator('#badge').textContent(), 'refused');
+  // An expired one (past the 30 s leeway): the reason comes from WWW-Authenticate.
+  const now = Math.floor(Date.now() / 1000);
+  const page2 = await context.newPage();
+  await page2.goto(`${BASE}/v1/jobs/expired/view#token=${token('expired', false, { iat: now - 600, exp: now - 120 })}`);
+  await page2.locator('#conn', { hasText: 'the token has expired' }).waitFor();
+  assert.equal(await page2.locator('#badge').textContent(), 'refused');
   await context.close();
 });
 
@@ -209,8 +217,35 @@ test('pure functions: ANSI, carriage returns, sections, hits, fragment', async (
       findAll: m.findAll('aaaa', 'aa'),
       fragment: m.parseFragment('#token=a.b.c&L12-L9'),
       elapsed: m.formatElapsed(83456),
+      errors: ['\x1b[1m\x1b[31merror[E0308]\x1b[0m: mismatched types', 'error: could not compile', "thread 'main' panicked at src/main.rs:2:5",
+        '::error::deploy failed', 'x \x1b[0;91mboom', 'test result: ok. 3 passed; 0 failed', 'an error-free line', '\x1b[32mok\x1b[0m'].map(m.isErrorLine),
+      emoji: m.emojify(':hammer: Build :unknown_thing: :rocket:'),
+      durations: [400, 12345, 125000, 3725000].map(m.formatDuration),
+      refusal: [
+        m.refusalReason('Bearer error="invalid_token", error_description="the token has expired"', { message: 'x' }, 401),
+        m.refusalReason(null, { error: 'forbidden', message: 'the token is for another job' }, 403),
+        m.refusalReason(null, null, 401),
+      ],
+      scale: [m.scrollScale(1000, 100), m.scrollScale(40000000, 1000, 16000000)],
+      capped: m.capSpans(m.parseAnsi('\x1b[31ma\x1b[32mb\x1b[33mc\x1b[34md'), 2).map((s) => [s.text, s.style === m.PLAIN]),
+      sliced: m.sliceSpans(m.parseAnsi('ab\x1b[31mcdef\x1b[0mgh'), 3, 7).map((s) => s.text),
+      limited: m.parseAnsi('\x1b[31ma\x1b[32mb\x1b[33mc\x1b[34md', 2).map((s) => s.text).join(''),
+      limitedCr: m.parseAnsi('abcd\rxy', 2).map((s) => s.text).join(''),
+      interned: m.parseAnsi('\x1b[31ma\x1b[31mb\x1b[0;31mc').length,
     };
   });
+  assert.deepEqual(r.errors, [true, true, true, true, true, false, false, false]);
+  assert.equal(r.emoji, '\u{1f528} Build :unknown_thing: \u{1f680}');
+  assert.deepEqual(r.durations, ['0.4s', '12.3s', '2m 05s', '1h 02m']);
+  assert.deepEqual(r.refusal, ['the token has expired', 'the token is for another job', 'the token is not valid']);
+  assert.deepEqual(r.scale[0], { spacer: 1000, k: 1 });
+  assert.equal(r.scale[1].spacer, 16000000);
+  assert.ok(Math.abs(r.scale[1].k - (40000000 - 1000) / (16000000 - 1000)) < 1e-9);
+  assert.deepEqual(r.capped, [['a', false], ['b', false], ['cd', true]]);
+  assert.deepEqual(r.sliced, ['def', 'g']);
+  assert.equal(r.limited, 'ab');
+  assert.equal(r.limitedCr, 'xycd');
+  assert.equal(r.interned, 1);
   assert.equal(r.cr, '30%');
   assert.equal(r.crOverwrite, '5%0%');
   assert.equal(r.crErase, '5%');
@@ -239,7 +274,13 @@ test('lines arrive live while the upload is open; the final status ends the stre
   const page = await openView(job);
   // Counted on the context: the stream is opened by the page's worker.
   let streamRequests = 0;
-  page.context().on('request', (req) => { if (new URL(req.url()).pathname.endsWith('/logs')) streamRequests += 1; });
+  let lastStream = '';
+  page.context().on('request', (req) => {
+    if (new URL(req.url()).pathname.endsWith('/logs')) {
+      streamRequests += 1;
+      lastStream = req.url();
+    }
+  });
   const u = upload(job);
   await u.write('first line\n');
   await rowText(page, 1).filter({ hasText: 'first line' }).waitFor();
@@ -268,14 +309,26 @@ test('lines arrive live while the upload is open; the final status ends the stre
   await until(() => statusAsks === 1);
   await page.waitForFunction(() => document.body.dataset.conn === 'done');
   assert.equal(streamRequests, 2);
+  // The page's own reconnect sends the last event id back as it came, never parsed.
+  const lastId = await page.evaluate(async () => (await import('./view/page.js')).view.lastEventId);
+  assert.ok(lastId !== '');
+  assert.equal(new URL(lastStream).searchParams.get('last_event_id'), lastId);
   // The browser's retry interval is 2 s: a page that reconnected would have asked again.
   const before = streamRequests;
   await page.waitForTimeout(2500);
   assert.equal(streamRequests, before, 'the page reconnected after the final status');
   assert.equal(statusAsks, 1);
-  const raw = await page.locator('#raw').getAttribute('href');
-  const text = await page.evaluate(async (href) => (await fetch(href)).text(), raw);
-  assert.equal(text, 'first line\nsecond line\n');
+  // The raw-log link carries no token: a click fetches the log with the Authorization
+  // header and offers it as a download from a blob.
+  assert.doesNotMatch(await page.locator('#raw').getAttribute('href'), /token/);
+  const logRequests = [];
+  page.context().on('request', (req) => { if (new URL(req.url()).pathname.endsWith('/log')) logRequests.push(req); });
+  const [download] = await Promise.all([page.waitForEvent('download'), page.click('#raw')]);
+  assert.equal(download.suggestedFilename(), `${job}.log`);
+  assert.equal(fs.readFileSync(await download.path(), 'utf8'), 'first line\nsecond line\n');
+  assert.equal(logRequests.length, 1);
+  assert.doesNotMatch(logRequests[0].url(), /token/);
+  assert.match((await logRequests[0].allHeaders()).authorization, /^Bearer /);
   assert.deepEqual(page.errors, []);
   await page.context().close();
 });
@@ -313,8 +366,21 @@ test('ANSI colours become styled spans; HTML in a line stays text', async () => 
   assert.equal(await page.locator('#rows script, #rows img').count(), 0);
   // A bare-CR progress line shows what the terminal would: the last state.
   assert.equal(await rowText(page, 6).textContent(), 'Downloading 30%');
-  // stderr is marked.
-  assert.ok(await page.locator('#rows .row.stderr:has(a.ln[data-n="8"])').count() === 1);
+  // stderr is marked quietly: a thin tick in the gutter, the text and background as any
+  // line's (cargo writes everything to stderr); error colour comes only from ANSI codes.
+  const stderr = page.locator('#rows .row.stderr:has(a.ln[data-n="8"])');
+  assert.equal(await stderr.count(), 1);
+  const quiet = await stderr.evaluate((row) => {
+    const s = (el) => getComputedStyle(el);
+    return { bg: s(row).backgroundColor, color: s(row.querySelector('.text')).color, tick: s(row.querySelector('.ln')).boxShadow,
+      lnColor: s(row.querySelector('.ln')).color, plainLn: s(document.querySelector('#rows .row.stdout .ln')).color,
+      plain: s(document.querySelector('#rows .row.stdout .text')).color };
+  });
+  assert.equal(quiet.bg, 'rgba(0, 0, 0, 0)');
+  assert.equal(quiet.color, quiet.plain);
+  assert.equal(quiet.lnColor, quiet.plainLn);
+  assert.match(quiet.tick, /inset$|inset /);
+  assert.match(quiet.tick, /2px 0px 0px 0px|2px 0px 0px/);
   await shot(page, 'colours.png');
   const dark = await openView(job, { scheme: 'dark' });
   await dark.locator('#badge', { hasText: 'succeeded' }).waitFor();
@@ -488,6 +554,9 @@ test('follow stops on scroll-up and resumes with "jump to end"', async () => {
   await log.hover();
   await page.mouse.wheel(0, -1500);
   await page.locator('#jump').waitFor();
+  // The button sits in the bar: it covers no log text.
+  const [jumpBox, logBox] = [await page.locator('#jump').boundingBox(), await log.boundingBox()];
+  assert.ok(jumpBox.y + jumpBox.height <= logBox.y || jumpBox.y >= logBox.y + logBox.height, `${JSON.stringify(jumpBox)} over ${JSON.stringify(logBox)}`);
   // A wheel may scroll smoothly: wait until the position holds still for a few frames.
   const top = await log.evaluate((el) => new Promise((resolve) => {
     let last = -1;
@@ -644,7 +713,7 @@ test('the Capgo prefix serves the same page', async () => {
   await publish(job, 'from capgo\n');
   const page = await openView(job, { prefix: '/build_logs_direct' });
   await rowText(page, 1).filter({ hasText: 'from capgo' }).waitFor();
-  assert.match(await page.locator('#raw').getAttribute('href'), /\/v1\/jobs\/capgo-[^/]+\/log\?token=/);
+  assert.match(await page.locator('#raw').getAttribute('href'), /\/v1\/jobs\/capgo-[^/]+\/log$/);
   await page.context().close();
 });
 
@@ -680,5 +749,174 @@ test('200,000 lines at full speed: no long task over 200 ms, a bounded DOM', asy
   await rowText(page, 123456).waitFor();
   const after = await page.evaluate(() => Math.max(0, ...window.__longTasks));
   assert.ok(after < 200, `a main-thread task took ${after} ms`);
+  await page.context().close();
+});
+
+test('a failed job opens the group it failed in and scrolls to its first error', async () => {
+  const job = jobName('failure');
+  const lines = [
+    '::group::Install', ...Array.from({ length: 40 }, (_, i) => `  fetched package-${i + 1}`), '::endgroup::',
+    '::group::Build', ...Array.from({ length: 60 }, (_, i) => `   Compiling crate-${i + 1}`),
+    '\x1b[1m\x1b[31merror[E0308]\x1b[0m: mismatched types', // line 104
+    ...Array.from({ length: 200 }, (_, i) => `  note: context ${i + 1}`),
+  ];
+  await publish(job, lines.join('\n') + '\n');
+  await setStatus(job, 'failed', 101);
+  const page = await openView(job, { height: 500 });
+  await page.locator('#badge', { hasText: 'failed · exit 101' }).waitFor();
+  const error = rowText(page, 104);
+  await error.waitFor();
+  const open = await page.evaluate(async () => (await import('./view/page.js')).view.model.groups.map((g) => [g.name, g.open]));
+  assert.deepEqual(open, [['Install', false], ['Build', true]]);
+  assert.equal(await page.locator('#rows button.fold', { hasText: 'Install' }).count(), 0, 'scrolled away from the top');
+  const [box, log] = [await error.boundingBox(), await page.locator('#log').boundingBox()];
+  assert.ok(box.y >= log.y && box.y + box.height <= log.y + log.height, 'the first error is in view');
+  // The final status row is far below: the page stopped following to show the error.
+  assert.equal(await page.locator('#rows .row.marker.status').count(), 0);
+
+  // Buildkite sections, none open when the job fails: the last one opens.
+  const bk = jobName('failure-bk');
+  await publish(bk, ['--- :hammer: Compile', 'ok', '--- :test_tube: Tests', ...Array.from({ length: 50 }, (_, i) => `test ${i + 1} ... ok`),
+    'test 51 ... FAILED', "thread 'main' panicked at src/lib.rs:9:5"].join('\n') + '\n');
+  await setStatus(bk, 'failed', 1);
+  const page2 = await openView(bk, { height: 400 });
+  await rowText(page2, 55).filter({ hasText: 'panicked at' }).waitFor();
+  const open2 = await page2.evaluate(async () => (await import('./view/page.js')).view.model.groups.map((g) => [g.name, g.open]));
+  assert.deepEqual(open2, [['\u{1f528} Compile', false], ['\u{1f9ea} Tests', true]]);
+  await page.context().close();
+  await page2.context().close();
+});
+
+test('groups show their duration and emoji; expand all and collapse all', async () => {
+  const job = jobName('durations');
+  // The gateway stamps each line as it arrives: Compile lasts from its header to the next.
+  const u = upload(job);
+  await u.write('--- :hammer: Compile\na\n');
+  const page = await openView(job);
+  await waitLines(page, 2);
+  await page.waitForTimeout(1300);
+  await u.write('b\n--- :test_tube: Tests\nc\n::group::Lint\nd\n::endgroup::\nafter the groups\n');
+  await u.end();
+  await waitLines(page, 9);
+  const header = (name) => page.locator('button.fold', { hasText: name });
+  await header('Lint').waitFor();
+  assert.equal(await header('Compile').locator('.text').textContent(), '\u{1f528} Compile');
+  assert.equal(await header('Tests').locator('.text').textContent(), '\u{1f9ea} Tests');
+  const seconds = async (name) => Number(/^(\d+\.\d)s$/.exec(await header(name).locator('.dur').textContent())[1]);
+  const compile = await seconds('Compile');
+  assert.ok(compile >= 1.3 && compile < 30, `Compile took ${compile} s`);
+  assert.ok(await seconds('Tests') < 1.3);
+  assert.ok(await seconds('Lint') < 1.3);
+  const expanded = () => page.locator('button.fold').evaluateAll((els) => els.map((e) => e.getAttribute('aria-expanded')));
+  assert.deepEqual(await expanded(), ['false', 'false', 'false']);
+  await page.click('#expand');
+  await rowText(page, 2).filter({ hasText: 'a' }).waitFor();
+  assert.deepEqual(await expanded(), ['true', 'true', 'true']);
+  await page.click('#collapse');
+  await rowText(page, 2).waitFor({ state: 'detached' });
+  assert.deepEqual(await expanded(), ['false', 'false', 'false']);
+  await page.context().close();
+});
+
+test('wrap long lines: a toggle, remembered across a reload', async () => {
+  const job = jobName('wrap');
+  const long = `start-${'abcdefghij'.repeat(60)}-end`;
+  await publish(job, `${long}\nnext line\n`);
+  const page = await openView(job);
+  await waitLines(page, 2);
+  const log = page.locator('#log');
+  const overflows = () => log.evaluate((el) => el.scrollWidth > el.clientWidth);
+  assert.ok(await overflows(), 'without wrap the long line scrolls sideways');
+  await page.check('#wrap');
+  await page.waitForFunction(() => document.querySelectorAll('#rows .row.cont').length >= 3);
+  assert.ok(!(await overflows()), 'wrapped, nothing scrolls sideways');
+  // The line's rows together hold the whole line, and the next line follows them.
+  const texts = await page.locator('#rows .row').evaluateAll((rows) => rows.map((r) => r.querySelector('.text').textContent));
+  assert.equal(texts.slice(0, -1).join(''), long);
+  assert.equal(texts[texts.length - 1], 'next line');
+  assert.equal(await page.evaluate(() => localStorage.getItem('tailgate.wrap')), '1');
+  await page.reload();
+  await waitLines(page, 2);
+  assert.ok(await page.isChecked('#wrap'));
+  await page.locator('#rows .row.cont').first().waitFor();
+  await page.uncheck('#wrap');
+  await page.locator('#rows .row.cont').first().waitFor({ state: 'detached' });
+  assert.equal(await page.evaluate(() => localStorage.getItem('tailgate.wrap')), '0');
+  await page.context().close();
+});
+
+test('a log past Chrome\'s element-height limit (1.8 M rows) still scrolls to its end', async () => {
+  const job = jobName('tall');
+  const page = await openView(job, { height: 400 });
+  await page.locator('#badge', { hasText: 'waiting' }).waitFor();
+  const rows = 1800000;
+  // Rows straight into the model: 1.8 M lines through a gateway would only make this slower.
+  await page.evaluate(async (rows) => {
+    const m = await import('./view/page.js');
+    for (let i = 1; i <= rows; i++) m.view.model.addLine({ seq: i, ts: '', stream: 'stdout', line: `row ${i}` });
+    m.view.lastSeq = rows;
+    window.dispatchEvent(new Event('resize'));
+  }, rows);
+  await rowText(page, rows).waitFor();
+  assert.ok(await rowText(page, rows).isVisible());
+  const geo = await page.locator('#log').evaluate((el) => ({ height: el.scrollHeight, top: el.scrollTop }));
+  assert.ok(geo.height <= 16000000 + 400, `${geo.height} px`);
+  // The middle and the top are still reached.
+  await page.locator('#log').evaluate((el) => { el.scrollTop = (el.scrollHeight - el.clientHeight) / 2; });
+  await page.waitForFunction(() => [...document.querySelectorAll('#rows a.ln')].some((a) => Math.abs(Number(a.dataset.n) - 900000) < 50));
+  await page.locator('#log').evaluate((el) => { el.scrollTop = 0; });
+  await rowText(page, 1).waitFor();
+  assert.ok(await page.evaluate(() => document.getElementsByTagName('*').length) < 1500);
+  await page.context().close();
+});
+
+test('300 lines of 64 KiB changing colour at every character: a bounded DOM, a responsive search', async () => {
+  const job = jobName('rainbow');
+  const letters = 'abcdefghijklmnopqrstuvwxyz';
+  const rainbow = (n) => {
+    const parts = [`L${n}: `];
+    let size = parts[0].length;
+    for (let i = 0; size + 6 <= 65000; i++, size += 6) parts.push(`\x1b[3${i % 8}m${letters[i % 26]}`);
+    if (n === 123) parts.push('\x1b[0m needle-at-the-end');
+    return parts.join('');
+  };
+  const u = upload(job);
+  for (let n = 1; n <= 300; n++) await u.write(`${rainbow(n)}\n`);
+  await u.end();
+  const page = await openView(job);
+  await waitLines(page, 300, 60000);
+  await rowText(page, 300).waitFor();
+  const elements = () => page.evaluate(() => document.getElementsByTagName('*').length);
+  const longest = () => page.evaluate(() => Math.max(0, ...window.__longTasks));
+  const loaded = { elements: await elements(), longest: await longest() };
+  // Scrolled sideways, the part in view is drawn, still with few elements.
+  await page.locator('#log').evaluate((el) => { el.scrollLeft = 40000; });
+  await page.waitForFunction(() => document.querySelector('#rows .text.window')?.style.paddingLeft !== '0ch');
+  const sideways = await elements();
+  await page.check('#wrap');
+  await page.locator('#rows .row.cont').first().waitFor();
+  const wrapped = await elements();
+  await page.evaluate(() => { window.__longTasks.length = 0; });
+  const started = Date.now();
+  await page.fill('#q', 'L250:');
+  await page.keyboard.press('Enter');
+  await page.locator('#hits', { hasText: '1 of 1' }).waitFor();
+  await rowText(page, 250).waitFor();
+  const search = { ms: Date.now() - started, longest: await longest(), elements: await elements() };
+  // A hit at the far end of a long line: the page scrolls sideways and draws that part.
+  await page.uncheck('#wrap');
+  await page.locator('#rows .row.cont').first().waitFor({ state: 'detached' });
+  await page.fill('#q', 'needle-at-the');
+  await page.keyboard.press('Enter');
+  await page.locator('#hits', { hasText: '1 of 1' }).waitFor();
+  const mark = page.locator('#rows mark.current');
+  await mark.waitFor();
+  const [markBox, logBox] = [await mark.boundingBox(), await page.locator('#log').boundingBox()];
+  assert.ok(markBox.x >= logBox.x && markBox.x + markBox.width <= logBox.x + logBox.width, `${JSON.stringify(markBox)} outside ${JSON.stringify(logBox)}`);
+  assert.equal(await page.locator('#rows .row:has(mark.current) a.ln').textContent(), '123');
+  console.log(`rainbow: ${JSON.stringify({ loaded, sideways, wrapped, search })}`);
+  for (const n of [loaded.elements, sideways, wrapped, search.elements]) assert.ok(n < 1000, `${n} DOM elements`);
+  assert.ok(loaded.longest < 1000, `a main-thread task took ${loaded.longest} ms while loading`);
+  assert.ok(search.longest < 300, `a main-thread task took ${search.longest} ms during the search`);
   await page.context().close();
 });

@@ -139,7 +139,7 @@ async fn object_exists(store: &Arc<dyn ObjectStore>, job: &str) -> bool {
 
 async fn until_archived(store: &Arc<dyn ObjectStore>, data: &Path, job: &str, secs: u64) {
     let deadline = Instant::now() + Duration::from_secs(secs);
-    while !(object_exists(store, job).await && !spool_exists(data, job)) {
+    while spool_exists(data, job) || !object_exists(store, job).await {
         assert!(
             Instant::now() < deadline,
             "{job} was not archived in {secs}s"

@@ -7,7 +7,8 @@
 //! into `target/browser` (`.ci/run` does both; by hand: `cp tests/browser/package*.json
 //! target/browser/ && npm ci --prefix target/browser`). Skipped with a message when one is
 //! missing, unless `CI=true`, where that fails. Screenshots land in `target/browser/artifacts`;
-//! `TAILGATE_UPDATE_SCREENSHOT=1` also refreshes the README's, beside the page's source.
+//! `TAILGATE_UPDATE_SCREENSHOT=1` also refreshes the README's, beside the page's source
+//! (install `fonts-noto-color-emoji` first, or its section emoji show as empty boxes).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

@@ -1,22 +1,25 @@
 //! The archive as a cold tier: a store decorator over the spool. Everything goes to the
 //! spool first; the archive answers only where the spool has nothing:
-//! - `load` of a job the spool no longer holds but left a tombstone for (archiving
-//!   leaves one): the object's index gives the job's state; no object means the bucket's
-//!   lifecycle deleted it, and the tombstone answers `410`;
+//! - `open` of a job the spool no longer holds but left a tombstone for (archiving
+//!   leaves one): the object's index gives the job's state and life; no object means the
+//!   bucket's lifecycle deleted it, and the tombstone answers `410`; an unreachable
+//!   archive answers `503`, like an unreachable store;
 //! - `read` of records the spool no longer holds: ranged GETs of the frames that hold
 //!   them (one per frame, none when cached).
 //!
 //! The store interface is synchronous today: the archive's requests run on its own
 //! runtime and the caller waits at most the archive timeout.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use super::{Archive, ArchiveError};
 use crate::entry::Entry;
 use crate::job_id::JobId;
 use crate::record::JobStatus;
+use crate::rules::Incoming;
 use crate::store::{
-    now_ms, Batch, Fsync, Progress, Recovered, Shared, Store, StoreError, Tombstone,
+    now_ms, Appended, Follower, Fsync, Opened, Progress, Recovered, Store, StoreError, Tombstone,
 };
 
 /// The spool (hot) with the archive behind it (cold).
@@ -43,30 +46,73 @@ impl Store for Tiered {
         self.hot.is_durable()
     }
 
+    fn drops_idle_copies(&self) -> bool {
+        self.hot.drops_idle_copies()
+    }
+
     fn disk_bytes(&self) -> Option<u64> {
         self.hot.disk_bytes()
     }
 
-    fn create(&self, job: &JobId, progress: &Progress) -> Result<(), StoreError> {
-        self.hot.create(job, progress)
+    fn open(&self, job: &JobId, held: Option<&str>) -> Result<Opened, StoreError> {
+        // Archiving leaves a tombstone: only a job that has one may be in the archive.
+        let tombstone = match self.hot.open(job, held)? {
+            Opened::Gone(tombstone) => tombstone,
+            other => return Ok(other),
+        };
+        let (archive, id) = (Arc::clone(&self.archive), job.clone());
+        let inner = Arc::clone(&archive);
+        match archive.block(async move { inner.fetch_index(&id).await }) {
+            Ok(Some(index)) => Ok(Opened::Job {
+                recovered: Recovered {
+                    id: job.clone(),
+                    progress: index.meta.progress,
+                    confirmations: index.meta.confirmations.clone(),
+                    broken: None,
+                },
+                life: index.meta.life.clone().unwrap_or_default(),
+            }),
+            // Deleted by the bucket's lifecycle (or never archived): the tombstone answers.
+            Ok(None) => Ok(Opened::Gone(tombstone)),
+            Err(ArchiveError::Format(e)) => {
+                tracing::warn!(job.id = %job, error = %e, "an archived job's index is damaged");
+                Ok(Opened::Job {
+                    recovered: broken(job, &tombstone, e.to_string()),
+                    life: String::new(),
+                })
+            }
+            Err(e) => Err(store_error(e)),
+        }
     }
 
-    fn append(&self, job: &JobId, batch: Batch<'_>) -> Result<(), StoreError> {
-        self.hot.append(job, batch)
+    fn append(
+        &self,
+        job: &JobId,
+        cached: &Progress,
+        batch: Vec<Incoming>,
+        max_log_bytes: u64,
+    ) -> Result<Appended, StoreError> {
+        self.hot.append(job, cached, batch, max_log_bytes)
+    }
+
+    fn end_if_idle(
+        &self,
+        job: &JobId,
+        cached: &Progress,
+        lost_before_ms: u64,
+        expired_before_ms: u64,
+    ) -> Result<Appended, StoreError> {
+        self.hot
+            .end_if_idle(job, cached, lost_before_ms, expired_before_ms)
     }
 
     fn note(
         &self,
         job: &JobId,
-        progress: &Progress,
+        activity_ms: u64,
         confirm: Option<(u64, u64)>,
     ) -> Result<(), StoreError> {
-        match self.hot.note(job, progress, confirm) {
-            // An archived job is immutable; a note after it (an upload ending late, a
-            // Capgo confirmation) has nothing left to update.
-            Err(_) if progress.status.is_terminal() && self.hot.load(job).is_none() => Ok(()),
-            other => other,
-        }
+        self.hot.note(job, activity_ms, confirm)
     }
 
     fn read(
@@ -95,39 +141,16 @@ impl Store for Tiered {
         self.hot.fsync()
     }
 
-    fn load(&self, job: &JobId) -> Option<Recovered> {
-        if let Some(recovered) = self.hot.load(job) {
-            return Some(recovered);
-        }
-        // Archiving leaves a tombstone: without one the job was never here.
-        let tombstone = self.hot.tombstone(job)?;
-        let (archive, id) = (Arc::clone(&self.archive), job.clone());
-        let inner = Arc::clone(&archive);
-        match archive.block(async move { inner.fetch_index(&id).await }) {
-            Ok(Some(index)) => Some(Recovered {
-                id: job.clone(),
-                progress: index.meta.progress,
-                confirmations: index.meta.confirmations.clone(),
-                broken: None,
-            }),
-            Ok(None) => None,
-            Err(e) => {
-                tracing::warn!(job.id = %job, error = %e, "cannot read an archived job's index");
-                Some(broken(job, &tombstone, e))
-            }
-        }
-    }
-
     fn recover(&self) -> Vec<Recovered> {
         self.hot.recover()
     }
 
-    fn tombstone(&self, job: &JobId) -> Option<Tombstone> {
-        self.hot.tombstone(job)
-    }
-
     fn forget(&self, job: &JobId, tombstone: Tombstone) -> bool {
         self.hot.forget(job, tombstone)
+    }
+
+    fn finished(&self) -> Vec<Recovered> {
+        self.hot.finished()
     }
 
     fn drop_archived(&self, job: &JobId) {
@@ -138,12 +161,26 @@ impl Store for Tiered {
         self.hot.sweep(now_ms)
     }
 
-    fn flush(&self) {
-        self.hot.flush()
+    fn sweep_lifecycle(
+        &self,
+        lost_before_ms: u64,
+        expired_before_ms: u64,
+        lease: Duration,
+    ) -> Vec<(JobId, JobStatus)> {
+        self.hot
+            .sweep_lifecycle(lost_before_ms, expired_before_ms, lease)
     }
 
-    fn shared(&self) -> Option<&dyn Shared> {
-        self.hot.shared()
+    fn follow(&self, job: &JobId, life: &str, follower: Weak<dyn Follower>) {
+        self.hot.follow(job, life, follower)
+    }
+
+    fn wake(&self, job: &JobId) {
+        self.hot.wake(job)
+    }
+
+    fn flush(&self) {
+        self.hot.flush()
     }
 
     fn unready(&self) -> Option<String> {
@@ -152,9 +189,9 @@ impl Store for Tiered {
     }
 }
 
-/// An archived job whose object cannot be read now: its readers get an `error` event
-/// saying why, and its status is the tombstone's.
-fn broken(job: &JobId, tombstone: &Tombstone, e: ArchiveError) -> Recovered {
+/// An archived job whose index is damaged: its readers get an `error` event saying why,
+/// and its status is the tombstone's.
+fn broken(job: &JobId, tombstone: &Tombstone, why: String) -> Recovered {
     let finished = tombstone.finished_ms.unwrap_or_else(now_ms);
     let mut progress = Progress::new(finished);
     progress.status = if tombstone.status.is_terminal() {
@@ -168,6 +205,6 @@ fn broken(job: &JobId, tombstone: &Tombstone, e: ArchiveError) -> Recovered {
         id: job.clone(),
         progress,
         confirmations: Vec::new(),
-        broken: Some(e.to_string()),
+        broken: Some(why),
     }
 }

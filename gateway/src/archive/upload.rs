@@ -152,7 +152,7 @@ pub(crate) async fn run(archive: Arc<Archive>, store: Arc<dyn Store>, shutdown: 
         }
         let all = {
             let store = Arc::clone(&store);
-            match tokio::task::spawn_blocking(move || store.recover()).await {
+            match tokio::task::spawn_blocking(move || store.finished()).await {
                 Ok(all) => all,
                 Err(_) => continue,
             }

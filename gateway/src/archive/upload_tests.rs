@@ -11,9 +11,10 @@ use crate::archive::ArchiveConfig;
 use crate::entry::Entry;
 use crate::job_log::tests::TempDir;
 use crate::memory::MemoryBudget;
-use crate::record::{JobStatus, Record, RecordBody, Stream};
+use crate::record::{JobStatus, RecordBody, Stream};
+use crate::rules::Incoming;
 use crate::store::spool::{Spool, SpoolSettings};
-use crate::store::{Batch, Fsync, Progress};
+use crate::store::{Fsync, Opened, Progress};
 
 fn spool(dir: &TempDir) -> Arc<dyn Store> {
     Spool::open(SpoolSettings {
@@ -28,39 +29,33 @@ fn spool(dir: &TempDir) -> Arc<dyn Store> {
 
 /// A finished job of `lines` lines in `store`; its records.
 fn finished_job(store: &Arc<dyn Store>, job: &JobId, lines: u64) -> Vec<Arc<Entry>> {
-    let mut progress = Progress::new(1_000);
-    store.create(job, &progress).unwrap();
-    let mut entries = Vec::new();
-    for seq in 1..=lines + 1 {
-        let body = match seq {
-            s if s > lines => RecordBody::Status {
-                status: JobStatus::Succeeded,
-                exit_code: Some(0),
-            },
-            s => RecordBody::Log {
+    assert!(matches!(store.open(job, None).unwrap(), Opened::Job { .. }));
+    let mut batch: Vec<Incoming> = (1..=lines)
+        .map(|s| Incoming {
+            n: Some(s),
+            body: RecordBody::Log {
                 stream: Stream::Stdout,
                 line: format!("step {s}: \u{1b}[1mok\u{1b}[0m"),
             },
-        };
-        let record = Record {
-            seq,
-            ts_ms: 1_000 + seq,
-            body,
-        };
-        let entry = Arc::new(Entry::new(&record, Some(seq), Some(10)));
-        progress.apply(&entry);
-        entries.push(entry);
-    }
-    store
-        .append(
-            job,
-            Batch {
-                records: &entries,
-                progress: &progress,
-            },
-        )
+        })
+        .collect();
+    batch.push(Incoming {
+        n: Some(lines + 1),
+        body: RecordBody::Status {
+            status: JobStatus::Succeeded,
+            exit_code: Some(0),
+        },
+    });
+    let appended = store
+        .append(job, &Progress::new(0), batch, u64::MAX)
         .unwrap();
-    entries
+    assert_eq!(appended.entries.len() as u64, lines + 1);
+    appended.entries
+}
+
+/// The finished job as the store holds it.
+fn held(store: &Arc<dyn Store>, job: &JobId) -> Option<Recovered> {
+    store.finished().into_iter().find(|r| &r.id == job)
 }
 
 fn archive(dir: &TempDir) -> Arc<Archive> {
@@ -76,7 +71,7 @@ fn two_writers_race_one_object_is_written_and_the_loser_verifies_it() {
     let job = JobId::parse("raced").unwrap();
     let entries = finished_job(&store, &job, 5_000);
     let archive = archive(&dir);
-    let recovered = store.load(&job).unwrap();
+    let recovered = held(&store, &job).unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (a, b) = rt.block_on(async {
         tokio::join!(
@@ -95,9 +90,14 @@ fn two_writers_race_one_object_is_written_and_the_loser_verifies_it() {
     // The local copy goes; the tiered store then reads the job from the object.
     let tiered = Tiered::new(Arc::clone(&store), Arc::clone(&archive));
     tiered.drop_archived(&job);
-    assert!(store.load(&job).is_none());
+    assert!(held(&store, &job).is_none());
     assert!(store.read(&job, 1, 10, 1 << 20).unwrap().is_empty());
-    let loaded = tiered.load(&job).expect("the archive holds it");
+    let Ok(Opened::Job {
+        recovered: loaded, ..
+    }) = tiered.open(&job, None)
+    else {
+        panic!("the archive holds it");
+    };
     assert_eq!(loaded.progress, recovered.progress);
     assert!(loaded.broken.is_none());
     let mut seq = 1;
@@ -123,7 +123,7 @@ fn a_different_log_under_the_same_name_is_not_taken_for_ours() {
     finished_job(&store, &job, 10);
     let archive = archive(&dir);
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let mut recovered = store.load(&job).unwrap();
+    let mut recovered = held(&store, &job).unwrap();
     let first = rt.block_on(archive_job(&archive, &store, &recovered, None));
     assert!(matches!(first, Ok(Uploaded::Wrote { .. })));
     // Another log of the same name (a job re-created after its tombstone expired).

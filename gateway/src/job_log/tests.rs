@@ -1,6 +1,7 @@
 use std::time::Duration;
 
 use super::*;
+use crate::record::{RecordBody, Stream};
 use crate::store::memory::MemoryStore;
 use crate::store::spool::{Spool, SpoolSettings};
 
@@ -25,6 +26,7 @@ fn fresh(id: &str) -> Recovered {
 fn log(memory_bytes: usize, max_log_bytes: u64) -> Arc<JobLog> {
     Arc::new(JobLog::new(
         fresh("j"),
+        String::new(),
         limits(memory_bytes, max_log_bytes),
         Arc::new(MemoryBudget::new(usize::MAX)),
         Arc::new(MemoryStore::new(60_000)),
@@ -67,6 +69,7 @@ fn spooled(store: &Arc<Spool>, id: &str, memory_bytes: usize) -> Arc<JobLog> {
     store.create(&recovered.id, &recovered.progress).unwrap();
     Arc::new(JobLog::new(
         recovered,
+        String::new(),
         limits(memory_bytes, u64::MAX),
         Arc::new(MemoryBudget::new(usize::MAX)),
         Arc::clone(store) as Arc<dyn Store>,
@@ -298,6 +301,7 @@ fn a_job_whose_spool_cannot_be_read_says_why() {
     recovered.broken = Some("not a tailgate spool (bad magic)".into());
     let job = JobLog::new(
         recovered,
+        String::new(),
         limits(1 << 20, u64::MAX),
         Arc::new(MemoryBudget::new(usize::MAX)),
         Arc::new(MemoryStore::new(60_000)),

@@ -5,9 +5,10 @@
 use std::sync::Arc;
 
 use super::tombstones::MemoryTombstones;
-use super::{Batch, Fsync, Progress, Recovered, Store, StoreError, Tombstone};
+use super::{Appended, Fsync, Opened, Progress, Recovered, Store, StoreError, Tombstone};
 use crate::entry::Entry;
 use crate::job_id::JobId;
+use crate::rules::{self, Incoming, Stamp};
 
 /// Tombstones held at most in memory-only mode.
 const TOMBSTONE_CAPACITY: usize = 100_000;
@@ -30,16 +31,48 @@ impl Store for MemoryStore {
         false
     }
 
-    fn create(&self, job: &JobId, _progress: &Progress) -> Result<(), StoreError> {
+    fn open(&self, job: &JobId, held: Option<&str>) -> Result<Opened, StoreError> {
+        if held.is_some() {
+            return Ok(Opened::Held);
+        }
+        if let Some(tombstone) = self.tombstones.get(job, super::now_ms()) {
+            return Ok(Opened::Gone(tombstone));
+        }
+        // An expired tombstone goes: the job starts a new life.
         self.tombstones.remove(job);
-        Ok(())
+        Ok(Opened::Job {
+            recovered: Recovered::new(job.clone(), Progress::new(super::now_ms())),
+            life: super::new_life(),
+        })
     }
 
-    fn append(&self, _job: &JobId, _batch: Batch<'_>) -> Result<(), StoreError> {
-        Ok(())
+    fn append(
+        &self,
+        _job: &JobId,
+        cached: &Progress,
+        batch: Vec<Incoming>,
+        max_log_bytes: u64,
+    ) -> Result<Appended, StoreError> {
+        Ok(rules::apply(cached, batch, max_log_bytes, &Stamp::now()))
     }
 
-    fn note(&self, _: &JobId, _: &Progress, _: Option<(u64, u64)>) -> Result<(), StoreError> {
+    fn end_if_idle(
+        &self,
+        _job: &JobId,
+        cached: &Progress,
+        lost_before_ms: u64,
+        expired_before_ms: u64,
+    ) -> Result<Appended, StoreError> {
+        let now = Stamp::now();
+        Ok(rules::end_if_idle(
+            cached,
+            lost_before_ms,
+            expired_before_ms,
+            &now,
+        ))
+    }
+
+    fn note(&self, _: &JobId, _: u64, _: Option<(u64, u64)>) -> Result<(), StoreError> {
         Ok(())
     }
 
@@ -55,16 +88,8 @@ impl Store for MemoryStore {
         Fsync::Never
     }
 
-    fn load(&self, _job: &JobId) -> Option<Recovered> {
-        None
-    }
-
     fn recover(&self) -> Vec<Recovered> {
         Vec::new()
-    }
-
-    fn tombstone(&self, job: &JobId) -> Option<Tombstone> {
-        self.tombstones.get(job, super::now_ms())
     }
 
     fn forget(&self, job: &JobId, tombstone: Tombstone) -> bool {

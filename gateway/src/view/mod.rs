@@ -1,5 +1,6 @@
 //! The live log page: `GET /v1/jobs/{job}/view` and `{capgo-prefix}/{job}/view`, with its
-//! stylesheet and script beside it (`view/page.css`, `view/page.js`), embedded at build time.
+//! stylesheet and script modules beside it (`view/page.css`; `view/page.js`, which imports
+//! the others of [`MODULES`]), embedded at build time.
 //! The page holds no job data, so it is served without a token: the token travels in the
 //! URL fragment, which browsers never send, and the page moves it into its stream requests.
 
@@ -12,6 +13,15 @@ use crate::job_id::JobId;
 const PAGE_HTML: &str = include_str!("page.html");
 const PAGE_CSS: &str = include_str!("page.css");
 const PAGE_JS: &str = include_str!("page.js");
+
+/// The script modules `page.js` imports, by file name: one concern each (ANSI, the log
+/// model, drawing, the stream).
+const MODULES: [(&str, &str); 4] = [
+    ("ansi.js", include_str!("ansi.js")),
+    ("model.js", include_str!("model.js")),
+    ("render.js", include_str!("render.js")),
+    ("stream.js", include_str!("stream.js")),
+];
 
 /// Everything the page loads comes from the gateway; nothing inline, nothing from elsewhere.
 /// Styles set through the CSSOM (truecolor spans) are not inline styles and stay allowed.
@@ -26,8 +36,10 @@ pub(crate) enum Asset {
     Page,
     /// `.../view/page.css`
     Style,
-    /// `.../view/page.js`
+    /// `.../view/page.js`: the controls and the start.
     Script,
+    /// `.../view/{name}`: one of the [`MODULES`] `page.js` imports, by its index there.
+    Module(usize),
 }
 
 impl Asset {
@@ -37,7 +49,13 @@ impl Asset {
             "view" => Some(Self::Page),
             "view/page.css" => Some(Self::Style),
             "view/page.js" => Some(Self::Script),
-            _ => None,
+            _ => {
+                let name = rest.strip_prefix("view/")?;
+                MODULES
+                    .iter()
+                    .position(|(n, _)| *n == name)
+                    .map(Self::Module)
+            }
         }
     }
 }
@@ -95,6 +113,10 @@ pub(crate) fn serve(asset: Asset, links: &Links) -> Response<Body> {
             Bytes::from_static(PAGE_JS.as_bytes()),
             "text/javascript; charset=utf-8",
         ),
+        Asset::Module(i) => (
+            Bytes::from_static(MODULES.get(i).map_or("", |(_, js)| js).as_bytes()),
+            "text/javascript; charset=utf-8",
+        ),
     };
     let mut resp = Response::new(full(body));
     let h = resp.headers_mut();
@@ -124,6 +146,22 @@ mod tests {
         assert_eq!(Asset::parse("view"), Some(Asset::Page));
         assert_eq!(Asset::parse("view/page.js"), Some(Asset::Script));
         assert_eq!(Asset::parse("view/page.css"), Some(Asset::Style));
+        assert_eq!(Asset::parse("view/ansi.js"), Some(Asset::Module(0)));
+        assert_eq!(Asset::parse("view/stream.js"), Some(Asset::Module(3)));
+        assert_eq!(Asset::parse("view/view/ansi.js"), None);
+        for (i, (name, js)) in MODULES.iter().enumerate() {
+            let resp = serve(
+                Asset::Module(i),
+                &Links::canonical(&JobId::parse("j").unwrap()),
+            );
+            assert_eq!(
+                resp.headers()[header::CONTENT_TYPE],
+                "text/javascript; charset=utf-8"
+            );
+            assert!(js.len() > 1000, "{name}");
+            // Every module page.js imports is served.
+            assert!(PAGE_JS.contains(&format!("'./{name}'")), "{name}");
+        }
         assert_eq!(Asset::parse("view/"), None);
         assert_eq!(Asset::parse("view/other.js"), None);
     }

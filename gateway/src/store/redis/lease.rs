@@ -12,7 +12,6 @@ use super::script::text;
 use super::RedisStore;
 use crate::job_id::JobId;
 use crate::record::JobStatus;
-use crate::store::Shared;
 
 /// Every job created, scored by its creation time; finished jobs leave it.
 pub(crate) const JOBS_KEY: &str = "tailgate:jobs";
@@ -97,7 +96,7 @@ impl RedisStore {
         let mut ended = Vec::new();
         let mut done = Vec::new();
         for id in ids {
-            let Ok(appended) = self.end_if_idle(&id, lost_before_ms, expired_before_ms) else {
+            let Ok(appended) = self.end_job_if_idle(&id, lost_before_ms, expired_before_ms) else {
                 break;
             };
             if !appended.entries.is_empty() {

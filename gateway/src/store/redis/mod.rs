@@ -15,13 +15,12 @@ mod tests;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime};
 
-use super::{Appended, Batch, Follower, Fsync, Progress, Recovered, Shared, Store, StoreError};
-use super::{Loaded, Tombstone};
+use super::{Appended, Follower, Fsync, Opened, Progress, Recovered, Store, StoreError, Tombstone};
 use crate::entry::Entry;
 use crate::job_id::JobId;
-use crate::job_log::Incoming;
 use crate::record::JobStatus;
-use keys::{decode_tombstone, JobKeys};
+use crate::rules::Incoming;
+use keys::JobKeys;
 use link::{Bridge, Conn};
 use script::{Common, Prepared};
 use tail::Followed;
@@ -143,6 +142,42 @@ impl RedisStore {
     }
 }
 
+impl RedisStore {
+    /// Ends the job as its lifecycle says (the script's `end` op), once, whichever
+    /// instance asks first.
+    pub(crate) fn end_job_if_idle(
+        &self,
+        job: &JobId,
+        lost_before_ms: u64,
+        expired_before_ms: u64,
+    ) -> Result<Appended, StoreError> {
+        let ts = SystemTime::now();
+        let records = [
+            script::prepare_status(JobStatus::Lost, ts),
+            script::prepare_status(JobStatus::Expired, ts),
+        ];
+        let now = script::ms(ts);
+        let mut inv = script::invocation(job, "end", now, &self.common);
+        inv.arg(lost_before_ms)
+            .arg(records[0].rest())
+            .arg(expired_before_ms)
+            .arg(records[1].rest());
+        let conn = self.conn.clone();
+        let reply = self.noted(
+            self.bridge
+                .block(async move { conn.invoke::<redis::Value>(&inv).await }),
+        )?;
+        let mut appended = script::decode_append(&reply, &records, ts).map_err(StoreError::Io)?;
+        // The script names the one record it stored as the first; it is whichever
+        // status the job took.
+        if appended.progress.status == JobStatus::Expired {
+            let reply = script::decode_append(&reply, &records[1..], ts).map_err(StoreError::Io)?;
+            appended = reply;
+        }
+        Ok(appended)
+    }
+}
+
 /// Pings Redis every second: readiness follows, and the script is loaded (again) each
 /// time Redis comes back, so appends run it by its SHA.
 async fn health(conn: Conn, unready: Arc<Mutex<Option<String>>>) {
@@ -188,26 +223,65 @@ impl Store for RedisStore {
         true
     }
 
-    fn create(&self, job: &JobId, _progress: &Progress) -> Result<(), StoreError> {
-        self.load_job(job).map(|_| ())
+    fn drops_idle_copies(&self) -> bool {
+        // Redis holds the job for every instance, and the lease sweep ends it.
+        true
     }
 
-    fn append(&self, _job: &JobId, _batch: Batch<'_>) -> Result<(), StoreError> {
-        Err(StoreError::Io(
-            "redis assigns seqs: appends go through the shared store".into(),
-        ))
+    fn open(&self, job: &JobId, _held: Option<&str>) -> Result<Opened, StoreError> {
+        // Every request asks: another instance may have moved the job on, or Redis may
+        // have lost it (a new life).
+        Ok(match self.load_job(job)? {
+            script::Loaded::Job {
+                recovered, epoch, ..
+            } => Opened::Job {
+                recovered,
+                life: epoch,
+            },
+            script::Loaded::Gone(tombstone) => Opened::Gone(tombstone),
+        })
+    }
+
+    fn append(
+        &self,
+        job: &JobId,
+        _cached: &Progress,
+        batch: Vec<Incoming>,
+        max_log_bytes: u64,
+    ) -> Result<Appended, StoreError> {
+        let ts = SystemTime::now();
+        let records: Vec<Prepared> = batch.into_iter().map(|i| script::prepare(i, ts)).collect();
+        let mut total = Appended::default();
+        for chunk in records.chunks(MAX_SCRIPT_RECORDS) {
+            let appended = self.run_append(job, chunk, ts, max_log_bytes)?;
+            total.absorb(appended);
+            if total.finished {
+                break;
+            }
+        }
+        Ok(total)
+    }
+
+    fn end_if_idle(
+        &self,
+        job: &JobId,
+        _cached: &Progress,
+        lost_before_ms: u64,
+        expired_before_ms: u64,
+    ) -> Result<Appended, StoreError> {
+        self.end_job_if_idle(job, lost_before_ms, expired_before_ms)
     }
 
     fn note(
         &self,
         job: &JobId,
-        progress: &Progress,
+        activity_ms: u64,
         confirm: Option<(u64, u64)>,
     ) -> Result<(), StoreError> {
         // Best effort and off the caller's path: a lost note only moves the lifecycle
         // or a Capgo resume back a little.
         let mut inv = script::invocation(job, "note", super::now_ms(), &self.common);
-        inv.arg(progress.activity_ms);
+        inv.arg(activity_ms);
         match confirm {
             Some((hash, id)) => inv.arg(hash).arg(id),
             None => inv.arg("").arg(""),
@@ -266,26 +340,9 @@ impl Store for RedisStore {
         Fsync::Never
     }
 
-    fn load(&self, job: &JobId) -> Option<Recovered> {
-        match self.load_job(job) {
-            Ok(script::Loaded::Job { recovered, .. }) => Some(recovered),
-            _ => None,
-        }
-    }
-
     fn recover(&self) -> Vec<Recovered> {
         // Jobs load from Redis on first use.
         Vec::new()
-    }
-
-    fn tombstone(&self, job: &JobId) -> Option<Tombstone> {
-        let key = JobKeys::new(job).gone;
-        let conn = self.conn.clone();
-        let raw: Option<String> = self
-            .bridge
-            .block(async move { conn.query(redis::cmd("GET").arg(key)).await })
-            .ok()?;
-        decode_tombstone(&raw?)
     }
 
     fn forget(&self, _job: &JobId, _tombstone: Tombstone) -> bool {
@@ -299,83 +356,6 @@ impl Store for RedisStore {
 
     fn flush(&self) {}
 
-    fn shared(&self) -> Option<&dyn Shared> {
-        Some(self)
-    }
-
-    fn unready(&self) -> Option<String> {
-        self.unready
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-}
-
-impl Shared for RedisStore {
-    fn append(
-        &self,
-        job: &JobId,
-        batch: Vec<Incoming>,
-        max_log_bytes: u64,
-    ) -> Result<Appended, StoreError> {
-        let ts = SystemTime::now();
-        let records: Vec<Prepared> = batch.into_iter().map(|i| script::prepare(i, ts)).collect();
-        let mut total = Appended::default();
-        for chunk in records.chunks(MAX_SCRIPT_RECORDS) {
-            let appended = self.run_append(job, chunk, ts, max_log_bytes)?;
-            total.absorb(appended);
-            if total.finished {
-                break;
-            }
-        }
-        Ok(total)
-    }
-
-    fn load(&self, job: &JobId) -> Result<Loaded, StoreError> {
-        Ok(match self.load_job(job)? {
-            script::Loaded::Job {
-                recovered, epoch, ..
-            } => Loaded::Job { recovered, epoch },
-            script::Loaded::Gone(tombstone) => Loaded::Gone(tombstone),
-        })
-    }
-
-    fn end_if_idle(
-        &self,
-        job: &JobId,
-        lost_before_ms: u64,
-        expired_before_ms: u64,
-    ) -> Result<Appended, StoreError> {
-        let ts = SystemTime::now();
-        let records = [
-            script::prepare_status(JobStatus::Lost, ts),
-            script::prepare_status(JobStatus::Expired, ts),
-        ];
-        let now = script::ms(ts);
-        let mut inv = script::invocation(job, "end", now, &self.common);
-        inv.arg(lost_before_ms)
-            .arg(records[0].rest())
-            .arg(expired_before_ms)
-            .arg(records[1].rest());
-        let conn = self.conn.clone();
-        let reply = self.noted(
-            self.bridge
-                .block(async move { conn.invoke::<redis::Value>(&inv).await }),
-        )?;
-        let mut appended = script::decode_append(&reply, &records, ts).map_err(StoreError::Io)?;
-        // The script names the one record it stored as the first; it is whichever
-        // status the job took.
-        if appended.progress.status == JobStatus::Expired {
-            let reply = script::decode_append(&reply, &records[1..], ts).map_err(StoreError::Io)?;
-            appended = reply;
-        }
-        Ok(appended)
-    }
-
-    fn follow(&self, job: &JobId, epoch: &str, follower: Weak<dyn Follower>) {
-        self.followed.register(job, epoch, follower);
-    }
-
     fn sweep_lifecycle(
         &self,
         lost_before_ms: u64,
@@ -385,8 +365,15 @@ impl Shared for RedisStore {
         self.sweep_jobs(lost_before_ms, expired_before_ms, lease.as_millis() as u64)
     }
 
-    fn is_life(&self, job: &JobId, epoch: &str) -> bool {
-        self.followed.is_life(job, epoch)
+    fn follow(&self, job: &JobId, life: &str, follower: Weak<dyn Follower>) {
+        self.followed.register(job, life, follower);
+    }
+
+    fn unready(&self) -> Option<String> {
+        self.unready
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     fn wake(&self, job: &JobId) {

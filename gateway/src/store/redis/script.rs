@@ -10,8 +10,8 @@ use redis::{Script, ScriptInvocation, Value};
 use super::keys::{decode_meta, decode_tombstone, JobKeys};
 use crate::entry::{decode_status, Entry, Kind};
 use crate::job_id::JobId;
-use crate::job_log::Incoming;
 use crate::record::{JobStatus, Record, RecordBody, Stream};
+use crate::rules::Incoming;
 use crate::store::{Appended, Recovered, Tombstone};
 
 /// Appends, loads, lifecycle ends and notes: one atomic step each.

@@ -61,13 +61,6 @@ impl Followed {
         );
     }
 
-    /// Whether `job` is registered in life `epoch`.
-    pub(crate) fn is_life(&self, job: &JobId, epoch: &str) -> bool {
-        lock(&self.jobs)
-            .get(job)
-            .is_some_and(|r| r.epoch == epoch && r.follower.strong_count() > 0)
-    }
-
     /// Whether the read in flight covers `job`.
     pub(crate) fn is_reading(&self, job: &JobId) -> bool {
         lock(&self.reading).contains(job)

@@ -18,7 +18,7 @@ use crate::job_log::{Incoming, JobLimits, JobLog, Read, Tally};
 use crate::memory::MemoryBudget;
 use crate::record::{JobStatus, RecordBody, Stream};
 use crate::store::memory::MemoryStore;
-use crate::store::{Loaded, Progress, Recovered, Shared, Store};
+use crate::store::{Opened, Progress, Recovered, Store};
 
 struct Server {
     child: Child,
@@ -78,6 +78,7 @@ fn limits() -> JobLimits {
 fn job_log(recovered: Recovered, store: Arc<dyn Store>) -> JobLog {
     JobLog::new(
         recovered,
+        String::new(),
         limits(),
         Arc::new(MemoryBudget::new(usize::MAX)),
         store,
@@ -140,7 +141,7 @@ proptest! {
         SERVER.with(|server| {
             let Some(server) = server else { return Ok(()) };
             let id = JobId::parse(&format!("model-{}", JOBS.fetch_add(1, Ordering::Relaxed))).unwrap();
-            let Ok(Loaded::Job { recovered, .. }) = Shared::load(&*server.store, &id) else {
+            let Ok(Opened::Job { recovered, .. }) = server.store.open(&id, None) else {
                 panic!("cannot load a new job");
             };
             let store: Arc<dyn Store> = server.store.clone();

@@ -73,6 +73,29 @@ impl SpoolJob {
         confirm: Option<(u64, u64)>,
     ) -> Result<u64, StoreError> {
         let mut st = self.lock();
+        self.write(&mut st, records, progress, confirm)
+    }
+
+    /// Notes a sign of the publisher (its activity only moves forward) and a Capgo
+    /// confirmation: a meta frame with the state as written. Returns the bytes added.
+    pub(crate) fn note(
+        &self,
+        activity_ms: u64,
+        confirm: Option<(u64, u64)>,
+    ) -> Result<u64, StoreError> {
+        let mut st = self.lock();
+        let mut progress = st.progress;
+        progress.activity_ms = progress.activity_ms.max(activity_ms);
+        self.write(&mut st, &[], &progress, confirm)
+    }
+
+    fn write(
+        &self,
+        st: &mut State,
+        records: &[Arc<Entry>],
+        progress: &Progress,
+        confirm: Option<(u64, u64)>,
+    ) -> Result<u64, StoreError> {
         if let Some(why) = &st.broken {
             return Err(StoreError::Io(why.clone()));
         }

@@ -22,11 +22,19 @@ use std::time::{Duration, Instant};
 use dashmap::DashMap;
 
 use super::tombstones::DirTombstones;
-use super::{Batch, Fsync, Progress, Recovered, Store, StoreError, Tombstone};
+use super::{Appended, Fsync, Opened, Progress, Recovered, Store, StoreError, Tombstone};
 use crate::entry::Entry;
 use crate::job_id::JobId;
 use crate::record::JobStatus;
+use crate::rules::{self, Incoming, Stamp};
 use job::SpoolJob;
+
+/// One batch of records to write: in seq order, and the job's state after them.
+#[derive(Debug)]
+pub(crate) struct Batch<'a> {
+    pub(crate) records: &'a [Arc<Entry>],
+    pub(crate) progress: &'a Progress,
+}
 
 /// How the spool keeps and drops data.
 #[derive(Debug, Clone)]
@@ -336,59 +344,61 @@ impl Store for Spool {
         true
     }
 
-    fn create(&self, id: &JobId, progress: &Progress) -> Result<(), StoreError> {
-        if self.jobs.contains_key(id) {
-            return Ok(());
+    fn open(&self, id: &JobId, held: Option<&str>) -> Result<Opened, StoreError> {
+        if held.is_some() {
+            return Ok(Opened::Held);
         }
-        if !self.make_room(256) {
-            return Err(self.full());
+        if let Some(recovered) = self.load(id) {
+            return Ok(Opened::Job {
+                recovered,
+                life: String::new(),
+            });
         }
-        let path = files::spool_path(&self.jobs_dir, id);
-        let mut head = bytes::BytesMut::from(&frame::MAGIC[..]);
-        let meta = scan::Meta {
-            progress: *progress,
-            confirm: None,
-        };
-        frame::put_meta(&mut head, &serde_json::to_vec(&meta).unwrap_or_default());
-        files::write_new(&path, &head)
-            .map_err(|e| StoreError::io(format!("cannot create {}", path.display()), &e))?;
-        self.tombstones.remove(id);
-        let job = SpoolJob::new(
-            path,
-            head.len() as u64,
-            Default::default(),
-            *progress,
-            Vec::new(),
-            None,
-        );
-        self.total.fetch_add(head.len() as u64, Ordering::Relaxed);
-        self.jobs.insert(id.clone(), Arc::new(job));
-        Ok(())
+        if let Some(tombstone) = self.tombstone(id) {
+            return Ok(Opened::Gone(tombstone));
+        }
+        let progress = Progress::new(super::now_ms());
+        self.create(id, &progress)?;
+        tracing::debug!(job.id = %id, "job created");
+        Ok(Opened::Job {
+            recovered: Recovered::new(id.clone(), progress),
+            life: String::new(),
+        })
     }
 
-    fn append(&self, id: &JobId, batch: Batch<'_>) -> Result<(), StoreError> {
-        let job = self.job(id)?;
-        let needed: u64 = batch
-            .records
-            .iter()
-            .map(|e| e.json().len() as u64 + 40)
-            .sum();
-        if !self.make_room(needed) {
-            return Err(self.full());
-        }
-        let added = job.append(batch.records, batch.progress, None)?;
-        self.total.fetch_add(added, Ordering::Relaxed);
-        Ok(())
+    fn append(
+        &self,
+        id: &JobId,
+        _cached: &Progress,
+        batch: Vec<Incoming>,
+        max_log_bytes: u64,
+    ) -> Result<Appended, StoreError> {
+        let from = self.job(id)?.lock().progress;
+        let appended = rules::apply(&from, batch, max_log_bytes, &Stamp::now());
+        self.store(id, &from, appended)
+    }
+
+    fn end_if_idle(
+        &self,
+        id: &JobId,
+        _cached: &Progress,
+        lost_before_ms: u64,
+        expired_before_ms: u64,
+    ) -> Result<Appended, StoreError> {
+        let from = self.job(id)?.lock().progress;
+        let now = Stamp::now();
+        let appended = rules::end_if_idle(&from, lost_before_ms, expired_before_ms, &now);
+        self.store(id, &from, appended)
     }
 
     fn note(
         &self,
         id: &JobId,
-        progress: &Progress,
+        activity_ms: u64,
         confirm: Option<(u64, u64)>,
     ) -> Result<(), StoreError> {
         let job = self.job(id)?;
-        let added = job.append(&[], progress, confirm)?;
+        let added = job.note(activity_ms, confirm)?;
         self.total.fetch_add(added, Ordering::Relaxed);
         Ok(())
     }
@@ -421,11 +431,6 @@ impl Store for Spool {
         self.settings.fsync
     }
 
-    fn load(&self, id: &JobId) -> Option<Recovered> {
-        let job = self.jobs.get(id).map(|j| Arc::clone(&j))?;
-        Some(recovered(id, &job))
-    }
-
     fn recover(&self) -> Vec<Recovered> {
         self.jobs
             .iter()
@@ -433,12 +438,16 @@ impl Store for Spool {
             .collect()
     }
 
-    fn tombstone(&self, id: &JobId) -> Option<Tombstone> {
-        self.tombstones.get(id, super::now_ms())
-    }
-
     fn forget(&self, _id: &JobId, _tombstone: Tombstone) -> bool {
         false
+    }
+
+    fn finished(&self) -> Vec<Recovered> {
+        self.jobs
+            .iter()
+            .filter(|j| j.lock().progress.status.is_terminal())
+            .map(|j| recovered(j.key(), j.value()))
+            .collect()
     }
 
     fn drop_archived(&self, id: &JobId) {
@@ -487,6 +496,85 @@ impl Store for Spool {
 }
 
 impl Spool {
+    /// Makes a new job known, so it survives a restart even before its first record.
+    pub(crate) fn create(&self, id: &JobId, progress: &Progress) -> Result<(), StoreError> {
+        if self.jobs.contains_key(id) {
+            return Ok(());
+        }
+        if !self.make_room(256) {
+            return Err(self.full());
+        }
+        let path = files::spool_path(&self.jobs_dir, id);
+        let mut head = bytes::BytesMut::from(&frame::MAGIC[..]);
+        let meta = scan::Meta {
+            progress: *progress,
+            confirm: None,
+        };
+        frame::put_meta(&mut head, &serde_json::to_vec(&meta).unwrap_or_default());
+        files::write_new(&path, &head)
+            .map_err(|e| StoreError::io(format!("cannot create {}", path.display()), &e))?;
+        self.tombstones.remove(id);
+        let job = SpoolJob::new(
+            path,
+            head.len() as u64,
+            Default::default(),
+            *progress,
+            Vec::new(),
+            None,
+        );
+        self.total.fetch_add(head.len() as u64, Ordering::Relaxed);
+        self.jobs.insert(id.clone(), Arc::new(job));
+        Ok(())
+    }
+
+    /// Writes records the rules made (seq order, continuing the job's last) and the
+    /// state after them. On error nothing of the batch is kept.
+    pub(crate) fn write(&self, id: &JobId, batch: Batch<'_>) -> Result<(), StoreError> {
+        let job = self.job(id)?;
+        let needed: u64 = batch
+            .records
+            .iter()
+            .map(|e| e.json().len() as u64 + 40)
+            .sum();
+        if !self.make_room(needed) {
+            return Err(self.full());
+        }
+        let added = job.append(batch.records, batch.progress, None)?;
+        self.total.fetch_add(added, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The job as the spool holds it, if it does.
+    pub(crate) fn load(&self, id: &JobId) -> Option<Recovered> {
+        let job = self.jobs.get(id).map(|j| Arc::clone(&j))?;
+        Some(recovered(id, &job))
+    }
+
+    /// The tombstone of a job deleted by retention.
+    pub(crate) fn tombstone(&self, id: &JobId) -> Option<Tombstone> {
+        self.tombstones.get(id, super::now_ms())
+    }
+
+    /// Writes what the rules made of an append to the job at `from`; nothing when they
+    /// changed nothing.
+    fn store(
+        &self,
+        id: &JobId,
+        from: &Progress,
+        appended: Appended,
+    ) -> Result<Appended, StoreError> {
+        if appended.progress != *from {
+            self.write(
+                id,
+                Batch {
+                    records: &appended.entries,
+                    progress: &appended.progress,
+                },
+            )?;
+        }
+        Ok(appended)
+    }
+
     fn full(&self) -> StoreError {
         StoreError::Full(format!(
             "the data directory holds its maximum of {} bytes (--max-disk-bytes) in running jobs",

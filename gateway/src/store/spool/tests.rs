@@ -82,7 +82,7 @@ fn run(actions: Vec<Action>) {
                     batch.push(Arc::new(entry));
                 }
                 spool
-                    .append(
+                    .write(
                         &job,
                         Batch {
                             records: &batch,
@@ -177,7 +177,7 @@ fn a_torn_tail_is_cut_at_every_byte_of_the_last_record() {
                 records: std::slice::from_ref(&entry),
                 progress: &progress,
             };
-            spool.append(&job, batch).unwrap();
+            spool.write(&job, batch).unwrap();
         }
     }
     let whole = std::fs::read(&path).unwrap();
@@ -266,7 +266,7 @@ fn add(
         };
         push(&mut p, t, body, 16);
     }
-    spool.append(
+    spool.write(
         &job,
         Batch {
             records: &batch,

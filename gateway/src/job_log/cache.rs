@@ -1,87 +1,16 @@
-//! `JobLog` over a shared store (Redis): the store assigns seqs in one atomic step, and
-//! the ring takes what the store holds, in seq order, from this instance's appends and
-//! from the store's tailer alike. The store's state wins over the local copy.
+//! The ring as a cache over the store: it takes what the store stored, in seq order,
+//! from this instance's appends and (a shared store) from other instances' alike. The
+//! store's state wins over the local copy.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use super::{evict, AppendError, Held, Incoming, JobLog, Tally};
+use super::{evict, Held, JobLog};
 use crate::entry::Entry;
-use crate::record::JobStatus;
-use crate::store::{Follower, Progress, Recovered, Shared};
+use crate::store::{Follower, Progress, Recovered};
 
 impl JobLog {
-    /// Appends `batch` through the shared store, then takes what it stored.
-    pub(super) fn append_shared(
-        &self,
-        shared: &dyn Shared,
-        batch: Vec<Incoming>,
-        tally: &mut Tally,
-    ) -> Result<(), AppendError> {
-        {
-            let st = self.lock();
-            tally.last_seq = st.progress.last_seq();
-            tally.last_n = st.progress.last_n;
-        }
-        let appended = shared.append(&self.id, batch, self.limits.max_log_bytes)?;
-        tally.accepted += appended.accepted;
-        tally.duplicates += appended.duplicates;
-        crate::metrics::get().appended(&appended.entries, appended.duplicates);
-        if !appended.entries.is_empty() || appended.progress.next_seq > 1 {
-            tally.last_seq = appended.progress.last_seq();
-            tally.last_n = appended.progress.last_n;
-        }
-        let finished = appended.finished;
-        self.take(appended.entries, Some(appended.progress));
-        if finished {
-            return Err(AppendError::Finished);
-        }
-        Ok(())
-    }
-
-    /// The lifecycle over a shared store: the store ends the job once, whichever instance
-    /// asks first, and only if it is still idle there. An upload here keeps the job
-    /// alive for every instance.
-    pub(super) fn lifecycle_shared(
-        &self,
-        shared: &dyn Shared,
-        now_ms: u64,
-        grace: Duration,
-        queued_ttl: Duration,
-    ) -> Option<JobStatus> {
-        let progress = self.lock().progress;
-        if self.publishers.load(Ordering::Acquire) > 0 {
-            let alive = Progress {
-                activity_ms: now_ms,
-                ..progress
-            };
-            let _ = self.store.note(&self.id, &alive, None);
-            return None;
-        }
-        let before = |limit: Duration| now_ms.saturating_sub(limit.as_millis() as u64);
-        // The local copy is never newer than the store: a job that looks busy here is.
-        let idle = match progress.status {
-            JobStatus::Running => progress.activity_ms <= before(grace),
-            JobStatus::Queued => progress.created_ms <= before(queued_ttl),
-            _ => false,
-        };
-        if !idle {
-            return None;
-        }
-        match shared.end_if_idle(&self.id, before(grace), before(queued_ttl)) {
-            Ok(appended) => {
-                let ended = (!appended.entries.is_empty()).then_some(appended.progress.status);
-                self.take(appended.entries, Some(appended.progress));
-                ended
-            }
-            Err(e) => {
-                tracing::warn!(job.id = %self.id, error = %e, "cannot end the job");
-                None
-            }
-        }
-    }
-
     /// Takes the store's view of the job: its state and Capgo confirmations.
     pub(crate) fn reconcile(&self, recovered: Recovered) {
         {
@@ -104,7 +33,7 @@ impl JobLog {
     /// Takes records the store holds, in seq order, and the job's state after them;
     /// wakes readers when the log grew. A record past a hole (stored by another instance
     /// and not followed here) restarts the ring: readers below it read the store.
-    fn take(&self, entries: Vec<Arc<Entry>>, progress: Option<Progress>) {
+    pub(super) fn take(&self, entries: Vec<Arc<Entry>>, progress: Option<Progress>) {
         let mut st = self.lock();
         let before = st.progress.next_seq;
         let (mut added, mut freed) = (0, 0);
@@ -177,7 +106,7 @@ impl Follower for JobLog {
 
 #[cfg(test)]
 mod tests {
-    use std::time::SystemTime;
+    use std::time::{Duration, SystemTime};
 
     use super::*;
     use crate::job_id::JobId;
@@ -202,6 +131,7 @@ mod tests {
         };
         Arc::new(JobLog::new(
             recovered,
+            String::new(),
             limits,
             Arc::new(MemoryBudget::new(usize::MAX)),
             Arc::new(MemoryStore::new(60_000)),
