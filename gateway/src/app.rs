@@ -114,6 +114,7 @@ impl App {
                 url: redis.url.clone(),
                 cluster: redis.cluster,
                 timeout: redis.timeout,
+                wait_replicas: redis.wait_replicas,
                 retention: store.disk_retention,
                 tombstone_ttl: store.tombstone_ttl,
             };

@@ -89,6 +89,7 @@ pub(crate) fn get() -> &'static Metrics {
 impl Metrics {
     fn new() -> Self {
         let mut registry = Registry::with_prefix("tailgate");
+        crate::store::redis::metrics::register(&mut registry);
         let connections = Family::<ConnLabels, Gauge>::default();
         registry.register(
             "connections_open",

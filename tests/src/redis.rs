@@ -153,6 +153,26 @@ impl RedisServer {
         self.spawn();
     }
 
+    /// Starts it again on the same port with `extra` flags instead of the earlier ones
+    /// (e.g. `--replicaof`).
+    pub fn restart_as(&mut self, extra: &[&str]) {
+        self.stop();
+        self.extra = extra.iter().map(|s| s.to_string()).collect();
+        self.spawn();
+    }
+
+    /// Sends `signal` (`STOP`: frozen like a hung host, `CONT`: running again).
+    pub fn signal(&self, signal: &str) {
+        if let Some(child) = &self.child {
+            let status = Command::new("kill")
+                .arg(format!("-{signal}"))
+                .arg(child.id().to_string())
+                .status()
+                .expect("run kill");
+            assert!(status.success(), "kill -{signal}");
+        }
+    }
+
     /// Calls of `command` since the last `CONFIG RESETSTAT`, from `INFO commandstats`.
     pub fn calls(&self, command: &str) -> u64 {
         let want = format!("cmdstat_{}:calls=", command.to_lowercase());

@@ -15,25 +15,25 @@ use tailgate_tests::http_client::{self, Reply, Upload};
 use tailgate_tests::redis::{available, free_port, Persistence, RedisServer};
 use tailgate_tests::{bearer, publish_token, read_token, SseStream};
 
-const WITHIN: Duration = Duration::from_secs(20);
+pub(crate) const WITHIN: Duration = Duration::from_secs(20);
 
-fn gateway(redis: &str, extra: &[&str]) -> Daemon {
+pub(crate) fn gateway(redis: &str, extra: &[&str]) -> Daemon {
     let mut a = test_args();
     a.extend(["--redis-url".to_string(), redis.to_string()]);
     a.extend(extra.iter().map(|s| s.to_string()));
     Daemon::start(&a)
 }
 
-async fn get(addr: SocketAddr, job: &str, path: &str) -> Reply {
+pub(crate) async fn get(addr: SocketAddr, job: &str, path: &str) -> Reply {
     let auth = bearer(&read_token(job));
     http_client::request(addr, "GET", path, &[("authorization", &auth)], Bytes::new()).await
 }
 
-async fn publish(addr: SocketAddr, job: &str, body: String) -> Reply {
+pub(crate) async fn publish(addr: SocketAddr, job: &str, body: String) -> Reply {
     tailgate_tests::publish_ndjson(addr, job, body).await
 }
 
-async fn finish(addr: SocketAddr, job: &str, status: &str) {
+pub(crate) async fn finish(addr: SocketAddr, job: &str, status: &str) {
     let auth = bearer(&publish_token(job));
     let reply = http_client::request(
         addr,
@@ -50,7 +50,7 @@ async fn finish(addr: SocketAddr, job: &str, status: &str) {
 }
 
 /// Publishes like a worker: a 503 (Redis unavailable) is retried after a pause.
-async fn publish_retrying(addr: SocketAddr, job: &str, body: String) -> Reply {
+pub(crate) async fn publish_retrying(addr: SocketAddr, job: &str, body: String) -> Reply {
     for _ in 0..50 {
         let reply = publish(addr, job, body.clone()).await;
         if reply.status != 503 {
@@ -62,13 +62,13 @@ async fn publish_retrying(addr: SocketAddr, job: &str, body: String) -> Reply {
     panic!("redis never came back");
 }
 
-fn ndjson(range: std::ops::RangeInclusive<u64>) -> String {
+pub(crate) fn ndjson(range: std::ops::RangeInclusive<u64>) -> String {
     range
         .map(|n| format!("{{\"n\":{n},\"line\":\"line {n} \\u001b[1mé\\r\\ndata: x\"}}\n"))
         .collect()
 }
 
-async fn open(
+pub(crate) async fn open(
     addr: SocketAddr,
     job: &str,
     last: Option<u64>,
@@ -84,7 +84,7 @@ async fn open(
     resp
 }
 
-async fn reader(addr: SocketAddr, job: &str, last: Option<u64>) -> SseStream {
+pub(crate) async fn reader(addr: SocketAddr, job: &str, last: Option<u64>) -> SseStream {
     SseStream::new(open(addr, job, last).await.into_body())
 }
 
@@ -113,7 +113,7 @@ fn without_comments(mut block: &str) -> &str {
     block
 }
 
-fn seqs(events: &[tailgate_tests::Event]) -> Vec<u64> {
+pub(crate) fn seqs(events: &[tailgate_tests::Event]) -> Vec<u64> {
     events
         .iter()
         .filter(|e| e.id.is_some())
@@ -381,7 +381,7 @@ async fn redis_down_at_start_is_named_by_readyz_until_it_comes() {
     );
 }
 
-async fn wait_ready(addr: SocketAddr) {
+pub(crate) async fn wait_ready(addr: SocketAddr) {
     let deadline = tokio::time::Instant::now() + WITHIN;
     loop {
         let ready = http_client::request(addr, "GET", "/readyz", &[], Bytes::new()).await;

@@ -208,6 +208,10 @@ pub struct ServeArgs {
     /// A Redis round trip at most before publishes answer 503, ms [default: 2000].
     #[arg(long, value_name = "MS")]
     pub redis_timeout_ms: Option<u64>,
+    /// Acknowledge a publish only once this many Redis replicas have it (Redis `WAIT`),
+    /// so it survives a failover to one of them [default: 0, no wait].
+    #[arg(long, value_name = "N")]
+    pub redis_wait_replicas: Option<u32>,
     /// Move finished logs to object storage: `s3://bucket/prefix` (or `file:///dir`).
     /// Every instance then serves them from there (see "Archive" in the README).
     #[arg(long, value_name = "URL")]
@@ -282,6 +286,7 @@ pub(super) const FILE_KEYS: &[&str] = &[
     "redis_url",
     "redis_cluster",
     "redis_timeout_ms",
+    "redis_wait_replicas",
     "archive_url",
     "archive_endpoint",
     "archive_quiet_secs",
@@ -829,10 +834,14 @@ fn redis_config(args: &ServeArgs, l: &Layers<'_>) -> Result<Option<RedisConfig>,
         .map(|v| positive("redis-timeout-ms", v))
         .transpose()?
         .map_or(DEFAULT_REDIS_TIMEOUT, Duration::from_millis);
+    let wait_replicas = l
+        .get(args.redis_wait_replicas, "redis-wait-replicas")?
+        .unwrap_or(0);
     Ok(Some(RedisConfig {
         url,
         cluster,
         timeout,
+        wait_replicas,
     }))
 }
 

@@ -184,6 +184,8 @@ pub struct RedisConfig {
     pub cluster: bool,
     /// Each round trip at most; then the store reports Redis unavailable.
     pub timeout: Duration,
+    /// Replicas that must have a publish before it is acknowledged (`WAIT`; 0: none).
+    pub wait_replicas: u32,
 }
 
 impl std::fmt::Debug for RedisConfig {
@@ -192,6 +194,7 @@ impl std::fmt::Debug for RedisConfig {
         f.debug_struct("RedisConfig")
             .field("cluster", &self.cluster)
             .field("timeout", &self.timeout)
+            .field("wait_replicas", &self.wait_replicas)
             .finish_non_exhaustive()
     }
 }

@@ -147,6 +147,11 @@ fn values(c: &Config) -> Vec<(&'static str, Option<Value>)> {
                     .redis
                     .as_ref()
                     .and_then(|r| int(r.timeout.as_millis() as u64)),
+                "redis_wait_replicas" => c
+                    .store
+                    .redis
+                    .as_ref()
+                    .and_then(|r| int(u64::from(r.wait_replicas))),
                 "archive_url" => c
                     .store
                     .archive

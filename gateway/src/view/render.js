@@ -65,6 +65,8 @@ export const view = {
   conn: 'connecting',
   /** Why the token was refused, from the gateway's answer. */
   refusal: '',
+  /** Why the gateway could not read the job's records (its `event: error`). */
+  storeError: '',
   following: true,
   atBottom: true,
   showTimes: false,
@@ -337,6 +339,7 @@ function drawHeader() {
   const conn = $('conn');
   const notice = {
     reconnecting: 'connection lost, reconnecting\u2026',
+    failing: `the gateway cannot read this job's log: ${view.storeError}; retrying\u2026`,
     denied: `the token was refused: ${view.refusal || 'no reason given'}; open the page with a fresh #token=`,
     missing: 'no token: open this page as \u2026/view#token=<jwt>',
   }[view.conn];

@@ -64,13 +64,33 @@ function runStream(scope) {
         }
       });
     }
-    es.onerror = () => {
+    es.onerror = (ev) => {
       if (source !== es) return;
       flush();
+      if (typeof ev.data === 'string') {
+        // The gateway's own `event: error` (it cannot read the job's records back), not a
+        // connection error: say why; the stream then ends and the browser retries.
+        scope.postMessage({ conn: 'failing', reason: storeReason(ev.data) });
+        return;
+      }
       // CONNECTING: the browser retries by itself. CLOSED: it gave up (a refusal).
       scope.postMessage({ conn: es.readyState === EventSource.CLOSED ? 'closed' : 'reconnecting' });
     };
   };
+}
+
+/** The sentence of an `event: error`'s JSON (`{"error","message"}`), bounded. */
+export function storeReason(data) {
+  let body = null;
+  try {
+    body = JSON.parse(data);
+  } catch {
+    body = null;
+  }
+  const text = body && typeof body.message === 'string' && body.message !== ''
+    ? body.message
+    : body && typeof body.error === 'string' ? body.error : 'no reason given';
+  return text.slice(0, 200);
 }
 
 /** The page's side: what each record does to the model. */
@@ -151,7 +171,9 @@ export function startWorker() {
     if (data.records) {
       for (const rec of data.records) receive(rec);
     } else if (!view.finished) {
-      view.conn = data.conn;
+      if (data.reason) view.storeError = data.reason;
+      // The stream ending after an `error` event is no news: keep saying why until it is live.
+      if (!(view.conn === 'failing' && data.conn === 'reconnecting')) view.conn = data.conn;
       if (data.conn === 'live') view.backoff = 0;
       if (data.conn === 'closed') retryLater();
     }

@@ -59,6 +59,9 @@ local function load_or_create()
   if m then return m end
   local gone = redis.call('GET', gone_key)
   if gone then return nil, gone end
+  -- The meta hash was lost (evicted, or deleted by hand) while the stream stayed: a new
+  -- life (a new epoch) starts from seq 1, without the old life's records.
+  redis.call('DEL', log_key, capgo_key)
   m = {ep = ARGV[3], next = 1, st = 'queued', ec = '', ln = '', lines = 0, bytes = 0,
     sb = 0, dl = 0, tr = 0, cr = now, sa = '', fa = '', ac = now, done = 0}
   write_meta(m)
@@ -144,6 +147,8 @@ local function append(m, records, ts, max_bytes, trunc_head, trunc_tail)
   end
   write_meta(m)
   if m.done == 1 then expire(m) end
+  -- Instances following the job on a Cluster read it when told (see sharded.rs).
+  if #out > 0 then redis.call('SPUBLISH', log_key, str(m.next - 1)) end
   local reply = {'ok', accepted, duplicates, finished, meta_list(m)}
   for _, e in ipairs(out) do reply[#reply + 1] = e end
   return reply

@@ -67,6 +67,7 @@ impl RedisStore {
         let held = self
             .bridge
             .block(async move { conn.invoke::<i64>(&inv).await });
+        super::metrics::get().set_lease_holder(matches!(held, Ok(1)));
         if !matches!(held, Ok(1)) {
             return Vec::new();
         }

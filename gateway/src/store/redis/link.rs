@@ -60,26 +60,35 @@ impl Conn {
     }
 
     pub(crate) async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> RedisResult<T> {
-        match self {
-            Self::Single(m) => cmd.query_async(&mut m.clone()).await,
-            Self::Cluster { client, conn } => {
-                cmd.query_async(&mut Self::cluster(client, conn).await?)
-                    .await
-            }
-        }
+        let command = super::metrics::command_label(cmd);
+        super::metrics::get()
+            .timed(command, async {
+                match self {
+                    Self::Single(m) => cmd.query_async(&mut m.clone()).await,
+                    Self::Cluster { client, conn } => {
+                        cmd.query_async(&mut Self::cluster(client, conn).await?)
+                            .await
+                    }
+                }
+            })
+            .await
     }
 
     pub(crate) async fn invoke<T: FromRedisValue>(
         &self,
         inv: &ScriptInvocation<'_>,
     ) -> RedisResult<T> {
-        match self {
-            Self::Single(m) => inv.invoke_async(&mut m.clone()).await,
-            Self::Cluster { client, conn } => {
-                inv.invoke_async(&mut Self::cluster(client, conn).await?)
-                    .await
-            }
-        }
+        super::metrics::get()
+            .timed("evalsha", async {
+                match self {
+                    Self::Single(m) => inv.invoke_async(&mut m.clone()).await,
+                    Self::Cluster { client, conn } => {
+                        inv.invoke_async(&mut Self::cluster(client, conn).await?)
+                            .await
+                    }
+                }
+            })
+            .await
     }
 
     pub(crate) fn is_cluster(&self) -> bool {
@@ -141,10 +150,7 @@ impl Bridge {
         match got {
             Ok(Ok(Ok(value))) => Ok(value),
             Ok(Ok(Err(e))) => Err(unavailable(&e)),
-            Ok(Err(_)) | Err(_) => Err(StoreError::Unavailable(format!(
-                "redis did not answer within {} ms",
-                timeout.as_millis()
-            ))),
+            Ok(Err(_)) | Err(_) => Err(super::errors::timed_out(timeout)),
         }
     }
 
@@ -159,5 +165,5 @@ impl Bridge {
 
 /// A Redis error as the store reports it: the server cannot be used now.
 pub(crate) fn unavailable(e: &redis::RedisError) -> StoreError {
-    StoreError::Unavailable(format!("redis: {e}"))
+    super::errors::unavailable(e)
 }

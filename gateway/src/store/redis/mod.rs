@@ -4,10 +4,15 @@
 //! script, so two instances never give one seq to two records. Each instance follows the
 //! jobs its readers watch ([`tail`]) into their local rings.
 
+pub(crate) mod errors;
 pub(crate) mod keys;
 pub(crate) mod lease;
 pub(crate) mod link;
+pub(crate) mod metrics;
+pub(crate) mod policy;
+pub(crate) mod replicas;
 pub(crate) mod script;
+pub(crate) mod sharded;
 pub(crate) mod tail;
 #[cfg(test)]
 mod tests;
@@ -33,6 +38,8 @@ pub(crate) struct RedisSettings {
     pub(crate) cluster: bool,
     /// A round trip takes at most this long before the store reports Redis unavailable.
     pub(crate) timeout: Duration,
+    /// Replicas that must have an append before it is acknowledged (0: none).
+    pub(crate) wait_replicas: u32,
     /// A finished job's keys expire this long after it finished.
     pub(crate) retention: Duration,
     /// Its tombstone answers 410 this much longer.
@@ -41,8 +48,10 @@ pub(crate) struct RedisSettings {
 
 /// Records sent to the script per call at most, so one call never holds Redis long.
 const MAX_SCRIPT_RECORDS: usize = 1000;
-/// How often readiness is checked.
-const HEALTH_EVERY: Duration = Duration::from_secs(1);
+/// How often readiness is checked, and how long its `PING` may take: `/readyz` turns
+/// 503 within 1.5 s of Redis going away or freezing.
+const HEALTH_EVERY: Duration = Duration::from_millis(500);
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The shared store.
 pub(crate) struct RedisStore {
@@ -54,6 +63,8 @@ pub(crate) struct RedisStore {
     unready: Arc<Mutex<Option<String>>>,
     /// The lifecycle sweep's place in `tailgate:jobs`.
     sweep: lease::Sweep,
+    /// Replicas an append waits for (`--redis-wait-replicas`).
+    replicas: replicas::Replicas,
 }
 
 impl RedisStore {
@@ -77,6 +88,7 @@ impl RedisStore {
             followed: Arc::new(Followed::default()),
             unready: Arc::new(Mutex::new(Some("redis: not connected yet".into()))),
             sweep: lease::Sweep::default(),
+            replicas: replicas::Replicas::new(settings.wait_replicas, settings.timeout),
         });
         store
             .bridge
@@ -138,6 +150,11 @@ impl RedisStore {
         let reply = self.call(job, "append", |inv| {
             script::append_args(inv, records, ts, max_log_bytes)
         })?;
+        if !self.replicas.is_off() {
+            let (replicas, conn) = (self.replicas, self.conn.clone());
+            let confirmed = self.bridge.block(async move { replicas.wait(&conn).await });
+            self.noted(confirmed.and_then(|n| self.replicas.check(n)))?;
+        }
         script::decode_append(&reply, records, ts).map_err(StoreError::Io)
     }
 }
@@ -182,13 +199,17 @@ impl RedisStore {
 /// time Redis comes back, so appends run it by its SHA.
 async fn health(conn: Conn, unready: Arc<Mutex<Option<String>>>) {
     let mut loaded = false;
+    let mut ever_ready = false;
     loop {
-        let ping: redis::RedisResult<String> = conn.query(&redis::cmd("PING")).await;
+        let ping = tokio::time::timeout(HEALTH_TIMEOUT, conn.query::<String>(&redis::cmd("PING")))
+            .await
+            .unwrap_or_else(|_| Err(redis::RedisError::from((redis::ErrorKind::Io, "timed out"))));
         let state = match ping {
             Ok(_) if loaded => None,
             Ok(_) => match load_script(&conn).await {
                 Ok(()) => {
                     loaded = true;
+                    policy::check(&conn).await;
                     tracing::info!("redis is ready");
                     None
                 }
@@ -206,6 +227,10 @@ async fn health(conn: Conn, unready: Arc<Mutex<Option<String>>>) {
         if let (Some(why), None) = (&state, &was) {
             tracing::warn!(error = %why, "redis is unavailable");
         }
+        if state.is_none() && was.is_some() && ever_ready {
+            metrics::get().reconnected();
+        }
+        ever_ready |= state.is_none();
         tokio::time::sleep(HEALTH_EVERY).await;
     }
 }

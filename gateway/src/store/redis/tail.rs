@@ -1,8 +1,8 @@
 //! Following jobs for local readers: one task per instance reads every followed job's
 //! stream with one blocking `XREAD` on its own connection, and hands new records to the
 //! job's `JobLog`, which wakes its readers. Redis work grows with instances x followed
-//! jobs, never with readers. On a Cluster (where one `XREAD` cannot span slots) each
-//! followed job is polled instead.
+//! jobs, never with readers. On a Cluster, where one `XREAD` cannot span slots,
+//! [`super::sharded`] follows the jobs by their sharded channels instead.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -22,9 +22,7 @@ use crate::store::Follower;
 /// How long one `XREAD` blocks when nothing arrives.
 const BLOCK: Duration = Duration::from_secs(5);
 /// Records read per job per round.
-const COUNT: usize = 128;
-/// How often a Cluster's followed jobs are polled.
-const POLL: Duration = Duration::from_millis(100);
+pub(super) const COUNT: usize = 128;
 
 struct Registered {
     epoch: String,
@@ -37,8 +35,8 @@ pub(crate) struct Followed {
     jobs: Mutex<HashMap<JobId, Registered>>,
     /// Jobs the current `XREAD` covers; a job outside it wakes the tailer.
     reading: Mutex<HashSet<JobId>>,
-    /// Wakes a tailer with nothing to follow.
-    poke: Notify,
+    /// Wakes a tailer with nothing to follow, or a Cluster's with a new job.
+    pub(super) poke: Notify,
     /// The tailer connection's client id, for `CLIENT UNBLOCK` (0: none).
     client_id: AtomicI64,
 }
@@ -75,7 +73,7 @@ impl Followed {
     }
 
     /// The followed jobs with readers now, and where each one's stream continues.
-    fn round(&self) -> Vec<(JobId, Arc<dyn Follower>, String)> {
+    pub(super) fn round(&self) -> Vec<(JobId, Arc<dyn Follower>, String)> {
         let mut jobs = lock(&self.jobs);
         jobs.retain(|_, r| r.follower.strong_count() > 0);
         let round: Vec<_> = jobs
@@ -90,6 +88,7 @@ impl Followed {
             })
             .collect();
         *lock(&self.reading) = round.iter().map(|(id, ..)| id.clone()).collect();
+        super::metrics::get().set_followed(round.len());
         round
     }
 
@@ -112,7 +111,15 @@ pub(crate) async fn run(followed: Arc<Followed>, conn: Conn, url: String, timeou
     loop {
         let result = if conn.is_cluster() {
             match check_lives(&followed, &conn, None).await {
-                Ok(()) => poll(&followed, &conn).await,
+                Ok(()) => {
+                    let since = std::time::Instant::now();
+                    let result = super::sharded::follow(&followed, &conn, &url, timeout).await;
+                    if since.elapsed() > BLOCK {
+                        // It ran a while: the next failure is a new one.
+                        pause = Duration::from_millis(50);
+                    }
+                    result
+                }
                 Err(e) => Err(e),
             }
         } else {
@@ -204,32 +211,8 @@ async fn follow(followed: &Followed, mut tail: MultiplexedConnection) -> redis::
     }
 }
 
-/// Polls each followed job (a Cluster), then waits a little or for a new job.
-async fn poll(followed: &Followed, conn: &Conn) -> redis::RedisResult<()> {
-    loop {
-        let round = followed.round();
-        let mut got = false;
-        for (job, follower, from) in &round {
-            let reply: Value = conn
-                .query(
-                    redis::cmd("XREAD")
-                        .arg("COUNT")
-                        .arg(COUNT)
-                        .arg("STREAMS")
-                        .arg(JobKeys::new(job).log)
-                        .arg(from),
-                )
-                .await?;
-            got |= deliver(&[(job.clone(), Arc::clone(follower), from.clone())], &reply);
-        }
-        if !got {
-            let _ = tokio::time::timeout(POLL, followed.poke.notified()).await;
-        }
-    }
-}
-
-/// Hands each stream of an `XREAD` reply to its job; returns whether any had records.
-fn deliver(round: &[(JobId, Arc<dyn Follower>, String)], reply: &Value) -> bool {
+/// Hands each stream of an `XREAD` reply to its job; returns the most records one had.
+pub(super) fn deliver(round: &[(JobId, Arc<dyn Follower>, String)], reply: &Value) -> usize {
     let streams: Vec<(&Value, &Value)> = match reply {
         Value::Array(items) => items
             .iter()
@@ -239,9 +222,9 @@ fn deliver(round: &[(JobId, Arc<dyn Follower>, String)], reply: &Value) -> bool 
             })
             .collect(),
         Value::Map(pairs) => pairs.iter().map(|(k, v)| (k, v)).collect(),
-        _ => return false,
+        _ => return 0,
     };
-    let mut got = false;
+    let mut got = 0;
     for (key, entries) in streams {
         let Some(key) = text(key) else { continue };
         let Some((job, follower, _)) = round.iter().find(|(job, ..)| JobKeys::new(job).log == key)
@@ -250,7 +233,7 @@ fn deliver(round: &[(JobId, Arc<dyn Follower>, String)], reply: &Value) -> bool 
         };
         match decode_entries(entries) {
             Ok(entries) if !entries.is_empty() => {
-                got = true;
+                got = got.max(entries.len());
                 follower.absorb(entries);
             }
             Ok(_) => {}

@@ -54,6 +54,7 @@ fn server() -> Option<Server> {
         url: format!("redis://127.0.0.1:{port}/0"),
         cluster: false,
         timeout: Duration::from_secs(2),
+        wait_replicas: 0,
         retention: Duration::from_secs(60),
         tombstone_ttl: Duration::from_secs(60),
     })
