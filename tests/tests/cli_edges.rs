@@ -295,6 +295,22 @@ async fn from_seq_and_last_event_id_start_later() {
             done.stderr
         );
     }
+    // A position the gateway does not know (another life of the job): `event: reset`, and
+    // the log from its start, with a line saying so.
+    let mut cmd = tailgate(&["tail", &url, "--last-event-id", "99"]);
+    cmd.env("TAILGATE_TOKEN", read_token(job));
+    let done = run(cmd, WAIT).await;
+    assert_eq!(
+        (done.code, done.stdout.as_str()),
+        (Some(0), "one\ntwo\nthree\n"),
+        "{}",
+        done.stderr
+    );
+    assert!(
+        done.stderr.contains("starts again from the beginning"),
+        "{}",
+        done.stderr
+    );
     let mut cmd = tailgate(&["tail", &url, "--from-seq", "2", "--last-event-id", "1"]);
     cmd.env("TAILGATE_TOKEN", read_token(job));
     assert_eq!(run(cmd, WAIT).await.code, Some(64), "the two conflict");

@@ -26,6 +26,7 @@ mod readme;
 mod redis;
 mod redis_ha;
 mod sse_clients;
+mod startup;
 mod stream;
 mod tls;
 mod view;

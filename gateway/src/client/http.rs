@@ -2,7 +2,7 @@
 //! connect and answer timeouts, and the gateway's JSON error answers. TLS failures are told
 //! apart: retrying cannot fix an untrusted certificate or a plain-HTTP port.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -13,6 +13,8 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
+use super::tls::{self, rustls_error};
+pub use super::tls::{trust_ca_file, ENV_CA_FILE};
 use super::url::{Endpoint, Scheme};
 
 /// Default of `--connect-timeout`: how long a TCP connect plus TLS handshake may take, and
@@ -40,33 +42,6 @@ const MAX_MESSAGE_CHARS: usize = 200;
 
 /// Largest non-streaming answer read (status JSON, errors).
 const MAX_ANSWER_BYTES: usize = 1024 * 1024;
-
-/// Environment twin of `--ca-file`.
-pub const ENV_CA_FILE: &str = "TAILGATE_CA_FILE";
-
-/// CA certificates from `--ca-file`, trusted besides the webpki roots; set once per process
-/// before the first connection.
-static EXTRA_ROOTS: OnceLock<Vec<rustls::pki_types::CertificateDer<'static>>> = OnceLock::new();
-
-/// Trusts the CA certificates in the PEM file at `path` (if any) for every later `https://`
-/// connection of this process. A file that cannot be read or holds no certificate is a
-/// usage error (exit 64), reported here.
-pub fn trust_ca_file(path: Option<&std::path::Path>) -> Result<(), std::process::ExitCode> {
-    let Some(path) = path else { return Ok(()) };
-    let usage = |why: String| {
-        eprintln!("tailgate: --ca-file {}: {why}", path.display());
-        std::process::ExitCode::from(super::exit::EXIT_USAGE)
-    };
-    let pem = std::fs::read(path).map_err(|e| usage(format!("cannot read it: {e}")))?;
-    let certs: Vec<_> = rustls_pemfile::certs(&mut pem.as_slice())
-        .filter_map(Result::ok)
-        .collect();
-    if certs.is_empty() {
-        return Err(usage("holds no PEM certificate".into()));
-    }
-    let _ = EXTRA_ROOTS.set(certs);
-    Ok(())
-}
 
 /// `User-Agent` of every client request.
 pub const USER_AGENT: &str = concat!("tailgate/", env!("CARGO_PKG_VERSION"));
@@ -116,28 +91,8 @@ impl HttpError {
         let Self::Tls { source, .. } = self else {
             return None;
         };
-        Some(match rustls_error(source)? {
-            rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForName)
-            | rustls::Error::InvalidCertificate(
-                rustls::CertificateError::NotValidForNameContext { .. },
-            ) => "the server's certificate is not for this host name; use the name it was issued for",
-            rustls::Error::InvalidCertificate(
-                rustls::CertificateError::Expired
-                | rustls::CertificateError::ExpiredContext { .. }
-                | rustls::CertificateError::NotValidYet
-                | rustls::CertificateError::NotValidYetContext { .. },
-            ) => "the server's certificate is outside its validity period (or this clock is wrong)",
-            rustls::Error::InvalidCertificate(_) => {
-                "pass the CA that issued the server's certificate with --ca-file (not the server's own certificate)"
-            }
-            _ => "is this port serving plain HTTP? then use an http:// URL",
-        })
+        rustls_error(source).map(tls::hint)
     }
-}
-
-/// The rustls error inside a TLS handshake's I/O error, if it is one.
-fn rustls_error(e: &std::io::Error) -> Option<&rustls::Error> {
-    e.get_ref()?.downcast_ref::<rustls::Error>()
 }
 
 /// An error answer from the gateway: its status and JSON `{"error","message"}`.
@@ -363,7 +318,7 @@ async fn connect(endpoint: &Endpoint) -> Result<Box<dyn Io>, HttpError> {
         Scheme::Https => {
             let name = rustls::pki_types::ServerName::try_from(endpoint.host.clone())
                 .map_err(|_| HttpError::ServerName(endpoint.host.clone()))?;
-            let connector = tokio_rustls::TlsConnector::from(tls_config());
+            let connector = tokio_rustls::TlsConnector::from(tls::client_config());
             let tls = connector
                 .connect(name, tcp)
                 .await
@@ -374,36 +329,6 @@ async fn connect(endpoint: &Endpoint) -> Result<Box<dyn Io>, HttpError> {
             Ok(Box::new(tls))
         }
     }
-}
-
-/// The TLS client config: the Mozilla roots from `webpki-roots` plus `--ca-file`'s,
-/// HTTP/1.1 by ALPN.
-fn tls_config() -> Arc<rustls::ClientConfig> {
-    static CONFIG: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
-    CONFIG
-        .get_or_init(|| {
-            let mut roots = rustls::RootCertStore {
-                roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-            };
-            let extra = EXTRA_ROOTS.get().map(Vec::as_slice).unwrap_or_default();
-            let (added, _) = roots.add_parsable_certificates(extra.iter().cloned());
-            if added < extra.len() {
-                tracing::warn!("some --ca-file certificates are not usable CA certificates");
-            }
-            let provider = Arc::new(rustls::crypto::ring::default_provider());
-            let mut config = rustls::ClientConfig::builder_with_provider(provider)
-                .with_safe_default_protocol_versions()
-                .map(|b| b.with_root_certificates(roots).with_no_client_auth())
-                .unwrap_or_else(|_| {
-                    // The ring provider supports the default versions; this cannot fail.
-                    rustls::ClientConfig::builder()
-                        .with_root_certificates(rustls::RootCertStore::empty())
-                        .with_no_client_auth()
-                });
-            config.alpn_protocols = vec![b"http/1.1".to_vec()];
-            Arc::new(config)
-        })
-        .clone()
 }
 
 #[cfg(test)]
