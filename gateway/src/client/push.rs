@@ -28,7 +28,7 @@ const PIPE_GRACE: Duration = Duration::from_secs(5);
 
 /// The token check before the command runs waits this long at most: a slow or silent
 /// gateway does not hold the build back.
-const CHECK_WAIT: Duration = Duration::from_secs(2);
+const CHECK_WAIT: Duration = Duration::from_secs(3);
 
 /// Terminal statuses `--status` accepts.
 const STATUSES: [&str; 6] = [
