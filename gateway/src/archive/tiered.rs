@@ -62,6 +62,15 @@ impl Store for Tiered {
         };
         let (archive, id) = (Arc::clone(&self.archive), job.clone());
         let inner = Arc::clone(&archive);
+        if held.is_some() {
+            // The memory copy is the archived job: it stays while the object is there
+            // (its index cached, so a request costs no GET).
+            return match archive.block(async move { inner.index(&id).await }) {
+                Ok(Some(_)) | Err(ArchiveError::Format(_)) => Ok(Opened::Held),
+                Ok(None) => Ok(Opened::Gone(tombstone)),
+                Err(e) => Err(store_error(e)),
+            };
+        }
         match archive.block(async move { inner.fetch_index(&id).await }) {
             Ok(Some(index)) => Ok(Opened::Job {
                 recovered: Recovered {
@@ -122,15 +131,18 @@ impl Store for Tiered {
         to: u64,
         budget: usize,
     ) -> Result<Vec<Arc<Entry>>, StoreError> {
-        let hot = self.hot.read(job, from, to, budget)?;
-        if !hot.is_empty() || from > to {
-            return Ok(hot);
+        let hot = self.hot.read(job, from, to, budget);
+        if matches!(&hot, Ok(held) if !held.is_empty()) || from > to {
+            return hot;
         }
-        let (archive, job) = (Arc::clone(&self.archive), job.clone());
+        // The spool has nothing (or says the job was deleted): the archive may have it.
+        let (archive, id) = (Arc::clone(&self.archive), job.clone());
         let inner = Arc::clone(&archive);
-        archive
-            .block(async move { inner.read(&job, from, to, budget).await })
-            .map_err(store_error)
+        match archive.block(async move { inner.read(&id, from, to, budget).await }) {
+            Ok(archived) if !archived.is_empty() => Ok(archived),
+            Ok(_) => hot,
+            Err(e) => Err(store_error(e)),
+        }
     }
 
     fn sync(&self, job: &JobId) -> Result<(), StoreError> {
