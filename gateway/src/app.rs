@@ -12,6 +12,7 @@ use crate::archive::Archive;
 pub(crate) type ArchiveWriter = (Arc<Archive>, Arc<dyn Store>);
 use crate::auth::Authenticator;
 use crate::capgo::CapgoState;
+use crate::compress::Streams;
 use crate::config::Config;
 use crate::hub::{Hub, HubSettings};
 use crate::job_log::JobLimits;
@@ -42,6 +43,8 @@ pub(crate) struct App {
     /// Cancelled on the shutdown signal, before the grace period: `/readyz` turns 503
     /// while everything else is still served.
     pub(crate) unready: CancellationToken,
+    /// Every job's shared compressed streams, and the catch-up encoders' count.
+    pub(crate) compress: Arc<Streams>,
     /// The archive (`--archive-url`) and the store it archives from, for its writer.
     pub(crate) archive: Option<ArchiveWriter>,
 }
@@ -64,6 +67,7 @@ impl App {
             },
         };
         let memory = Arc::new(MemoryBudget::new(limits.memory_budget_bytes));
+        let compress = Arc::new(Streams::new(config.compression.clone(), memory.clone()));
         let (store, archive) = Self::tier(&config, store, &memory);
         let hub = Arc::new(Hub::new(settings, memory, store));
         let capgo = CapgoState::new(&config);
@@ -78,6 +82,7 @@ impl App {
             connection_slots,
             streams,
             unready: CancellationToken::new(),
+            compress,
             archive,
         }
     }
