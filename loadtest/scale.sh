@@ -6,7 +6,7 @@
 # Loopback only; every process it starts is stopped on exit; every run is bounded in time.
 # Prints a summary table and the targets (PASS/FAIL). Usage: loadtest/scale.sh
 # Knobs (env): DURATION (10s), PROCS (2), READBACK_MB (200), OUT (a temp dir), SKIP (names of
-# parts to leave out: "single redis proxy cluster readback").
+# parts to leave out: "single redis proxy cluster readback"), PROFILE (release).
 set -euo pipefail
 
 DURATION=${DURATION:-10s}
@@ -42,9 +42,11 @@ for tool in redis-server redis-cli jq curl timeout; do
 done
 ulimit -n 65536 2>/dev/null || true
 
-echo "== building (release)"
-(cd "$root" && cargo build --release -q -p tailgate -p tailgate-loadtest)
-bin=${CARGO_TARGET_DIR:-$root/target}/release
+# PROFILE=dev only to try the script itself: figures of a debug build mean nothing.
+PROFILE=${PROFILE:-release}
+echo "== building ($PROFILE)"
+(cd "$root" && cargo build --profile "$PROFILE" -q -p tailgate -p tailgate-loadtest)
+bin=${CARGO_TARGET_DIR:-$root/target}/$([ "$PROFILE" = dev ] && echo debug || echo "$PROFILE")
 workers=$(nproc)
 thread_cap=$((workers + 16))
 skip() { [[ " $SKIP " == *" $1 "* ]]; }
