@@ -72,4 +72,4 @@ pub(crate) mod wakeups;
 pub use config::Config;
 pub use server::{check_store, run, serve, Listeners, ServerError};
 pub use store::spool::OpenError as StoreOpenError;
-pub use tls::TlsError;
+pub use tls::{check as check_tls, TlsError};

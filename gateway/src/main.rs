@@ -18,6 +18,9 @@ fn main() -> ExitCode {
 }
 
 fn serve(args: &ServeArgs) -> ExitCode {
+    if args.print_config {
+        return print_config(args);
+    }
     let config = match Config::load(args, &ProcessEnv) {
         Ok(config) => config,
         Err(e) => {
@@ -25,14 +28,19 @@ fn serve(args: &ServeArgs) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    if args.print_config {
-        print!("{}", config.to_toml());
-        return ExitCode::SUCCESS;
-    }
     init_tracing(config.log_format);
     if let Err(e) = tailgate::check_store(&config) {
         eprintln!(
             "tailgate: config data-dir: {}",
+            tailgate::client::error_chain(&e)
+        );
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    // A bad certificate pair stops start-up before "listening" is printed.
+    if let Err(e) = tailgate::check_tls(&config) {
+        eprintln!(
+            "tailgate: config {}: {}",
+            e.key(),
             tailgate::client::error_chain(&e)
         );
         return ExitCode::from(EXIT_CONFIG);
@@ -45,6 +53,7 @@ fn serve(args: &ServeArgs) -> ExitCode {
         }
     };
     runtime.block_on(async {
+        // An address in use or not ours is a configuration problem: exit 64 like the rest.
         let listener = match bind(config.listen) {
             Ok(l) => l,
             Err(e) => {
@@ -52,24 +61,24 @@ fn serve(args: &ServeArgs) -> ExitCode {
                     "tailgate: config listen: cannot listen on {} (set by --listen or TAILGATE_LISTEN): {e}",
                     config.listen
                 );
-                return ExitCode::FAILURE;
+                return ExitCode::from(EXIT_CONFIG);
             }
         };
         let metrics = match config.metrics_listen.map(bind).transpose() {
             Ok(l) => l,
             Err(e) => {
-                eprintln!("tailgate: cannot listen on the metrics address: {e}");
-                return ExitCode::FAILURE;
+                eprintln!("tailgate: config metrics-listen: cannot listen on the metrics address: {e}");
+                return ExitCode::from(EXIT_CONFIG);
             }
         };
         let shutdown = shutdown_signal();
-        // With TLS, SIGHUP reloads the certificate: take it over from its default (exit)
-        // before anyone can send it.
+        // SIGHUP's default action ends the process, and `systemctl reload` sends it: take it
+        // over before anyone can send it, with or without TLS.
         #[cfg(unix)]
-        let _hup = config
-            .tls
-            .as_ref()
-            .map(|_| tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()));
+        if let Err(e) = watch_sighup(config.tls.is_some()) {
+            eprintln!("tailgate: cannot handle SIGHUP: {e}");
+            return ExitCode::FAILURE;
+        }
         let addr = listener.local_addr().unwrap_or(config.listen);
         let scheme = if config.tls.is_some() {
             "https"
@@ -98,6 +107,54 @@ fn serve(args: &ServeArgs) -> ExitCode {
             }
         }
     })
+}
+
+/// `--print-config`: the effective configuration, even when a required token setting is
+/// missing (then also the error, and exit 64), since that is when an operator needs it.
+fn print_config(args: &ServeArgs) -> ExitCode {
+    match Config::load_for_print(args, &ProcessEnv) {
+        Ok((config, missing)) => {
+            if let Some(e) = &missing {
+                println!("# Cannot start as it is: {e}");
+            }
+            print!("{}", config.to_toml());
+            match missing {
+                None => ExitCode::SUCCESS,
+                Some(e) => {
+                    eprintln!("tailgate: {e}");
+                    ExitCode::from(EXIT_CONFIG)
+                }
+            }
+        }
+        Err(e) => {
+            eprintln!("tailgate: {e}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+    }
+}
+
+/// Logs each SIGHUP with what it reloads: with TLS the certificate pair (reloaded by the
+/// server's own watcher); every other setting is read once, at start.
+#[cfg(unix)]
+fn watch_sighup(tls: bool) -> std::io::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = signal(SignalKind::hangup())?;
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            if tls {
+                tracing::info!(
+                    signal = "SIGHUP",
+                    "reloading the TLS certificate; other settings take effect on restart"
+                );
+            } else {
+                tracing::info!(
+                    signal = "SIGHUP",
+                    "nothing to reload without TLS; settings take effect on restart"
+                );
+            }
+        }
+    });
+    Ok(())
 }
 
 /// Pending connections the kernel queues for us: readers arrive in bursts (a deploy,

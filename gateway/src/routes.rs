@@ -203,12 +203,12 @@ async fn dispatch(app: &Arc<App>, req: Request<IncomingBody>) -> Result<Response
         None => {
             return Ok(match route {
                 Route::Readyz => handlers::readyz(app),
-                Route::Metrics if app.config.metrics_listen.is_some() => {
-                    return Err(ApiError::NotFound)
-                }
+                // Job counts and traffic are for operators: on the main listener only with
+                // `--metrics-public`, else on `--metrics-listen`.
+                Route::Metrics if !app.config.metrics_public => return Err(ApiError::NotFound),
                 Route::Metrics => handlers::metrics(app),
                 _ => handlers::text(StatusCode::OK, "ok\n"),
-            })
+            });
         }
     };
     if let Route::View(_, asset) = route {
@@ -233,7 +233,8 @@ async fn dispatch(app: &Arc<App>, req: Request<IncomingBody>) -> Result<Response
 }
 
 /// Checks the request's token for `job`; records the job on the request span. A token
-/// naming a key the JWKS lacks makes the JWKS be fetched again (rate-limited) first.
+/// naming a key the JWKS lacks is refused and makes the JWKS be fetched again in the
+/// background (rate-limited).
 pub(crate) fn authorize<'a, B>(
     app: &'a App,
     req: &Request<B>,
@@ -246,11 +247,10 @@ pub(crate) fn authorize<'a, B>(
             metrics::get().auth_failure(AuthError::Missing.reason());
             AuthError::Missing
         })?;
-        let mut verified = app.auth.verify(&token, job, access);
+        let verified = app.auth.verify(&token, job, access);
+        // Answered from the current set at once; the set is fetched in the background.
         if let (Err(AuthError::UnknownKey), Some(jwks)) = (&verified, app.auth.jwks()) {
-            if jwks.refresh_for_unknown_kid().await {
-                verified = app.auth.verify(&token, job, access);
-            }
+            jwks.refresh_for_unknown_kid();
         }
         let claims = verified.inspect_err(|e| metrics::get().auth_failure(e.reason()))?;
         tracing::Span::current().record("job.id", job.as_str());

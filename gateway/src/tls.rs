@@ -137,6 +137,15 @@ impl Tls {
     }
 }
 
+/// Loads and checks the configured pair, so `main` can refuse a bad one before it says
+/// "listening".
+pub fn check(config: &crate::config::Config) -> Result<(), TlsError> {
+    config
+        .tls
+        .as_ref()
+        .map_or(Ok(()), |files| Tls::load(files).map(drop))
+}
+
 fn read(flag: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
     std::fs::read(path).map_err(|source| TlsError::Read {
         flag,

@@ -57,6 +57,8 @@ pub fn test_args() -> Vec<String> {
         crate::AUDIENCE,
         "--max-streams-per-subject",
         "100000",
+        // Tests scrape the main listener; off by default (tests/tests/ops.rs checks that).
+        "--metrics-public",
     ]
     .iter()
     .map(|s| s.to_string())

@@ -42,6 +42,8 @@ pub fn test_config() -> Config {
     c.drain_timeout = Duration::from_secs(5);
     // The tests' readers share a few token subjects; the cap has tests of its own.
     c.limits.max_streams_per_subject = 100_000;
+    // Tests scrape the main listener; off by default (tests/tests/ops.rs checks that).
+    c.metrics_public = true;
     c
 }
 

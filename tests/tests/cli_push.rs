@@ -49,7 +49,13 @@ async fn a_failing_command_gives_two_streams_status_failed_and_its_exit_code() {
         push_cmd(
             &base,
             job,
-            &["--", "sh", "-c", "echo out; echo err >&2; exit 3"],
+            &[
+                "--separate-streams",
+                "--",
+                "sh",
+                "-c",
+                "echo out; echo err >&2; exit 3",
+            ],
         ),
         WAIT,
     )
@@ -334,4 +340,50 @@ async fn an_absent_gateway_is_reported_per_attempt_and_unacknowledged_output_exi
         done.stderr
     );
     assert_eq!(done.code, Some(69), "{}", done.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interleaved_stdout_and_stderr_keep_the_order_they_were_written_in() {
+    let server = TestServer::start().await;
+    // 300 pairs written back to back: two pipes read as they come scramble them.
+    let script =
+        "i=1; while [ $i -le 300 ]; do echo \"out $i\"; echo \"err $i\" >&2; i=$((i+1)); done; \
+                  echo 'deploy failed' >&2; exit 1";
+    let want: String = (1..=300)
+        .map(|i| format!("out {i}\nerr {i}\n"))
+        .chain(["deploy failed\n".to_string()])
+        .collect();
+    let push = run(
+        push_cmd(
+            &server.url(""),
+            "interleaved",
+            &["-q", "--", "sh", "-c", script],
+        ),
+        WAIT,
+    )
+    .await;
+    assert_eq!(push.code, Some(1), "{}", push.stderr);
+    let (log, status) = job_log(&server, "interleaved").await;
+    assert_eq!(log, want, "the order the command wrote");
+    assert_eq!(status["status"], "failed");
+
+    // --tty: the command sees a terminal, and the order is kept too.
+    let script = "test -t 1 && test -t 2 && echo on-a-terminal; \
+                  i=1; while [ $i -le 100 ]; do echo \"out $i\"; echo \"err $i\" >&2; i=$((i+1)); done";
+    let want: String = ["on-a-terminal\n".to_string()]
+        .into_iter()
+        .chain((1..=100).map(|i| format!("out {i}\nerr {i}\n")))
+        .collect();
+    let push = run(
+        push_cmd(
+            &server.url(""),
+            "on-tty",
+            &["-q", "--tty", "--", "sh", "-c", script],
+        ),
+        WAIT,
+    )
+    .await;
+    assert_eq!(push.code, Some(0), "{}", push.stderr);
+    let (log, _) = job_log(&server, "on-tty").await;
+    assert_eq!(log, want, "a terminal's order");
 }

@@ -31,6 +31,9 @@ pub enum AuthError {
     MissingClaim(String),
     #[error("the token names a signing key this gateway does not know")]
     UnknownKey,
+    /// No `kid`, and the JWKS holds several keys of the token's algorithm.
+    #[error("the token must name its signing key (kid): several keys share its algorithm")]
+    MissingKid,
     #[error("the token is signed with an algorithm this gateway does not accept")]
     WrongAlgorithm,
     #[error("the token is for another job")]
@@ -69,6 +72,7 @@ impl AuthError {
             Self::WrongAudience => "wrong_audience",
             Self::MissingClaim(_) => "missing_claim",
             Self::UnknownKey => "unknown_key",
+            Self::MissingKid => "missing_kid",
             Self::WrongAlgorithm => "wrong_algorithm",
             Self::WrongJob => "wrong_job",
             Self::MissingScope => "missing_scope",
@@ -122,7 +126,7 @@ impl AuthError {
 mod tests {
     use super::*;
 
-    const ALL: [AuthError; 12] = [
+    const ALL: [AuthError; 13] = [
         AuthError::Missing,
         AuthError::Malformed,
         AuthError::Expired,
@@ -132,6 +136,7 @@ mod tests {
         AuthError::WrongAudience,
         AuthError::MissingClaim(String::new()),
         AuthError::UnknownKey,
+        AuthError::MissingKid,
         AuthError::WrongAlgorithm,
         AuthError::WrongJob,
         AuthError::MissingScope,

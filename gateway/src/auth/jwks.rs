@@ -2,11 +2,16 @@
 //!
 //! The set is fetched at start (a failure stops start-up), again every refresh interval,
 //! and when a token names a `kid` the set lacks, at most once per [`JWKS_MIN_REFRESH`] so
-//! a flood of made-up kids cannot make the gateway hammer the issuer. A failed fetch keeps
-//! the last good set. Each key verifies only the `alg` the document gives it (EC and OKP
-//! keys imply theirs); symmetric (`oct`) and encryption keys are ignored.
+//! a flood of made-up kids cannot make the gateway hammer the issuer. Such a token is
+//! answered at once from the current set; the fetch runs in the background, so a slow
+//! issuer never holds a request (or its connection slot). A failed fetch keeps the last
+//! good set. Each key verifies only the `alg` the document gives it (EC and OKP keys imply
+//! theirs); symmetric (`oct`) and encryption keys are ignored. A token without `kid` is
+//! verified by the set only when it holds one key of the token's algorithm, so a forged
+//! token costs one signature check, not one per key.
 
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, PublicKeyUse};
@@ -34,6 +39,7 @@ pub enum JwksError {
         #[source]
         source: std::io::Error,
     },
+    /// `url` is redacted (no user info, no query string).
     #[error("cannot fetch the JWKS from {url}: {message}")]
     Fetch { url: String, message: String },
     #[error("the JWKS is not a JSON object with a \"keys\" array")]
@@ -56,9 +62,12 @@ impl JwksError {
 pub(crate) struct Jwks {
     config: JwksConfig,
     keys: RwLock<Arc<KeySet>>,
-    /// Held while fetching, so concurrent unknown kids share one fetch; holds when the
-    /// last fetch for an unknown kid started.
-    fetching: tokio::sync::Mutex<Option<Instant>>,
+    /// Held while fetching, so the periodic refresh and an unknown kid's never overlap.
+    fetching: tokio::sync::Mutex<()>,
+    /// When the last fetch for an unknown kid started.
+    last_unknown_kid_fetch: Mutex<Option<Instant>>,
+    /// A background fetch for an unknown kid is running: later unknown kids add none.
+    unknown_kid_fetch_running: AtomicBool,
 }
 
 impl Jwks {
@@ -68,7 +77,9 @@ impl Jwks {
         Ok(Self {
             config: config.clone(),
             keys: RwLock::new(Arc::new(keys)),
-            fetching: tokio::sync::Mutex::new(None),
+            fetching: tokio::sync::Mutex::new(()),
+            last_unknown_kid_fetch: Mutex::new(None),
+            unknown_kid_fetch_running: AtomicBool::new(false),
         })
     }
 
@@ -95,18 +106,32 @@ impl Jwks {
         }
     }
 
-    /// A token named a kid the set lacks: fetches again unless the last fetch is younger
-    /// than [`JWKS_MIN_REFRESH`]. Returns whether a fetch ran (the caller checks again).
-    pub(crate) async fn refresh_for_unknown_kid(&self) -> bool {
-        let Ok(mut last) = tokio::time::timeout(FETCH_TIMEOUT, self.fetching.lock()).await else {
-            return false;
-        };
-        if last.is_some_and(|at| at.elapsed() < JWKS_MIN_REFRESH) {
-            // A fetch just ran (perhaps the one this caller waited for): use its result.
-            return true;
+    /// A token named a kid the set lacks: starts a fetch in the background unless one is
+    /// running or the last started less than [`JWKS_MIN_REFRESH`] ago. Returns whether a
+    /// fetch was started. The token itself is answered from the current set: a rotation's
+    /// first token is refused once, the next (after the fetch) accepted.
+    pub(crate) fn refresh_for_unknown_kid(self: &Arc<Self>) -> bool {
+        {
+            let mut last = self
+                .last_unknown_kid_fetch
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if last.is_some_and(|at| at.elapsed() < JWKS_MIN_REFRESH)
+                || self.unknown_kid_fetch_running.swap(true, Ordering::AcqRel)
+            {
+                return false;
+            }
+            *last = Some(Instant::now());
         }
-        *last = Some(Instant::now());
-        self.refresh().await;
+        let jwks = Arc::clone(self);
+        tokio::spawn(async move {
+            {
+                let _one_at_a_time = jwks.fetching.lock().await;
+                jwks.refresh().await;
+            }
+            jwks.unknown_kid_fetch_running
+                .store(false, Ordering::Release);
+        });
         true
     }
 
@@ -132,7 +157,7 @@ async fn fetch(source: &JwksSource) -> Result<KeySet, JwksError> {
         JwksSource::Url(url) => tokio::time::timeout(FETCH_TIMEOUT, fetch_url(url))
             .await
             .map_err(|_| JwksError::Fetch {
-                url: url.clone(),
+                url: crate::config::redact_url(url),
                 message: "timed out".into(),
             })??,
     };
@@ -141,11 +166,15 @@ async fn fetch(source: &JwksSource) -> Result<KeySet, JwksError> {
 
 async fn fetch_url(url: &str) -> Result<Vec<u8>, JwksError> {
     use crate::client::{error_chain, http};
+    // The URL may carry an API key in its query or user info: never show those.
     let failed = |message: String| JwksError::Fetch {
-        url: url.to_string(),
+        url: crate::config::redact_url(url),
         message,
     };
-    let (endpoint, path) = crate::client::url::split(url).map_err(|e| failed(e.to_string()))?;
+    // The parser's message would quote the URL.
+    let (endpoint, path) = crate::client::url::split(url).map_err(|_| {
+        failed("not a URL the gateway can fetch (user info is not supported)".into())
+    })?;
     let req = http::get(&endpoint, &path, None).map_err(|e| failed(error_chain(&e)))?;
     let resp = http::send(&endpoint, req)
         .await

@@ -150,7 +150,8 @@ impl fmt::Debug for Authenticator {
     }
 }
 
-/// The keys of every set that may verify a token with this `kid` and `alg`. With none:
+/// The keys of every set (configured keys, then the JWKS) that may verify a token with
+/// this `kid` and `alg`; the JWKS only by kid when it has several keys of `alg`. With none:
 /// `WrongAlgorithm` if a set knows the kid (or has keys) but for another algorithm, else
 /// `UnknownKey`.
 fn select<'a>(
@@ -160,8 +161,13 @@ fn select<'a>(
 ) -> Result<Vec<&'a super::keys::VerifyingKey>, AuthError> {
     let mut candidates = Vec::new();
     let mut wrong_alg = false;
-    for set in sets.into_iter().flatten() {
+    let mut needs_kid = false;
+    for (i, set) in sets.into_iter().enumerate() {
+        let Some(set) = set else { continue };
         match set.select(kid, alg) {
+            // A JWKS (the second set) may hold a hundred keys of one algorithm: without a
+            // kid, a token would cost one signature check per key. It must name its key.
+            Ok(keys) if i == 1 && kid.is_none() && keys.len() > 1 => needs_kid = true,
             Ok(keys) => candidates.extend(keys),
             Err(AuthError::WrongAlgorithm) => wrong_alg = true,
             Err(_) => {}
@@ -169,6 +175,7 @@ fn select<'a>(
     }
     match (candidates.is_empty(), wrong_alg || kid.is_none()) {
         (false, _) => Ok(candidates),
+        (true, _) if needs_kid => Err(AuthError::MissingKid),
         (true, true) => Err(AuthError::WrongAlgorithm),
         (true, false) => Err(AuthError::UnknownKey),
     }

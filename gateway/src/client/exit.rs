@@ -13,7 +13,8 @@ pub const EXIT_IO: u8 = 74;
 /// `--timeout` expired before the job ended (`EX_TEMPFAIL`: try again later).
 pub const EXIT_TIMEOUT: u8 = 75;
 /// The gateway refused the request for a reason other than the token: a bad job id, a
-/// finished job for `push`, an unknown route (`EX_PROTOCOL`).
+/// finished job for `push`, an unknown route; or TLS failed in a way retrying cannot fix:
+/// an untrusted certificate, a port without TLS (`EX_PROTOCOL`).
 pub const EXIT_REFUSED: u8 = 76;
 /// The gateway refused the token: missing, invalid, expired, another job's, or without
 /// the scope needed (`EX_NOPERM`).
@@ -28,7 +29,8 @@ codes, which builds rarely exit with:
   69  the gateway stayed unreachable for --give-up-after
   74  the output could not be written
   75  --timeout expired before the job ended
-  76  the gateway refused the request (bad job id, unknown route, finished job)
+  76  the gateway refused the request (bad job id, unknown route, finished job),
+      or TLS failed (certificate not trusted or not for the host, no TLS on the port)
   77  the gateway refused the token (missing, invalid, expired, wrong job or scope)";
 
 #[cfg(test)]

@@ -1,5 +1,7 @@
 //! [`Follower`]: follows one job's SSE stream to its end across broken connections and
 //! gateway restarts, resuming with `Last-Event-ID` so no record is delivered twice or skipped.
+//! The event id is opaque (the gateway may put the job's life in it) and echoed back as
+//! received; records are ordered by the `seq` of their data.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -8,6 +10,8 @@ use serde_json::Value;
 
 use super::backoff::Backoff;
 use super::http::{self, ApiFailure};
+use super::record::seq_of_id;
+pub use super::record::{Ending, Record, RecordBody};
 use super::sse::{EventStream, SseEvent};
 use super::url::JobUrl;
 use super::{error_chain, token_for};
@@ -20,6 +24,9 @@ pub struct FollowOptions {
     pub token: Option<String>,
     /// Stop once this seq has been delivered (`--no-follow`).
     pub until_seq: Option<u64>,
+    /// Start after this event id (`--last-event-id`, `--from-seq`, `?last_event_id=`);
+    /// `None`: from the first record.
+    pub resume_from: Option<String>,
     pub backoff: Backoff,
     /// A stream silent this long (not even a keep-alive) is taken as dead and reopened.
     pub idle_timeout: Duration,
@@ -30,10 +37,12 @@ pub struct FollowOptions {
 
 impl FollowOptions {
     pub fn new(url: JobUrl, token: Option<String>) -> Self {
+        let resume_from = url.url_last_event_id.clone().filter(|id| !id.is_empty());
         Self {
             url,
             token,
             until_seq: None,
+            resume_from,
             backoff: Backoff::default(),
             idle_timeout: Duration::from_secs(60),
             give_up_after: None,
@@ -61,63 +70,6 @@ pub enum Update {
     End(Ending),
 }
 
-/// One record of the job's log.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Record {
-    pub seq: u64,
-    /// Gateway time, RFC 3339.
-    pub ts: String,
-    pub body: RecordBody,
-    /// The event's data as sent.
-    pub json: Value,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum RecordBody {
-    Log {
-        /// `stdout`, `stderr` or `system`.
-        stream: String,
-        line: String,
-    },
-    Status {
-        status: String,
-        exit_code: Option<i32>,
-        /// A terminal status: the stream ends after it.
-        is_final: bool,
-    },
-    Custom {
-        kind: String,
-        data: Value,
-    },
-}
-
-/// Why following ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Ending {
-    /// The job reached a terminal status.
-    Finished {
-        status: String,
-        exit_code: Option<i32>,
-    },
-    /// `until_seq` was reached.
-    CaughtUp,
-}
-
-impl Ending {
-    /// The process exit code a follower reports: 0 for `succeeded` (and for caught up), the
-    /// job's exit code (1 if none or out of range) for `failed`, 1 for other terminal statuses.
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            Self::CaughtUp => 0,
-            Self::Finished { status, exit_code } => match (status.as_str(), exit_code) {
-                ("succeeded", _) => 0,
-                ("failed", Some(code)) => u8::try_from(*code).ok().filter(|c| *c != 0).unwrap_or(1),
-                _ => 1,
-            },
-        }
-    }
-}
-
 /// Following stopped for good: retrying would not help.
 #[derive(Debug, thiserror::Error)]
 pub enum FollowError {
@@ -130,6 +82,9 @@ pub enum FollowError {
     /// No attempt reached the gateway for `give_up_after`.
     #[error("gave up after {}: {cause}", humantime::format_duration(*.after))]
     Unavailable { after: Duration, cause: String },
+    /// A failure retrying cannot fix: an untrusted certificate, a port without TLS.
+    #[error("{cause}; {hint}")]
+    Unusable { cause: String, hint: &'static str },
 }
 
 /// Follows one job's stream; pull [`Update`]s with [`next`](Self::next).
@@ -137,8 +92,10 @@ pub struct Follower {
     opts: FollowOptions,
     token: Option<String>,
     stream: Option<EventStream>,
-    /// The last seq delivered: the resume point.
+    /// The last seq delivered, from the records' data: what is new.
     last_seq: Option<u64>,
+    /// The id of the last event taken, as received: the resume point (`Last-Event-ID`).
+    last_id: Option<String>,
     /// Why the previous connection ended, until the retry is announced.
     cause: Option<String>,
     /// When the announced retry may start.
@@ -147,6 +104,8 @@ pub struct Follower {
     delivered: bool,
     /// Since when no attempt has reached the gateway, for `give_up_after`.
     failing_since: Option<tokio::time::Instant>,
+    /// When the latest attempt started: a failing spell starts with its first attempt.
+    attempt_started: Option<tokio::time::Instant>,
     started: bool,
     ended: Option<Ending>,
     pending: VecDeque<Update>,
@@ -155,15 +114,18 @@ pub struct Follower {
 impl Follower {
     pub fn new(opts: FollowOptions) -> Self {
         let token = token_for(opts.token.as_deref(), &opts.url);
+        let last_id = opts.resume_from.clone();
         Self {
+            last_seq: last_id.as_deref().and_then(|id| id.trim().parse().ok()),
+            last_id,
             opts,
             token,
             stream: None,
-            last_seq: None,
             cause: None,
             retry_at: None,
             delivered: false,
             failing_since: None,
+            attempt_started: None,
             started: false,
             ended: None,
             pending: VecDeque::new(),
@@ -224,7 +186,8 @@ impl Follower {
             let now = tokio::time::Instant::now();
             let mut delay = self.opts.backoff.next_delay();
             if let Some(limit) = self.opts.give_up_after {
-                let failing = now - *self.failing_since.get_or_insert(now);
+                let since = self.attempt_started.unwrap_or(now);
+                let failing = now - *self.failing_since.get_or_insert(since);
                 match limit.checked_sub(failing).filter(|d| !d.is_zero()) {
                     // The last attempt comes at the limit, not a backoff step past it.
                     Some(left) => delay = delay.min(left),
@@ -248,6 +211,13 @@ impl Follower {
     }
 
     async fn attempt(&mut self) -> Result<(), FollowError> {
+        let started = tokio::time::Instant::now();
+        self.attempt_started = Some(started);
+        // An attempt ends at the give-up limit, however long its timeouts.
+        let left = self.opts.give_up_after.map(|limit| {
+            let failing = started - self.failing_since.unwrap_or(started);
+            limit.saturating_sub(failing).max(Duration::from_millis(1))
+        });
         let url = &self.opts.url;
         let token = self.token.as_deref();
         let query_token = if url.token_in_query() { token } else { None };
@@ -257,8 +227,8 @@ impl Follower {
         if !url.token_in_query() {
             req = http::bearer(req, token);
         }
-        if let Some(seq) = self.last_seq {
-            req = req.header("last-event-id", seq.to_string());
+        if let Some(id) = &self.last_id {
+            req = req.header("last-event-id", id.as_str());
         }
         let req = match req.body(http_body_util::Empty::<bytes::Bytes>::new()) {
             Ok(r) => r,
@@ -267,9 +237,27 @@ impl Follower {
                 return Ok(());
             }
         };
-        let resp = match http::send(&url.endpoint, req).await {
+        let sent = http::send(&url.endpoint, req);
+        let sent = match left {
+            Some(left) => match tokio::time::timeout(left, sent).await {
+                Ok(sent) => sent,
+                Err(_) => {
+                    let after = humantime::format_duration(left);
+                    self.cause = Some(format!("{} did not answer within {after}", url.endpoint));
+                    return Ok(());
+                }
+            },
+            None => sent.await,
+        };
+        let resp = match sent {
             Ok(r) => r,
             Err(e) => {
+                if let (true, Some(hint)) = (e.is_permanent(), e.hint()) {
+                    return Err(FollowError::Unusable {
+                        cause: error_chain(&e),
+                        hint,
+                    });
+                }
                 self.cause = Some(error_chain(&e));
                 return Ok(());
             }
@@ -327,11 +315,10 @@ impl Follower {
     }
 
     fn accept(&mut self, event: SseEvent) {
-        let seq = event
-            .id
-            .as_deref()
-            .and_then(|id| id.trim().parse::<u64>().ok());
         let data: Value = serde_json::from_str(&event.data).unwrap_or(Value::Null);
+        let seq = data["seq"]
+            .as_u64()
+            .or_else(|| event.id.as_deref().and_then(seq_of_id));
         match event.event.as_str() {
             "log" | "status" | "custom" => {
                 let Some(seq) = seq else { return };
@@ -339,6 +326,7 @@ impl Follower {
                     return;
                 }
                 self.last_seq = Some(seq);
+                self.last_id = Some(event.id.clone().unwrap_or_else(|| seq.to_string()));
                 let record = Record::from_event(seq, &event.event, &event.data, data);
                 if let RecordBody::Status {
                     status,
@@ -356,11 +344,16 @@ impl Follower {
             "gap" => {
                 let from = data["from"].as_u64().unwrap_or(0);
                 let to = data["to"].as_u64().or(seq).unwrap_or(from);
-                self.last_seq = Some(self.last_seq.map_or(to, |l| l.max(to)));
+                if self.last_seq.is_some_and(|last| to <= last) {
+                    return;
+                }
+                self.last_seq = Some(to);
+                self.last_id = Some(event.id.clone().unwrap_or_else(|| to.to_string()));
                 self.pending.push_back(Update::Gap { from, to });
             }
             "reset" => {
                 self.last_seq = None;
+                self.last_id = None;
                 let reason = data["reason"].as_str().unwrap_or("unknown").to_string();
                 self.pending.push_back(Update::Reset { reason });
             }
@@ -376,63 +369,9 @@ impl Follower {
     }
 }
 
-impl Record {
-    fn from_event(seq: u64, event: &str, raw: &str, json: Value) -> Self {
-        let text = |name: &str| json[name].as_str().unwrap_or_default().to_string();
-        let body = match event {
-            "log" => RecordBody::Log {
-                stream: text("stream"),
-                // A `?format=text` stream sends the raw line as data.
-                line: if json.is_object() {
-                    text("line")
-                } else {
-                    raw.to_string()
-                },
-            },
-            "status" => RecordBody::Status {
-                status: text("status"),
-                exit_code: json["exit_code"].as_i64().map(|c| c as i32),
-                is_final: json["final"].as_bool().unwrap_or(false),
-            },
-            _ => RecordBody::Custom {
-                kind: text("kind"),
-                data: json["data"].clone(),
-            },
-        };
-        Self {
-            seq,
-            ts: text("ts"),
-            body,
-            json,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn finished(status: &str, exit_code: Option<i32>) -> u8 {
-        Ending::Finished {
-            status: status.into(),
-            exit_code,
-        }
-        .exit_code()
-    }
-
-    #[test]
-    fn exit_codes_follow_the_job() {
-        assert_eq!(finished("succeeded", None), 0);
-        assert_eq!(finished("succeeded", Some(3)), 0);
-        assert_eq!(finished("failed", Some(3)), 3);
-        assert_eq!(finished("failed", None), 1);
-        assert_eq!(finished("failed", Some(0)), 1, "a failed job never exits 0");
-        assert_eq!(finished("failed", Some(300)), 1);
-        assert_eq!(finished("failed", Some(-2)), 1);
-        assert_eq!(finished("cancelled", Some(0)), 1);
-        assert_eq!(finished("lost", None), 1);
-        assert_eq!(Ending::CaughtUp.exit_code(), 0);
-    }
 
     fn follower() -> Follower {
         let url = JobUrl::from_logs_url("http://127.0.0.1:1/v1/jobs/j/logs").unwrap();
@@ -504,5 +443,37 @@ mod tests {
         assert_eq!(f.ended, None);
         f.accept(event(Some("2"), "custom", r#"{"kind":"k","data":{}}"#));
         assert_eq!(f.ended, Some(Ending::CaughtUp));
+    }
+
+    #[test]
+    fn event_ids_are_echoed_as_received_and_seqs_come_from_the_data() {
+        let mut f = follower();
+        f.accept(event(
+            Some("life7-1"),
+            "log",
+            r#"{"seq":1,"stream":"stdout","line":"a"}"#,
+        ));
+        f.accept(event(
+            Some("life7-2"),
+            "log",
+            r#"{"seq":2,"stream":"stdout","line":"b"}"#,
+        ));
+        f.accept(event(
+            Some("life7-2"),
+            "log",
+            r#"{"seq":2,"stream":"stdout","line":"b"}"#,
+        ));
+        assert_eq!(
+            (f.last_seq(), f.last_id.as_deref()),
+            (Some(2), Some("life7-2"))
+        );
+        assert_eq!(f.pending.len(), 2, "the repeat is dropped");
+        let url = JobUrl::from_logs_url("http://h/v1/jobs/j/logs?last_event_id=L2-9").unwrap();
+        let f = Follower::new(FollowOptions::new(url, None));
+        assert_eq!(
+            f.last_id.as_deref(),
+            Some("L2-9"),
+            "resumed from the URL, opaque"
+        );
     }
 }

@@ -1,7 +1,8 @@
-//! One HTTP/1.1 connection per request, over TCP or TLS (rustls with the webpki roots), and
-//! the gateway's JSON error answers.
+//! One HTTP/1.1 connection per request, over TCP or TLS (rustls with the webpki roots), with
+//! connect and answer timeouts, and the gateway's JSON error answers. TLS failures are told
+//! apart: retrying cannot fix an untrusted certificate or a plain-HTTP port.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -12,40 +13,35 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
+use super::tls::{self, rustls_error};
+pub use super::tls::{trust_ca_file, ENV_CA_FILE};
 use super::url::{Endpoint, Scheme};
 
-/// How long a TCP connect plus TLS handshake may take.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default of `--connect-timeout`: how long a TCP connect plus TLS handshake may take, and
+/// then how long the answer's headers may take.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `--connect-timeout`, set once per process before the first connection.
+static CONNECT_TIMEOUT: OnceLock<Duration> = OnceLock::new();
+
+/// Sets the connect and answer timeout of every later request of this process.
+pub fn set_connect_timeout(timeout: Duration) {
+    let _ = CONNECT_TIMEOUT.set(timeout.max(Duration::from_millis(1)));
+}
+
+/// The connect timeout, also the answer-headers timeout.
+pub fn connect_timeout() -> Duration {
+    CONNECT_TIMEOUT
+        .get()
+        .copied()
+        .unwrap_or(DEFAULT_CONNECT_TIMEOUT)
+}
+
+/// Longest first line of a non-JSON error body kept for the message.
+const MAX_MESSAGE_CHARS: usize = 200;
 
 /// Largest non-streaming answer read (status JSON, errors).
 const MAX_ANSWER_BYTES: usize = 1024 * 1024;
-
-/// Environment twin of `--ca-file`.
-pub const ENV_CA_FILE: &str = "TAILGATE_CA_FILE";
-
-/// CA certificates from `--ca-file`, trusted besides the webpki roots; set once per process
-/// before the first connection.
-static EXTRA_ROOTS: OnceLock<Vec<rustls::pki_types::CertificateDer<'static>>> = OnceLock::new();
-
-/// Trusts the CA certificates in the PEM file at `path` (if any) for every later `https://`
-/// connection of this process. A file that cannot be read or holds no certificate is a
-/// usage error (exit 64), reported here.
-pub fn trust_ca_file(path: Option<&std::path::Path>) -> Result<(), std::process::ExitCode> {
-    let Some(path) = path else { return Ok(()) };
-    let usage = |why: String| {
-        eprintln!("tailgate: --ca-file {}: {why}", path.display());
-        std::process::ExitCode::from(super::exit::EXIT_USAGE)
-    };
-    let pem = std::fs::read(path).map_err(|e| usage(format!("cannot read it: {e}")))?;
-    let certs: Vec<_> = rustls_pemfile::certs(&mut pem.as_slice())
-        .filter_map(Result::ok)
-        .collect();
-    if certs.is_empty() {
-        return Err(usage("holds no PEM certificate".into()));
-    }
-    let _ = EXTRA_ROOTS.set(certs);
-    Ok(())
-}
 
 /// `User-Agent` of every client request.
 pub const USER_AGENT: &str = concat!("tailgate/", env!("CARGO_PKG_VERSION"));
@@ -59,8 +55,10 @@ pub enum HttpError {
         #[source]
         source: std::io::Error,
     },
-    #[error("connecting to {0} timed out")]
-    ConnectTimeout(String),
+    #[error("connecting to {addr} timed out after {}", humantime::format_duration(*.after))]
+    ConnectTimeout { addr: String, after: Duration },
+    #[error("{addr} accepted the connection but sent no answer within {}", humantime::format_duration(*.after))]
+    NoAnswer { addr: String, after: Duration },
     #[error("TLS handshake with {host} failed")]
     Tls {
         host: String,
@@ -75,6 +73,26 @@ pub enum HttpError {
     Request(#[from] http::Error),
     #[error("answer body too large or unreadable")]
     Body,
+}
+
+impl HttpError {
+    /// A failure retrying cannot fix: the server's certificate is not trusted (or not for
+    /// this host), or the port does not speak TLS.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            Self::ServerName(_) => true,
+            Self::Tls { source, .. } => rustls_error(source).is_some(),
+            _ => false,
+        }
+    }
+
+    /// What to do about a permanent failure, for the one-line message.
+    pub fn hint(&self) -> Option<&'static str> {
+        let Self::Tls { source, .. } = self else {
+            return None;
+        };
+        rustls_error(source).map(tls::hint)
+    }
 }
 
 /// An error answer from the gateway: its status and JSON `{"error","message"}`.
@@ -99,7 +117,11 @@ impl ApiFailure {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse().ok())
             .map(Duration::from_secs);
-        let body = read_body(resp.into_body()).await.unwrap_or_default();
+        let body = tokio::time::timeout(connect_timeout(), read_body(resp.into_body()))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default();
         Self::from_body(status, &body, retry_after)
     }
 
@@ -112,7 +134,7 @@ impl ApiFailure {
                 .and_then(|v| v.as_str())
                 .map(str::to_string)
         };
-        let text = String::from_utf8_lossy(body).trim().to_string();
+        let text = first_line(&String::from_utf8_lossy(body));
         Self {
             status: status.as_u16(),
             code: field("error").unwrap_or_else(|| reason.to_lowercase().replace(' ', "_")),
@@ -130,6 +152,31 @@ impl ApiFailure {
     pub fn is_retryable(&self) -> bool {
         matches!(self.status, 408 | 429 | 502 | 503 | 504) || self.status >= 500
     }
+}
+
+/// What a non-JSON error body (a proxy's HTML page) says in one line: its `<title>`, else
+/// its first non-empty line, at most `MAX_MESSAGE_CHARS` characters.
+fn first_line(body: &str) -> String {
+    let title = body.find("<title>").and_then(|start| {
+        let rest = &body[start + "<title>".len()..];
+        rest.find("</title>").map(|end| &rest[..end])
+    });
+    let line = title.unwrap_or_else(|| {
+        body.lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty())
+            .unwrap_or_default()
+    });
+    let mut out: String = line
+        .trim()
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(MAX_MESSAGE_CHARS)
+        .collect();
+    if line.trim().chars().count() > MAX_MESSAGE_CHARS {
+        out.push_str("...");
+    }
+    out
 }
 
 /// Starts a request to `path` (with query) on `endpoint` with `Host` and `User-Agent` set.
@@ -171,22 +218,48 @@ pub fn post_json(
 }
 
 /// Opens a connection to `endpoint`, sends `req` and returns the answer with its body
-/// still streaming. The connection lives as long as the body is read.
+/// still streaming. The connection lives as long as the body is read. Connecting and then
+/// the answer's headers each get [`connect_timeout`].
 pub async fn send<B>(endpoint: &Endpoint, req: Request<B>) -> Result<Response<Incoming>, HttpError>
 where
     B: hyper::body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let io = tokio::time::timeout(CONNECT_TIMEOUT, connect(endpoint))
+    let after = connect_timeout();
+    let answer = send_streaming(endpoint, req).await?;
+    tokio::time::timeout(after, answer)
         .await
-        .map_err(|_| HttpError::ConnectTimeout(endpoint.to_string()))??;
+        .map_err(|_| HttpError::NoAnswer {
+            addr: endpoint.to_string(),
+            after,
+        })?
+}
+
+/// Connects (within [`connect_timeout`]) and starts sending `req`; the returned future is
+/// the answer, unbounded, for an upload whose answer comes only when its body ends.
+pub async fn send_streaming<B>(
+    endpoint: &Endpoint,
+    req: Request<B>,
+) -> Result<impl std::future::Future<Output = Result<Response<Incoming>, HttpError>>, HttpError>
+where
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let after = connect_timeout();
+    let io = tokio::time::timeout(after, connect(endpoint))
+        .await
+        .map_err(|_| HttpError::ConnectTimeout {
+            addr: endpoint.to_string(),
+            after,
+        })??;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await?;
     tokio::spawn(async move {
         if let Err(e) = conn.await {
             tracing::debug!(error = %e, "client connection ended");
         }
     });
-    Ok(sender.send_request(req).await?)
+    let answer = sender.send_request(req);
+    Ok(async move { Ok(answer.await?) })
 }
 
 /// Sends `req` and reads a JSON answer; a non-2xx answer is an [`ApiFailure`].
@@ -203,7 +276,13 @@ where
         return Ok(Err(ApiFailure::read(resp).await));
     }
     let status = resp.status();
-    let body = read_body(resp.into_body()).await?;
+    let after = connect_timeout();
+    let body = tokio::time::timeout(after, read_body(resp.into_body()))
+        .await
+        .map_err(|_| HttpError::NoAnswer {
+            addr: endpoint.to_string(),
+            after,
+        })??;
     Ok(serde_json::from_slice(&body).map_err(|e| ApiFailure {
         status: status.as_u16(),
         code: "bad_answer".into(),
@@ -239,7 +318,7 @@ async fn connect(endpoint: &Endpoint) -> Result<Box<dyn Io>, HttpError> {
         Scheme::Https => {
             let name = rustls::pki_types::ServerName::try_from(endpoint.host.clone())
                 .map_err(|_| HttpError::ServerName(endpoint.host.clone()))?;
-            let connector = tokio_rustls::TlsConnector::from(tls_config());
+            let connector = tokio_rustls::TlsConnector::from(tls::client_config());
             let tls = connector
                 .connect(name, tcp)
                 .await
@@ -250,36 +329,6 @@ async fn connect(endpoint: &Endpoint) -> Result<Box<dyn Io>, HttpError> {
             Ok(Box::new(tls))
         }
     }
-}
-
-/// The TLS client config: the Mozilla roots from `webpki-roots` plus `--ca-file`'s,
-/// HTTP/1.1 by ALPN.
-fn tls_config() -> Arc<rustls::ClientConfig> {
-    static CONFIG: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
-    CONFIG
-        .get_or_init(|| {
-            let mut roots = rustls::RootCertStore {
-                roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-            };
-            let extra = EXTRA_ROOTS.get().map(Vec::as_slice).unwrap_or_default();
-            let (added, _) = roots.add_parsable_certificates(extra.iter().cloned());
-            if added < extra.len() {
-                tracing::warn!("some --ca-file certificates are not usable CA certificates");
-            }
-            let provider = Arc::new(rustls::crypto::ring::default_provider());
-            let mut config = rustls::ClientConfig::builder_with_provider(provider)
-                .with_safe_default_protocol_versions()
-                .map(|b| b.with_root_certificates(roots).with_no_client_auth())
-                .unwrap_or_else(|_| {
-                    // The ring provider supports the default versions; this cannot fail.
-                    rustls::ClientConfig::builder()
-                        .with_root_certificates(rustls::RootCertStore::empty())
-                        .with_no_client_auth()
-                });
-            config.alpn_protocols = vec![b"http/1.1".to_vec()];
-            Arc::new(config)
-        })
-        .clone()
 }
 
 #[cfg(test)]
@@ -308,5 +357,22 @@ mod tests {
             !ApiFailure::from_body(StatusCode::NOT_FOUND, b"", None).is_retryable(),
             "404 is final"
         );
+    }
+
+    #[test]
+    fn a_proxy_page_becomes_one_line() {
+        let page = "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n\
+                    <center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n";
+        let f = ApiFailure::from_body(StatusCode::BAD_GATEWAY, page.as_bytes(), None);
+        assert_eq!(f.to_string(), "502 Bad Gateway (502 bad_gateway)");
+        let f = ApiFailure::from_body(
+            StatusCode::SERVICE_UNAVAILABLE,
+            b"\n  down\nfor maintenance\n",
+            None,
+        );
+        assert_eq!(f.message, "down");
+        let long = "x".repeat(5000);
+        let f = ApiFailure::from_body(StatusCode::BAD_GATEWAY, long.as_bytes(), None);
+        assert_eq!(f.message.len(), MAX_MESSAGE_CHARS + 3);
     }
 }

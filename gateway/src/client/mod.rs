@@ -2,12 +2,15 @@
 //!
 //! - `url`: stream URLs and job routes; `http`: one hyper connection per request (TLS too);
 //!   `sse`: the incremental SSE parser; `backoff`: reconnect delays; [`follow`]: a job's
-//!   stream followed across reconnects; [`publisher`]: NDJSON upload with resend from
-//!   `last_n`, over the `backlog` (memory, then a spool file); `mask`, `lines`: what `push` sends.
+//!   stream followed across reconnects, delivering [`record`]s; [`publisher`]: NDJSON upload
+//!   with resend from `last_n`, over the `backlog` (memory, then a spool file); `mask`,
+//!   `lines`: what `push` sends; `capture`: how `push` reads the command's output (one pipe,
+//!   a terminal, or two pipes); `tls`: trusted roots and why a handshake cannot work.
 //! - The commands: [`tail`], [`push`], [`token_cmd`]; `output` prints what `tail` follows.
 
 pub mod backlog;
 pub mod backoff;
+pub mod capture;
 pub mod exit;
 pub mod follow;
 pub mod http;
@@ -16,8 +19,10 @@ pub mod mask;
 pub mod output;
 pub mod publisher;
 pub mod push;
+pub mod record;
 pub mod sse;
 pub mod tail;
+pub mod tls;
 pub mod token_cmd;
 pub mod url;
 

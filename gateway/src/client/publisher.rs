@@ -5,6 +5,8 @@
 //! the job's `last_n`) acknowledges them. An upload stays open while records arrive, each
 //! sent at once, and is ended after `rotate_bytes` or a quiet spell so acknowledgements keep
 //! the backlog small; after a failure the publisher backs off, reads `last_n` and resends.
+//! A gateway that stays silent (no answer once an upload ended, or an upload it stopped
+//! reading) is a failed attempt like a broken connection; a TLS failure stops publishing.
 
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -24,6 +26,9 @@ use super::backoff::Backoff;
 use super::http::{self, ApiFailure, HttpError};
 use super::url::JobUrl;
 use super::{error_chain, token_for};
+
+/// An upload the gateway has not read from for this long is given up and resent.
+const UPLOAD_STALL: Duration = Duration::from_secs(60);
 
 /// Called before each retry with the delay and the reason.
 pub type RetryHook = Arc<dyn Fn(Duration, &str) + Send + Sync>;
@@ -70,6 +75,9 @@ pub enum PublishError {
     Spool(String),
     #[error("{unsent} records were not acknowledged in time")]
     Timeout { unsent: u64 },
+    /// A failure retrying cannot fix: an untrusted certificate, a port without TLS.
+    #[error("{0}")]
+    Unusable(String),
 }
 
 /// What the publisher did.
@@ -298,7 +306,7 @@ impl Sender {
                 ))
             }
             Ok(Err(failure)) => classify(failure),
-            Err(e) => Ok(Outcome::Retry(error_chain(&e), None)),
+            Err(e) => network(e),
         }
     }
 
@@ -318,7 +326,10 @@ impl Sender {
             Err(e) => return Ok(Outcome::Retry(e.to_string(), None)),
         };
         let endpoint = url.endpoint.clone();
-        let mut answer = std::pin::pin!(http::send(&endpoint, req));
+        let mut answer = std::pin::pin!(async {
+            let answer = http::send_streaming(&endpoint, req).await?;
+            answer.await
+        });
         let mut early = None;
         let mut cursor = self.shared.backlog().acked();
         let mut sent_bytes = 0usize;
@@ -339,6 +350,13 @@ impl Sender {
                             sent_bytes += len;
                             if sent_bytes >= self.opts.rotate_bytes { break; }
                         }
+                        () = tokio::time::sleep(UPLOAD_STALL) => {
+                            let stalled = format!(
+                                "{endpoint} stopped reading the upload for {}",
+                                humantime::format_duration(UPLOAD_STALL)
+                            );
+                            return Ok(Outcome::Retry(stalled, None));
+                        }
                     }
                 }
                 None if spooled || self.is_closed() => break,
@@ -355,7 +373,18 @@ impl Sender {
         drop(tx);
         let resp = match early {
             Some(r) => r,
-            None => answer.await,
+            // The answer comes once the body ended; a silent gateway is a failed attempt.
+            None => {
+                let after = http::connect_timeout();
+                tokio::time::timeout(after, answer)
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(HttpError::NoAnswer {
+                            addr: endpoint.to_string(),
+                            after,
+                        })
+                    })
+            }
         };
         self.answer(resp).await
     }
@@ -366,7 +395,7 @@ impl Sender {
     ) -> Result<Outcome, PublishError> {
         let resp = match resp {
             Ok(r) => r,
-            Err(e) => return Ok(Outcome::Retry(error_chain(&e), None)),
+            Err(e) => return network(e),
         };
         if !resp.status().is_success() {
             return classify(ApiFailure::read(resp).await);
@@ -378,6 +407,17 @@ impl Sender {
             },
             Err(e) => Ok(Outcome::Retry(error_chain(&e), None)),
         }
+    }
+}
+
+/// Retry on network trouble; stop on a TLS failure retrying cannot fix.
+fn network(e: HttpError) -> Result<Outcome, PublishError> {
+    match e.hint() {
+        Some(hint) if e.is_permanent() => Err(PublishError::Unusable(format!(
+            "{}; {hint}",
+            error_chain(&e)
+        ))),
+        _ => Ok(Outcome::Retry(error_chain(&e), None)),
     }
 }
 

@@ -10,6 +10,7 @@ use clap::Args;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use super::backlog::DEFAULT_MEMORY_BYTES;
+use super::capture::{self, Capture};
 use super::exit::{EXIT_REFUSED, EXIT_REJECTED, EXIT_UNAVAILABLE, EXIT_USAGE};
 use super::http::{self, HttpError};
 use super::lines::LineSplitter;
@@ -25,6 +26,10 @@ const EXIT_NOT_RUN: u8 = 127;
 /// grandchild may hold them open).
 const PIPE_GRACE: Duration = Duration::from_secs(5);
 
+/// The token check before the command runs waits this long at most: a slow or silent
+/// gateway does not hold the build back.
+const CHECK_WAIT: Duration = Duration::from_secs(3);
+
 /// Terminal statuses `--status` accepts.
 const STATUSES: [&str; 6] = [
     "succeeded",
@@ -37,11 +42,12 @@ const STATUSES: [&str; 6] = [
 
 /// Stream a build's output to a job: run CMD, or read stdin when no command is given.
 ///
-/// With a command: its stdout and stderr are sent as two streams, line by line as each line
-/// ends, then the status (`succeeded` for exit code 0, else `failed` with the exit code;
-/// `cancelled` when tailgate got SIGINT/SIGTERM, which it forwards to the command), and
-/// tailgate exits with the command's exit code (128+N when killed by signal N). The command
-/// runs in its own process group with stdin from /dev/null.
+/// With a command: its stdout and stderr are read through one pipe, so lines keep the order
+/// the command wrote them in (`--tty`: a pseudo-terminal; `--separate-streams`: two streams),
+/// and sent line by line as each line ends, then the status (`succeeded` for exit code 0,
+/// else `failed` with the exit code; `cancelled` when tailgate got SIGINT/SIGTERM, which it
+/// forwards to the command), and tailgate exits with the command's exit code (128+N when
+/// killed by signal N). The command runs in its own process group with stdin from /dev/null.
 ///
 /// Delivery is at least once to the gateway and exactly once for readers: records carry a
 /// sequence `n`, wait in a local buffer (memory, then a private spool file) until
@@ -93,6 +99,19 @@ pub struct PushArgs {
     /// the temp dir) takes the rest, so a long outage neither loses output nor blocks the command.
     #[arg(long, default_value_t = DEFAULT_MEMORY_BYTES, value_name = "BYTES")]
     pub buffer_bytes: usize,
+    /// How long one attempt may take to connect (TCP and TLS), and then to get the answer's
+    /// headers once an upload ended; a gateway that accepts and stays silent is a failed
+    /// attempt, and the command is not held back by it.
+    #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub connect_timeout: Duration,
+    /// Run the command on a pseudo-terminal: it sees a terminal (line-buffered output,
+    /// colours, progress bars), and its stdout and stderr are one stream in its own order.
+    #[arg(long, conflicts_with = "separate_streams")]
+    pub tty: bool,
+    /// Read stdout and stderr through two pipes and send them as the two streams; lines
+    /// written close together may then be sent in a different order than written.
+    #[arg(long)]
+    pub separate_streams: bool,
     /// The command to run, after `--`, and its arguments.
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<OsString>,
@@ -103,6 +122,7 @@ pub fn run(args: PushArgs) -> ExitCode {
     if let Err(code) = super::http::trust_ca_file(args.ca_file.as_deref()) {
         return code;
     }
+    super::http::set_connect_timeout(args.connect_timeout);
     let runtime = match super::runtime() {
         Ok(rt) => rt,
         Err(code) => return code,
@@ -162,10 +182,17 @@ pub async fn push(args: PushArgs) -> u8 {
         publisher: &publisher,
         echo: !args.quiet,
     };
+    let capture = if args.tty {
+        Capture::Tty
+    } else if args.separate_streams {
+        Capture::Separate
+    } else {
+        Capture::Merged
+    };
     let code = if args.command.is_empty() {
         from_stdin(&args, &sink).await
     } else {
-        run_command(&args.command, &sink).await
+        run_command(&args.command, capture, &sink).await
     };
     drop(sink);
     match publisher.finish(args.flush_timeout).await {
@@ -178,14 +205,30 @@ pub async fn push(args: PushArgs) -> u8 {
                 (PublishError::Refused(_), true) => EXIT_REFUSED,
                 (PublishError::Timeout { .. }, true) => EXIT_UNAVAILABLE,
                 (PublishError::Spool(_), true) => super::exit::EXIT_IO,
+                (PublishError::Unusable(_), true) => EXIT_REFUSED,
             }
         }
     }
 }
 
-/// Refuses early a token the gateway rejects (an empty upload proves the `publish` scope)
-/// or a job that already ended; an unreachable gateway is not a reason to hold the build back.
+/// Refuses early a token the gateway rejects (an empty upload proves the `publish` scope),
+/// a job that already ended, or a TLS failure; an unreachable or silent gateway is not a
+/// reason to hold the build back (the check waits `CHECK_WAIT` at most).
 async fn preflight(url: &JobUrl, token: Option<&str>) -> Result<(), u8> {
+    match tokio::time::timeout(CHECK_WAIT, check(url, token)).await {
+        Ok(checked) => checked,
+        Err(_) => {
+            eprintln!(
+                "tailgate: {} did not answer the token check within {}; output is buffered",
+                url.endpoint,
+                humantime::format_duration(CHECK_WAIT)
+            );
+            Ok(())
+        }
+    }
+}
+
+async fn check(url: &JobUrl, token: Option<&str>) -> Result<(), u8> {
     let empty_upload = http::bearer(
         http::request("POST", &url.endpoint, &url.publish_path()),
         token,
@@ -231,10 +274,16 @@ async fn preflight(url: &JobUrl, token: Option<&str>) -> Result<(), u8> {
             eprintln!("tailgate: the gateway is unavailable ({f}); output is buffered");
             Ok(())
         }
-        Err(e) => {
-            eprintln!("tailgate: {}; output is buffered", error_chain(&e));
-            Ok(())
-        }
+        Err(e) => match e.hint() {
+            Some(hint) if e.is_permanent() => {
+                eprintln!("tailgate: {}; {hint}", error_chain(&e));
+                Err(EXIT_REFUSED)
+            }
+            _ => {
+                eprintln!("tailgate: {}; output is buffered", error_chain(&e));
+                Ok(())
+            }
+        },
     }
 }
 
@@ -257,17 +306,19 @@ async fn from_stdin(args: &PushArgs, sink: &Sink<'_>) -> u8 {
 }
 
 /// Runs the command with both outputs published; returns its exit code.
-async fn run_command(command: &[OsString], sink: &Sink<'_>) -> u8 {
+async fn run_command(command: &[OsString], capture: Capture, sink: &Sink<'_>) -> u8 {
     let mut cmd = tokio::process::Command::new(&command[0]);
     cmd.args(&command[1..])
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
         .kill_on_drop(false);
     #[cfg(unix)]
     cmd.process_group(0);
-    let mut child = match cmd.spawn() {
-        Ok(c) => c,
+    let spawned = capture::prepare(&mut cmd, capture).and_then(|end| Ok((cmd.spawn()?, end)));
+    // The command holds the write ends of the pipe or terminal: closed here, so the reads
+    // end when the command's side closes.
+    drop(cmd);
+    let (mut child, read_end) = match spawned {
+        Ok(spawned) => spawned,
         Err(e) => {
             let message = format!("cannot run {}: {e}", command[0].to_string_lossy());
             eprintln!("tailgate: {message}");
@@ -278,21 +329,12 @@ async fn run_command(command: &[OsString], sink: &Sink<'_>) -> u8 {
             return EXIT_NOT_RUN;
         }
     };
-    let stdout = child.stdout.take();
-    let stderr = child.stderr.take();
-    let pumps = async {
-        let out = async {
-            if let Some(s) = stdout {
-                pump(s, "stdout", sink).await;
-            }
-        };
-        let err = async {
-            if let Some(s) = stderr {
-                pump(s, "stderr", sink).await;
-            }
-        };
-        tokio::join!(out, err);
-    };
+    let outputs = capture::outputs(read_end, &mut child);
+    let pumps = futures_util::future::join_all(
+        outputs
+            .into_iter()
+            .map(|(reader, stream)| pump(reader, stream, sink)),
+    );
     let mut pumps = std::pin::pin!(pumps);
     let mut signals = Signals::new();
     let mut interrupted = false;
@@ -300,7 +342,7 @@ async fn run_command(command: &[OsString], sink: &Sink<'_>) -> u8 {
     let status = loop {
         tokio::select! {
             status = child.wait() => break status,
-            () = &mut pumps, if !pumps_done => pumps_done = true,
+            _ = &mut pumps, if !pumps_done => pumps_done = true,
             signal = signals.recv() => {
                 interrupted = true;
                 forward(&child, signal);
@@ -336,6 +378,7 @@ async fn pump(mut reader: impl AsyncRead + Unpin, stream: &str, sink: &Sink<'_>)
             Ok(0) => break,
             Ok(n) => splitter.feed(&buf[..n], |line| sink.line(stream, &line)),
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) if capture::is_end(&e) => break,
             Err(e) => {
                 eprintln!("tailgate: reading {stream} failed: {e}");
                 break;

@@ -21,15 +21,18 @@ pub const DEFAULT_GIVE_UP_AFTER: Duration = Duration::from_secs(600);
 /// Follow a job's log live and exit with the job's result.
 ///
 /// Exit code: 0 when the job succeeded; the job's exit code (1 if it has none) when it
-/// failed; 1 for any other end (cancelled, expired, released, lost). Network errors and
-/// gateway restarts are retried with backoff (one line on stderr per failed attempt),
-/// resuming after the last record printed, so no line is printed twice or skipped.
+/// failed; 1 for any other end (cancelled, expired, released, lost), said on stderr. Network
+/// errors, silent gateways and gateway restarts are retried with backoff (one line on stderr
+/// per failed attempt), resuming after the last record printed, so no line is printed twice
+/// or skipped. TLS failures (an untrusted certificate, a port without TLS) are not retried.
 #[derive(Debug, Clone, Args)]
 #[command(after_help = super::exit::TABLE)]
 pub struct TailArgs {
-    /// The job's stream URL: `http(s)://HOST/v1/jobs/JOB/logs`, or a Capgo-style
-    /// `http(s)://HOST/build_logs_direct/JOB` (whose `token` query parameter is used when no
-    /// token is given).
+    /// The job's stream URL: `http(s)://HOST/v1/jobs/JOB/logs`, the page URL
+    /// `.../v1/jobs/JOB/view#token=...`, or a Capgo `http(s)://HOST/build_logs_direct/JOB`
+    /// (or its `ws(s)://.../stream` form). A `token` in the query or fragment is used when no
+    /// token is given, `last_event_id` (or `last_sequence`) as the resume point; the URL is
+    /// never printed with them.
     #[arg(value_name = "LOGS_URL")]
     pub logs_url: String,
     /// A token for the job; a read-only one is enough.
@@ -59,6 +62,17 @@ pub struct TailArgs {
     /// long since the last connection that worked, and exit 69.
     #[arg(long, default_value = "10m", value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub give_up_after: Duration,
+    /// How long one attempt may take to connect (TCP and TLS), and then to get the answer's
+    /// headers; a gateway that accepts and stays silent is a failed attempt.
+    #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub connect_timeout: Duration,
+    /// Start after this event id (as the gateway sent it in `id:`), instead of from the first
+    /// record; overrides a `last_event_id` in the URL.
+    #[arg(long, value_name = "ID", conflicts_with = "from_seq")]
+    pub last_event_id: Option<String>,
+    /// Start at this record (`--from-seq 1`: the whole log).
+    #[arg(long, value_name = "SEQ", value_parser = clap::value_parser!(u64).range(1..))]
+    pub from_seq: Option<u64>,
 }
 
 /// Runs `tailgate tail`.
@@ -66,6 +80,7 @@ pub fn run(args: TailArgs) -> ExitCode {
     if let Err(code) = super::http::trust_ca_file(args.ca_file.as_deref()) {
         return code;
     }
+    super::http::set_connect_timeout(args.connect_timeout);
     let runtime = match super::runtime() {
         Ok(rt) => rt,
         Err(code) => return code,
@@ -109,6 +124,12 @@ async fn follow(args: TailArgs, url: JobUrl, printer: &mut Printer) -> u8 {
     let status_line = std::io::stderr().is_terminal();
     let mut opts = FollowOptions::new(url, args.token);
     opts.give_up_after = Some(args.give_up_after);
+    if let Some(seq) = args.from_seq {
+        opts.resume_from = (seq > 1).then(|| (seq - 1).to_string());
+    }
+    if let Some(id) = args.last_event_id {
+        opts.resume_from = Some(id).filter(|id| !id.is_empty());
+    }
     if args.no_follow {
         match last_seq(&opts).await {
             Ok(0) => return 0,
@@ -117,6 +138,7 @@ async fn follow(args: TailArgs, url: JobUrl, printer: &mut Printer) -> u8 {
         }
     }
     let where_to = format!("{} (job {})", opts.url.endpoint, opts.url.job);
+    let job = opts.url.job.clone();
     let mut follower = Follower::new(opts);
     let mut reconnecting = false;
     loop {
@@ -129,6 +151,7 @@ async fn follow(args: TailArgs, url: JobUrl, printer: &mut Printer) -> u8 {
                     FollowError::Rejected(_) => EXIT_REJECTED,
                     FollowError::Refused(_) => EXIT_REFUSED,
                     FollowError::Unavailable { .. } => EXIT_UNAVAILABLE,
+                    FollowError::Unusable { .. } => EXIT_REFUSED,
                 };
             }
         };
@@ -160,10 +183,11 @@ async fn follow(args: TailArgs, url: JobUrl, printer: &mut Printer) -> u8 {
                 }),
             Update::End(ending) => {
                 let _ = printer.flush();
-                if status_line {
-                    if let Ending::Finished { status, exit_code } = &ending {
+                if let Ending::Finished { status, exit_code } = &ending {
+                    // A CI log must say why tail exits non-zero; a terminal hears it anyway.
+                    if status_line || status != "succeeded" {
                         let code = exit_code.map(|c| format!(" (exit code {c})")).unwrap_or_default();
-                        let _ = printer.notice(&format!("job {status}{code}"));
+                        let _ = printer.notice(&format!("job {} {status}{code}", job));
                     }
                 }
                 return if args.no_follow { 0 } else { ending.exit_code() };
@@ -193,10 +217,22 @@ async fn last_seq(opts: &FollowOptions) -> Result<u64, u8> {
     let token = token_for(opts.token.as_deref(), url);
     let mut backoff = opts.backoff.clone();
     let started = tokio::time::Instant::now();
+    let limit = opts.give_up_after.unwrap_or(Duration::MAX);
     loop {
-        let answer = match http::get(&url.endpoint, &url.status_path(), token.as_deref()) {
-            Ok(req) => http::exchange_json(&url.endpoint, req).await,
-            Err(e) => Err(e),
+        let left = limit.saturating_sub(started.elapsed());
+        let ask = async {
+            match http::get(&url.endpoint, &url.status_path(), token.as_deref()) {
+                Ok(req) => http::exchange_json(&url.endpoint, req).await,
+                Err(e) => Err(e),
+            }
+        };
+        let Ok(answer) = tokio::time::timeout(left, ask).await else {
+            eprintln!(
+                "tailgate: gave up after {}: {} did not answer",
+                humantime::format_duration(limit),
+                url.endpoint
+            );
+            return Err(EXIT_UNAVAILABLE);
         };
         let cause = match answer {
             Ok(Ok(status)) => return Ok(status["last_seq"].as_u64().unwrap_or(0)),
@@ -209,9 +245,14 @@ async fn last_seq(opts: &FollowOptions) -> Result<u64, u8> {
                 return Err(EXIT_REFUSED);
             }
             Ok(Err(f)) => f.to_string(),
-            Err(e) => error_chain(&e),
+            Err(e) => match e.hint() {
+                Some(hint) if e.is_permanent() => {
+                    eprintln!("tailgate: {}; {hint}", error_chain(&e));
+                    return Err(EXIT_REFUSED);
+                }
+                _ => error_chain(&e),
+            },
         };
-        let limit = opts.give_up_after.unwrap_or(Duration::MAX);
         let Some(left) = limit
             .checked_sub(started.elapsed())
             .filter(|d| !d.is_zero())

@@ -1,6 +1,8 @@
 //! Gateway URLs as the clients see them: a base (`http(s)://host[:port][/prefix]`) and the
-//! job routes under it, parsed from a `logs_url` (`/v1/jobs/J/logs` or Capgo's
-//! `/build_logs_direct/J`) or built from `--url BASE --job J`.
+//! job routes under it, parsed from a `logs_url` (`/v1/jobs/J/logs`, the page `/v1/jobs/J/view`,
+//! Capgo's `/build_logs_direct/J` and its `/stream`) or built from `--url BASE --job J`.
+//! A token in a URL (`?token=`, `#token=`) is taken out and never shown: messages quote
+//! [`redact`]ed URLs.
 
 use std::fmt;
 
@@ -74,33 +76,47 @@ pub struct JobUrl {
     pub prefix: String,
     pub job: String,
     pub flavor: Flavor,
-    /// A `token` query parameter found in the stream URL.
+    /// A `token` query parameter (or `#token=` fragment of the page URL) of the stream URL.
     pub url_token: Option<String>,
+    /// A `last_event_id` (or `last_sequence`) query parameter: where to resume.
+    pub url_last_event_id: Option<String>,
 }
 
 impl JobUrl {
-    /// Parses a full stream URL: `.../v1/jobs/J/logs` or `.../build_logs_direct/J`.
+    /// Parses a full stream URL: `.../v1/jobs/J/logs`, the page `.../v1/jobs/J/view#token=T`,
+    /// or Capgo's `.../build_logs_direct/J` (and its WebSocket form `.../J/stream`, also as
+    /// `ws(s)://`). The token and the resume point are taken from the query or fragment.
     pub fn from_logs_url(url: &str) -> Result<Self, BadUrl> {
         let (endpoint, path, query) = split_url(url)?;
-        let url_token = query.and_then(|q| {
-            form_urlencoded::parse(q.as_bytes())
-                .find(|(k, _)| k == "token")
-                .map(|(_, v)| v.into_owned())
-        });
+        let fragment = url.split_once('#').map(|(_, f)| f);
+        let param = |name: &str| {
+            [query, fragment].into_iter().flatten().find_map(|q| {
+                form_urlencoded::parse(q.as_bytes())
+                    .find(|(k, _)| k == name)
+                    .map(|(_, v)| v.into_owned())
+            })
+        };
+        let url_token = param("token");
+        let url_last_event_id = param("last_event_id").or_else(|| param("last_sequence"));
         let path = path.trim_end_matches('/');
+        let expected = || {
+            BadUrl(format!(
+                "{} is not a stream URL: expected .../v1/jobs/JOB/logs, .../v1/jobs/JOB/view or \
+                 .../build_logs_direct/JOB",
+                redact(url)
+            ))
+        };
         let (prefix, job, flavor) = if let Some((prefix, rest)) = path.rsplit_once("/v1/jobs/") {
-            let job = rest.strip_suffix("/logs").ok_or_else(|| {
-                BadUrl(format!(
-                    "{url:?} is not a stream URL: expected .../v1/jobs/JOB/logs"
-                ))
-            })?;
+            let job = rest
+                .strip_suffix("/logs")
+                .or_else(|| rest.strip_suffix("/view"))
+                .ok_or_else(expected)?;
             (prefix, job, Flavor::V1)
-        } else if let Some((prefix, job)) = path.rsplit_once("/build_logs_direct/") {
+        } else if let Some((prefix, rest)) = path.rsplit_once("/build_logs_direct/") {
+            let job = rest.strip_suffix("/stream").unwrap_or(rest);
             (prefix, job, Flavor::Capgo)
         } else {
-            return Err(BadUrl(format!(
-                "{url:?} is not a stream URL: expected .../v1/jobs/JOB/logs or .../build_logs_direct/JOB"
-            )));
+            return Err(expected());
         };
         Ok(Self {
             endpoint,
@@ -108,6 +124,7 @@ impl JobUrl {
             job: check_job(job)?,
             flavor,
             url_token,
+            url_last_event_id,
         })
     }
 
@@ -120,6 +137,7 @@ impl JobUrl {
             job: check_job(job)?,
             flavor: Flavor::V1,
             url_token: None,
+            url_last_event_id: None,
         })
     }
 
@@ -170,7 +188,40 @@ impl JobUrl {
 fn check_job(raw: &str) -> Result<String, BadUrl> {
     JobId::parse(raw)
         .map(|j| j.as_str().to_string())
-        .map_err(|e| BadUrl(format!("job {raw:?}: {e}")))
+        .map_err(|e| BadUrl(format!("job {:?}: {e}", cut(raw, 130))))
+}
+
+/// At most `max` characters of `s`.
+fn cut(s: &str, max: usize) -> String {
+    s.chars().take(max).collect()
+}
+
+/// `url` fit to print: no query or fragment (they may carry a token), no credentials, at
+/// most 200 characters.
+pub fn redact(url: &str) -> String {
+    let end = url.find(['?', '#']).unwrap_or(url.len());
+    let (before, after) = url.split_at(end);
+    let (scheme, rest) = before.split_once("://").unwrap_or(("", before));
+    let rest = match rest.split_once('/') {
+        Some((authority, path)) => {
+            let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+            format!("{host}/{path}")
+        }
+        None => rest.rsplit_once('@').map_or(rest, |(_, h)| h).to_string(),
+    };
+    let mut out = if scheme.is_empty() {
+        cut(&rest, 200)
+    } else {
+        cut(&format!("{scheme}://{rest}"), 200)
+    };
+    if !after.is_empty() {
+        out.push_str(if after.starts_with('?') {
+            "?..."
+        } else {
+            "#..."
+        });
+    }
+    format!("{out:?}")
 }
 
 /// Splits `scheme://authority/path?query#fragment`.
@@ -186,13 +237,20 @@ pub fn split(url: &str) -> Result<(Endpoint, String), BadUrl> {
 }
 
 fn split_url(url: &str) -> Result<(Endpoint, &str, Option<&str>), BadUrl> {
-    let (scheme, rest) = if let Some(rest) = url.strip_prefix("http://") {
+    let shown = redact(url);
+    let (scheme, rest) = if let Some(rest) = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("ws://"))
+    {
         (Scheme::Http, rest)
-    } else if let Some(rest) = url.strip_prefix("https://") {
+    } else if let Some(rest) = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("wss://"))
+    {
         (Scheme::Https, rest)
     } else {
         return Err(BadUrl(format!(
-            "{url:?} must start with http:// or https://"
+            "{shown} must start with http:// or https://"
         )));
     };
     let rest = rest.split('#').next().unwrap_or_default();
@@ -204,7 +262,7 @@ fn split_url(url: &str) -> Result<(Endpoint, &str, Option<&str>), BadUrl> {
     };
     if authority.contains('@') {
         return Err(BadUrl(format!(
-            "{url:?}: credentials in the URL are not supported; use --token"
+            "{shown}: credentials in the URL are not supported; use --token"
         )));
     }
     let default_port = match scheme {
@@ -214,7 +272,7 @@ fn split_url(url: &str) -> Result<(Endpoint, &str, Option<&str>), BadUrl> {
     let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
         let (host, after) = v6
             .split_once(']')
-            .ok_or_else(|| BadUrl(format!("{url:?}: unclosed [ in the host")))?;
+            .ok_or_else(|| BadUrl(format!("{shown}: unclosed [ in the host")))?;
         (host, after.strip_prefix(':'))
     } else {
         match authority.rsplit_once(':') {
@@ -223,13 +281,13 @@ fn split_url(url: &str) -> Result<(Endpoint, &str, Option<&str>), BadUrl> {
         }
     };
     if host.is_empty() {
-        return Err(BadUrl(format!("{url:?} has no host")));
+        return Err(BadUrl(format!("{shown} has no host")));
     }
     let port = match port {
         None | Some("") => default_port,
         Some(p) => p
             .parse()
-            .map_err(|_| BadUrl(format!("{url:?}: port {p:?} is not a number")))?,
+            .map_err(|_| BadUrl(format!("{shown}: port {:?} is not a number", cut(p, 20))))?,
     };
     Ok((
         Endpoint {
@@ -274,6 +332,43 @@ mod tests {
             "/build_logs_direct/j1?token=a%2Bb&last_sequence=12"
         );
         assert_eq!(u.status_path(), "/v1/jobs/j1");
+    }
+
+    #[test]
+    fn page_capgo_stream_and_token_urls_give_the_token_and_the_resume_point() {
+        let u = JobUrl::from_logs_url("https://h/gw/v1/jobs/j7/view#token=eyJ.a.b").unwrap();
+        assert_eq!((u.job.as_str(), u.flavor), ("j7", Flavor::V1));
+        assert_eq!(u.url_token.as_deref(), Some("eyJ.a.b"));
+        assert_eq!(u.stream_path(None, None), "/gw/v1/jobs/j7/logs");
+        let u =
+            JobUrl::from_logs_url("http://h:8/v1/jobs/j/logs?token=t1&last_event_id=5").unwrap();
+        assert_eq!(u.url_token.as_deref(), Some("t1"));
+        assert_eq!(u.url_last_event_id.as_deref(), Some("5"));
+        let u = JobUrl::from_logs_url("wss://h/build_logs_direct/j/stream?token=t2").unwrap();
+        assert_eq!(
+            (u.endpoint.scheme, u.flavor),
+            (Scheme::Https, Flavor::Capgo)
+        );
+        assert_eq!((u.job.as_str(), u.url_token.as_deref()), ("j", Some("t2")));
+        let u = JobUrl::from_logs_url("http://h/build_logs_direct/j?last_sequence=9").unwrap();
+        assert_eq!(u.url_last_event_id.as_deref(), Some("9"));
+    }
+
+    #[test]
+    fn errors_never_show_a_token() {
+        for url in [
+            "http://h/v1/jobs/j/wrong?token=SECRET",
+            "http://h/v1/jobs/j/other#token=SECRET",
+            "ftp://h/v1/jobs/j/logs?token=SECRET",
+            "http://u:SECRET@h/v1/jobs/j/logs",
+        ] {
+            let err = JobUrl::from_logs_url(url).unwrap_err().to_string();
+            assert!(!err.contains("SECRET"), "{url}: {err}");
+        }
+        assert_eq!(
+            redact("http://h/v1/jobs/j/view#token=x"),
+            r#""http://h/v1/jobs/j/view#...""#
+        );
     }
 
     #[test]

@@ -85,7 +85,9 @@ pub struct ServeArgs {
     /// SSE keep-alive comment interval, seconds [default: 15].
     #[arg(long, value_name = "SECS")]
     pub keepalive_secs: Option<u64>,
-    /// Keep a finished job this long after its last reader left, seconds [default: 3600].
+    /// Drop a finished job's copy in memory this long after it finished, once nobody reads
+    /// it; its spool stays (see `--disk-retention-secs`) and is read again on demand. With
+    /// `--memory-only` the job is then gone. Seconds [default: 3600].
     #[arg(long, value_name = "SECS")]
     pub retention_secs: Option<u64>,
     /// Drop an unfinished job idle this long with nobody attached, seconds [default: 3600].
@@ -108,9 +110,18 @@ pub struct ServeArgs {
     /// listener.
     #[arg(long, value_name = "ADDR")]
     pub metrics_listen: Option<SocketAddr>,
+    /// Serve `/metrics` on the main listener to anyone who asks (without `--metrics-listen`).
+    /// Off: the main listener answers `/metrics` with 404, since job counts and traffic are
+    /// not for every client [default: false].
+    #[arg(long)]
+    pub metrics_public: bool,
     /// JWKS document URL (`https://issuer/.well-known/jwks.json`): verification keys by `kid`.
     #[arg(long, value_name = "URL")]
     pub jwks_url: Option<String>,
+    /// Accept an `http://` JWKS URL: anyone on the path could then swap the keys. For a
+    /// sidecar on loopback or tests [default: false].
+    #[arg(long)]
+    pub jwks_allow_http: bool,
     /// JWKS document file, instead of `--jwks-url`.
     #[arg(long, value_name = "FILE")]
     pub jwks_file: Option<PathBuf>,
@@ -241,7 +252,9 @@ pub(super) const FILE_KEYS: &[&str] = &[
     "tls_cert",
     "tls_key",
     "metrics_listen",
+    "metrics_public",
     "jwks_url",
+    "jwks_allow_http",
     "jwks_file",
     "jwks_refresh_secs",
     "header_read_timeout_secs",
@@ -364,6 +377,11 @@ impl Layers<'_> {
     fn found(&self, key: &str, source: Source) {
         self.sources.borrow_mut().set(key, source);
     }
+
+    /// An on/off key: on when the flag is given, else the environment's or the file's.
+    fn switch(&self, flag: bool, key: &str) -> Result<bool, ConfigError> {
+        Ok(self.get(flag.then_some(true), key)?.unwrap_or(false))
+    }
 }
 
 /// The environment variable of setting `key` (`max-jobs`: `TAILGATE_MAX_JOBS`).
@@ -416,6 +434,25 @@ fn positive<T: PartialOrd + Default + Copy>(key: &str, v: T) -> Result<T, Config
 }
 
 pub(super) fn load(args: &ServeArgs, env: &dyn Env) -> Result<Config, ConfigError> {
+    load_all(args, env, true).map(|(config, _)| config)
+}
+
+/// The configuration even when the token settings are missing (for `--print-config`):
+/// the config, and the first missing setting that would stop `serve`.
+pub(super) fn load_for_print(
+    args: &ServeArgs,
+    env: &dyn Env,
+) -> Result<(Config, Option<ConfigError>), ConfigError> {
+    load_all(args, env, false)
+}
+
+/// `strict`: a missing secret, issuer or audience is an error at once; otherwise it is
+/// returned beside a config that has them empty.
+fn load_all(
+    args: &ServeArgs,
+    env: &dyn Env,
+    strict: bool,
+) -> Result<(Config, Option<ConfigError>), ConfigError> {
     let l = Layers {
         env,
         file: read_file(args, env)?,
@@ -473,6 +510,7 @@ pub(super) fn load(args: &ServeArgs, env: &dyn Env) -> Result<Config, ConfigErro
     let issuer = l.get(args.jwt_issuer.clone(), "jwt-issuer")?;
     let audience = l.get(args.jwt_audience.clone(), "jwt-audience")?;
 
+    let mut missing_key = None;
     let (secret, issuer, audience) = if dev {
         let secret = secret.or_else(|| (keys.is_empty()).then(random_secret));
         (
@@ -481,29 +519,40 @@ pub(super) fn load(args: &ServeArgs, env: &dyn Env) -> Result<Config, ConfigErro
             audience.unwrap_or_else(|| "tailgate-dev".into()),
         )
     } else {
-        if secret.is_none() && keys.is_empty() && jwks.is_none() {
-            return Err(ConfigError::new(
+        let no_key = secret.is_none() && keys.is_empty() && jwks.is_none();
+        let missing = [
+            no_key.then(|| ConfigError::new(
                 "jwt-secret",
                 "missing: set --jwt-secret, --jwt-secret-file or TAILGATE_JWT_SECRET (or --jwt-key / --jwks-url for public keys), or use --dev",
-            ));
-        }
-        let issuer = issuer.ok_or_else(|| {
-            ConfigError::new(
+            )),
+            issuer.is_none().then(|| ConfigError::new(
                 "jwt-issuer",
                 "missing: set --jwt-issuer or TAILGATE_JWT_ISSUER",
-            )
-        })?;
-        let audience = audience.ok_or_else(|| {
-            ConfigError::new(
+            )),
+            audience.is_none().then(|| ConfigError::new(
                 "jwt-audience",
                 "missing: set --jwt-audience or TAILGATE_JWT_AUDIENCE",
-            )
-        })?;
-        (secret, issuer, audience)
+            )),
+        ];
+        missing_key = missing.into_iter().flatten().next();
+        if let (true, Some(e)) = (strict, &missing_key) {
+            return Err(e.clone());
+        }
+        let present = |v: Option<String>, key: &str| match v {
+            Some(v) if v.trim().is_empty() => Err(ConfigError::new(key, "is empty")),
+            v => Ok(v.unwrap_or_default()),
+        };
+        (
+            secret,
+            present(issuer, "jwt-issuer")?,
+            present(audience, "jwt-audience")?,
+        )
     };
-    for (key, v) in [("jwt-issuer", &issuer), ("jwt-audience", &audience)] {
-        if v.trim().is_empty() {
-            return Err(ConfigError::new(key, "is empty"));
+    if dev {
+        for (key, v) in [("jwt-issuer", &issuer), ("jwt-audience", &audience)] {
+            if v.trim().is_empty() {
+                return Err(ConfigError::new(key, "is empty"));
+            }
         }
     }
     let allow_short = l
@@ -531,6 +580,7 @@ pub(super) fn load(args: &ServeArgs, env: &dyn Env) -> Result<Config, ConfigErro
     config.auth.hmac_secret = secret;
     config.auth.keys = keys;
     config.jwks = jwks;
+    config.jwks_allow_http = l.switch(args.jwks_allow_http, "jwks-allow-http")?;
     if let Some(listen) = l.get(args.listen, "listen")? {
         config.listen = listen;
     }
@@ -586,6 +636,7 @@ pub(super) fn load(args: &ServeArgs, env: &dyn Env) -> Result<Config, ConfigErro
         }
     };
     config.metrics_listen = l.get(args.metrics_listen, "metrics-listen")?;
+    config.metrics_public = l.switch(args.metrics_public, "metrics-public")?;
     config.header_read_timeout = secs(
         l.get(args.header_read_timeout_secs, "header-read-timeout-secs")?
             .map(|v| positive("header-read-timeout-secs", v))
@@ -690,7 +741,7 @@ pub(super) fn load(args: &ServeArgs, env: &dyn Env) -> Result<Config, ConfigErro
             "must be at least 8192",
         ));
     }
-    Ok(config)
+    Ok((config, missing_key))
 }
 
 /// `--jwks-url` or `--jwks-file` (not both), and the refresh interval.
@@ -706,10 +757,21 @@ fn jwks(l: &Layers<'_>, args: &ServeArgs) -> Result<Option<JwksConfig>, ConfigEr
             ))
         }
         (Some(url), None) => {
-            if !(url.starts_with("https://") || url.starts_with("http://")) {
+            let shown = redact_url(&url);
+            if url.starts_with("http://") {
+                if !l.switch(args.jwks_allow_http, "jwks-allow-http")? {
+                    return Err(ConfigError::new(
+                        "jwks-url",
+                        format!(
+                            "{shown:?} is plain http://, so anyone on the path could swap the keys: \
+                             use https://, or pass --jwks-allow-http (a sidecar on loopback)"
+                        ),
+                    ));
+                }
+            } else if !url.starts_with("https://") {
                 return Err(ConfigError::new(
                     "jwks-url",
-                    format!("{url:?} is not an http:// or https:// URL"),
+                    format!("{shown:?} is not an https:// URL"),
                 ));
             }
             JwksSource::Url(url)
@@ -785,7 +847,7 @@ fn redis_config(args: &ServeArgs, l: &Layers<'_>) -> Result<Option<RedisConfig>,
     let Some(raw) = l.get::<String>(args.redis_url.clone(), "redis-url")? else {
         return Ok(None);
     };
-    let flag = args.redis_cluster || l.get::<bool>(None, "redis-cluster")?.unwrap_or(false);
+    let flag = l.switch(args.redis_cluster, "redis-cluster")?;
     let (scheme, rest) = raw.split_once("://").unwrap_or(("", ""));
     let (url, cluster) = match scheme {
         "redis" | "rediss" => (raw.clone(), flag),

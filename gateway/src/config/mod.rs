@@ -5,6 +5,8 @@
 
 mod load;
 mod print;
+#[cfg(test)]
+mod sample;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -14,7 +16,7 @@ use crate::auth::AuthSettings;
 pub use crate::store::Fsync;
 
 pub use load::{env_name, Env, MapEnv, ProcessEnv, ServeArgs};
-pub use print::{Source, Sources};
+pub use print::{redact_url, Source, Sources};
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_JOB_CLAIM: &str = "job_id";
@@ -79,6 +81,11 @@ pub struct Config {
     pub tls: Option<TlsFiles>,
     /// Serve `/metrics` (and the probes) here instead of on the main listener.
     pub metrics_listen: Option<SocketAddr>,
+    /// Serve `/metrics` on the main listener too (`--metrics-public`); off, it answers 404
+    /// there, since job counts and traffic are not for every client.
+    pub metrics_public: bool,
+    /// An `http://` JWKS URL was accepted on purpose (`--jwks-allow-http`).
+    pub jwks_allow_http: bool,
     /// Verification keys from a JWKS document, besides the secret and `--jwt-key`s.
     pub jwks: Option<JwksConfig>,
     /// The file the HMAC secret was read from, shown by `--print-config`.
@@ -277,6 +284,8 @@ impl Config {
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             tls: None,
             metrics_listen: None,
+            metrics_public: false,
+            jwks_allow_http: false,
             jwks: None,
             jwt_secret_file: None,
             jwt_allow_short_secret: false,
@@ -297,6 +306,16 @@ impl Config {
     /// Builds the config from flags, environment and file, and validates it.
     pub fn load(args: &ServeArgs, env: &dyn Env) -> Result<Self, ConfigError> {
         load::load(args, env)
+    }
+
+    /// Like [`Config::load`], but a missing secret, issuer or audience is returned beside
+    /// the config (which has them empty) instead of stopping it: `--print-config` shows
+    /// what is set exactly when something is missing.
+    pub fn load_for_print(
+        args: &ServeArgs,
+        env: &dyn Env,
+    ) -> Result<(Self, Option<ConfigError>), ConfigError> {
+        load::load_for_print(args, env)
     }
 
     /// The effective configuration as TOML, every key with its source, secrets redacted.

@@ -8,7 +8,10 @@ use std::fmt::{self, Write as _};
 use toml::Value;
 
 use super::load::FILE_KEYS;
-use super::{Config, Fsync, JwksSource, LogFormat, DEFAULT_FSYNC_INTERVAL};
+use super::{
+    Config, Fsync, JwksSource, LogFormat, DEFAULT_DATA_DIR, DEFAULT_FSYNC_INTERVAL,
+    DEFAULT_JWKS_REFRESH, DEFAULT_REDIS_TIMEOUT,
+};
 
 /// Shown instead of a secret.
 const REDACTED: &str = "<redacted>";
@@ -69,7 +72,7 @@ pub(super) fn render(c: &Config) -> String {
 }
 
 /// Every file key with its effective value (`None`: not set), in `FILE_KEYS` order.
-fn values(c: &Config) -> Vec<(&'static str, Option<Value>)> {
+pub(super) fn values(c: &Config) -> Vec<(&'static str, Option<Value>)> {
     let text = |s: &str| Some(Value::String(s.to_string()));
     let secs = |d: std::time::Duration| Some(Value::Integer(d.as_secs() as i64));
     let int = |n: u64| Some(Value::Integer(i64::try_from(n).unwrap_or(i64::MAX)));
@@ -86,8 +89,11 @@ fn values(c: &Config) -> Vec<(&'static str, Option<Value>)> {
                 "jwt_secret" => secret_given.then(|| Value::String(REDACTED.into())),
                 "jwt_secret_file" => path(c.jwt_secret_file.as_ref()),
                 "jwt_allow_short_secret" => Some(Value::Boolean(c.jwt_allow_short_secret)),
-                "jwt_issuer" => text(&c.auth.issuer),
-                "jwt_audience" => text(&c.auth.audience),
+                // Empty: missing (`--print-config` shows a config that cannot start).
+                "jwt_issuer" => (!c.auth.issuer.is_empty()).then(|| c.auth.issuer.clone().into()),
+                "jwt_audience" => {
+                    (!c.auth.audience.is_empty()).then(|| c.auth.audience.clone().into())
+                }
                 "jwt_key" => list(c.auth.keys.iter().map(ToString::to_string).collect()),
                 "jwt_job_claim" => text(&c.auth.job_claim),
                 "jwt_leeway_secs" => secs(c.auth.leeway),
@@ -99,15 +105,19 @@ fn values(c: &Config) -> Vec<(&'static str, Option<Value>)> {
                 "tls_cert" => path(c.tls.as_ref().map(|t| &t.cert)),
                 "tls_key" => path(c.tls.as_ref().map(|t| &t.key)),
                 "metrics_listen" => c.metrics_listen.and_then(|a| text(&a.to_string())),
+                "metrics_public" => Some(Value::Boolean(c.metrics_public)),
                 "jwks_url" => match c.jwks.as_ref().map(|j| &j.source) {
-                    Some(JwksSource::Url(url)) => text(url),
+                    Some(JwksSource::Url(url)) => text(&redact_url(url)),
                     _ => None,
                 },
+                "jwks_allow_http" => Some(Value::Boolean(c.jwks_allow_http)),
                 "jwks_file" => match c.jwks.as_ref().map(|j| &j.source) {
                     Some(JwksSource::File(file)) => path(Some(file)),
                     _ => None,
                 },
-                "jwks_refresh_secs" => c.jwks.as_ref().and_then(|j| secs(j.refresh)),
+                "jwks_refresh_secs" => {
+                    secs(c.jwks.as_ref().map_or(DEFAULT_JWKS_REFRESH, |j| j.refresh))
+                }
                 "header_read_timeout_secs" => secs(c.header_read_timeout),
                 "gather_ms" => int(c.gather.as_millis() as u64),
                 "cors_origin" => list(c.cors_origins.clone()),
@@ -129,29 +139,34 @@ fn values(c: &Config) -> Vec<(&'static str, Option<Value>)> {
                 "capgo_compat" => Some(Value::Boolean(c.capgo.enabled)),
                 "capgo_prefix" => text(&c.capgo.prefix),
                 "dev" => Some(Value::Boolean(c.dev)),
-                "data_dir" => path(c.store.data_dir.as_ref()),
+                // Unused with memory_only or redis_url, but it has a default all the same.
+                "data_dir" => match &c.store.data_dir {
+                    Some(dir) => path(Some(dir)),
+                    None => text(DEFAULT_DATA_DIR),
+                },
                 "memory_only" => Some(Value::Boolean(
                     c.store.data_dir.is_none() && c.store.redis.is_none(),
                 )),
-                // The URL's user and password are a secret.
+                // The URL's user, password and query are secrets.
                 "redis_url" => c
                     .store
                     .redis
                     .as_ref()
-                    .and_then(|r| text(&redact_userinfo(&r.url))),
+                    .and_then(|r| text(&redact_url(&r.url))),
                 "redis_cluster" => Some(Value::Boolean(
                     c.store.redis.as_ref().is_some_and(|r| r.cluster),
                 )),
-                "redis_timeout_ms" => c
+                "redis_timeout_ms" => int(c
                     .store
                     .redis
                     .as_ref()
-                    .and_then(|r| int(r.timeout.as_millis() as u64)),
-                "redis_wait_replicas" => c
+                    .map_or(DEFAULT_REDIS_TIMEOUT, |r| r.timeout)
+                    .as_millis() as u64),
+                "redis_wait_replicas" => int(c
                     .store
                     .redis
                     .as_ref()
-                    .and_then(|r| int(u64::from(r.wait_replicas))),
+                    .map_or(0, |r| u64::from(r.wait_replicas))),
                 "fsync" => text(match c.store.fsync {
                     Fsync::Interval(_) => "interval",
                     Fsync::Always => "always",
@@ -174,15 +189,40 @@ fn values(c: &Config) -> Vec<(&'static str, Option<Value>)> {
         .collect()
 }
 
-/// `scheme://user:pass@host/...` as `scheme://<redacted>@host/...`.
-fn redact_userinfo(url: &str) -> String {
-    match url.split_once("://") {
-        Some((scheme, rest)) => match rest.split_once('@') {
-            Some((_, host)) => format!("{scheme}://{REDACTED}@{host}"),
-            None => url.to_string(),
-        },
-        None => url.to_string(),
+/// A URL with its secrets taken out, for `--print-config`, start-up errors and logs:
+/// `scheme://user:pass@host/path?query#frag` as `scheme://<redacted>@host/path?<redacted>`.
+///
+/// Passwords are often not percent-encoded, so everything up to the *last* `@` counts as
+/// user info (a password may hold `@`, `:`, `/`, `?` or `#`); an `@` in a query then
+/// hides the host too, which costs only readability. Query string and fragment are cut.
+pub fn redact_url(url: &str) -> String {
+    let (scheme, rest) = match url.split_once("://") {
+        Some((scheme, rest)) => (Some(scheme), rest),
+        None => (None, url),
+    };
+    let (userinfo, rest) = match rest.rsplit_once('@') {
+        Some((_, host)) => (true, host),
+        None => (false, rest),
+    };
+    let (rest, cut) = match rest.find(['?', '#']) {
+        Some(i) => (&rest[..i], true),
+        None => (rest, false),
+    };
+    let mut out = String::with_capacity(url.len());
+    if let Some(scheme) = scheme {
+        out.push_str(scheme);
+        out.push_str("://");
     }
+    if userinfo {
+        out.push_str(REDACTED);
+        out.push('@');
+    }
+    out.push_str(rest);
+    if cut {
+        out.push('?');
+        out.push_str(REDACTED);
+    }
+    out
 }
 
 #[cfg(test)]
