@@ -229,7 +229,8 @@ if ! skip readback; then
     start_tg readback "$BASE_PORT" --data-dir "$work/data"
     p=$last_pid
     line=$(printf 'history %01000d' 0)
-    yes "$line" | head -n $((READBACK_MB * 1024 * 1024 / 1009)) >"$work/history-0.txt"
+    # `yes` ends on SIGPIPE once `head` has its lines: not a failure.
+    yes "$line" | head -n $((READBACK_MB * 1024 * 1024 / 1009)) >"$work/history-0.txt" || true
     rid=rb$$
     # prefill JOB: the history, unfinished; prints its last seq.
     prefill() {
@@ -243,20 +244,20 @@ if ! skip readback; then
     shape=(fanout --jobs 1 --readers 100 --rate 100 --line-bytes 120 --duration "$DURATION"
         --url "http://127.0.0.1:$BASE_PORT" --server-pid "$p")
     echo "== readback: prefilling two jobs with $READBACK_MB MB each"
-    base_seq=$(prefill "${rid}b-run-0")
-    load_seq=$(prefill "${rid}l-run-0")
+    base_seq=$(prefill "${rid}b-fanout-0")
+    load_seq=$(prefill "${rid}l-fanout-0")
     lt readback-baseline "${shape[@]}" --run-id "${rid}b" --start-after "$base_seq"
     # The same, while three readers of the same job read it from seq 1 (the history from the
     # spool, then live to the end), starting 2, 5 and 8 s in.
     read_token=$("$bin/tailgate" token mint --secret "$SECRET" --issuer "$ISS" --audience "$AUD" \
-        --sub scale-history --job "${rid}l-run-0")
+        --sub scale-history --job "${rid}l-fanout-0")
     : >"$out/readback.bytes"
     for delay in 2 5 8; do
         (
             sleep "$delay"
             curl -sN -o /dev/null -w '%{size_download}\n' --max-time $((RUN_TIMEOUT - 10)) \
                 -H "Authorization: Bearer $read_token" \
-                "http://127.0.0.1:$BASE_PORT/v1/jobs/${rid}l-run-0/logs" >>"$out/readback.bytes"
+                "http://127.0.0.1:$BASE_PORT/v1/jobs/${rid}l-fanout-0/logs" >>"$out/readback.bytes"
         ) &
         pids+=($!)
     done

@@ -121,7 +121,7 @@ pub struct Settings {
     pub run_id: Option<String>,
 
     /// Tailgate: readers' first connection sends `Last-Event-ID: ID`, so they follow only
-    /// what comes after a history published beforehand (the job `<run-id>-run-0` of a
+    /// what comes after a history published beforehand (the job `<run-id>-fanout-0` of a
     /// `--run-id` run); the history is not read, timed or counted.
     #[arg(long, value_name = "ID")]
     #[serde(default)]
