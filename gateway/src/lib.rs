@@ -7,7 +7,8 @@
 //! - `tls`: HTTPS with a certificate reloaded on SIGHUP; `conn`: a TCP or TLS connection.
 //! - `socket`: SSE readers over HTTP/1.1 served straight on their socket; the rest goes to hyper.
 //! - `refusal`: JSON bodies for the refusals hyper writes itself (400, 414, 431).
-//! - `metrics`: the Prometheus registry; `admin`: the `--metrics-listen` listener.
+//! - `metrics`: the Prometheus registry (`process_metrics`: `process_*` from `/proc`);
+//!   `admin`: the `--metrics-listen` listener.
 //! - `routes`: request shape, method, job id, then token; `handlers`: what each route does.
 //! - [`auth`]: job-scoped JWTs: where a token comes from, which keys verify it, minting.
 //! - `publish`: a worker's upload split into lines (`lines`) or NDJSON records (`ndjson`).
@@ -55,6 +56,7 @@ pub(crate) mod job_log;
 pub(crate) mod memory;
 pub(crate) mod metrics;
 pub(crate) mod probes;
+pub(crate) mod process_metrics;
 pub(crate) mod publish;
 pub(crate) mod redact;
 pub(crate) mod refusal;

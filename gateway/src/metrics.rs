@@ -12,10 +12,12 @@ use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, N
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::info::Info;
 use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
 
 use crate::entry::Entry;
+use crate::process_metrics::ProcessMetrics;
 use crate::record::JobStatus;
 
 /// The `Content-Type` of a scrape.
@@ -47,6 +49,12 @@ struct ReasonLabels {
     reason: &'static str,
 }
 
+/// What was built: `tailgate_build_info{version}`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct RequestLabels {
     route: &'static str,
@@ -70,13 +78,17 @@ pub(crate) struct Metrics {
     duplicates_dropped: Counter,
     auth_failures: Family<ReasonLabels, Counter>,
     requests: Family<RequestLabels, Counter>,
-    /// Time from a record's append to its write to a reader, observed per write.
+    /// Time from a record's append to its write to a reader that was already attached
+    /// when it was appended (live), observed per write. Replays of older records would
+    /// add the log's age, so they are not observed.
     delivery_lag: AtomicHistogram,
     spool_bytes: Gauge,
     /// Time one job's `fsync` (fdatasync) took.
     fsync_seconds: AtomicHistogram,
     tls_reloads: Family<StatusLabels, Counter>,
     jwks_refreshes: Family<StatusLabels, Counter>,
+    /// `process_*`, read at scrape time.
+    process: ProcessMetrics,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -159,7 +171,7 @@ impl Metrics {
         let delivery_lag = AtomicHistogram::default();
         registry.register(
             "delivery_lag_seconds",
-            "Time from a record's append to its write to a reader (oldest record of each write)",
+            "Time from a record's append to its write to a reader attached before the append (oldest record of each live write; replays are not observed)",
             delivery_lag.clone(),
         );
         let spool_bytes = Gauge::default();
@@ -186,6 +198,13 @@ impl Metrics {
             "JWKS fetches, by outcome (ok, error)",
             jwks_refreshes.clone(),
         );
+        registry.register(
+            "build",
+            "The running gateway's version",
+            Info::new(BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+            }),
+        );
         let sse_readers = readers.get_or_create(&ReaderLabels { kind: "sse" }).clone();
         let ws_readers = readers
             .get_or_create(&ReaderLabels { kind: "websocket" })
@@ -210,6 +229,7 @@ impl Metrics {
             fsync_seconds,
             tls_reloads,
             jwks_refreshes,
+            process: ProcessMetrics::new(),
         }
     }
 
@@ -239,15 +259,21 @@ impl Metrics {
     }
 
     /// One write of `events` records (`bytes` long) to a reader; the oldest was appended
-    /// at `oldest_ts_ms` (Unix milliseconds).
-    pub(crate) fn delivered(&self, events: usize, bytes: usize, oldest_ts_ms: u64) {
+    /// at `oldest_ts_ms`, the reader attached at `attached_ms` (Unix milliseconds). The lag
+    /// is observed only for a live write: records appended after the reader attached.
+    pub(crate) fn delivered(
+        &self,
+        events: usize,
+        bytes: usize,
+        oldest_ts_ms: u64,
+        attached_ms: u64,
+    ) {
         self.events_delivered.inc_by(events as u64);
         self.bytes_delivered.inc_by(bytes as u64);
-        let now_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        self.delivery_lag
-            .observe(Duration::from_millis(now_ms.saturating_sub(oldest_ts_ms)));
+        if oldest_ts_ms >= attached_ms {
+            self.delivery_lag
+                .observe(Duration::from_millis(now_ms().saturating_sub(oldest_ts_ms)));
+        }
     }
 
     pub(crate) fn fsynced(&self, took: Duration) {
@@ -314,9 +340,19 @@ impl Metrics {
         }
         let mut out = String::with_capacity(8 * 1024);
         // Writing to a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        use prometheus_client::encoding::text::{encode_eof, encode_registry};
+        let _ = encode_registry(&mut out, &self.registry);
+        let _ = encode_registry(&mut out, self.process.refresh());
+        let _ = encode_eof(&mut out);
         out
     }
+}
+
+/// Now as Unix milliseconds (0 before 1970), the clock records are stamped with.
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Decrements its gauge when dropped: an open connection or an attached reader.
@@ -348,9 +384,9 @@ const STATUSES: [JobStatus; 8] = [
     JobStatus::Lost,
 ];
 
-/// Upper bounds of the histogram buckets (delivery lag, fsync), seconds.
-const LAG_BUCKETS: [f64; 12] = [
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+/// Upper bounds of the histogram buckets (delivery lag, fsync), seconds: 1-2.5-5 steps.
+const LAG_BUCKETS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
 /// A histogram of atomics: `prometheus-client`'s own takes a lock per observation.
@@ -416,7 +452,8 @@ mod tests {
         };
         let before = m.render([], None);
         m.appended(&[], 1);
-        m.delivered(3, 30, 0);
+        let now = now_ms();
+        m.delivered(3, 30, now, now);
         m.auth_failure("expired");
         let reader = m.sse_reader();
         let after = m.render([JobStatus::Running, JobStatus::Running], Some(4096));
@@ -455,5 +492,57 @@ mod tests {
         assert!(out.contains("lag_seconds_bucket{le=\"0.05\"} 2\n"), "{out}");
         assert!(out.contains("lag_seconds_bucket{le=\"+Inf\"} 3\n"), "{out}");
         assert!(out.contains("lag_seconds_count 3\n"), "{out}");
+    }
+}
+
+#[cfg(test)]
+mod more_tests {
+    use super::*;
+
+    fn count(text: &str) -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix("tailgate_delivery_lag_seconds_count "))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    }
+
+    #[test]
+    fn replays_are_not_observed_as_lag() {
+        let m = Metrics::new();
+        let now = now_ms();
+        // A 37-minute-old record sent to a reader who attached just now: a replay.
+        m.delivered(1, 10, now - 37 * 60 * 1000, now);
+        let replayed = m.render([], None);
+        assert_eq!(count(&replayed), 0.0, "{replayed}");
+        assert!(
+            replayed.contains("tailgate_events_delivered_total 1\n"),
+            "{replayed}"
+        );
+        // Appended after the reader attached: live.
+        m.delivered(1, 10, now, now - 5);
+        assert_eq!(count(&m.render([], None)), 1.0);
+    }
+
+    #[test]
+    fn a_scrape_has_build_info_process_metrics_and_a_5s_bucket() {
+        let text = get().render([], None);
+        assert!(
+            text.contains(&format!(
+                "tailgate_build_info{{version=\"{}\"}} 1",
+                env!("CARGO_PKG_VERSION")
+            )),
+            "{text}"
+        );
+        for name in [
+            "process_resident_memory_bytes ",
+            "process_open_fds ",
+            "process_max_fds ",
+            "process_start_time_seconds ",
+            "tailgate_delivery_lag_seconds_bucket{le=\"5.0\"}",
+        ] {
+            assert!(text.lines().any(|l| l.starts_with(name)), "{name}:\n{text}");
+        }
+        assert_eq!(text.matches("# EOF").count(), 1, "{text}");
+        assert!(text.ends_with("# EOF\n"), "{text}");
     }
 }

@@ -275,7 +275,9 @@ pub(crate) fn request(parsed: &httparse::Request<'_, '_>) -> Option<Request<()>>
 /// Runs the same checks as the hyper path; `None` leaves the answer to hyper.
 async fn open(app: &App, req: &Request<()>) -> Option<Subscription> {
     let job = JobId::parse(routes::stream_route(req.uri().path())?).ok()?;
-    let claims = routes::authorize(app, req, &job, Access::Read).await.ok()?;
+    // Not counted here: a refusal is answered (and counted once) by hyper's path.
+    let claims = routes::check_token(app, req, &job, Access::Read).ok()?;
+    tracing::Span::current().record("job.id", job.as_str());
     match handlers::open_stream(app, &job, req, &claims).ok()? {
         Opened::Stream(sub) => Some(sub),
         Opened::NoContent => None,

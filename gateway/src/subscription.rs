@@ -63,6 +63,9 @@ pub(crate) struct Subscription {
     keepalive: Pin<Box<Sleep>>,
     /// The terminal status went out: the stream is over.
     done: bool,
+    /// When the reader attached (Unix ms): records appended before are replays, which
+    /// `tailgate_delivery_lag_seconds` does not observe.
+    attached_ms: u64,
     /// Counts this reader in `tailgate_readers_active`.
     _counted: GaugeGuard,
 }
@@ -95,6 +98,7 @@ impl Subscription {
             last_write: Instant::now(),
             keepalive: Box::pin(tokio::time::sleep(pacing.keepalive)),
             done: false,
+            attached_ms: metrics::now_ms(),
             _counted: metrics::get().sse_reader(),
         }
     }
@@ -175,7 +179,7 @@ impl Subscription {
             }
         };
         if let Some(first) = entries.first() {
-            metrics::get().delivered(entries.len(), out.len(), first.ts_ms());
+            metrics::get().delivered(entries.len(), out.len(), first.ts_ms(), self.attached_ms);
         }
         out
     }

@@ -300,3 +300,54 @@ async fn print_config_reads_the_deploy_sample() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_refused_h1_stream_counts_one_auth_failure_and_replays_add_no_lag() {
+    // A process of its own: the counters are exact.
+    let gw = Gateway::start(&gateway_args(&["--metrics-public"]), &[]).await;
+    let refused = http_client::request(
+        gw.addr,
+        "GET",
+        "/v1/jobs/counted/logs",
+        &[("authorization", "Bearer not.a.jwt")],
+        Default::default(),
+    )
+    .await;
+    refused.assert_error(401, "invalid_token");
+    let job = "replayed";
+    let reply = tailgate_tests::publish_ndjson(gw.addr, job, "{\"n\":1,\"line\":\"old\"}\n").await;
+    assert_eq!(reply.status, 200);
+    // Attached after the append: everything it gets is a replay.
+    let auth = bearer(&read_token(job));
+    let opened = http_client::open(
+        gw.addr,
+        "GET",
+        &format!("/v1/jobs/{job}/logs"),
+        &[("authorization", &auth)],
+    )
+    .await;
+    assert_eq!(opened.status().as_u16(), 200);
+    let mut late = tailgate_tests::SseStream::new(opened.into_body());
+    assert!(late.next_within(WAIT).await.is_some(), "the replayed line");
+    let text = http_client::request(gw.addr, "GET", "/metrics", &[], Default::default())
+        .await
+        .text();
+    assert_eq!(
+        sample(&text, "tailgate_auth_failures_total{reason=\"malformed\"}"),
+        1.0,
+        "{text}"
+    );
+    assert!(
+        sample(&text, "tailgate_events_delivered_total") >= 1.0,
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "tailgate_delivery_lag_seconds_count"),
+        0.0,
+        "{text}"
+    );
+    assert!(sample(&text, "process_open_fds") > 0.0, "{text}");
+    assert!(text.contains("tailgate_build_info{version="), "{text}");
+    drop(late);
+    assert_eq!(gw.stop(WAIT).await, Some(0));
+}
