@@ -47,6 +47,7 @@ impl LocalFleet {
             jobs: Arc::new(phase.jobs.clone()),
             end: end_rx,
             start_after: settings.start_after.as_deref().map(Arc::from),
+            accept_encoding: (settings.compression != "off").then(|| settings.compression.clone()),
         };
         let mut tasks = JoinSet::new();
         for spec in phase.readers(settings, shard, shards) {
