@@ -320,6 +320,11 @@ impl JobLog {
         match self.store.read(&self.id, from, to, budget) {
             Ok(older) => match older.first() {
                 Some(e) if e.seq() == from => Read::Entries(older),
+                // Records lost to damage before the next one the store holds.
+                Some(e) if e.seq() > from && e.seq() <= to => Read::Gap {
+                    from,
+                    to: e.seq() - 1,
+                },
                 _ => Read::Gap { from, to },
             },
             Err(StoreError::Unavailable(why)) => Read::Unavailable(why),

@@ -221,10 +221,13 @@ pub(crate) fn apply(
         }
         out.accepted += 1;
         let len = incoming.body.payload_len() as u64;
-        let is_status = matches!(incoming.body, RecordBody::Status { .. });
-        // A status always fits: a job must be able to finish at its size limit. Once
-        // truncated, the log stays truncated (no later short line slips in).
-        if !is_status && (draft.truncated || draft.stored_bytes + len > max_log_bytes) {
+        // A terminal status always fits: a job must be able to finish at its size limit.
+        // Any other status counts like a line, so repeated `running` cannot fill a disk
+        // past the limit. Once truncated, the log stays truncated (no later short line
+        // slips in).
+        let always =
+            matches!(incoming.body, RecordBody::Status { status, .. } if status.is_terminal());
+        if !always && (draft.truncated || draft.stored_bytes + len > max_log_bytes) {
             draft.dropped_lines += 1;
             if !draft.truncated {
                 let line = format!(
@@ -290,6 +293,23 @@ fn push(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn running_statuses_count_against_the_size_limit_and_the_end_still_fits() {
+        let now = Stamp::now();
+        let running = (0..500).map(|_| status(JobStatus::Running));
+        let a = apply(&Progress::new(1), running, 1024, &now);
+        assert!(a.progress.stored_bytes <= 1024, "{:?}", a.progress);
+        assert!(a.entries.len() < 100, "{} records stored", a.entries.len());
+        assert!(a.progress.truncated);
+        assert_eq!(a.progress.dropped_lines + a.entries.len() as u64 - 1, 500);
+        let done = apply(&a.progress, [status(JobStatus::Succeeded)], 1024, &now);
+        assert_eq!(
+            done.progress.status,
+            JobStatus::Succeeded,
+            "a job can always end"
+        );
+    }
 
     fn line(n: Option<u64>, text: &str) -> Incoming {
         Incoming {

@@ -548,6 +548,11 @@ async fn a_full_disk_ends_the_publish_with_507_and_loses_nothing_acknowledged() 
         "{}",
         reply.text()
     );
+    assert!(
+        !reply.text().contains(&*data.path().to_string_lossy()),
+        "no data-dir path reaches a client: {}",
+        reply.text()
+    );
     assert!(acknowledged > 0);
     acknowledged_lines_survive(gw.addr, "disk-full", &reply).await;
 }
@@ -593,4 +598,137 @@ async fn the_capgo_cli_resumes_after_its_confirmed_id_across_a_restart() {
         "continues after the confirmed id, nothing twice"
     );
     assert_eq!(again.final_status.as_deref(), Some("succeeded"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flipped_byte_mid_spool_costs_one_record_and_readers_get_a_gap_for_it() {
+    let data = TempDir::new("flip");
+    let mut gw = Daemon::start(&args(&data, &[]));
+    let job = "flipped";
+    let reply = publish_ndjson(gw.addr, job, ndjson(1..=1000)).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let auth = bearer(&publish_token(job));
+    let done = http_client::request(
+        gw.addr,
+        "POST",
+        &format!("/v1/jobs/{job}/status"),
+        &[("authorization", &auth)],
+        r#"{"status":"succeeded","exit_code":0}"#.into(),
+    )
+    .await;
+    assert_eq!(done.status, 200);
+    gw.kill9();
+    let path = data.join("jobs/flipped.spool");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at = bytes
+        .windows(9)
+        .position(|w| w == b"line 500\"")
+        .expect("record 500");
+    bytes[at + 1] ^= 0x01;
+    std::fs::write(&path, &bytes).unwrap();
+    let gw = Daemon::start(&args(&data, &[]));
+
+    let st = status(gw.addr, job).await;
+    assert_eq!(st["status"], "succeeded", "{st}");
+    assert_eq!(st["last_seq"], 1001, "{st}");
+    let resp = subscribe(gw.addr, job, 0).await;
+    assert_eq!(resp.status(), 200);
+    let mut sse = SseStream::new(resp.into_body());
+    let mut seqs = Vec::new();
+    let mut gaps = Vec::new();
+    while let Some(e) = sse.next_within(Duration::from_secs(10)).await {
+        match e.event.as_str() {
+            "gap" => gaps.push((e.json()["from"].as_u64(), e.json()["to"].as_u64())),
+            "status" if e.json()["final"] == true => {
+                seqs.push(e.seq());
+                break;
+            }
+            _ => seqs.push(e.seq()),
+        }
+    }
+    assert_eq!(
+        gaps,
+        vec![(Some(500), Some(500))],
+        "the lost record is a gap"
+    );
+    let want: Vec<u64> = (1..=1001).filter(|&s| s != 500).collect();
+    assert_eq!(seqs, want, "everything intact, the final status included");
+    let aside: Vec<String> = std::fs::read_dir(data.join("jobs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("flipped.spool.damaged-"))
+        .collect();
+    assert_eq!(aside.len(), 1, "the damaged file is kept");
+    assert_eq!(
+        std::fs::read(data.join(&format!("jobs/{}", aside[0]))).unwrap(),
+        bytes
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_files_in_the_data_dir_does_not_let_a_second_gateway_share_it() {
+    let data = TempDir::new("lock-delete");
+    let _first = Daemon::start(&args(&data, &[]));
+    for name in ["LOCK", ".lock"] {
+        let _ = std::fs::remove_file(data.join(name));
+    }
+    let (code, stderr) = Daemon::try_start(&args(&data, &[]))
+        .err()
+        .expect("a second gateway is refused");
+    assert_eq!(code, Some(64), "{stderr}");
+    assert!(stderr.contains("another tailgate process"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fifo_or_symlink_planted_as_a_spool_does_not_stop_start_up() {
+    let data = TempDir::new("fifo");
+    drop(Daemon::start(&args(&data, &[])));
+    let jobs = data.join("jobs");
+    let made = std::process::Command::new("mkfifo")
+        .arg(jobs.join("fifo.spool"))
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(made, "mkfifo");
+    let outside = data.join("outside");
+    std::fs::write(&outside, b"not a spool").unwrap();
+    std::os::unix::fs::symlink(&outside, jobs.join("link.spool")).unwrap();
+    // Before the fix this never printed its address: open(2) on the FIFO blocked.
+    let gw = Daemon::start(&args(&data, &[]));
+    for job in ["fifo", "link"] {
+        let st = status(gw.addr, job).await;
+        assert_eq!(st["status"], "lost", "{st}");
+        let why = st["error"].as_str().unwrap_or_default();
+        assert!(!why.contains(&*data.path().to_string_lossy()), "{why}");
+    }
+    assert_eq!(std::fs::read(&outside).unwrap(), b"not a spool");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_too_large_to_frame_is_refused_with_413_not_acknowledged() {
+    // With the spool such a limit is refused at start-up...
+    let data = TempDir::new("frame-limit");
+    let (code, stderr) = Daemon::try_start(&args(&data, &["--max-line-bytes", "16777216"]))
+        .err()
+        .expect("refused");
+    assert_eq!(code, Some(64), "{stderr}");
+    assert!(stderr.contains("max-line-bytes"), "{stderr}");
+    // ...and where it is allowed, a record that large is refused at publish.
+    let mut a = test_args();
+    a.extend(["--memory-only", "--max-line-bytes", "16777216"].map(String::from));
+    let gw = Daemon::start(&a);
+    let job = "huge";
+    let mut body = vec![1u8; 12 << 20];
+    body.push(b'\n');
+    let auth = bearer(&publish_token(job));
+    let reply = http_client::request(
+        gw.addr,
+        "POST",
+        &format!("/v1/jobs/{job}/logs"),
+        &[("authorization", &auth), ("content-type", "text/plain")],
+        body.into(),
+    )
+    .await;
+    reply.assert_error(413, "too_large");
+    assert!(reply.text().contains("67108834"), "{}", reply.text());
+    assert_eq!(status(gw.addr, job).await["last_seq"], 0);
 }

@@ -735,6 +735,28 @@ fn load_all(
     if lim.max_line_bytes < 16 {
         return Err(ConfigError::new("max-line-bytes", "must be at least 16"));
     }
+    if config.store.data_dir.is_some() {
+        use crate::store::spool::frame;
+        let limit = frame::max_payload();
+        if frame::worst_json(lim.max_line_bytes) > limit {
+            return Err(ConfigError::new(
+                "max-line-bytes",
+                format!(
+                    "a line can take six times its bytes as JSON, over the spool's frame limit of {limit} bytes: at most {} with the spool",
+                    frame::max_line_bytes()
+                ),
+            ));
+        }
+        if lim.max_record_bytes.saturating_add(frame::RECORD_OVERHEAD) > limit {
+            return Err(ConfigError::new(
+                "max-record-bytes",
+                format!(
+                    "over the spool's frame limit of {limit} bytes: at most {} with the spool",
+                    limit - frame::RECORD_OVERHEAD
+                ),
+            ));
+        }
+    }
     if lim.max_header_bytes < 8192 {
         return Err(ConfigError::new(
             "max-header-bytes",
@@ -1257,5 +1279,47 @@ mod secret_tests {
             ..Default::default()
         };
         assert!(load(&[("TAILGATE_JWT_SECRET", "x")], dev).is_ok());
+    }
+}
+
+#[cfg(test)]
+mod frame_limit_tests {
+    use super::*;
+
+    fn load(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let secret = "s".repeat(MIN_HMAC_SECRET_BYTES);
+        let mut all = vec![
+            ("TAILGATE_JWT_ISSUER", "i"),
+            ("TAILGATE_JWT_AUDIENCE", "a"),
+            ("TAILGATE_JWT_SECRET", secret.as_str()),
+        ];
+        all.extend_from_slice(pairs);
+        let env = MapEnv(
+            all.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        );
+        Config::load(&ServeArgs::default(), &env)
+    }
+
+    #[test]
+    fn line_limits_whose_json_cannot_be_framed_are_refused_with_the_spool() {
+        // 16 MiB of control bytes is 96 MiB of JSON: over the 64 MiB frame.
+        let err = load(&[("TAILGATE_MAX_LINE_BYTES", "16777216")]).unwrap_err();
+        assert_eq!(err.key, "max-line-bytes");
+        let limit = crate::store::spool::frame::max_payload().to_string();
+        assert!(err.message.contains(&limit), "{err}");
+        let most = crate::store::spool::frame::max_line_bytes().to_string();
+        assert!(load(&[("TAILGATE_MAX_LINE_BYTES", &most)]).is_ok());
+        let over = (crate::store::spool::frame::max_line_bytes() + 1).to_string();
+        assert!(load(&[("TAILGATE_MAX_LINE_BYTES", &over)]).is_err());
+        let err = load(&[("TAILGATE_MAX_RECORD_BYTES", "67108864")]).unwrap_err();
+        assert_eq!(err.key, "max-record-bytes");
+        // Without the spool there is no frame to fit.
+        let memory = [
+            ("TAILGATE_MAX_LINE_BYTES", "16777216"),
+            ("TAILGATE_MEMORY_ONLY", "true"),
+        ];
+        assert!(load(&memory).is_ok());
     }
 }

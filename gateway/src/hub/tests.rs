@@ -111,3 +111,32 @@ fn lifecycle_runs_over_every_job() {
     assert_eq!(queued.snapshot().status, JobStatus::Expired);
     assert!(hub.tick() <= Duration::from_secs(10));
 }
+
+#[test]
+fn a_finished_job_the_disk_budget_deleted_answers_from_its_tombstone() {
+    use crate::store::spool::{Spool, SpoolSettings};
+    let dir = crate::job_log::tests::TempDir::new("hub-budget");
+    let spool = Spool::open(SpoolSettings {
+        dir: dir.0.clone(),
+        fsync: crate::store::Fsync::Never,
+        disk_retention: Duration::from_secs(3600),
+        max_disk_bytes: 40 * 1024,
+        tombstone_ttl: Duration::from_secs(3600),
+    })
+    .unwrap();
+    let hub = Hub::new(settings(10), Arc::new(MemoryBudget::new(usize::MAX)), spool);
+    let old = hub.job(&id("old")).unwrap();
+    lines(&old, 100, 200);
+    finish(&old);
+    // A running job's appends make room by deleting the finished one, under its
+    // memory copy (the hub hears of it at its next sweep).
+    let new = hub.job(&id("new")).unwrap();
+    for _ in 0..10 {
+        lines(&new, 10, 200);
+    }
+    assert!(!dir.0.join("jobs/old.spool").exists(), "deleted from disk");
+    assert!(
+        matches!(hub.job(&id("old")), Err(JobError::Expired(_))),
+        "410 from the tombstone, not the ring's tail after a gap"
+    );
+}

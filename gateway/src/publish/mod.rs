@@ -22,6 +22,7 @@ use crate::error::ApiError;
 use crate::hub::Hub;
 use crate::job_log::{AppendError, Incoming, JobLog, Tally};
 use crate::record::{JobStatus, RecordBody, Stream};
+use crate::store::spool::frame;
 use lines::{LineSplitter, Overflow};
 
 /// The two upload formats.
@@ -94,15 +95,24 @@ pub(crate) async fn upload(
         let failed = parser.push(&data);
         append(job, parser.take(), &mut tally).await?;
         if let Some((line, message)) = failed {
-            return Err(bad_record(job, line, message, tally));
+            return Err(refused(job, &parser, line, message, tally));
         }
     }
     let failed = parser.finish();
     append(job, parser.take(), &mut tally).await?;
     if let Some((line, message)) = failed {
-        return Err(bad_record(job, line, message, tally));
+        return Err(refused(job, &parser, line, message, tally));
     }
     Ok(tally)
+}
+
+/// `413 too_large` for a record no store can hold, else [`bad_record`].
+fn refused(job: &JobLog, parser: &Parser, line: u64, message: String, tally: Tally) -> ApiError {
+    if parser.sink.too_large {
+        ApiError::TooLarge(format!("line {line}: {message}"))
+    } else {
+        bad_record(job, line, message, tally)
+    }
 }
 
 /// A `400 bad_record` carrying the job's counters, not this request's: a publisher
@@ -182,6 +192,8 @@ struct Sink {
     /// The highest `n` known to the job: a record at or below it is a resend, kept whole
     /// so the log drops it whole (its pieces, past the first, carry no `n`).
     last_n: Option<u64>,
+    /// The failed record is larger as JSON than a record can be (the spool's frame).
+    too_large: bool,
 }
 
 impl Parser {
@@ -203,6 +215,7 @@ impl Parser {
             failed: None,
             max_line_bytes: limits.max_line_bytes,
             last_n,
+            too_large: false,
         };
         Self {
             splitter,
@@ -244,6 +257,23 @@ impl Sink {
             return;
         }
         self.line_no += 1;
+        // Worst cases: a text line's bytes all escaped; an NDJSON record's JSON is no
+        // longer than its input.
+        let json = match self.format {
+            Format::Text => frame::worst_json(line.len()),
+            Format::Ndjson => line.len().saturating_add(frame::RECORD_OVERHEAD),
+        };
+        if json > frame::max_payload() {
+            self.too_large = true;
+            self.failed = Some((
+                self.line_no,
+                format!(
+                    "a record can take up to {json} bytes as JSON, over the limit of {} bytes",
+                    frame::max_payload()
+                ),
+            ));
+            return;
+        }
         match self.format {
             Format::Text => self.batch.push(Incoming {
                 n: None,
@@ -356,6 +386,28 @@ pub(crate) async fn set_status(job: &Arc<JobLog>, body: IncomingBody) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_record_too_large_to_frame_is_refused_naming_the_limit() {
+        let limits = UploadLimits {
+            max_line_bytes: 16 << 20,
+            max_record_bytes: 16 << 20,
+        };
+        let mut p = Parser::new(Format::Text, Stream::Stdout, limits, None);
+        let mut line = vec![1u8; 12 << 20];
+        line.push(b'\n');
+        let (at, message) = p.push(&Bytes::from(line)).unwrap();
+        assert_eq!(at, 1);
+        assert!(p.sink.too_large);
+        assert!(
+            message.contains(&frame::max_payload().to_string()),
+            "{message}"
+        );
+        assert!(p.take().is_empty(), "nothing of it is appended");
+        let mut p = Parser::new(Format::Text, Stream::Stdout, limits, None);
+        assert_eq!(p.push(&Bytes::from_static(b"\x01 fits\n")), None);
+        assert_eq!(p.take().len(), 1);
+    }
 
     fn parse_all(format: Format, chunks: &[&[u8]]) -> (Vec<RecordBody>, Option<(u64, String)>) {
         let limits = UploadLimits {

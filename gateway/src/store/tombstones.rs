@@ -8,6 +8,7 @@ use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
+use super::spool::files;
 use crate::job_id::JobId;
 use crate::record::JobStatus;
 
@@ -81,13 +82,19 @@ impl DirTombstones {
         self.dir.join(format!("{job}.json"))
     }
 
+    /// Writes the tombstone and forces it, and its directory entry, to disk: the job's
+    /// spool is deleted next, and a power loss must not leave neither.
     pub(crate) fn insert(&self, job: &JobId, tombstone: &Tombstone) -> std::io::Result<()> {
         let json = serde_json::to_vec(tombstone).unwrap_or_default();
-        super::spool::files::write_new(&self.path(job), &json)
+        let path = self.path(job);
+        let mut file = files::create(&path)?;
+        std::io::Write::write_all(&mut file, &json)?;
+        files::sync_data(&file, &path)?;
+        files::sync_dir(&self.dir)
     }
 
     pub(crate) fn get(&self, job: &JobId, now_ms: u64) -> Option<Tombstone> {
-        let raw = std::fs::read(self.path(job)).ok()?;
+        let raw = files::read(&self.path(job)).ok()?;
         let tombstone: Tombstone = serde_json::from_slice(&raw).ok()?;
         (now_ms.saturating_sub(tombstone.deleted_ms) < self.ttl_ms).then_some(tombstone)
     }
@@ -104,7 +111,7 @@ impl DirTombstones {
         let mut removed = 0;
         for item in dir.flatten() {
             let path = item.path();
-            let old = std::fs::read(&path)
+            let old = files::read(&path)
                 .ok()
                 .and_then(|raw| serde_json::from_slice::<Tombstone>(&raw).ok())
                 .is_none_or(|t| now_ms.saturating_sub(t.deleted_ms) >= self.ttl_ms);

@@ -131,8 +131,9 @@ local function append(m, records, ts, max_bytes, trunc_head, trunc_tail)
     end
     if not skip then
       accepted = accepted + 1
-      local is_status = r.kind == 'status'
-      if not is_status and (m.tr == 1 or m.sb + r.len > max_bytes) then
+      -- A terminal status always fits; any other status counts like a line.
+      local always = r.kind == 'status' and r.final
+      if not always and (m.tr == 1 or m.sb + r.len > max_bytes) then
         m.dl = m.dl + 1
         if m.tr == 0 then
           local seq = add(m, ts, 'system', '', nil, '', '', false,

@@ -1,5 +1,7 @@
 //! The data directory's files: created private (directories 0700, files 0600), named
-//! only from validated job ids, and locked so two gateways never share one.
+//! only from validated job ids, opened without following symlinks and refused unless
+//! regular (a FIFO planted in the directory cannot hang start-up), and the directory
+//! locked through its own descriptor so two gateways never share it.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -14,10 +16,11 @@ use crate::job_id::JobId;
 pub(crate) const JOBS: &str = "jobs";
 /// `<data-dir>/tombstones`: one small file per deleted job.
 pub(crate) const TOMBSTONES: &str = "tombstones";
-/// Held locked while a gateway uses the directory.
-const LOCK: &str = "LOCK";
 /// A spool's suffix.
 const SPOOL_SUFFIX: &str = ".spool";
+/// What a damaged spool is renamed to (after the job id and a timestamp) when its intact
+/// frames are copied into a clean one; recovery never reads it again.
+pub(crate) const DAMAGED_SUFFIX: &str = ".damaged";
 
 /// Creates `dir` (and parents) private to this user, or checks that it exists.
 pub(crate) fn create_dir(dir: &Path) -> std::io::Result<()> {
@@ -28,26 +31,111 @@ pub(crate) fn create_dir(dir: &Path) -> std::io::Result<()> {
     builder.create(dir)
 }
 
+/// Options every data file is opened with: private when created, never through a
+/// symlink, and non-blocking so that opening a FIFO fails or returns at once.
 fn options() -> OpenOptions {
     let mut options = OpenOptions::new();
     #[cfg(unix)]
-    options.mode(0o600);
+    {
+        use rustix::fs::OFlags;
+        options
+            .mode(0o600)
+            .custom_flags((OFlags::NOFOLLOW | OFlags::NONBLOCK).bits() as i32);
+    }
     options
+}
+
+/// `file` if it is a regular file; anything else (a FIFO, a device, a directory) is
+/// refused before a byte is read or written.
+fn regular(file: File) -> std::io::Result<File> {
+    if file.metadata()?.is_file() {
+        Ok(file)
+    } else {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ))
+    }
+}
+
+/// Opens a data file for reading.
+pub(crate) fn open_read(path: &Path) -> std::io::Result<File> {
+    regular(options().read(true).open(path)?)
+}
+
+/// Reads a whole small data file (a tombstone); a larger one is refused, not read.
+pub(crate) fn read(path: &Path) -> std::io::Result<Vec<u8>> {
+    const MAX: u64 = 64 * 1024;
+    let mut out = Vec::new();
+    std::io::Read::read_to_end(
+        &mut std::io::Read::take(open_read(path)?, MAX + 1),
+        &mut out,
+    )?;
+    if out.len() as u64 > MAX {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "larger than a tombstone can be",
+        ));
+    }
+    Ok(out)
 }
 
 /// Writes a new file (replacing any) with `bytes`.
 pub(crate) fn write_new(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let mut file = options()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(path)?;
-    file.write_all(bytes)
+    create(path)?.write_all(bytes)
 }
 
-/// Opens a spool for appending, creating it if missing.
+/// Creates (or empties) a data file for writing.
+pub(crate) fn create(path: &Path) -> std::io::Result<File> {
+    let file = regular(
+        options()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?,
+    )?;
+    file.set_len(0)?;
+    Ok(file)
+}
+
+/// Opens an existing spool for appending (a deleted spool is not created again).
 pub(crate) fn open_append(path: &Path) -> std::io::Result<File> {
-    options().append(true).create(true).open(path)
+    regular(options().append(true).open(path)?)
+}
+
+/// Opens a spool for reading and writing in place (cutting a torn tail).
+pub(crate) fn open_rw(path: &Path) -> std::io::Result<File> {
+    regular(options().read(true).write(true).open(path)?)
+}
+
+/// Forces `file`'s data to disk (`fdatasync`). Tests can slow it ([`hooks`]).
+pub(crate) fn sync_data(file: &File, path: &Path) -> std::io::Result<()> {
+    #[cfg(test)]
+    hooks::before_fsync(path);
+    #[cfg(not(test))]
+    let _ = path;
+    file.sync_data()
+}
+
+/// Forces `dir`'s entries to disk, so a file created, renamed or removed in it stays so
+/// after a power loss.
+pub(crate) fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    #[cfg(test)]
+    hooks::before_fsync(dir);
+    File::open(dir)?.sync_all()
+}
+
+/// A data directory anyone but its owner may write to: others could plant or replace
+/// files in it.
+#[cfg(unix)]
+pub(crate) fn is_shared_writable(dir: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(dir).is_ok_and(|m| m.permissions().mode() & 0o022 != 0)
+}
+
+#[cfg(not(unix))]
+pub(crate) fn is_shared_writable(_dir: &Path) -> bool {
+    false
 }
 
 /// The spool file of `job`. The name is the validated id (DESIGN's alphabet, never `.`
@@ -73,7 +161,8 @@ pub(crate) fn keep_lock(dir: &Path, lock: File) {
 }
 
 /// Locks the data directory for this process (or takes over a lock [`keep_lock`]
-/// kept); the lock ends with the returned file.
+/// kept); the lock ends with the returned file. The lock is on the directory itself,
+/// not on a file in it, so nothing can be unlinked to break it.
 pub(crate) fn lock(dir: &Path) -> std::io::Result<File> {
     {
         let mut held = HELD.lock().unwrap_or_else(|e| e.into_inner());
@@ -81,11 +170,7 @@ pub(crate) fn lock(dir: &Path) -> std::io::Result<File> {
             return Ok(held.swap_remove(i).1);
         }
     }
-    let file = options()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(dir.join(LOCK))?;
+    let file = File::open(dir)?;
     #[cfg(unix)]
     rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(
         |_| {
@@ -99,8 +184,43 @@ pub(crate) fn lock(dir: &Path) -> std::io::Result<File> {
 }
 
 #[cfg(test)]
+pub(crate) mod hooks {
+    //! Fault injection for tests: a hook runs before each fsync of a path under a
+    //! directory, so a test can hold an fsync in flight.
+
+    use std::path::{Path, PathBuf};
+    use std::sync::{Arc, Mutex};
+
+    type Hook = Arc<dyn Fn(&Path) + Send + Sync>;
+
+    static HOOKS: Mutex<Vec<(PathBuf, Hook)>> = Mutex::new(Vec::new());
+
+    /// Runs `hook` before every fsync of a path under `dir` (until the test ends).
+    pub(crate) fn on_fsync(dir: &Path, hook: impl Fn(&Path) + Send + Sync + 'static) {
+        HOOKS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((dir.to_path_buf(), Arc::new(hook)));
+    }
+
+    pub(super) fn before_fsync(path: &Path) {
+        let hooks: Vec<Hook> = HOOKS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|(dir, _)| path.starts_with(dir))
+            .map(|(_, hook)| Arc::clone(hook))
+            .collect();
+        for hook in hooks {
+            hook(path);
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
+    use crate::job_log::tests::TempDir;
 
     #[test]
     fn spool_names_stay_inside_the_directory() {
@@ -129,5 +249,53 @@ mod tests {
         }
         assert_eq!(job_of("LOCK"), None);
         assert_eq!(job_of("...spool"), None, "`..` is not a job");
+        assert_eq!(job_of("a.spool.damaged-17"), None, "set aside, not a job");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn symlinks_and_fifos_are_refused_without_blocking() {
+        let dir = TempDir::new("files-nofollow");
+        std::fs::create_dir_all(&dir.0).unwrap();
+        let target = dir.0.join("target");
+        std::fs::write(&target, b"secret").unwrap();
+        let link = dir.0.join("link.spool");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        assert!(open_read(&link).is_err(), "read through a symlink");
+        assert!(open_append(&link).is_err(), "append through a symlink");
+        assert!(write_new(&link, b"x").is_err(), "write through a symlink");
+        assert_eq!(std::fs::read(&target).unwrap(), b"secret");
+
+        let fifo = dir.0.join("fifo.spool");
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        // Each of these would block forever on a FIFO with no other end.
+        assert!(open_read(&fifo).is_err());
+        assert!(read(&fifo).is_err());
+        assert!(open_append(&fifo).is_err());
+        assert!(write_new(&fifo, b"x").is_err());
+    }
+
+    #[test]
+    fn the_lock_survives_its_file_being_deleted() {
+        let dir = TempDir::new("files-lock");
+        std::fs::create_dir_all(&dir.0).unwrap();
+        let held = lock(&dir.0).unwrap();
+        for name in ["LOCK", ".lock"] {
+            let _ = std::fs::remove_file(dir.0.join(name));
+        }
+        assert_eq!(
+            lock(&dir.0).unwrap_err().kind(),
+            std::io::ErrorKind::WouldBlock,
+            "a second user of the directory"
+        );
+        drop(held);
+        lock(&dir.0).expect("free again once the first lock ends");
     }
 }

@@ -8,6 +8,11 @@
 //! Integers are little-endian. A record's payload is its JSON exactly as the SSE `data:`
 //! field carries it, so the frame read back is byte-identical; a meta frame's payload is
 //! the job's [`Progress`](crate::store::Progress) as JSON.
+//!
+//! Finding frames again after damage ([`plausible`]): a length is at most [`MAX_BODY`],
+//! so its top byte is 0x00 to 0x04, and JSON text never holds those bytes raw. No frame
+//! header can therefore hide inside a payload, and a search that checks the header's
+//! shape, then the CRC, finds only frames the gateway wrote.
 
 use bytes::{BufMut, BytesMut};
 
@@ -22,8 +27,32 @@ pub(crate) const HEAD: usize = 8;
 /// kind, flags, seq, ts, n, counted.
 const FIXED: usize = 1 + 1 + 8 + 8 + 8 + 4;
 
-/// A frame larger than this is corruption, not a record (records are at most a few MiB).
+/// A frame larger than this is corruption, not a record. Publishing refuses a record
+/// whose frame would be larger, and the configuration refuses line limits that could
+/// make one (see [`max_payload`]).
 pub(crate) const MAX_BODY: usize = 64 * 1024 * 1024;
+
+/// The largest record JSON (SSE `data:` payload) a frame can hold.
+pub(crate) const fn max_payload() -> usize {
+    MAX_BODY - FIXED
+}
+
+/// A record's JSON besides its text: seq, timestamp, stream, `n` and the quotes.
+pub(crate) const RECORD_OVERHEAD: usize = 256;
+
+/// The most bytes a log line of `line_bytes` bytes can take as record JSON: every byte a
+/// control character escaped as `\u00XX`.
+pub(crate) const fn worst_json(line_bytes: usize) -> usize {
+    line_bytes.saturating_mul(6).saturating_add(RECORD_OVERHEAD)
+}
+
+/// The longest line limit whose lines always fit a frame.
+pub(crate) const fn max_line_bytes() -> usize {
+    (max_payload() - RECORD_OVERHEAD) / 6
+}
+
+/// Bytes of a frame's head and fixed fields: what [`plausible`] looks at.
+pub(crate) const PREFIX: usize = HEAD + FIXED;
 
 const KIND_LOG: u8 = 1;
 const KIND_STATUS: u8 = 2;
@@ -160,6 +189,35 @@ pub(crate) fn check(buf: &[u8]) -> Check {
         return Check::Bad("checksum mismatch");
     }
     Check::Whole(HEAD + len)
+}
+
+/// Whether `prefix` (at least [`PREFIX`] bytes) looks like the start of a frame the
+/// gateway wrote after a record `next_seq - 1`: a record of a later seq, or a meta frame.
+/// Returns the whole frame's length, for [`check`] to confirm with the CRC.
+pub(crate) fn plausible(prefix: &[u8], next_seq: u64) -> Option<usize> {
+    let prefix = prefix.get(..PREFIX)?;
+    let u64_at = |i: usize| {
+        let mut b = [0; 8];
+        b.copy_from_slice(&prefix[i..i + 8]);
+        u64::from_le_bytes(b)
+    };
+    let len = u32::from_le_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]) as usize;
+    if !(FIXED..=MAX_BODY).contains(&len) {
+        return None;
+    }
+    let (kind, flags) = (prefix[HEAD], prefix[HEAD + 1]);
+    let (seq, ts_ms, n) = (u64_at(HEAD + 2), u64_at(HEAD + 10), u64_at(HEAD + 18));
+    let counted = &prefix[HEAD + 26..HEAD + 30];
+    let fits = match kind {
+        KIND_META => flags == 0 && seq == 0 && ts_ms == 0 && n == 0 && counted == [0; 4],
+        KIND_LOG | KIND_STATUS | KIND_CUSTOM => {
+            flags & !(FLAG_N | FLAG_COUNTED | (3 << STREAM_SHIFT)) == 0
+                && seq >= next_seq.max(1)
+                && seq - next_seq.max(1) < 1 << 32
+        }
+        _ => false,
+    };
+    fits.then_some(HEAD + len)
 }
 
 /// The contents of a frame [`check`] found whole (`frame` is exactly that frame).
@@ -299,6 +357,30 @@ mod tests {
             read(&buf[at..]),
             Read::Frame(Decoded::Meta(b"{}"), _)
         ));
+    }
+
+    #[test]
+    fn frames_are_found_again_only_where_they_start() {
+        let mut buf = BytesMut::new();
+        let mut starts = Vec::new();
+        for e in sample() {
+            starts.push(buf.len());
+            put_record(&mut buf, &e);
+        }
+        starts.push(buf.len());
+        put_meta(&mut buf, br#"{"a":1}"#);
+        let found: Vec<usize> = (0..buf.len())
+            .filter(|&i| {
+                plausible(&buf[i..], 1)
+                    .is_some_and(|len| matches!(check(&buf[i..]), Check::Whole(l) if l == len))
+            })
+            .collect();
+        assert_eq!(found, starts);
+        assert_eq!(
+            plausible(&buf[..], 2),
+            None,
+            "seq 1 is before the seq expected"
+        );
     }
 
     #[test]

@@ -1,6 +1,10 @@
 //! One job's spool file: the writer (held open while the job runs), what has been
-//! written whole (`len`), the sparse index, and the job's progress as last written.
-//! Readers read only below `len`, so they never see a frame still being written.
+//! written whole (`len`), what is known to be on disk (`synced`), the sparse index, and
+//! the job's progress as last written. Readers read only below `len`, so they never see
+//! a frame still being written.
+//!
+//! Errors handed to callers (and so to clients) name the job's spool, never its path;
+//! the path goes to the operator's log.
 
 use std::fs::File;
 use std::io::Write;
@@ -9,6 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::BytesMut;
 
+use super::files;
 use super::frame;
 use super::index::SparseIndex;
 use super::reader::FrameReader;
@@ -20,6 +25,9 @@ use crate::store::{Progress, StoreError};
 pub(crate) struct SpoolJob {
     pub(crate) path: PathBuf,
     state: Mutex<State>,
+    /// Held across one fsync of this spool: a caller whose write an fsync in flight may
+    /// not cover waits here for it, then runs its own if it still must.
+    syncing: Mutex<()>,
 }
 
 pub(crate) struct State {
@@ -27,11 +35,13 @@ pub(crate) struct State {
     writer: Option<Arc<File>>,
     /// Bytes of whole frames: where the next append goes, and where reads stop.
     pub(crate) len: u64,
+    /// Bytes known to be on disk: an fsync that started after they were written ended.
+    synced: u64,
+    /// The directory entry of the file is known to be on disk.
+    entry_synced: bool,
     pub(crate) index: SparseIndex,
     pub(crate) progress: Progress,
     pub(crate) confirmations: Vec<(u64, u64)>,
-    /// Appended since the last fsync.
-    pub(crate) dirty: bool,
     /// Why the spool cannot be used, once it cannot.
     pub(crate) broken: Option<String>,
 }
@@ -50,12 +60,16 @@ impl SpoolJob {
             state: Mutex::new(State {
                 writer: None,
                 len,
+                // Nothing is assumed on disk: a crash may have left it in the page cache.
+                // A broken spool is never written, so never synced.
+                synced: if broken.is_some() { len } else { 0 },
+                entry_synced: false,
                 index,
                 progress,
                 confirmations,
-                dirty: false,
                 broken,
             }),
+            syncing: Mutex::new(()),
         }
     }
 
@@ -99,6 +113,17 @@ impl SpoolJob {
         if let Some(why) = &st.broken {
             return Err(StoreError::Io(why.clone()));
         }
+        // Publishing refuses these first; a frame too large would read back as damage.
+        if let Some(big) = records
+            .iter()
+            .find(|e| e.json().len() > frame::max_payload())
+        {
+            return Err(StoreError::Io(format!(
+                "a record of {} bytes is over the spool's frame limit of {} bytes",
+                big.json().len(),
+                frame::max_payload()
+            )));
+        }
         let mut buf = BytesMut::new();
         let mut implied = st.progress;
         let mut offsets = Vec::with_capacity(records.len());
@@ -111,6 +136,7 @@ impl SpoolJob {
             let meta = Meta {
                 progress: *progress,
                 confirm,
+                lost: None,
             };
             frame::put_meta(&mut buf, &serde_json::to_vec(&meta).unwrap_or_default());
         }
@@ -119,11 +145,11 @@ impl SpoolJob {
         }
         let writer = st.writer(&self.path)?;
         if let Err(e) = (&*writer).write_all(&buf) {
-            let err = StoreError::io(format!("cannot write {}", self.path.display()), &e);
+            let err = failed(&self.path, "cannot write the job's spool", &e);
             if let Err(cut) = writer.set_len(st.len) {
+                tracing::warn!(spool.path = %self.path.display(), error = %cut, "cannot cut a spool back after a failed write");
                 st.broken = Some(format!(
-                    "cannot cut {} back after a failed write: {cut}",
-                    self.path.display()
+                    "cannot cut the job's spool back after a failed write: {cut}"
                 ));
             }
             return Err(err);
@@ -140,39 +166,66 @@ impl SpoolJob {
                 st.confirmations.remove(0);
             }
         }
-        st.dirty = true;
         Ok(buf.len() as u64)
     }
 
-    /// Forces written frames to disk; at the terminal status also closes the writer.
+    /// Forces written frames to disk, returning only once an fsync that started after
+    /// every frame written before this call has ended: a caller never returns on the
+    /// strength of an fsync another caller began before its write. The first fsync of a
+    /// new file also syncs its directory entry. At the terminal status the writer closes.
     pub(crate) fn sync(&self) -> Result<(), StoreError> {
-        let (writer, finished) = {
+        let target = {
             let mut st = self.lock();
-            if !st.dirty {
-                if st.progress.status.is_terminal() {
-                    st.writer = None;
-                }
+            if st.synced >= st.len {
+                st.close_if_finished();
                 return Ok(());
             }
-            st.dirty = false;
-            (st.writer.clone(), st.progress.status.is_terminal())
+            st.len
         };
-        if let Some(writer) = writer {
-            let started = std::time::Instant::now();
-            let synced = writer.sync_data();
-            crate::metrics::get().fsynced(started.elapsed());
-            if let Err(e) = synced {
-                self.lock().dirty = true;
-                return Err(StoreError::io(
-                    format!("cannot fsync {}", self.path.display()),
-                    &e,
-                ));
+        let _turn = self.syncing.lock().unwrap_or_else(|e| e.into_inner());
+        let (writer, upto, entry) = {
+            let mut st = self.lock();
+            if st.synced >= target {
+                // The fsync this caller waited for covered its write.
+                st.close_if_finished();
+                return Ok(());
             }
+            if let Some(why) = &st.broken {
+                return Err(StoreError::Io(why.clone()));
+            }
+            (st.writer(&self.path)?, st.len, !st.entry_synced)
+        };
+        if entry {
+            if let Some(dir) = self.path.parent() {
+                files::sync_dir(dir)
+                    .map_err(|e| failed(dir, "cannot fsync the jobs directory", &e))?;
+            }
+            self.lock().entry_synced = true;
         }
-        if finished {
-            self.lock().writer = None;
-        }
+        let started = std::time::Instant::now();
+        let synced = files::sync_data(&writer, &self.path);
+        crate::metrics::get().fsynced(started.elapsed());
+        synced.map_err(|e| failed(&self.path, "cannot fsync the job's spool", &e))?;
+        self.mark_synced(upto);
         Ok(())
+    }
+
+    /// The bytes written but not known to be on disk, if any: where an fsync that
+    /// starts now would cover up to.
+    pub(crate) fn unsynced(&self) -> Option<u64> {
+        let st = self.lock();
+        (st.synced < st.len).then_some(st.len)
+    }
+
+    /// Notes that the first `upto` bytes, and the file's directory entry, are on disk
+    /// (an fsync or a `syncfs` that started after they were written has ended).
+    pub(crate) fn mark_synced(&self, upto: u64) {
+        let mut st = self.lock();
+        st.synced = st.synced.max(upto);
+        st.entry_synced = true;
+        if st.synced >= st.len {
+            st.close_if_finished();
+        }
     }
 
     /// Records `from..=to` (a prefix within `budget` bytes, at least one).
@@ -193,13 +246,12 @@ impl SpoolJob {
                 .map_or(frame::MAGIC.len() as u64, |(_, offset)| offset);
             (start, st.len)
         };
-        let file = File::open(&self.path)
-            .map_err(|e| StoreError::io(format!("cannot open {}", self.path.display()), &e))?;
+        let file = files::open_read(&self.path)
+            .map_err(|e| failed(&self.path, "cannot open the job's spool", &e))?;
         let mut frames = FrameReader::new(file, start, end, budget.min(1 << 20));
-        let mut out = Vec::new();
+        let mut out: Vec<Arc<Entry>> = Vec::new();
         let mut bytes = 0usize;
-        let read_err =
-            |e: std::io::Error| StoreError::io(format!("cannot read {}", self.path.display()), &e);
+        let read_err = |e: std::io::Error| failed(&self.path, "cannot read the job's spool", &e);
         while let Some((_, decoded)) = frames.next().map_err(read_err)? {
             let frame::Decoded::Record {
                 seq,
@@ -218,15 +270,20 @@ impl SpoolJob {
             if seq > to || (!out.is_empty() && bytes + payload.len() > budget) {
                 break;
             }
+            if out.last().is_some_and(|last| last.seq() + 1 != seq) {
+                // Records lost to damage: what follows comes in the next read, after
+                // the caller's `gap`.
+                break;
+            }
             let entry = frame::entry(seq, ts_ms, kind, n, counted, payload)
                 .map_err(|e| StoreError::Io(e.to_string()))?;
             bytes += entry.sse.len();
             out.push(Arc::new(entry));
         }
         if let Some(why) = frames.bad() {
+            tracing::warn!(spool.path = %self.path.display(), spool.offset = frames.offset(), error = why, "a spool is damaged");
             return Err(StoreError::Io(format!(
-                "{} is damaged at offset {}: {why}",
-                self.path.display(),
+                "the job's spool is damaged at offset {}: {why}",
                 frames.offset()
             )));
         }
@@ -239,10 +296,24 @@ impl State {
         if let Some(w) = &self.writer {
             return Ok(Arc::clone(w));
         }
-        let file = super::files::open_append(path)
-            .map_err(|e| StoreError::io(format!("cannot open {}", path.display()), &e))?;
+        let file = files::open_append(path)
+            .map_err(|e| failed(path, "cannot open the job's spool", &e))?;
         let file = Arc::new(file);
         self.writer = Some(Arc::clone(&file));
         Ok(file)
     }
+
+    /// Closes the writer of a finished job (nothing more will be appended).
+    fn close_if_finished(&mut self) {
+        if self.progress.status.is_terminal() {
+            self.writer = None;
+        }
+    }
+}
+
+/// An I/O failure on a data file: the path goes to the operator's log, the caller gets
+/// `what` and the reason.
+fn failed(path: &std::path::Path, what: &'static str, e: &std::io::Error) -> StoreError {
+    tracing::warn!(spool.path = %path.display(), error = %e, "{what}");
+    StoreError::io(what, e)
 }

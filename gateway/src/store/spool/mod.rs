@@ -11,6 +11,7 @@ pub(crate) mod frame;
 pub(crate) mod index;
 pub(crate) mod job;
 pub(crate) mod reader;
+pub(crate) mod recover;
 pub(crate) mod scan;
 
 use std::fs::File;
@@ -25,7 +26,6 @@ use super::tombstones::DirTombstones;
 use super::{Appended, Fsync, Opened, Progress, Recovered, Store, StoreError, Tombstone};
 use crate::entry::Entry;
 use crate::job_id::JobId;
-use crate::record::JobStatus;
 use crate::rules::{self, Incoming, Stamp};
 use job::SpoolJob;
 
@@ -112,6 +112,12 @@ impl Spool {
     pub(crate) fn open(settings: SpoolSettings) -> Result<Arc<Self>, OpenError> {
         let dir = settings.dir.clone();
         let lock = Self::prepare(&dir)?;
+        if files::is_shared_writable(&dir) {
+            tracing::warn!(
+                spool.dir = %dir.display(),
+                "the data directory is writable by its group or others: they can plant or replace job files (chmod 700 it)"
+            );
+        }
         let jobs_dir = dir.join(files::JOBS);
         let tomb_dir = dir.join(files::TOMBSTONES);
 
@@ -133,7 +139,7 @@ impl Spool {
             let Some(id) = name.to_str().and_then(files::job_of) else {
                 continue;
             };
-            let job = recover_one(item.path());
+            let job = recover::recover_one(item.path());
             spool.total.fetch_add(job.lock().len, Ordering::Relaxed);
             spool.jobs.insert(id, Arc::new(job));
         }
@@ -226,19 +232,18 @@ impl Spool {
     /// `syncfs` of the data directory's filesystem (one call instead of one per job).
     fn sync_dirty(&self) {
         let jobs: Vec<Arc<SpoolJob>> = self.jobs.iter().map(|j| Arc::clone(&j)).collect();
-        let dirty: Vec<&Arc<SpoolJob>> = jobs.iter().filter(|j| j.lock().dirty).collect();
+        let dirty: Vec<(&Arc<SpoolJob>, u64)> = jobs
+            .iter()
+            .filter_map(|j| j.unsynced().map(|upto| (j, upto)))
+            .collect();
         if cfg!(target_os = "linux") && dirty.len() >= SYNCFS_FROM {
-            for job in &dirty {
-                job.lock().dirty = false;
-            }
             let started = Instant::now();
             let synced = syncfs(&self.jobs_dir_handle);
             crate::metrics::get().fsynced(started.elapsed());
-            if let Err(e) = synced {
-                tracing::warn!(error = %e, "background syncfs failed");
-                for job in &dirty {
-                    job.lock().dirty = true;
-                }
+            match synced {
+                // It started after each of those bytes was written.
+                Ok(()) => dirty.iter().for_each(|(job, upto)| job.mark_synced(*upto)),
+                Err(e) => tracing::warn!(error = %e, "background syncfs failed"),
             }
         }
         // What is still dirty (or was written meanwhile) is synced alone; finished jobs
@@ -262,61 +267,6 @@ fn syncfs(dir: &File) -> std::io::Result<()> {
 #[cfg(not(target_os = "linux"))]
 fn syncfs(_dir: &File) -> std::io::Result<()> {
     Err(std::io::Error::other("syncfs is Linux-only"))
-}
-
-/// Rebuilds one job from its file, cutting a torn tail; a file that cannot be read
-/// becomes a broken job that says why.
-fn recover_one(path: PathBuf) -> SpoolJob {
-    let broken = |why: String, path: PathBuf| {
-        let created = std::fs::metadata(&path)
-            .and_then(|m| m.modified())
-            .map_or(0, |t| {
-                t.duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_millis() as u64)
-            });
-        let mut progress = Progress::new(created);
-        progress.status = JobStatus::Lost;
-        progress.finished_ms = Some(created);
-        let len = std::fs::metadata(&path).map_or(0, |m| m.len());
-        tracing::warn!(spool.path = %path.display(), error = %why, "spool cannot be recovered");
-        SpoolJob::new(
-            path,
-            len,
-            Default::default(),
-            progress,
-            Vec::new(),
-            Some(why),
-        )
-    };
-    let scanned = match File::open(&path)
-        .map_err(scan::ScanError::from)
-        .and_then(scan::scan)
-    {
-        Ok(s) => s,
-        Err(e) => return broken(e.to_string(), path),
-    };
-    if scanned.good_len < scanned.file_len {
-        tracing::info!(
-            spool.path = %path.display(),
-            spool.cut_bytes = scanned.file_len - scanned.good_len,
-            "cut a torn tail"
-        );
-        let cut = std::fs::OpenOptions::new()
-            .write(true)
-            .open(&path)
-            .and_then(|f| f.set_len(scanned.good_len).and_then(|()| f.sync_all()));
-        if let Err(e) = cut {
-            return broken(format!("cannot cut its torn tail: {e}"), path);
-        }
-    }
-    SpoolJob::new(
-        path,
-        scanned.good_len,
-        scanned.index,
-        scanned.progress,
-        scanned.confirmations,
-        None,
-    )
 }
 
 fn fsync_loop(spool: Weak<Spool>, every: Duration) {
@@ -346,6 +296,13 @@ impl Store for Spool {
 
     fn open(&self, id: &JobId, held: Option<&str>) -> Result<Opened, StoreError> {
         if held.is_some() {
+            // A finished job the disk budget deleted under its memory copy answers from
+            // its tombstone (410), not from what memory still holds of it.
+            if !self.jobs.contains_key(id) {
+                if let Some(tombstone) = self.tombstone(id) {
+                    return Ok(Opened::Gone(tombstone));
+                }
+            }
             return Ok(Opened::Held);
         }
         if let Some(recovered) = self.load(id) {
@@ -412,7 +369,10 @@ impl Store for Spool {
     ) -> Result<Vec<Arc<Entry>>, StoreError> {
         match self.jobs.get(id).map(|j| Arc::clone(&j)) {
             Some(job) => job.read(from, to, budget),
-            None => Ok(Vec::new()),
+            // Not a gap: the records are gone with the job.
+            None => Err(StoreError::Io(format!(
+                "job {id} was deleted by retention or the disk budget"
+            ))),
         }
     }
 
@@ -497,10 +457,13 @@ impl Spool {
         let meta = scan::Meta {
             progress: *progress,
             confirm: None,
+            lost: None,
         };
         frame::put_meta(&mut head, &serde_json::to_vec(&meta).unwrap_or_default());
-        files::write_new(&path, &head)
-            .map_err(|e| StoreError::io(format!("cannot create {}", path.display()), &e))?;
+        files::write_new(&path, &head).map_err(|e| {
+            tracing::warn!(spool.path = %path.display(), error = %e, "cannot create a spool");
+            StoreError::io("cannot create the job's spool", &e)
+        })?;
         self.tombstones.remove(id);
         let job = SpoolJob::new(
             path,

@@ -1,6 +1,6 @@
 //! Reading a spool: frames one after another from an offset, each checked before it is
 //! trusted. Recovery and range reads both go through it; the first bad or incomplete
-//! frame ends the read (recovery cuts the file there).
+//! frame ends the read (recovery looks for intact frames after it).
 
 use std::fs::File;
 
@@ -86,7 +86,7 @@ impl FrameReader {
 }
 
 #[cfg(unix)]
-fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+pub(crate) fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
     use std::os::unix::fs::FileExt;
     file.read_exact_at(buf, offset)
 }

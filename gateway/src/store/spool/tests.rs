@@ -320,3 +320,335 @@ fn retention_and_the_disk_budget_delete_finished_jobs_only() {
     assert_eq!(spool.read(&running, 1, 5, 1 << 20).unwrap().len(), 5);
     assert!(spool.total.load(Ordering::Relaxed) <= total + 1000);
 }
+
+/// Appends `count` log lines `line <seq> ...` to `job` in batches of 10, then a
+/// terminal status when `finish`; returns the progress after them.
+fn lines(spool: &Spool, job: &JobId, mut p: Progress, count: u64, finish: bool) -> Progress {
+    let mut batch = Vec::new();
+    for i in 0..count + u64::from(finish) {
+        let body = if i < count {
+            RecordBody::Log {
+                stream: Stream::Stdout,
+                line: format!("line {} {}", p.next_seq, "y".repeat(40)),
+            }
+        } else {
+            RecordBody::Status {
+                status: crate::record::JobStatus::Succeeded,
+                exit_code: Some(0),
+            }
+        };
+        let r = Record {
+            seq: p.next_seq,
+            ts_ms: 10 + i,
+            body,
+        };
+        let e = Arc::new(Entry::new(&r, None, Some(50)));
+        p.apply(&e);
+        batch.push(e);
+        if batch.len() == 10 || i + 1 == count + u64::from(finish) {
+            let records = std::mem::take(&mut batch);
+            spool
+                .write(
+                    job,
+                    Batch {
+                        records: &records,
+                        progress: &p,
+                    },
+                )
+                .unwrap();
+        }
+    }
+    p
+}
+
+fn seqs(entries: &[Arc<Entry>]) -> Vec<u64> {
+    entries.iter().map(|e| e.seq()).collect()
+}
+
+/// Flips one byte inside the frame of `line <seq> ` in the spool at `path`.
+fn flip_in_line(path: &std::path::Path, seq: u64) -> Vec<u8> {
+    let mut bytes = std::fs::read(path).unwrap();
+    let needle = format!("line {seq} ");
+    let at = bytes
+        .windows(needle.len())
+        .position(|w| w == needle.as_bytes())
+        .unwrap();
+    bytes[at + 2] ^= 0x01;
+    std::fs::write(path, &bytes).unwrap();
+    bytes
+}
+
+#[test]
+fn one_flipped_byte_costs_one_record_and_the_damaged_file_is_kept() {
+    for finish in [true, false] {
+        let dir = TempDir::new("spool-flip");
+        let job = JobId::parse("flip").unwrap();
+        let jobs = dir.0.join(files::JOBS);
+        let path = files::spool_path(&jobs, &job);
+        let before = {
+            let spool = Spool::open(settings(&dir)).unwrap();
+            spool.create(&job, &Progress::new(1)).unwrap();
+            lines(&spool, &job, Progress::new(1), 1000, finish)
+        };
+        let damaged = flip_in_line(&path, 500);
+        for restart in 0..2 {
+            let spool = Spool::open(settings(&dir)).unwrap();
+            let got = spool.load(&job).unwrap();
+            assert_eq!(got.broken, None);
+            let p = got.progress;
+            assert_eq!(
+                (p.next_seq, p.status, p.exit_code, p.finished_ms),
+                (
+                    before.next_seq,
+                    before.status,
+                    before.exit_code,
+                    before.finished_ms
+                ),
+                "the status and the last seq survive ({restart})"
+            );
+            assert_eq!(p.lines, before.lines - 1, "the lost line is not counted");
+            let all = spool.read(&job, 1, 2000, usize::MAX).unwrap();
+            assert_eq!(
+                seqs(&all),
+                (1..=499).collect::<Vec<_>>(),
+                "up to the damage"
+            );
+            assert!(spool.read(&job, 500, 500, 1 << 20).unwrap().is_empty());
+            let after = spool.read(&job, 500, 2000, usize::MAX).unwrap();
+            assert_eq!(
+                seqs(&after),
+                (501..before.next_seq).collect::<Vec<_>>(),
+                "everything after the damage"
+            );
+            assert_eq!(after.last().unwrap().is_terminal(), finish);
+            let aside: Vec<_> = std::fs::read_dir(&jobs)
+                .unwrap()
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().contains(".damaged-"))
+                .collect();
+            assert_eq!(aside.len(), 1, "set aside once ({restart})");
+            assert_eq!(std::fs::read(aside[0].path()).unwrap(), damaged);
+            if !finish && restart == 1 {
+                // The job goes on after its last seq: none a reader saw is given again.
+                let p = lines(&spool, &job, got.progress, 1, false);
+                assert_eq!(p.last_seq(), 1001);
+                let tail = spool.read(&job, 1000, 1001, usize::MAX).unwrap();
+                assert_eq!(seqs(&tail), vec![1000, 1001]);
+            }
+        }
+    }
+}
+
+#[test]
+fn a_damaged_length_field_is_not_taken_for_a_torn_tail() {
+    let dir = TempDir::new("spool-len");
+    let job = JobId::parse("len").unwrap();
+    let path = files::spool_path(&dir.0.join(files::JOBS), &job);
+    let before = {
+        let spool = Spool::open(settings(&dir)).unwrap();
+        spool.create(&job, &Progress::new(1)).unwrap();
+        lines(&spool, &job, Progress::new(1), 100, true)
+    };
+    // The length of line 50's frame now reaches past the end of the file.
+    let mut bytes = std::fs::read(&path).unwrap();
+    let needle = b"line 50 ";
+    let payload = bytes.windows(8).position(|w| w == needle).unwrap();
+    let len_at = (0..payload).rev().find(|&i| bytes[i] == b'{').unwrap() - 38;
+    bytes[len_at + 3] = 0x03;
+    std::fs::write(&path, &bytes).unwrap();
+    let spool = Spool::open(settings(&dir)).unwrap();
+    let p = spool.load(&job).unwrap().progress;
+    assert_eq!((p.next_seq, p.status), (before.next_seq, before.status));
+    let after = spool.read(&job, 50, 200, usize::MAX).unwrap();
+    assert_eq!(seqs(&after), (51..=101).collect::<Vec<_>>());
+}
+
+#[test]
+fn damage_at_a_read_is_an_error_that_names_no_path() {
+    let dir = TempDir::new("spool-read-damage");
+    let job = JobId::parse("rd").unwrap();
+    let path = files::spool_path(&dir.0.join(files::JOBS), &job);
+    let spool = Spool::open(settings(&dir)).unwrap();
+    spool.create(&job, &Progress::new(1)).unwrap();
+    lines(&spool, &job, Progress::new(1), 20, false);
+    flip_in_line(&path, 5);
+    let err = spool.read(&job, 1, 20, usize::MAX).unwrap_err().to_string();
+    assert!(err.contains("damaged"), "{err}");
+    assert!(!err.contains(&*dir.0.to_string_lossy()), "{err}");
+    assert!(!err.contains("/"), "no path at all: {err}");
+}
+
+#[cfg(unix)]
+#[test]
+fn fifos_and_symlinks_in_the_data_dir_do_not_hang_or_leak_start_up() {
+    let dir = TempDir::new("spool-fifo");
+    drop(Spool::open(settings(&dir)).unwrap());
+    let jobs = dir.0.join(files::JOBS);
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        jobs.join("fifo.spool"),
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )
+    .unwrap();
+    let outside = dir.0.join("outside");
+    std::fs::write(&outside, b"not yours").unwrap();
+    std::os::unix::fs::symlink(&outside, jobs.join("link.spool")).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let s = settings(&dir);
+    std::thread::spawn(move || {
+        let _ = tx.send(Spool::open(s).map(|spool| {
+            ["fifo", "link"].map(|id| spool.load(&JobId::parse(id).unwrap()).unwrap())
+        }));
+    });
+    let jobs_seen = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("start-up must not block on a FIFO")
+        .unwrap();
+    for job in jobs_seen {
+        assert!(
+            job.broken.as_deref().unwrap().contains("regular file")
+                || job.broken.as_deref().unwrap().contains("symbolic link"),
+            "{job:?}"
+        );
+        assert!(job.progress.status.is_terminal());
+    }
+    assert_eq!(std::fs::read(&outside).unwrap(), b"not yours");
+}
+
+#[test]
+fn an_fsync_returns_only_after_one_that_covers_the_callers_write() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::mpsc;
+    let dir = TempDir::new("spool-fsync");
+    let mut s = settings(&dir);
+    s.fsync = Fsync::Always;
+    let spool = Spool::open(s).unwrap();
+    let job = JobId::parse("two").unwrap();
+    spool.create(&job, &Progress::new(1)).unwrap();
+    // The first fsync of the spool is held until the test lets it go.
+    let (entered_tx, entered_rx) = mpsc::channel();
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let release_rx = Mutex::new(release_rx);
+    let fsyncs = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&fsyncs);
+    files::hooks::on_fsync(&dir.0, move |path| {
+        if path.extension().is_some_and(|e| e == "spool")
+            && counted.fetch_add(1, Ordering::SeqCst) == 0
+        {
+            let _ = entered_tx.send(());
+            let _ = release_rx.lock().unwrap().recv();
+        }
+    });
+    // Two uploads (stdout and stderr) each wrote, then each asks for its fsync.
+    let p = lines(&spool, &job, Progress::new(1), 1, false);
+    let p = lines(&spool, &job, p, 1, false);
+    let a = {
+        let (spool, job) = (Arc::clone(&spool), job.clone());
+        std::thread::spawn(move || spool.sync(&job))
+    };
+    entered_rx.recv().unwrap();
+    let (b_tx, b_rx) = mpsc::channel();
+    {
+        let (spool, job) = (Arc::clone(&spool), job.clone());
+        std::thread::spawn(move || b_tx.send(spool.sync(&job)));
+    }
+    assert!(
+        matches!(
+            b_rx.recv_timeout(Duration::from_millis(500)),
+            Err(mpsc::RecvTimeoutError::Timeout)
+        ),
+        "the second upload was acknowledged while the fsync covering its write was in flight"
+    );
+    release_tx.send(()).unwrap();
+    a.join().unwrap().unwrap();
+    b_rx.recv().unwrap().unwrap();
+    assert_eq!(spool.jobs.get(&job).unwrap().unsynced(), None);
+    assert_eq!(fsyncs.load(Ordering::SeqCst), 1, "one fsync covered both");
+
+    // A write after an fsync began is covered only by a later fsync.
+    let (entered_tx, entered_rx) = mpsc::channel();
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let release_rx = Mutex::new(release_rx);
+    let counted = Arc::clone(&fsyncs);
+    files::hooks::on_fsync(&dir.0, move |path| {
+        if path.extension().is_some_and(|e| e == "spool") && counted.load(Ordering::SeqCst) == 2 {
+            let _ = entered_tx.send(());
+            let _ = release_rx.lock().unwrap().recv();
+        }
+    });
+    let p = lines(&spool, &job, p, 1, false);
+    let a = {
+        let (spool, job) = (Arc::clone(&spool), job.clone());
+        std::thread::spawn(move || spool.sync(&job))
+    };
+    entered_rx.recv().unwrap();
+    lines(&spool, &job, p, 1, false);
+    let (b_tx, b_rx) = mpsc::channel();
+    {
+        let (spool, job) = (Arc::clone(&spool), job.clone());
+        std::thread::spawn(move || b_tx.send(spool.sync(&job)));
+    }
+    assert!(b_rx.recv_timeout(Duration::from_millis(300)).is_err());
+    release_tx.send(()).unwrap();
+    a.join().unwrap().unwrap();
+    b_rx.recv().unwrap().unwrap();
+    assert_eq!(spool.jobs.get(&job).unwrap().unsynced(), None);
+    assert_eq!(
+        fsyncs.load(Ordering::SeqCst),
+        3,
+        "the later write got its own fsync"
+    );
+}
+
+#[test]
+fn garbage_at_the_end_is_set_aside_and_zeros_are_cut() {
+    for (tail, damaged) in [
+        (b"\x07 not a frame at all ".repeat(4), true),
+        (vec![0u8; 100], false),
+    ] {
+        let dir = TempDir::new("spool-tail");
+        let job = JobId::parse("tail").unwrap();
+        let jobs = dir.0.join(files::JOBS);
+        let path = files::spool_path(&jobs, &job);
+        {
+            let spool = Spool::open(settings(&dir)).unwrap();
+            spool.create(&job, &Progress::new(1)).unwrap();
+            lines(&spool, &job, Progress::new(1), 20, false);
+        }
+        let whole = std::fs::read(&path).unwrap();
+        let mut bytes = whole.clone();
+        bytes.extend_from_slice(&tail);
+        std::fs::write(&path, &bytes).unwrap();
+        let spool = Spool::open(settings(&dir)).unwrap();
+        let got = spool.load(&job).unwrap().progress;
+        assert_eq!(got.last_seq(), 20);
+        assert_eq!(
+            got.created_ms > 1,
+            damaged,
+            "damage of unknown extent starts a new life (a new creation time)"
+        );
+        assert_eq!(
+            seqs(&spool.read(&job, 1, 20, usize::MAX).unwrap()).len(),
+            20
+        );
+        let now = std::fs::read(&path).unwrap();
+        assert!(now.starts_with(&whole), "the spool is its intact frames");
+        assert_eq!(
+            now.len() > whole.len(),
+            damaged,
+            "and the new life's meta frame"
+        );
+        let aside = std::fs::read_dir(&jobs)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().contains(".damaged-"))
+            .count();
+        assert_eq!(
+            aside,
+            usize::from(damaged),
+            "garbage is kept aside, zeros are not"
+        );
+    }
+}
