@@ -7,6 +7,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::Authenticator;
 use crate::capgo::CapgoState;
+use crate::compress::Streams;
 use crate::config::Config;
 use crate::hub::{Hub, HubSettings};
 use crate::job_log::JobLimits;
@@ -37,6 +38,8 @@ pub(crate) struct App {
     /// Cancelled on the shutdown signal, before the grace period: `/readyz` turns 503
     /// while everything else is still served.
     pub(crate) unready: CancellationToken,
+    /// Every job's shared compressed streams, and the catch-up encoders' count.
+    pub(crate) compress: Arc<Streams>,
 }
 
 impl App {
@@ -57,6 +60,7 @@ impl App {
             },
         };
         let memory = Arc::new(MemoryBudget::new(limits.memory_budget_bytes));
+        let compress = Arc::new(Streams::new(config.compression.clone(), memory.clone()));
         let hub = Arc::new(Hub::new(settings, memory, store));
         let capgo = CapgoState::new(&config);
         let connection_slots = Arc::new(Semaphore::new(limits.max_connections));
@@ -70,6 +74,7 @@ impl App {
             connection_slots,
             streams,
             unready: CancellationToken::new(),
+            compress,
         }
     }
 

@@ -14,6 +14,7 @@ use serde::Serialize;
 use crate::app::App;
 use crate::auth::JobClaims;
 use crate::body::{empty, full, Body};
+use crate::compress::ReaderCoder;
 use crate::entry::Kind;
 use crate::error::ApiError;
 use crate::job_id::JobId;
@@ -182,7 +183,19 @@ pub(crate) fn open_stream<B>(
     };
     let subject = claim_stream(app, claims)?;
     let attached = attach_reader(app, &job, id)?;
-    let sub = Subscription::new(attached, subject, cursor, reset, format, app.pacing());
+    let coder = crate::compress::negotiate(req.headers(), app.compress.codings()).map(|coding| {
+        let shared = app.compress.get(attached.job(), coding, format);
+        ReaderCoder::new(shared, app.compress.clone())
+    });
+    let sub = Subscription::new(
+        attached,
+        subject,
+        cursor,
+        reset,
+        format,
+        app.pacing(),
+        coder,
+    );
     Ok(Opened::Stream(sub))
 }
 
@@ -228,6 +241,15 @@ pub(crate) fn sse_headers(h: &mut http::HeaderMap) {
     h.insert("x-accel-buffering", HeaderValue::from_static("no"));
 }
 
+/// `Content-Encoding` when compressed, and `Vary` always: the answer depends on
+/// `Accept-Encoding` (a cache must not give a compressed body to a client that cannot read it).
+pub(crate) fn encoding_headers(h: &mut http::HeaderMap, encoding: Option<&'static str>) {
+    if let Some(token) = encoding {
+        h.insert(header::CONTENT_ENCODING, HeaderValue::from_static(token));
+    }
+    h.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+}
+
 /// `GET /v1/jobs/{job}/logs`: the SSE stream.
 pub(crate) fn stream<B>(
     app: &App,
@@ -237,8 +259,10 @@ pub(crate) fn stream<B>(
 ) -> Result<Response<Body>, ApiError> {
     match open_stream(app, id, req, claims)? {
         Opened::Stream(sub) => {
+            let encoding = sub.content_encoding();
             let mut resp = Response::new(sub.into_body());
             sse_headers(resp.headers_mut());
+            encoding_headers(resp.headers_mut(), encoding);
             Ok(resp)
         }
         Opened::NoContent => {

@@ -19,6 +19,7 @@
 //! - `hub`: every job by id, loaded or created on first use; lifecycle, retention,
 //!   shedding memory across jobs.
 //! - `subscription`: one reader's cursor, written out as SSE in batches.
+//! - [`compress`]: `Content-Encoding` on streams, one shared sync-flushed stream per job.
 //! - `wakeups`: when a job's readers hear of appends (at most once per gather window).
 //! - `capgo`: Capgo's `logs_url` routes: its WebSocket frames, resume by confirmed id.
 //! - `streams`: concurrent streams per token subject, capped.
@@ -34,6 +35,7 @@
 pub mod auth;
 pub mod cli;
 pub mod client;
+pub mod compress;
 pub mod config;
 pub mod dev;
 #[doc(hidden)]

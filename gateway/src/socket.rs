@@ -91,6 +91,7 @@ pub(crate) async fn accept(app: &App, mut stream: Conn) -> Outcome {
     };
     let mut head = Response::new(());
     handlers::sse_headers(head.headers_mut());
+    handlers::encoding_headers(head.headers_mut(), sub.content_encoding());
     routes::apply_cors(&app.config.cors_origins, origin.as_ref(), &mut head);
     Outcome::Stream(SseSocket {
         stream,

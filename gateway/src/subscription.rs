@@ -18,6 +18,7 @@ use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 
 use crate::body::Body;
+use crate::compress::ReaderCoder;
 use crate::entry::{Entry, Frame as EntryFrame, Kind};
 use crate::job_log::{Attached, Read};
 use crate::metrics::{self, GaugeGuard};
@@ -25,12 +26,20 @@ use crate::sse;
 use crate::streams::SubjectSlot;
 
 /// How log records are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum Format {
     /// `data:` is the record's JSON.
     Json,
     /// `data:` is the raw line (status and custom events stay JSON).
     Text,
+}
+
+/// The SSE frame of `entry` in `format`: shared by every reader (and shared stream).
+pub(crate) fn frame_of(format: Format, entry: &Entry) -> Bytes {
+    match (format, entry.kind()) {
+        (Format::Text, Kind::Log(_)) => entry.frame(EntryFrame::SseText).0,
+        _ => entry.sse.clone(),
+    }
 }
 
 /// How a subscription paces itself.
@@ -68,6 +77,8 @@ pub(crate) struct Subscription {
     attached_ms: u64,
     /// Counts this reader in `tailgate_readers_active`.
     _counted: GaugeGuard,
+    /// The reader's compressed output, when it asked for a coding (boxed: small when not).
+    coder: Option<Box<ReaderCoder>>,
 }
 
 impl Subscription {
@@ -79,6 +90,7 @@ impl Subscription {
         reset: bool,
         format: Format,
         pacing: Pacing,
+        coder: Option<ReaderCoder>,
     ) -> Self {
         let seq_rx = attached.job().watch();
         let mut opening = BytesMut::from(sse::PRELUDE);
@@ -100,13 +112,35 @@ impl Subscription {
             done: false,
             attached_ms: metrics::now_ms(),
             _counted: metrics::get().sse_reader(),
+            coder: coder.map(Box::new),
         }
     }
 
-    /// The next bytes to write, or `None` when the stream is over.
+    /// The `Content-Encoding` of this stream, if compressed.
+    pub(crate) fn content_encoding(&self) -> Option<&'static str> {
+        self.coder.as_ref().map(|c| c.coding().token())
+    }
+
+    /// The next bytes to write, or `None` when the stream is over. A compressed stream
+    /// ends with its coding's trailer.
     pub(crate) async fn next_chunk(&mut self) -> Option<Bytes> {
+        match self.next_plain().await {
+            Some(chunk) => Some(chunk),
+            None => self.coder.take().map(|mut c| c.finish()),
+        }
+    }
+
+    /// Compresses this reader's own bytes (not a shared event) when it has a coding.
+    fn own(&mut self, raw: Bytes) -> Bytes {
+        match self.coder.as_mut() {
+            Some(coder) => coder.own(&raw),
+            None => raw,
+        }
+    }
+
+    async fn next_plain(&mut self) -> Option<Bytes> {
         if let Some(opening) = self.opening.take() {
-            return Some(opening);
+            return Some(self.own(opening));
         }
         loop {
             if self.done || self.attached.job().is_closed() {
@@ -126,12 +160,12 @@ impl Subscription {
                     self.touch();
                     metrics::get().gap_sent();
                     let data = json!({ "from": from, "to": to }).to_string();
-                    return Some(sse::event(Some(to), "gap", &data));
+                    return Some(self.own(sse::event(Some(to), "gap", &data)));
                 }
                 Read::Failed(why) => {
                     self.done = true;
                     let data = json!({ "error": "store_unavailable", "message": why }).to_string();
-                    return Some(sse::event(None, "error", &data));
+                    return Some(self.own(sse::event(None, "error", &data)));
                 }
                 Read::End => return None,
                 // Redis is down: wait (with keep-alives) and read again.
@@ -149,7 +183,7 @@ impl Subscription {
                     if Instant::now() >= due {
                         self.touch();
                         self.keepalive.as_mut().reset(self.last_write + self.pacing.keepalive);
-                        return Some(Bytes::from_static(sse::KEEPALIVE));
+                        return Some(self.own(Bytes::from_static(sse::KEEPALIVE)));
                     }
                     self.keepalive.as_mut().reset(due);
                 }
@@ -168,12 +202,13 @@ impl Subscription {
             self.cursor = last.seq() + 1;
             self.done = last.is_terminal();
         }
-        let out = match entries {
-            [one] => self.frame(one),
-            many => {
+        let out = match (&mut self.coder, entries) {
+            (Some(coder), _) => coder.entries(entries),
+            (None, [one]) => frame_of(self.format, one),
+            (None, many) => {
                 let mut out = BytesMut::with_capacity(many.iter().map(|e| e.sse.len()).sum());
                 for entry in many {
-                    out.extend_from_slice(&self.frame(entry));
+                    out.extend_from_slice(&frame_of(self.format, entry));
                 }
                 out.freeze()
             }
@@ -182,13 +217,6 @@ impl Subscription {
             metrics::get().delivered(entries.len(), out.len(), first.ts_ms(), self.attached_ms);
         }
         out
-    }
-
-    fn frame(&self, entry: &Entry) -> Bytes {
-        match (self.format, entry.kind()) {
-            (Format::Text, Kind::Log(_)) => entry.frame(EntryFrame::SseText).0,
-            _ => entry.sse.clone(),
-        }
     }
 
     /// The subscription as a streaming response body.

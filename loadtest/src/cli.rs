@@ -11,6 +11,16 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Parser, Serialize, Deserialize)]
 #[command(name = "tailgate-loadtest", version, about)]
 pub struct Settings {
+    /// Publish the lines of the build logs in DIR (`*.log`, see loadtest/corpus/) instead of
+    /// padding: each line is `<counter> <micros> <corpus line>`, the corpus cycled through.
+    #[arg(long, value_name = "DIR")]
+    pub corpus: Option<PathBuf>,
+
+    /// Readers ask for this `Content-Encoding` (`gzip` or `zstd`) and decode it; `off` asks
+    /// for none. Bytes on the wire per reader are reported either way.
+    #[arg(long, default_value = "off", value_name = "CODING")]
+    pub compression: String,
+
     /// Scenario to run.
     #[arg(value_enum, required_unless_present = "child")]
     pub scenario: Option<Scenario>,
@@ -129,6 +139,12 @@ pub struct Settings {
 impl Settings {
     /// Checks flags that clap cannot check alone.
     pub fn validate(&self) -> Result<(), String> {
+        if !matches!(self.compression.as_str(), "off" | "gzip" | "zstd") {
+            return Err(format!(
+                "--compression {:?} is not off, gzip or zstd",
+                self.compression
+            ));
+        }
         if self.jobs == 0 {
             return Err("--jobs must be at least 1".into());
         }

@@ -77,6 +77,17 @@ pub struct OpenStream {
     pub early_body: Vec<u8>,
     /// The server answered 204 (nothing left to send).
     pub no_content: bool,
+    /// Undoes the response's `Content-Encoding`, when it has one.
+    pub content: Option<Content>,
+}
+
+/// A `Content-Encoding` decoder (the gateway client's own).
+pub struct Content(pub tailgate::compress::decode::BodyDecoder);
+
+impl std::fmt::Debug for Content {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Content")
+    }
 }
 
 /// Opens `path` with `headers`, retrying transient failures. Each failed attempt is counted
@@ -149,16 +160,23 @@ async fn attempt_open(addr: SocketAddr, request: &[u8]) -> Result<OpenStream, Co
                     decoder: BodyDecoder::new(head.framing),
                     early_body: Vec::new(),
                     no_content: true,
+                    content: None,
                 });
             }
             if !(200..300).contains(&head.status) {
                 return Err(ConnectError::Status(head.status));
             }
+            let content = tailgate::compress::decode::BodyDecoder::for_encoding(
+                head.content_encoding.as_deref(),
+            )
+            .map_err(|_| ConnectError::Status(head.status))?
+            .map(Content);
             return Ok(OpenStream {
                 stream,
                 decoder: BodyDecoder::new(head.framing),
                 early_body: buf.split_off(used),
                 no_content: false,
+                content,
             });
         }
     }

@@ -47,6 +47,7 @@ impl LocalFleet {
             paths: Arc::new(paths),
             auth: Arc::new(auth),
             end: end_rx,
+            accept_encoding: (settings.compression != "off").then(|| settings.compression.clone()),
         };
         let mut tasks = JoinSet::new();
         for spec in phase.readers(settings, shard, shards) {

@@ -32,6 +32,8 @@ pub struct ResponseHead {
     pub framing: Framing,
     /// `Content-Type`, lowercased, when present.
     pub content_type: Option<String>,
+    /// `Content-Encoding`, lowercased, when present.
+    pub content_encoding: Option<String>,
 }
 
 /// Builds a GET request. `headers` are written as given (`name`, `value`).
@@ -136,6 +138,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(ResponseHead, usize)>, ProtocolE
         .ok_or(ProtocolError::BadHead)?;
     let mut framing = Framing::Close;
     let mut content_type = None;
+    let mut content_encoding = None;
     for line in lines {
         let (name, value) = line.split_once(':').ok_or(ProtocolError::BadHead)?;
         let value = value.trim();
@@ -150,6 +153,8 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(ResponseHead, usize)>, ProtocolE
             }
         } else if name.eq_ignore_ascii_case("content-type") {
             content_type = Some(value.to_ascii_lowercase());
+        } else if name.eq_ignore_ascii_case("content-encoding") {
+            content_encoding = Some(value.to_ascii_lowercase());
         }
     }
     // 1xx, 204 and 304 carry no body whatever the headers say.
@@ -161,6 +166,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(ResponseHead, usize)>, ProtocolE
             status,
             framing,
             content_type,
+            content_encoding,
         },
         end + 4,
     )))

@@ -1,12 +1,53 @@
 //! The load test's log line: `<counter> <unix_micros> <padding>`, written by the publisher and
 //! read back by readers, from a raw line (nchan) or from a Tailgate `log` event's JSON.
 
-/// Appends one line (without its LF) of at least `line_bytes` bytes to `out`.
+use std::path::Path;
+use std::sync::OnceLock;
+
+/// The corpus lines (`--corpus`), when given: published after the counter and time.
+static CORPUS: OnceLock<Vec<Vec<u8>>> = OnceLock::new();
+
+/// Loads every `*.log` of `dir` (sorted by name), line by line, for [`write_line`].
+/// Returns the number of lines.
+pub fn load_corpus(dir: &Path) -> std::io::Result<usize> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "log"))
+        .collect();
+    files.sort();
+    let mut lines = Vec::new();
+    for f in files {
+        let text = std::fs::read(&f)?;
+        lines.extend(
+            text.split(|&b| b == b'\n')
+                .filter(|l| !l.is_empty())
+                .map(<[u8]>::to_vec),
+        );
+    }
+    if lines.is_empty() {
+        return Err(std::io::Error::other(format!(
+            "no lines in {}/*.log",
+            dir.display()
+        )));
+    }
+    let n = lines.len();
+    let _ = CORPUS.set(lines);
+    Ok(n)
+}
+
+/// Appends one line (without its LF) to `out`: the counter, the time, then the corpus line
+/// of that counter when a corpus is loaded, else padding to at least `line_bytes` bytes.
 pub fn write_line(out: &mut Vec<u8>, counter: u64, unix_micros: u64, line_bytes: usize) {
     let start = out.len();
     push_decimal(out, counter);
     out.push(b' ');
     push_decimal(out, unix_micros);
+    if let Some(corpus) = CORPUS.get() {
+        out.push(b' ');
+        out.extend_from_slice(&corpus[(counter as usize - 1) % corpus.len()]);
+        return;
+    }
     let written = out.len() - start;
     if written < line_bytes {
         out.push(b' ');

@@ -15,6 +15,12 @@ fn main() -> ExitCode {
         eprintln!("tailgate-loadtest: {msg}");
         return ExitCode::from(64);
     }
+    if let Some(dir) = &settings.corpus {
+        if let Err(e) = tailgate_loadtest::line::load_corpus(dir) {
+            eprintln!("tailgate-loadtest: --corpus {}: {e}", dir.display());
+            return ExitCode::from(64);
+        }
+    }
     let threads = match settings.threads {
         0 if settings.procs > 1 => 1,
         0 => 2,

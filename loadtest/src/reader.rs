@@ -14,7 +14,7 @@ use tokio::time::{sleep_until, Instant};
 
 use crate::accounting::SeqTracker;
 use crate::cli::Target;
-use crate::connect::{self, io_kind, OpenStream};
+use crate::connect::{self, io_kind, Content, OpenStream};
 use crate::http1::BodyDecoder;
 use crate::latency::unix_micros;
 use crate::line;
@@ -64,6 +64,8 @@ pub struct ReaderEnv {
     pub auth: Arc<Vec<Option<String>>>,
     /// Set when publishing is over.
     pub end: watch::Receiver<Option<EndInfo>>,
+    /// `Accept-Encoding` sent (`--compression`), if any.
+    pub accept_encoding: Option<String>,
 }
 
 /// How one connection's pumping ended.
@@ -215,6 +217,9 @@ async fn open(
     if let Some(id) = last_id {
         headers.push(("Last-Event-ID", id));
     }
+    if let Some(coding) = &env.accept_encoding {
+        headers.push(("Accept-Encoding", coding));
+    }
     connect::open(
         &env.target,
         reader,
@@ -269,7 +274,10 @@ impl StreamState {
         self.timed_from_us = unix_micros();
         let tally = env.tally.clone();
         let early = std::mem::take(&mut conn.early_body);
-        if let Err(kind) = self.consume(&mut conn.decoder, &early, &tally) {
+        tally
+            .wire_bytes
+            .fetch_add(early.len() as u64, Ordering::Relaxed);
+        if let Err(kind) = self.consume(&mut conn.decoder, &mut conn.content, &early, &tally) {
             return Pumped::Broken(kind);
         }
         let mut trickle_budget: u64 = 0;
@@ -353,7 +361,14 @@ impl StreamState {
                 Ok(0) => Ok(ReadOutcome::Eof),
                 Ok(n) => {
                     latencies.clear();
-                    self.process(&mut conn.decoder, &buf[..n], latencies, tally)?;
+                    tally.wire_bytes.fetch_add(n as u64, Ordering::Relaxed);
+                    self.process(
+                        &mut conn.decoder,
+                        &mut conn.content,
+                        &buf[..n],
+                        latencies,
+                        tally,
+                    )?;
                     Ok(ReadOutcome::Data(n))
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(ReadOutcome::WouldBlock),
@@ -366,6 +381,7 @@ impl StreamState {
     fn consume(
         &mut self,
         decoder: &mut BodyDecoder,
+        content: &mut Option<Content>,
         bytes: &[u8],
         tally: &Tally,
     ) -> Result<(), String> {
@@ -373,12 +389,13 @@ impl StreamState {
             return Ok(());
         }
         let mut latencies = Vec::new();
-        self.process(decoder, bytes, &mut latencies, tally)
+        self.process(decoder, content, bytes, &mut latencies, tally)
     }
 
     fn process(
         &mut self,
         decoder: &mut BodyDecoder,
+        content: &mut Option<Content>,
         bytes: &[u8],
         latencies: &mut Vec<u64>,
         tally: &Tally,
@@ -395,11 +412,19 @@ impl StreamState {
             tally,
         };
         let parser = &mut self.parser;
+        let mut undecodable = false;
         decoder
-            .feed(bytes, &mut |body| {
-                parser.feed(body, &mut |ev| events.on_event(ev))
+            .feed(bytes, &mut |body| match content {
+                Some(Content(c)) => match c.feed(body) {
+                    Ok(plain) => parser.feed(&plain, &mut |ev| events.on_event(ev)),
+                    Err(_) => undecodable = true,
+                },
+                None => parser.feed(body, &mut |ev| events.on_event(ev)),
             })
             .map_err(|_| "protocol".to_string())?;
+        if undecodable {
+            return Err("content_decoding".into());
+        }
         let delivered = self.tracker.delivered() - before;
         if delivered > 0 {
             tally.delivered.fetch_add(delivered, Ordering::Relaxed);

@@ -71,6 +71,11 @@ pub struct Report {
     pub latency_us: Percentiles,
     pub connect_us: Percentiles,
     pub connects: u64,
+    /// Body bytes read per reader (as sent: compressed with `--compression`, chunk framing).
+    pub wire_bytes_per_reader: f64,
+    pub compression: String,
+    /// Lines from `--corpus` instead of padding.
+    pub corpus: bool,
     /// Time from the first connect until every reader was connected.
     pub connect_phase_secs: f64,
     /// From all readers connected to the last reader done.
@@ -138,6 +143,9 @@ impl Report {
             latency_us: Percentiles::of(&m.latency_main),
             connect_us: Percentiles::of(&m.connect),
             connects: m.connects,
+            wire_bytes_per_reader: m.wire_bytes as f64 / readers.max(1) as f64,
+            compression: settings.compression.clone(),
+            corpus: settings.corpus.is_some(),
             connect_phase_secs: outcome.connect_secs,
             duration_secs: outcome.delivery_secs,
             events_per_sec: delivered as f64 / secs,
@@ -211,6 +219,20 @@ impl Report {
             },
         );
         row(&mut out, "latency us", fmt_pct(&self.latency_us));
+        row(
+            &mut out,
+            "wire",
+            format!(
+                "{:.0} B per reader (compression {}, {})",
+                self.wire_bytes_per_reader,
+                self.compression,
+                if self.corpus {
+                    "corpus lines"
+                } else {
+                    "padded lines"
+                }
+            ),
+        );
         row(
             &mut out,
             "throughput",

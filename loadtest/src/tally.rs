@@ -31,6 +31,8 @@ pub struct Tally {
     pub ready: AtomicU64,
     /// Connections made, reconnects included.
     pub connects: AtomicU64,
+    /// Bytes read from the readers' sockets after the response head (compressed, framed).
+    pub wire_bytes: AtomicU64,
     /// Errors so far, for the progress bar.
     pub error_count: AtomicU64,
     /// Errors by kind.
@@ -92,6 +94,7 @@ impl Tally {
                 .unwrap_or_else(|p| p.into_inner())
                 .clone(),
             connects: self.connects.load(Ordering::Relaxed),
+            wire_bytes: self.wire_bytes.load(Ordering::Relaxed),
             completed: self.completed.load(Ordering::Relaxed),
             latency_main: latency::encode(&self.latency_main.snapshot()),
             latency_slow: latency::encode(&self.latency_slow.snapshot()),
@@ -125,6 +128,8 @@ pub struct ShardResult {
     pub slow: Counts,
     pub errors: BTreeMap<String, u64>,
     pub connects: u64,
+    #[serde(default)]
+    pub wire_bytes: u64,
     pub completed: u64,
     /// Histograms, V2-serialised and base64-encoded.
     pub latency_main: String,
@@ -139,6 +144,7 @@ pub struct Merged {
     pub slow: Counts,
     pub errors: BTreeMap<String, u64>,
     pub connects: u64,
+    pub wire_bytes: u64,
     pub completed: u64,
     pub latency_main: Histogram<u64>,
     pub latency_slow: Histogram<u64>,
@@ -152,6 +158,7 @@ impl Merged {
             slow: Counts::default(),
             errors: BTreeMap::new(),
             connects: 0,
+            wire_bytes: 0,
             completed: 0,
             latency_main: latency::new_histogram(),
             latency_slow: latency::new_histogram(),
@@ -164,6 +171,7 @@ impl Merged {
                 *out.errors.entry(k.clone()).or_default() += v;
             }
             out.connects += s.connects;
+            out.wire_bytes += s.wire_bytes;
             out.completed += s.completed;
             latency::merge(&mut out.latency_main, &latency::decode(&s.latency_main)?)?;
             latency::merge(&mut out.latency_slow, &latency::decode(&s.latency_slow)?)?;

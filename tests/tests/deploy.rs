@@ -120,6 +120,26 @@ async fn nginx_with_the_documented_config_streams_a_line_while_the_upload_is_ope
     assert_eq!(resp.status(), 200);
     let mut reader = SseStream::new(resp.into_body());
     reader.wait_comments(1).await;
+    // A compressed reader through the same nginx: the gateway's gzip passes through, flushed
+    // per event (nginx's own gzip is off in the snippet).
+    let mut gzip_reader = tokio::process::Command::new("curl")
+        .args([
+            "-sS",
+            "-N",
+            "--compressed",
+            "-H",
+            "accept-encoding: gzip",
+            "-H",
+        ])
+        .arg(format!("authorization: {auth}"))
+        .arg(format!("http://{proxy}/v1/jobs/{job}/logs"))
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("curl");
+    let mut gzip_lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(
+        gzip_reader.stdout.take().expect("stdout"),
+    ));
 
     let upload = tailgate_tests::Upload::start(
         proxy,
@@ -142,6 +162,20 @@ async fn nginx_with_the_documented_config_streams_a_line_while_the_upload_is_ope
         assert!(
             took < Duration::from_millis(500),
             "{line} took {took:?} through nginx"
+        );
+        let decoded = tokio::time::timeout(WAIT, async {
+            while let Some(l) = gzip_lines.next_line().await.expect("curl output") {
+                if l.contains(line) {
+                    return sent.elapsed();
+                }
+            }
+            panic!("the compressed stream ended before {line:?}");
+        })
+        .await
+        .expect("the line decoded from gzip through nginx");
+        assert!(
+            decoded < Duration::from_millis(500),
+            "{line} took {decoded:?} to decode from gzip through nginx"
         );
     }
     let reply = upload.finish().await;

@@ -732,3 +732,20 @@ async fn a_record_too_large_to_frame_is_refused_with_413_not_acknowledged() {
     assert!(reply.text().contains("67108834"), "{}", reply.text());
     assert_eq!(status(gw.addr, job).await["last_seq"], 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_dir_others_can_write_is_warned_about_at_start_up() {
+    use std::os::unix::fs::PermissionsExt;
+    let data = TempDir::new("shared-dir");
+    std::fs::create_dir_all(data.path()).unwrap();
+    std::fs::set_permissions(data.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let dir = data.path().display().to_string();
+    let owned = test_args();
+    let mut args: Vec<&str> = owned.iter().map(String::as_str).collect();
+    args.extend(["--data-dir", dir.as_str()]);
+    let mut gw = tailgate_tests::gateway::Gateway::start(&args, &[]).await;
+    let line = gw
+        .wait_log("writable by its group or others", Duration::from_secs(10))
+        .await;
+    assert!(line.contains("WARN"), "{line}");
+}

@@ -10,6 +10,7 @@ mod cli_edges;
 mod cli_push;
 mod cli_tail;
 mod cli_token;
+mod compression;
 mod deploy;
 mod durability;
 mod fanout;

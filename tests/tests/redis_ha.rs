@@ -9,6 +9,7 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use tailgate_tests::gateway::Gateway;
 use tailgate_tests::http_client;
 use tailgate_tests::redis::{available, Persistence, RedisServer};
 use tailgate_tests::redis_ha::{Cluster, Front, Replicated};
@@ -176,4 +177,34 @@ async fn a_lost_meta_hash_starts_a_new_life_and_script_errors_stay_in_the_log() 
     for leak in ["user_script", "f_", "WRONGTYPE", "tailgate:{"] {
         assert!(!text.contains(leak), "{leak} in {text}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_evicting_redis_is_named_in_the_log_at_start() {
+    if !available() {
+        return;
+    }
+    let redis = RedisServer::start_on(
+        tailgate_tests::redis::free_port(),
+        Persistence::Off,
+        &["--maxmemory-policy", "allkeys-lru"],
+    );
+    let url = redis.url();
+    let mut gw = Gateway::start(
+        &[
+            "--redis-url",
+            &url,
+            "--jwt-secret",
+            tailgate_tests::SECRET,
+            "--jwt-issuer",
+            tailgate_tests::ISSUER,
+            "--jwt-audience",
+            tailgate_tests::AUDIENCE,
+        ],
+        &[],
+    )
+    .await;
+    let line = gw.wait_log("maxmemory_policy", WITHIN).await;
+    assert!(line.contains("allkeys-lru"), "{line}");
+    assert!(line.contains("noeviction"), "{line}");
 }

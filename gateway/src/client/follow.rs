@@ -33,6 +33,8 @@ pub struct FollowOptions {
     /// Stop with [`FollowError::Unavailable`] when no attempt has reached the gateway for
     /// this long; `None`: retry forever.
     pub give_up_after: Option<Duration>,
+    /// Ask for a compressed stream (`Accept-Encoding: zstd, gzip`); `--no-compress` clears it.
+    pub compress: bool,
 }
 
 impl FollowOptions {
@@ -46,6 +48,7 @@ impl FollowOptions {
             backoff: Backoff::default(),
             idle_timeout: Duration::from_secs(60),
             give_up_after: None,
+            compress: true,
         }
     }
 }
@@ -230,6 +233,12 @@ impl Follower {
         if let Some(id) = &self.last_id {
             req = req.header("last-event-id", id.as_str());
         }
+        if self.opts.compress {
+            req = req.header(
+                ::http::header::ACCEPT_ENCODING,
+                crate::compress::decode::ACCEPT,
+            );
+        }
         let req = match req.body(http_body_util::Empty::<bytes::Bytes>::new()) {
             Ok(r) => r,
             Err(e) => {
@@ -267,8 +276,19 @@ impl Follower {
         }
         match resp.status().as_u16() {
             200 => {
-                let stream =
-                    EventStream::new(resp.into_body()).with_idle_timeout(self.opts.idle_timeout);
+                let encoding = resp.headers().get(::http::header::CONTENT_ENCODING);
+                let decoder = match crate::compress::decode::BodyDecoder::for_encoding(
+                    encoding.and_then(|v| v.to_str().ok()),
+                ) {
+                    Ok(d) => d,
+                    Err(why) => {
+                        self.cause = Some(why);
+                        return Ok(());
+                    }
+                };
+                let stream = EventStream::new(resp.into_body())
+                    .with_idle_timeout(self.opts.idle_timeout)
+                    .with_decoder(decoder);
                 self.stream = Some(stream);
                 self.pending.push_back(Update::Connected);
             }

@@ -31,6 +31,8 @@ pub enum SseError {
     LineTooLong,
     #[error("no data, not even a keep-alive, for {0:?}")]
     Idle(Duration),
+    #[error("the compressed event stream does not decode")]
+    Decode(#[source] std::io::Error),
 }
 
 /// Turns bytes into events; feed it chunks split anywhere.
@@ -160,6 +162,8 @@ pub struct EventStream {
     ended: bool,
     /// A stream silent this long is dead (a half-open connection), not idle.
     idle_timeout: Option<Duration>,
+    /// Undoes the response's `Content-Encoding`, chunk by chunk.
+    decoder: Option<crate::compress::decode::BodyDecoder>,
 }
 
 impl EventStream {
@@ -170,7 +174,14 @@ impl EventStream {
             queue: VecDeque::new(),
             ended: false,
             idle_timeout: None,
+            decoder: None,
         }
+    }
+
+    /// Decodes the body with `decoder` (from the response's `Content-Encoding`).
+    pub fn with_decoder(mut self, decoder: Option<crate::compress::decode::BodyDecoder>) -> Self {
+        self.decoder = decoder;
+        self
     }
 
     /// Fails [`next`](Self::next) with [`SseError::Idle`] after `timeout` without a byte.
@@ -197,6 +208,10 @@ impl EventStream {
             match frame {
                 Some(frame) => {
                     if let Ok(data) = frame?.into_data() {
+                        let data = match self.decoder.as_mut() {
+                            Some(d) => d.feed(&data).map_err(SseError::Decode)?,
+                            None => data,
+                        };
                         self.parser.feed(&data, &mut self.queue)?;
                     }
                 }

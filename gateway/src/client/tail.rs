@@ -62,6 +62,10 @@ pub struct TailArgs {
     /// long since the last connection that worked, and exit 69.
     #[arg(long, default_value = "10m", value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub give_up_after: Duration,
+    /// Ask for the stream uncompressed (by default it asks for zstd or gzip, about a
+    /// tenth of the bytes).
+    #[arg(long)]
+    pub no_compress: bool,
     /// How long one attempt may take to connect (TCP and TLS), and then to get the answer's
     /// headers; a gateway that accepts and stays silent is a failed attempt.
     #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = humantime::parse_duration)]
@@ -124,6 +128,7 @@ async fn follow(args: TailArgs, url: JobUrl, printer: &mut Printer) -> u8 {
     let status_line = std::io::stderr().is_terminal();
     let mut opts = FollowOptions::new(url, args.token);
     opts.give_up_after = Some(args.give_up_after);
+    opts.compress = !args.no_compress;
     if let Some(seq) = args.from_seq {
         opts.resume_from = (seq > 1).then(|| (seq - 1).to_string());
     }

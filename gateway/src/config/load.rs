@@ -175,6 +175,16 @@ pub struct ServeArgs {
     /// Bytes a subscriber writes per batch [default: 65536].
     #[arg(long, value_name = "BYTES")]
     pub batch_bytes: Option<usize>,
+    /// `Content-Encoding` on SSE streams: `off`, or the codings offered in
+    /// order of preference, from `zstd` and `gzip` [default: zstd,gzip].
+    #[arg(long, value_name = "CODINGS")]
+    pub compression: Option<String>,
+    /// gzip level, 1 (fast) to 9 (small) [default: 6].
+    #[arg(long, value_name = "N")]
+    pub gzip_level: Option<u32>,
+    /// zstd level, 1 (fast) to 19 (small) [default: 3].
+    #[arg(long, value_name = "N")]
+    pub zstd_level: Option<i32>,
     /// Serve Capgo's `logs_url` routes under `--capgo-prefix`: `true` or `false`
     /// [default: true].
     #[arg(long, value_name = "BOOL")]
@@ -272,6 +282,9 @@ pub(super) const FILE_KEYS: &[&str] = &[
     "max_log_bytes",
     "batch_bytes",
     "log_format",
+    "compression",
+    "gzip_level",
+    "zstd_level",
     "capgo_compat",
     "capgo_prefix",
     "dev",
@@ -657,6 +670,23 @@ fn load_all(
             ))
         }
     };
+    if let Some(codings) = l.get(args.compression.clone(), "compression")? {
+        config.compression.codings = codings
+            .parse()
+            .map_err(|e: String| ConfigError::new("compression", e))?;
+    }
+    if let Some(level) = l.get(args.gzip_level, "gzip-level")? {
+        if !(1..=9).contains(&level) {
+            return Err(ConfigError::new("gzip-level", "must be from 1 to 9"));
+        }
+        config.compression.gzip_level = level;
+    }
+    if let Some(level) = l.get(args.zstd_level, "zstd-level")? {
+        if !(1..=19).contains(&level) {
+            return Err(ConfigError::new("zstd-level", "must be from 1 to 19"));
+        }
+        config.compression.zstd_level = level;
+    }
     if let Some(enabled) = l.get(args.capgo_compat, "capgo-compat")? {
         config.capgo.enabled = enabled;
     }

@@ -113,6 +113,8 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Started with `--dev`: a random secret and a printed example.
     pub dev: bool,
+    /// `Content-Encoding` on SSE streams: codings, levels.
+    pub compression: crate::compress::CompressionConfig,
 }
 
 /// A PEM certificate chain and its private key.
@@ -300,6 +302,7 @@ impl Config {
             queued_ttl: DEFAULT_QUEUED_TTL,
             log_format: LogFormat::Pretty,
             dev: false,
+            compression: crate::compress::CompressionConfig::default(),
         }
     }
 

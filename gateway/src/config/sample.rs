@@ -51,6 +51,7 @@ const SECTIONS: &[(&str, &[&str])] = &[
             "capgo_prefix",
         ],
     ),
+    ("Compression", &["compression", "gzip_level", "zstd_level"]),
     (
         "Durability",
         &[

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Bytes on the wire per reader on the corpus, side by side in one run: for each log of this
+# folder, one job is published live (its lines fed at RATE lines/s through one chunked upload)
+# while three readers follow it from the start: uncompressed, gzip and zstd (curl
+# --compressed, which decodes; `size_download` is what crossed the wire). Each reader's decoded
+# stream is compared byte for byte with the uncompressed one.
+# Usage: loadtest/corpus/wire.sh   (env: RATE=5000, BIN=target/release/tailgate, PORT=18090)
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+RATE=${RATE:-5000}
+PORT=${PORT:-18090}
+BIN=${BIN:-$root/target/release/tailgate}
+[ -x "$BIN" ] || (cd "$root" && cargo build --release -q -p tailgate)
+SECRET=wire-secret-$$-0123456789abcdef0123456789
+work=$(mktemp -d /tmp/tailgate-wire.XXXXXX)
+"$BIN" serve --listen 127.0.0.1:$PORT --jwt-secret "$SECRET" --jwt-issuer wire \
+  --jwt-audience wire --memory-only >"$work/gateway.log" 2>&1 &
+gw=$!
+trap 'kill $gw 2>/dev/null; wait $gw 2>/dev/null; rm -rf "$work"' EXIT
+for _ in $(seq 50); do curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null && break; sleep 0.1; done
+mint() { "$BIN" token mint --secret "$SECRET" --issuer wire --audience wire --sub wire --job "$1" ${2:+--scope "$2"}; }
+feed() { python3 -c '
+import sys, time
+rate = float(sys.argv[1]); t = time.monotonic(); n = 0
+with open(sys.argv[2], "rb") as f:
+    for line in f:
+        sys.stdout.buffer.write(line); n += 1
+        if n % 50 == 0:
+            sys.stdout.flush(); t += 50 / rate
+            d = t - time.monotonic()
+            if d > 0: time.sleep(d)
+sys.stdout.flush()' "$RATE" "$1"; }
+
+printf '%-12s %10s %10s %10s %10s %8s %8s\n' log raw_bytes sse_bytes gzip_bytes zstd_bytes gzip_% zstd_%
+tot_sse=0; tot_gz=0; tot_zs=0; tot_raw=0
+for log in "$here"/*.log; do
+  name=$(basename "$log" .log)
+  job="wire-$name-$$"
+  read_tok=$(mint "$job"); pub_tok=$(mint "$job" publish)
+  url="http://127.0.0.1:$PORT/v1/jobs/$job/logs"
+  for c in identity gzip zstd; do
+    curl -sS -N --compressed -H "accept-encoding: $c" -H "authorization: Bearer $read_tok" \
+      -o "$work/$name.$c" -w '%{size_download}' "$url" >"$work/$name.$c.size" &
+  done
+  sleep 0.5
+  feed "$log" | curl -sS -T - -H 'content-type: text/plain' -H "authorization: Bearer $pub_tok" \
+    "$url" >/dev/null
+  curl -sS -H 'content-type: application/json' -H "authorization: Bearer $pub_tok" \
+    -d '{"status":"succeeded","exit_code":0}' "http://127.0.0.1:$PORT/v1/jobs/$job/status" >/dev/null
+  wait $(jobs -p | grep -v "^$gw$") 2>/dev/null || true
+  for c in gzip zstd; do cmp -s "$work/$name.identity" "$work/$name.$c" || { echo "$name: $c decodes differently" >&2; exit 1; }; done
+  raw=$(wc -c <"$log"); sse=$(cat "$work/$name.identity.size")
+  gz=$(cat "$work/$name.gzip.size"); zs=$(cat "$work/$name.zstd.size")
+  tot_raw=$((tot_raw + raw)); tot_sse=$((tot_sse + sse)); tot_gz=$((tot_gz + gz)); tot_zs=$((tot_zs + zs))
+  printf '%-12s %10d %10d %10d %10d %7.1f%% %7.1f%%\n' "$name" "$raw" "$sse" "$gz" "$zs" \
+    "$(echo "100*$gz/$sse" | bc -l)" "$(echo "100*$zs/$sse" | bc -l)"
+done
+printf '%-12s %10d %10d %10d %10d %7.1f%% %7.1f%%\n' all "$tot_raw" "$tot_sse" "$tot_gz" "$tot_zs" \
+  "$(echo "100*$tot_gz/$tot_sse" | bc -l)" "$(echo "100*$tot_zs/$tot_sse" | bc -l)"
