@@ -44,7 +44,7 @@ for log in "$here"/*.log; do
       -o "$work/$name.$c" -w '%{size_download}' "$url" >"$work/$name.$c.size" &
   done
   sleep 0.5
-  feed "$log" | curl -sS -T - -H 'content-type: text/plain' -H "authorization: Bearer $pub_tok" \
+  feed "$log" | curl -sS -X POST -T - -H 'content-type: text/plain' -H "authorization: Bearer $pub_tok" \
     "$url" >/dev/null
   curl -sS -H 'content-type: application/json' -H "authorization: Bearer $pub_tok" \
     -d '{"status":"succeeded","exit_code":0}' "http://127.0.0.1:$PORT/v1/jobs/$job/status" >/dev/null

@@ -21,8 +21,8 @@ pub(crate) use reader::ReaderCoder;
 pub(crate) use shared::Streams;
 
 /// Raw bytes fed to one shared encoder between two dictionary resets, by default. Chosen on
-/// the corpus (loadtest/README.md): 64 KiB costs about a tenth more bytes than never
-/// resetting, and a joiner that missed a reset catches up within that much.
+/// the corpus (loadtest/README.md): 512 KiB saved 0.5 points with gzip and lost 0.3 with
+/// zstd, while a joiner or a reader behind enters 8 times sooner at 64 KiB.
 pub const DEFAULT_RESET_BYTES: usize = 64 * 1024;
 /// The gzip level by default (zlib's own default).
 pub const DEFAULT_GZIP_LEVEL: u32 = 6;
