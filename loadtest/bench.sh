@@ -48,7 +48,7 @@ command -v jq >/dev/null || { echo "bench.sh needs jq" >&2; exit 1; }
 
 echo "== building (release)"
 (cd "$root" && cargo build --release -q -p tailgate -p tailgate-loadtest)
-bin=$root/target/release
+bin=${CARGO_TARGET_DIR:-$root/target}/release
 
 mkdir -p "$work/logs"
 cat >"$work/nginx.conf" <<CONF

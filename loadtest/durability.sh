@@ -5,7 +5,8 @@
 # Usage: loadtest/durability.sh  (env knobs below; results in $OUT)
 set -euo pipefail
 
-WORKERS=${WORKERS:-1}
+# Tokio worker threads; empty (the default): the gateway's default, one per core.
+WORKERS=${WORKERS:-}
 DURATION=${DURATION:-10s}
 PROCS=${PROCS:-2}
 RECOVERY_JOBS=${RECOVERY_JOBS:-1000}
@@ -33,7 +34,7 @@ command -v jq >/dev/null || { echo "durability.sh needs jq" >&2; exit 1; }
 
 echo "== building (release)"
 (cd "$root" && cargo build --release -q -p tailgate -p tailgate-loadtest)
-bin=$root/target/release
+bin=${CARGO_TARGET_DIR:-$root/target}/release
 
 # start MODE: a fresh tailgate, `spool` (a new data dir) or `memory`.
 start() {
@@ -45,9 +46,8 @@ start() {
     else
         store=(--memory-only)
     fi
-    TOKIO_WORKER_THREADS=$WORKERS "$bin/tailgate" serve --listen "127.0.0.1:$PORT" \
+    env ${WORKERS:+TOKIO_WORKER_THREADS=$WORKERS} "$bin/tailgate" serve --listen "127.0.0.1:$PORT" \
         --jwt-secret "$SECRET" --jwt-issuer "$ISS" --jwt-audience "$AUD" "${store[@]}" \
-        --max-streams-per-subject 1000000 \
         >>"$work/tailgate-$mode.log" 2>&1 &
     tg_pid=$!
     for _ in $(seq 100); do
@@ -100,7 +100,7 @@ kill -9 "$tg_pid"
 wait "$tg_pid" 2>/dev/null || true
 tg_pid=
 disk=$(du -sb "$work/data" | cut -f1)
-TAILGATE_LOG=info TOKIO_WORKER_THREADS=$WORKERS "$bin/tailgate" serve --listen "127.0.0.1:$PORT" \
+env TAILGATE_LOG=info ${WORKERS:+TOKIO_WORKER_THREADS=$WORKERS} "$bin/tailgate" serve --listen "127.0.0.1:$PORT" \
     --jwt-secret "$SECRET" --jwt-issuer "$ISS" --jwt-audience "$AUD" --data-dir "$work/data" \
     --log-format json >"$work/recovery.log" 2>&1 &
 tg_pid=$!
@@ -114,7 +114,7 @@ stop
 ratio() { jq -rn --argjson a "$1" --argjson b "$2" 'if $b == 0 then "n/a" else ($a / $b * 100 | round / 100) end'; }
 get() { jq -r "$2 // 0" "$out/$1.json" 2>/dev/null || echo 0; }
 echo
-echo "== spool vs memory-only (workers $WORKERS; JSON reports in $out)"
+echo "== spool vs memory-only (workers ${WORKERS:-default}; JSON reports in $out)"
 printf '%-46s %14s %14s %8s\n' metric spool memory ratio
 row() {
     local label=$1 s m

@@ -40,7 +40,7 @@ done
 
 echo "== building (release)"
 (cd "$root" && cargo build --release -q -p tailgate -p tailgate-loadtest)
-bin=$root/target/release
+bin=${CARGO_TARGET_DIR:-$root/target}/release
 
 cli() { redis-cli -p "$REDIS_PORT" "$@"; }
 

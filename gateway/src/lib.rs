@@ -17,6 +17,8 @@
 //! - `store`: where records live beyond the ring and the truth about each job: one
 //!   async seam over `memory`, the durable `spool` and the shared `redis`; opened in
 //!   `store::open`; tombstones of deleted jobs.
+//! - `archive`: finished logs as objects in S3 (a cold tier behind the spool), read back
+//!   by ranged GETs.
 //! - `hub`: every job by id, loaded or created on first use; lifecycle, retention,
 //!   shedding memory across jobs.
 //! - `subscription`: one reader's cursor, written out as SSE in batches.
@@ -52,6 +54,7 @@ pub mod server;
 
 pub(crate) mod admin;
 pub(crate) mod app;
+pub(crate) mod archive;
 pub(crate) mod body;
 pub(crate) mod capgo;
 pub(crate) mod conn;

@@ -130,6 +130,13 @@ pub struct Settings {
     #[arg(long)]
     pub run_id: Option<String>,
 
+    /// Tailgate: readers' first connection sends `Last-Event-ID: ID`, so they follow only
+    /// what comes after a history published beforehand (the job `<run-id>-fanout-0` of a
+    /// `--run-id` run); the history is not read, timed or counted.
+    #[arg(long, value_name = "ID")]
+    #[serde(default)]
+    pub start_after: Option<String>,
+
     /// Internal: run as a reader child of `--procs` (settings arrive on stdin).
     #[arg(long, hide = true)]
     #[serde(skip)]

@@ -41,7 +41,7 @@ pub enum RunError {
 }
 
 /// The server's cost over a phase.
-#[derive(Debug, Clone, Copy, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct ServerCost {
     /// CPU seconds from the moment all readers were connected to the last reader's end.
     pub cpu_seconds: f64,
@@ -49,6 +49,9 @@ pub struct ServerCost {
     pub rss_bytes_before: u64,
     /// Resident memory when publishing ended, every reader still connected.
     pub rss_bytes_after: u64,
+    /// Highest thread count of each `--server-pid` (in flag order) from before the readers
+    /// connected to the last reader's end.
+    pub peak_threads: Vec<u64>,
 }
 
 /// What one phase measured.
@@ -98,6 +101,7 @@ pub async fn run_phase(
 ) -> Result<PhaseOutcome, RunError> {
     let pids = &settings.server_pid;
     let before = server_stats::sample_sum(pids)?;
+    let thread_watch = server_stats::ThreadWatch::start(pids);
     let publisher_tally = Arc::new(Tally::default());
     let published_live = Arc::new(AtomicU64::new(0));
     let total_readers = spec.total_readers() as u64;
@@ -189,6 +193,7 @@ pub async fn run_phase(
     };
     let delivery_secs = go.elapsed().as_secs_f64();
     let cpu_end = server_stats::sample_sum(pids)?;
+    let peak_threads = thread_watch.finish();
     progress.finish();
     shards.push(publisher_tally.result());
     let merged = Merged::merge(&shards)?;
@@ -198,6 +203,7 @@ pub async fn run_phase(
             cpu_seconds: e.cpu_seconds - s.cpu_seconds,
             rss_bytes_before: b.rss_bytes,
             rss_bytes_after: a.rss_bytes,
+            peak_threads,
         }),
         _ => None,
     };

@@ -35,18 +35,18 @@ impl LocalFleet {
         let tally = Arc::new(Tally::default());
         let (end_tx, end_rx) = watch::channel(None);
         let paths = phase.jobs.iter().map(|j| target.read_path(j)).collect();
-        let auth = phase
-            .jobs
-            .iter()
-            .map(|j| target.read_auth(j))
-            .collect::<Result<Vec<_>, _>>()?;
+        // Readers mint their tokens as they connect; a bad key fails the run here instead.
+        if let Some(job) = phase.jobs.first() {
+            target.read_auth(job, 0)?;
+        }
         let env = ReaderEnv {
             target,
             tally: tally.clone(),
             gate: Arc::new(Semaphore::new(settings.connect_concurrency)),
             paths: Arc::new(paths),
-            auth: Arc::new(auth),
+            jobs: Arc::new(phase.jobs.clone()),
             end: end_rx,
+            start_after: settings.start_after.as_deref().map(Arc::from),
             accept_encoding: (settings.compression != "off").then(|| settings.compression.clone()),
         };
         let mut tasks = JoinSet::new();

@@ -5,10 +5,12 @@
 //! - [`engine`]: runs a phase; [`fleet`] readers in-process; [`procs`] readers in children.
 //! - [`reader`]: one SSE reader over [`connect`] + [`http1`] + [`sse`]; [`publisher`] one per job.
 //! - [`accounting`], [`latency`], [`tally`], [`server_stats`], [`report`], [`progress`], [`line`].
+//! - [`delay_proxy`]: the `tailgate-delay-proxy` relay (Redis "across a network", `scale.sh`).
 
 pub mod accounting;
 pub mod cli;
 pub mod connect;
+pub mod delay_proxy;
 pub mod engine;
 pub mod fleet;
 pub mod http1;

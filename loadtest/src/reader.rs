@@ -60,10 +60,12 @@ pub struct ReaderEnv {
     pub gate: Arc<Semaphore>,
     /// Read path per job.
     pub paths: Arc<Vec<String>>,
-    /// `Authorization` value per job (tailgate).
-    pub auth: Arc<Vec<Option<String>>>,
+    /// Job name per job index (readers mint their token for it, one subject per reader).
+    pub jobs: Arc<Vec<String>>,
     /// Set when publishing is over.
     pub end: watch::Receiver<Option<EndInfo>>,
+    /// `Last-Event-ID` of a follower's first connection (`--start-after`).
+    pub start_after: Option<Arc<str>>,
     /// `Accept-Encoding` sent (`--compression`), if any.
     pub accept_encoding: Option<String>,
 }
@@ -98,8 +100,12 @@ async fn follow(mut env: ReaderEnv, spec: ReaderSpec) {
     let mut first = true;
     let mut reconnects = 0;
     loop {
-        let last_id = (!first && !state.parser.last_id().is_empty())
-            .then(|| String::from_utf8_lossy(state.parser.last_id()).into_owned());
+        let last_id = if first {
+            env.start_after.as_deref().map(str::to_owned)
+        } else {
+            (!state.parser.last_id().is_empty())
+                .then(|| String::from_utf8_lossy(state.parser.last_id()).into_owned())
+        };
         let opened = open(&env, spec.index, spec.job, last_id.as_deref()).await;
         if first {
             tally.ready.fetch_add(1, Ordering::Relaxed);
@@ -210,8 +216,12 @@ async fn open(
     job: usize,
     last_id: Option<&str>,
 ) -> Result<OpenStream, ()> {
+    let auth = env
+        .target
+        .read_auth(&env.jobs[job], reader)
+        .map_err(|_| env.tally.error("token_mint"))?;
     let mut headers: Vec<(&str, &str)> = Vec::with_capacity(2);
-    if let Some(auth) = &env.auth[job] {
+    if let Some(auth) = &auth {
         headers.push(("Authorization", auth));
     }
     if let Some(id) = last_id {

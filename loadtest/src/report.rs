@@ -18,13 +18,15 @@ pub const EXIT_INCORRECT: u8 = 1;
 pub const EXIT_ERRORS: u8 = 2;
 
 /// The server's cost, when `--server-pid` was given.
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct ServerReport {
     pub cpu_seconds: f64,
     pub events_per_cpu_second: f64,
     pub rss_bytes_before: u64,
     pub rss_bytes_after: u64,
     pub rss_bytes_per_reader: f64,
+    /// Highest thread count per `--server-pid`, in flag order, sampled through the run.
+    pub peak_threads: Vec<u64>,
 }
 
 /// The slow scenario's comparison with a run without slow readers.
@@ -110,7 +112,7 @@ impl Report {
             .iter()
             .map(|p| p.published as f64 / p.elapsed.as_secs_f64().max(1e-9))
             .collect();
-        let server = outcome.server.map(|s| ServerReport {
+        let server = outcome.server.as_ref().map(|s| ServerReport {
             cpu_seconds: s.cpu_seconds,
             events_per_cpu_second: if s.cpu_seconds > 0.0 {
                 delivered as f64 / s.cpu_seconds
@@ -121,6 +123,7 @@ impl Report {
             rss_bytes_after: s.rss_bytes_after,
             rss_bytes_per_reader: (s.rss_bytes_after as f64 - s.rss_bytes_before as f64)
                 / readers.max(1) as f64,
+            peak_threads: s.peak_threads.clone(),
         });
         Report {
             scenario: settings.scenario().name().into(),
@@ -284,6 +287,18 @@ impl Report {
                     fmt_bytes(s.rss_bytes_before),
                     fmt_bytes(s.rss_bytes_after),
                     s.rss_bytes_per_reader
+                ),
+            );
+            row(
+                &mut out,
+                "server threads",
+                format!(
+                    "peak {} (per --server-pid, in order)",
+                    s.peak_threads
+                        .iter()
+                        .map(u64::to_string)
+                        .collect::<Vec<_>>()
+                        .join(" / ")
                 ),
             );
         }

@@ -106,24 +106,26 @@ impl TargetClient {
         format!("{}/v1/jobs/{job}/status", self.base_path)
     }
 
-    /// `Authorization` header value for a reader (`None` for nchan).
-    pub fn read_auth(&self, job: &str) -> Result<Option<String>, TargetError> {
-        self.auth(job, false)
+    /// `Authorization` header value for reader `reader` (`None` for nchan). Each reader is
+    /// its own subject, as each viewer of a build is its own user, so the gateway's
+    /// per-subject stream cap (`--max-streams-per-subject`) applies as in production.
+    pub fn read_auth(&self, job: &str, reader: usize) -> Result<Option<String>, TargetError> {
+        self.auth(job, &format!("tailgate-loadtest-reader-{reader}"), false)
     }
 
     /// `Authorization` header value for the publisher (`None` for nchan).
     pub fn publish_auth(&self, job: &str) -> Result<Option<String>, TargetError> {
-        self.auth(job, true)
+        self.auth(job, "tailgate-loadtest", true)
     }
 
-    fn auth(&self, job: &str, publish: bool) -> Result<Option<String>, TargetError> {
+    fn auth(&self, job: &str, sub: &str, publish: bool) -> Result<Option<String>, TargetError> {
         let Some(minter) = &self.minter else {
             return Ok(None);
         };
         let claims = job_claims(
             &self.issuer,
             &self.audience,
-            "tailgate-loadtest",
+            sub,
             "job_id",
             job,
             TOKEN_TTL,

@@ -185,6 +185,58 @@ async fn nginx_with_the_documented_config_streams_a_line_while_the_upload_is_ope
 }
 
 #[test]
+fn the_tls_http2_server_example_passes_nginx_t() {
+    let Some(bin) = tool("nginx", &[PathBuf::from("/usr/sbin/nginx")]) else {
+        return;
+    };
+    let dir = temp_dir("nginx-t");
+    let pki = tailgate_tests::tls::TestPki::new(&dir, "proxy");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let server = std::fs::read_to_string(root().join("deploy/nginx/tailgate-server.conf"))
+        .expect("deploy/nginx/tailgate-server.conf")
+        .replace("listen 443 ", &format!("listen 127.0.0.1:{port} "))
+        .replace(
+            "/etc/nginx/tls/logs.example.com.crt",
+            &pki.files.cert.display().to_string(),
+        )
+        .replace(
+            "/etc/nginx/tls/logs.example.com.key",
+            &pki.files.key.display().to_string(),
+        )
+        .replace(
+            "/etc/nginx/tailgate-locations.conf",
+            &root()
+                .join("deploy/nginx/tailgate-locations.conf")
+                .display()
+                .to_string(),
+        );
+    std::fs::write(dir.join("tailgate-server.conf"), server).expect("write");
+    let http = std::fs::read_to_string(root().join("deploy/nginx/tailgate-http.conf"))
+        .expect("deploy/nginx/tailgate-http.conf");
+    std::fs::write(dir.join("tailgate-http.conf"), http).expect("write");
+    let d = dir.display();
+    let conf = format!(
+        "pid {d}/nginx.pid;\nerror_log stderr warn;\nevents {{ worker_connections 16; }}\n\
+         http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n\
+         proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fastcgi;\n\
+         uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
+         include {d}/tailgate-http.conf;\n  include {d}/tailgate-server.conf;\n}}\n"
+    );
+    std::fs::write(dir.join("nginx.conf"), conf).expect("write nginx.conf");
+    let out = Command::new(bin)
+        .args(["-t", "-p", &d.to_string(), "-e", "stderr", "-c"])
+        .arg(dir.join("nginx.conf"))
+        .output()
+        .expect("nginx -t");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "nginx -t: {stderr}");
+    assert!(stderr.contains("test is successful"), "{stderr}");
+}
+
+#[test]
 fn kustomizations_render_and_pass_the_schema_check() {
     let Some(kubectl) = tool("kubectl", &[]) else {
         return;
@@ -203,6 +255,7 @@ fn kustomizations_render_and_pass_the_schema_check() {
                 "Service",
                 "Deployment",
                 "PodDisruptionBudget",
+                "PersistentVolumeClaim",
             ][..],
         ),
         (
@@ -226,6 +279,19 @@ fn kustomizations_render_and_pass_the_schema_check() {
         }
         // The preStop hook plus the gateway's grace and drain fit the termination period.
         assert!(yaml.contains("terminationGracePeriodSeconds: 30"), "{yaml}");
+        if overlay == "deploy/k8s" {
+            // One instance keeps its spool on a claim, and a rollout replaces the pod: a
+            // surge pod could never take the data directory's lock (nor the RWO volume).
+            assert!(yaml.contains("claimName: tailgate-data"), "{yaml}");
+            assert!(yaml.contains("type: Recreate"), "{yaml}");
+            assert!(!yaml.contains("emptyDir"), "{yaml}");
+            assert!(!yaml.contains("maxSurge"), "{yaml}");
+        } else {
+            // Several instances share jobs through Redis, hold none on a volume, and roll.
+            assert!(yaml.contains("name: TAILGATE_REDIS_URL"), "{yaml}");
+            assert!(yaml.contains("type: RollingUpdate"), "{yaml}");
+            assert!(!yaml.contains("kind: PersistentVolumeClaim"), "{yaml}");
+        }
         let rendered = dir.join(overlay.replace('/', "-") + ".yaml");
         std::fs::write(&rendered, &yaml).expect("write");
         if let Some(validator) = &validator {

@@ -75,54 +75,60 @@ async fn every_sh_block_runs_in_order_after_the_dev_banner() {
         bin.parent().expect("bin dir").display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    let mut child = std::process::Command::new(&bin)
-        .args(["serve", "--dev", "--listen", "127.0.0.1:0"])
-        .current_dir(&work)
-        .env_clear()
-        .env("PATH", &path)
-        .env("TAILGATE_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn tailgate");
-    let stdout = child.stdout.take().expect("stdout");
-    let _gateway = Gateway(child);
-    // Read stdout to its end in the background, so the gateway never writes to a closed pipe.
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let exports: Vec<String> = rx
-        .iter()
-        .filter(|l| l.starts_with("export "))
-        .take(3)
-        .collect();
-    assert_eq!(exports.len(), 3, "{exports:?}");
-    let prelude = exports.join("\n");
-
-    for (line, block) in blocks {
-        let script = format!("{prelude}\n{block}");
-        let run = Command::new("sh")
-            .args(["-e", "-c", &script])
+    // Twice, across a restart on the same data directory: the examples hold no state of
+    // their own (job ids come from each start's $JOB), so a second pass passes too.
+    for pass in 1..=2 {
+        let mut child = std::process::Command::new(&bin)
+            .args(["serve", "--dev", "--listen", "127.0.0.1:0"])
             .current_dir(&work)
             .env_clear()
             .env("PATH", &path)
-            .stdin(Stdio::null())
-            .kill_on_drop(true)
-            .output();
-        let out = tokio::time::timeout(Duration::from_secs(60), run)
-            .await
-            .unwrap_or_else(|_| panic!("README.md:{line} did not finish:\n{block}"))
-            .expect("run sh");
-        assert!(
-            out.status.success(),
-            "README.md:{line} exited {:?}:\n{block}\nstdout: {}\nstderr: {}",
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+            .env("TAILGATE_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn tailgate");
+        let stdout = child.stdout.take().expect("stdout");
+        let _gateway = Gateway(child);
+        // Read stdout to its end in the background, so the gateway never writes to a closed pipe.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let exports: Vec<String> = rx
+            .iter()
+            .filter(|l| l.starts_with("export "))
+            .take(3)
+            .collect();
+        assert_eq!(exports.len(), 3, "{exports:?}");
+        let prelude = exports.join("\n");
+
+        for (line, block) in &blocks {
+            let script = format!("{prelude}\n{block}");
+            let run = Command::new("sh")
+                .args(["-e", "-c", &script])
+                .current_dir(&work)
+                .env_clear()
+                .env("PATH", &path)
+                .stdin(Stdio::null())
+                .kill_on_drop(true)
+                .output();
+            let out = tokio::time::timeout(Duration::from_secs(60), run)
+                .await
+                .unwrap_or_else(|_| {
+                    panic!("pass {pass}, README.md:{line} did not finish:\n{block}")
+                })
+                .expect("run sh");
+            assert!(
+                out.status.success(),
+                "pass {pass}, README.md:{line} exited {:?}:\n{block}\nstdout: {}\nstderr: {}",
+                out.status.code(),
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
     }
     // The tail block wrote the log so far: the examples really ran against the gateway.
     let so_far = std::fs::read_to_string(work.join("so-far.log")).unwrap_or_default();

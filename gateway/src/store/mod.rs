@@ -152,20 +152,25 @@ impl Store {
             // A finished job the disk budget deleted under its memory copy answers from
             // its tombstone (410), not from what memory still holds of it.
             Self::Spool(s) if held.is_some() && s.holds(job) => Ok(Opened::Held),
-            Self::Spool(s) if held.is_some() => {
-                let (spool, job) = (Arc::clone(s), job.clone());
-                s.writer
-                    .run(move || {
-                        Ok(match spool.tombstone(&job) {
+            Self::Spool(s) => {
+                let (spool, id, holds) = (Arc::clone(s), job.clone(), held.is_some());
+                let opened = s
+                    .writer
+                    .run(move || match holds {
+                        true => Ok(match spool.tombstone(&id) {
                             Some(tombstone) => Opened::Gone(tombstone),
                             None => Opened::Held,
-                        })
+                        }),
+                        false => spool.open_job(&id),
                     })
-                    .await
-            }
-            Self::Spool(s) => {
-                let (spool, job) = (Arc::clone(s), job.clone());
-                s.writer.run(move || spool.open_job(&job)).await
+                    .await?;
+                // Archiving leaves a tombstone: only a job that has one may be archived.
+                match (opened, s.archive.get()) {
+                    (Opened::Gone(tombstone), Some(archive)) => {
+                        crate::archive::tiered::open(archive, job, held, tombstone).await
+                    }
+                    (opened, _) => Ok(opened),
+                }
             }
             Self::Redis(r) => r.open_job(job).await,
         }
@@ -272,10 +277,14 @@ impl Store {
         match self {
             Self::Memory(_) => Ok(Vec::new()),
             Self::Spool(s) => {
-                let (spool, job) = (Arc::clone(s), job.clone());
-                s.reader
-                    .run(move || spool.read(&job, from, to, budget))
-                    .await
+                let (spool, id) = (Arc::clone(s), job.clone());
+                let hot = s.reader.run(move || spool.read(&id, from, to, budget)).await;
+                match s.archive.get() {
+                    Some(archive) => {
+                        crate::archive::tiered::read(archive, job, from, to, budget, hot).await
+                    }
+                    None => hot,
+                }
             }
             Self::Redis(r) => r.read(job, from, to, budget).await,
         }
@@ -330,6 +339,27 @@ impl Store {
                 .unwrap_or_default(),
             // The keys expire by themselves, and other instances may still serve them.
             Self::Redis(_) => Vec::new(),
+        }
+    }
+
+    /// Finished jobs whose records are still held here, for the archive's writer.
+    pub(crate) async fn finished(&self) -> Vec<Recovered> {
+        match self {
+            Self::Spool(s) => blocking(s, |s| Ok(s.finished())).await.unwrap_or_default(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// The job's log is safe in the archive: drop the local copy and leave a tombstone,
+    /// which sends later requests for the job to the archive.
+    pub(crate) async fn drop_archived(&self, job: &JobId) {
+        if let Self::Spool(s) = self {
+            let job = job.clone();
+            let _ = blocking(s, move |s| {
+                s.drop_archived(&job);
+                Ok(())
+            })
+            .await;
         }
     }
 

@@ -84,6 +84,9 @@ pub(crate) struct Spool {
     pub(crate) writer: writer::Writer,
     /// Where records are read back for readers behind the ring, off the runtime.
     pub(crate) reader: writer::Writer,
+    /// The archive behind the spool (`--archive-url`), set once at start-up: it answers
+    /// for jobs the spool archived and dropped.
+    pub(crate) archive: std::sync::OnceLock<Arc<crate::archive::Archive>>,
     /// Held for the process's life: one gateway per data directory.
     _lock: File,
 }
@@ -136,6 +139,7 @@ impl Spool {
             jobs_dir_handle: File::open(&jobs_dir).map_err(err(&jobs_dir))?,
             writer: writer::Writer::start("tailgate-spool-w").map_err(err(&jobs_dir))?,
             reader: writer::Writer::start("tailgate-spool-r").map_err(err(&jobs_dir))?,
+            archive: std::sync::OnceLock::new(),
             _lock: lock,
         });
         let started = Instant::now();
@@ -376,6 +380,20 @@ impl Spool {
             .iter()
             .map(|j| recovered(j.key(), j.value()))
             .collect()
+    }
+
+    /// Finished jobs whose records are still held here, for the archive's writer.
+    pub(crate) fn finished(&self) -> Vec<Recovered> {
+        self.jobs
+            .iter()
+            .filter(|j| j.lock().progress.status.is_terminal())
+            .map(|j| recovered(j.key(), j.value()))
+            .collect()
+    }
+
+    /// The job's log is safe in the archive: drop the local copy and leave a tombstone.
+    pub(crate) fn drop_archived(&self, id: &JobId) {
+        self.delete(id);
     }
 
     /// Deletes what retention and the disk budget say must go; returns the jobs deleted.
