@@ -5,6 +5,11 @@ use std::sync::Arc;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+use crate::archive::tiered::Tiered;
+use crate::archive::Archive;
+
+/// The archive and the store its writer reads finished jobs from.
+pub(crate) type ArchiveWriter = (Arc<Archive>, Arc<dyn Store>);
 use crate::auth::Authenticator;
 use crate::capgo::CapgoState;
 use crate::compress::Streams;
@@ -40,6 +45,8 @@ pub(crate) struct App {
     pub(crate) unready: CancellationToken,
     /// Every job's shared compressed streams, and the catch-up encoders' count.
     pub(crate) compress: Arc<Streams>,
+    /// The archive (`--archive-url`) and the store it archives from, for its writer.
+    pub(crate) archive: Option<ArchiveWriter>,
 }
 
 impl App {
@@ -61,6 +68,7 @@ impl App {
         };
         let memory = Arc::new(MemoryBudget::new(limits.memory_budget_bytes));
         let compress = Arc::new(Streams::new(config.compression.clone(), memory.clone()));
+        let (store, archive) = Self::tier(&config, store, &memory);
         let hub = Arc::new(Hub::new(settings, memory, store));
         let capgo = CapgoState::new(&config);
         let connection_slots = Arc::new(Semaphore::new(limits.max_connections));
@@ -75,6 +83,30 @@ impl App {
             streams,
             unready: CancellationToken::new(),
             compress,
+            archive,
+        }
+    }
+
+    /// `store` with the archive behind it, when one is configured; its read cache takes
+    /// an eighth of the memory budget at most.
+    fn tier(
+        config: &Config,
+        store: Arc<dyn Store>,
+        memory: &Arc<MemoryBudget>,
+    ) -> (Arc<dyn Store>, Option<ArchiveWriter>) {
+        let Some(archive) = &config.store.archive else {
+            return (store, None);
+        };
+        let cache = config.limits.memory_budget_bytes / 8;
+        match Archive::open(archive.clone(), Arc::clone(memory), cache) {
+            Ok(archive) => {
+                let tiered = Arc::new(Tiered::new(Arc::clone(&store), Arc::clone(&archive)));
+                (tiered, Some((archive, store)))
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the archive cannot be opened; finished jobs stay local");
+                (store, None)
+            }
         }
     }
 

@@ -16,6 +16,8 @@
 //! - `entry`: one record as readers share it, its text stored once inside its SSE frame.
 //! - `store`: where records live beyond the ring (`memory`, or the durable `spool`),
 //!   and what a restart recovers; tombstones of deleted jobs.
+//! - `archive`: finished logs as objects in S3 (a cold tier behind the spool), read back
+//!   by ranged GETs.
 //! - `hub`: every job by id, loaded or created on first use; lifecycle, retention,
 //!   shedding memory across jobs.
 //! - `subscription`: one reader's cursor, written out as SSE in batches.
@@ -47,6 +49,7 @@ pub mod server;
 
 pub(crate) mod admin;
 pub(crate) mod app;
+pub(crate) mod archive;
 pub(crate) mod body;
 pub(crate) mod capgo;
 pub(crate) mod conn;

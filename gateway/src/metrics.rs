@@ -205,6 +205,7 @@ impl Metrics {
                 version: env!("CARGO_PKG_VERSION"),
             }),
         );
+        crate::archive::metrics::register(&mut registry);
         let sse_readers = readers.get_or_create(&ReaderLabels { kind: "sse" }).clone();
         let ws_readers = readers
             .get_or_create(&ReaderLabels { kind: "websocket" })

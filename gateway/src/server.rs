@@ -104,6 +104,11 @@ pub async fn serve(
     }
     let every = app.hub.tick();
     tokio::spawn(Arc::clone(&app.hub).reap_until(every, app.shutdown.clone()));
+    if let Some((archive, hot)) = &app.archive {
+        let writer =
+            crate::archive::upload::run(Arc::clone(archive), Arc::clone(hot), app.shutdown.clone());
+        tokio::spawn(writer);
+    }
     if let Some(tls) = &tls {
         tokio::spawn(tls.clone().reload_on_sighup(app.shutdown.clone()));
     }

@@ -9,6 +9,7 @@ pub mod http_client;
 pub mod proxy;
 pub mod redis;
 pub mod redis_ha;
+pub mod s3;
 pub mod sse;
 pub mod tls;
 

@@ -2,6 +2,7 @@
 //! (one module per area; `cargo test -p tailgate-tests --test it -- redis::` runs one).
 
 mod abuse;
+mod archive;
 mod auth;
 mod capgo_cli;
 mod capgo_routes;

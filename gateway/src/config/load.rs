@@ -233,6 +233,20 @@ pub struct ServeArgs {
     /// so it survives a failover to one of them [default: 0, no wait].
     #[arg(long, value_name = "N")]
     pub redis_wait_replicas: Option<u32>,
+    /// Move finished logs to object storage: `s3://bucket/prefix` (or `file:///dir`).
+    /// The gateway then serves them from there (see "Archive" in the README).
+    #[arg(long, value_name = "URL")]
+    pub archive_url: Option<String>,
+    /// An S3-compatible endpoint (`http://` allowed), addressed path-style; unset, the
+    /// standard AWS_ENDPOINT_URL, else AWS itself.
+    #[arg(long, value_name = "URL")]
+    pub archive_endpoint: Option<String>,
+    /// A finished job is archived this long after its terminal status, seconds [default: 2].
+    #[arg(long, value_name = "SECS")]
+    pub archive_quiet_secs: Option<u64>,
+    /// Uploads to the archive at once, at most [default: 8].
+    #[arg(long, value_name = "N")]
+    pub archive_uploads: Option<usize>,
     /// A running job whose publisher has been gone this long becomes `lost`, seconds
     /// [default: 600].
     #[arg(long, value_name = "SECS")]
@@ -299,6 +313,10 @@ pub(super) const FILE_KEYS: &[&str] = &[
     "redis_cluster",
     "redis_timeout_ms",
     "redis_wait_replicas",
+    "archive_url",
+    "archive_endpoint",
+    "archive_quiet_secs",
+    "archive_uploads",
     "publisher_grace_secs",
     "queued_ttl_secs",
 ];
@@ -873,7 +891,15 @@ fn store_config(args: &ServeArgs, l: &Layers<'_>) -> Result<StoreConfig, ConfigE
         return Err(ConfigError::new("data-dir", "is empty"));
     }
     let redis = redis_config(args, l)?;
+    let archive = archive_config(args, l)?;
+    if archive.is_some() && (memory_only || redis.is_some()) {
+        return Err(ConfigError::new(
+            "archive-url",
+            "needs the spool (a data directory): it archives from there",
+        ));
+    }
     Ok(StoreConfig {
+        archive,
         data_dir: (!memory_only && redis.is_none()).then_some(data_dir),
         redis,
         fsync,
@@ -931,6 +957,50 @@ fn redis_config(args: &ServeArgs, l: &Layers<'_>) -> Result<Option<RedisConfig>,
         timeout,
         wait_replicas,
     }))
+}
+
+/// The archive, when a URL is set: `s3://bucket[/prefix]` or `file:///dir`; the endpoint
+/// from the flag, else the standard `AWS_ENDPOINT_URL`.
+fn archive_config(args: &ServeArgs, l: &Layers<'_>) -> Result<Option<ArchiveConfig>, ConfigError> {
+    let Some(url) = l.get::<String>(args.archive_url.clone(), "archive-url")? else {
+        return Ok(None);
+    };
+    let ok = match url.split_once("://") {
+        Some(("s3", rest)) => {
+            let bucket = rest.split('/').next().unwrap_or("");
+            !bucket.is_empty() && !bucket.contains(['@', ':', '?', '#'])
+        }
+        Some(("file", rest)) => rest.starts_with('/') && rest.len() > 1,
+        _ => false,
+    };
+    if !ok {
+        return Err(ConfigError::new(
+            "archive-url",
+            "must be s3://bucket[/prefix] or file:///dir",
+        ));
+    }
+    let endpoint = match l.get::<String>(args.archive_endpoint.clone(), "archive-endpoint")? {
+        Some(e) => Some(e),
+        None => l.env.var("AWS_ENDPOINT_URL").filter(|e| !e.is_empty()),
+    };
+    if let Some(e) = &endpoint {
+        if !(e.starts_with("http://") || e.starts_with("https://")) {
+            return Err(ConfigError::new(
+                "archive-endpoint",
+                "must start with http:// or https://",
+            ));
+        }
+    }
+    let mut archive = ArchiveConfig::new(url);
+    archive.endpoint = endpoint;
+    archive.quiet = secs(
+        l.get(args.archive_quiet_secs, "archive-quiet-secs")?,
+        DEFAULT_ARCHIVE_QUIET,
+    );
+    if let Some(n) = l.get(args.archive_uploads, "archive-uploads")? {
+        archive.uploads = positive("archive-uploads", n)?;
+    }
+    Ok(Some(archive))
 }
 
 /// A Capgo prefix: `/` and path segments, no trailing `/`, not under the gateway's own

@@ -12,6 +12,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use crate::archive::{
+    ArchiveConfig, DEFAULT_ARCHIVE_QUIET, DEFAULT_ARCHIVE_TIMEOUT, DEFAULT_ARCHIVE_UPLOADS,
+};
 use crate::auth::AuthSettings;
 pub use crate::store::Fsync;
 
@@ -177,6 +180,8 @@ pub struct StoreConfig {
     pub tombstone_ttl: Duration,
     /// Share jobs with other instances through Redis (`--redis-url`) instead of a spool.
     pub redis: Option<RedisConfig>,
+    /// Move finished logs to object storage (`--archive-url`), behind the spool.
+    pub archive: Option<ArchiveConfig>,
 }
 
 /// Where the shared store is.
@@ -214,6 +219,7 @@ impl StoreConfig {
             max_disk_bytes: DEFAULT_MAX_DISK_BYTES,
             tombstone_ttl: DEFAULT_TOMBSTONE_TTL,
             redis: None,
+            archive: None,
         }
     }
 

@@ -9,8 +9,8 @@ use toml::Value;
 
 use super::load::FILE_KEYS;
 use super::{
-    Config, Fsync, JwksSource, LogFormat, DEFAULT_DATA_DIR, DEFAULT_FSYNC_INTERVAL,
-    DEFAULT_JWKS_REFRESH, DEFAULT_REDIS_TIMEOUT,
+    Config, Fsync, JwksSource, LogFormat, DEFAULT_ARCHIVE_QUIET, DEFAULT_ARCHIVE_UPLOADS,
+    DEFAULT_DATA_DIR, DEFAULT_FSYNC_INTERVAL, DEFAULT_JWKS_REFRESH, DEFAULT_REDIS_TIMEOUT,
 };
 
 /// Shown instead of a secret.
@@ -170,6 +170,29 @@ pub(super) fn values(c: &Config) -> Vec<(&'static str, Option<Value>)> {
                     .redis
                     .as_ref()
                     .map_or(0, |r| u64::from(r.wait_replicas))),
+                "archive_url" => c
+                    .store
+                    .archive
+                    .as_ref()
+                    .and_then(|a| text(&redact_url(&a.url))),
+                "archive_endpoint" => c
+                    .store
+                    .archive
+                    .as_ref()
+                    .and_then(|a| a.endpoint.as_deref())
+                    .and_then(|e| text(&redact_url(e))),
+                "archive_quiet_secs" => secs(
+                    c.store
+                        .archive
+                        .as_ref()
+                        .map_or(DEFAULT_ARCHIVE_QUIET, |a| a.quiet),
+                ),
+                "archive_uploads" => int(c
+                    .store
+                    .archive
+                    .as_ref()
+                    .map_or(DEFAULT_ARCHIVE_UPLOADS, |a| a.uploads)
+                    as u64),
                 "fsync" => text(match c.store.fsync {
                     Fsync::Interval(_) => "interval",
                     Fsync::Always => "always",

@@ -75,6 +75,15 @@ const SECTIONS: &[(&str, &[&str])] = &[
             "redis_wait_replicas",
         ],
     ),
+    (
+        "Archive (README: Archive)",
+        &[
+            "archive_url",
+            "archive_endpoint",
+            "archive_quiet_secs",
+            "archive_uploads",
+        ],
+    ),
     ("Shutdown", &["shutdown_grace_secs", "drain_timeout_secs"]),
     (
         "Limits",
@@ -129,6 +138,11 @@ const EXAMPLES: &[(&str, &str)] = &[
         "redis_url",
         "\"redis://redis:6379/0\" # with a password: TAILGATE_REDIS_URL",
     ),
+    (
+        "archive_url",
+        "\"s3://build-logs/tailgate\" # credentials: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY",
+    ),
+    ("archive_endpoint", "\"http://minio:9000\""),
 ];
 
 const HEADER: &str = "\

@@ -174,6 +174,15 @@ pub(crate) trait Store: Send + Sync + 'static {
     /// (`false`), or deletes it and leaves a tombstone (`true`).
     fn forget(&self, job: &JobId, tombstone: Tombstone) -> bool;
 
+    /// Finished jobs whose records are still held here, for the archive's writer.
+    fn finished(&self) -> Vec<Recovered> {
+        Vec::new()
+    }
+
+    /// The job's log is safe in the archive: drop the local copy and leave a tombstone,
+    /// which sends later requests for the job to the archive.
+    fn drop_archived(&self, _job: &JobId) {}
+
     /// Deletes what retention and the disk budget say must go (never a running job);
     /// returns the jobs deleted, so memory drops them too.
     fn sweep(&self, now_ms: u64) -> Vec<JobId>;

@@ -402,6 +402,18 @@ impl Store for Spool {
         false
     }
 
+    fn finished(&self) -> Vec<Recovered> {
+        self.jobs
+            .iter()
+            .filter(|j| j.lock().progress.status.is_terminal())
+            .map(|j| recovered(j.key(), j.value()))
+            .collect()
+    }
+
+    fn drop_archived(&self, id: &JobId) {
+        self.delete(id);
+    }
+
     fn sweep(&self, now_ms: u64) -> Vec<JobId> {
         let mut gone: Vec<JobId> =
             std::mem::take(&mut *self.deleted.lock().unwrap_or_else(|e| e.into_inner()));

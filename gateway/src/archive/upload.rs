@@ -1,0 +1,242 @@
+//! The archive's writer. Every tick it lists the finished jobs the local store still
+//! holds; each one past its quiet period is streamed from the store in batches into
+//! frames (never the whole raw log in memory), then written as one object with a
+//! conditional put. Whoever loses a race (another instance, or a restart redoing an
+//! upload) verifies the winner's object instead. Only then is the local copy dropped.
+//! A failed upload leaves the job local and is retried with backoff.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use object_store::{PutMode, PutOptions, PutPayload};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use super::format::{Encoder, Meta, DEFAULT_FRAME_BYTES};
+use super::{metrics, Archive, ArchiveError};
+use crate::job_id::JobId;
+use crate::store::{now_ms, Recovered, Store, StoreError};
+
+/// Records read from the store per batch while encoding.
+const READ_BATCH: usize = 1024 * 1024;
+/// Backoff after a failed upload: doubling from the first, capped at the last.
+const BACKOFF_FIRST: Duration = Duration::from_secs(1);
+const BACKOFF_MAX: Duration = Duration::from_secs(300);
+
+/// What one upload did.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Uploaded {
+    /// This instance wrote the object: its size, and the raw record bytes in it.
+    Wrote { bytes: u64, raw: u64 },
+    /// The object was there already and holds the same job.
+    Verified,
+}
+
+/// Why an upload failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum UploadError {
+    #[error(transparent)]
+    Archive(#[from] ArchiveError),
+    #[error("reading the job from the store: {0}")]
+    Store(#[from] StoreError),
+    #[error("the store does not hold record {0} of the job")]
+    Missing(u64),
+    #[error("the archive already holds a different log for this job")]
+    Mismatch,
+}
+
+/// Encodes `job` from `store` and writes it, or verifies the object already there.
+pub(crate) async fn archive_job(
+    archive: &Archive,
+    store: &Arc<dyn Store>,
+    recovered: &Recovered,
+    life: Option<String>,
+) -> Result<Uploaded, UploadError> {
+    let meta = Meta {
+        job_id: recovered.id.as_str().to_string(),
+        progress: recovered.progress,
+        confirmations: recovered.confirmations.clone(),
+        life,
+        archived_ms: now_ms(),
+    };
+    let (store2, id) = (Arc::clone(store), recovered.id.clone());
+    let meta2 = meta.clone();
+    // Reading the store and compressing are blocking: off the runtime's workers.
+    let encoded = tokio::task::spawn_blocking(move || encode(&store2, &id, &meta2))
+        .await
+        .map_err(|e| ArchiveError::Unavailable(e.to_string()))??;
+    let (parts, raw) = encoded;
+    let bytes: u64 = parts.iter().map(|p| p.len() as u64).sum();
+    let path = archive.path(&recovered.id);
+    let options = PutOptions {
+        mode: PutMode::Create,
+        ..PutOptions::default()
+    };
+    let payload: PutPayload = parts.into_iter().collect();
+    match archive.store().put_opts(&path, payload, options).await {
+        Ok(_) => Ok(Uploaded::Wrote { bytes, raw }),
+        Err(object_store::Error::AlreadyExists { .. })
+        | Err(object_store::Error::Precondition { .. }) => {
+            let theirs = archive.fetch_index(&recovered.id).await?;
+            match theirs {
+                Some(index)
+                    if index.meta.job_id == meta.job_id
+                        && index.meta.progress.last_seq() == meta.progress.last_seq()
+                        && index.meta.progress.status == meta.progress.status =>
+                {
+                    Ok(Uploaded::Verified)
+                }
+                _ => Err(UploadError::Mismatch),
+            }
+        }
+        Err(e) => Err(ArchiveError::from(e).into()),
+    }
+}
+
+/// The object's parts and the raw record bytes they hold.
+fn encode(
+    store: &Arc<dyn Store>,
+    job: &JobId,
+    meta: &Meta,
+) -> Result<(Vec<Bytes>, u64), UploadError> {
+    let mut encoder = Encoder::new(DEFAULT_FRAME_BYTES).map_err(ArchiveError::from)?;
+    let last = meta.progress.last_seq();
+    let mut next = 1;
+    let mut raw = 0u64;
+    while next <= last {
+        let batch = store.read(job, next, last, READ_BATCH)?;
+        match batch.first() {
+            Some(first) if first.seq() == next => {}
+            _ => return Err(UploadError::Missing(next)),
+        }
+        for entry in &batch {
+            encoder.push(entry).map_err(ArchiveError::from)?;
+            raw += entry.json().len() as u64;
+            next = entry.seq() + 1;
+        }
+    }
+    let parts = encoder.finish(meta).map_err(ArchiveError::from)?;
+    Ok((parts, raw))
+}
+
+/// A job waiting to be archived again after a failure.
+struct Retry {
+    at: Instant,
+    backoff: Duration,
+}
+
+/// Archives every finished job of `store` past the quiet period until `shutdown`,
+/// at most `config.uploads` at once.
+pub(crate) async fn run(archive: Arc<Archive>, store: Arc<dyn Store>, shutdown: CancellationToken) {
+    let quiet_ms = archive.config.quiet.as_millis() as u64;
+    let every =
+        (archive.config.quiet / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
+    let slots = Arc::new(Semaphore::new(archive.config.uploads.max(1)));
+    let mut retries: HashMap<JobId, Retry> = HashMap::new();
+    let (done_tx, mut done_rx) =
+        tokio::sync::mpsc::unbounded_channel::<(JobId, Result<Uploaded, UploadError>)>();
+    let mut running: HashMap<JobId, ()> = HashMap::new();
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            Some((job, result)) = done_rx.recv() => {
+                running.remove(&job);
+                finished(&store, &job, result, &mut retries).await;
+                continue;
+            }
+            _ = tick.tick() => {}
+        }
+        let all = {
+            let store = Arc::clone(&store);
+            match tokio::task::spawn_blocking(move || store.finished()).await {
+                Ok(all) => all,
+                Err(_) => continue,
+            }
+        };
+        let now = now_ms();
+        let due: Vec<Recovered> = all
+            .into_iter()
+            .filter(|r| {
+                r.progress.status.is_terminal()
+                    && r.broken.is_none()
+                    && r.progress.finished_ms.unwrap_or(0) + quiet_ms <= now
+            })
+            .collect();
+        metrics::get().set_pending(due.len());
+        retries.retain(|id, _| due.iter().any(|r| &r.id == id));
+        for recovered in due {
+            if running.contains_key(&recovered.id)
+                || retries
+                    .get(&recovered.id)
+                    .is_some_and(|r| r.at > Instant::now())
+            {
+                continue;
+            }
+            let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
+                break;
+            };
+            running.insert(recovered.id.clone(), ());
+            let (task_archive, store, done_tx) =
+                (Arc::clone(&archive), Arc::clone(&store), done_tx.clone());
+            // On the archive's runtime, with the client's connections.
+            archive.spawn(async move {
+                let archive = task_archive;
+                let _permit = permit;
+                let result = archive_job(&archive, &store, &recovered, None).await;
+                if let Ok(Uploaded::Wrote { bytes, raw }) = &result {
+                    let lag = now_ms().saturating_sub(recovered.progress.finished_ms.unwrap_or(0));
+                    metrics::get().archived(*bytes, *raw, Duration::from_millis(lag));
+                    tracing::debug!(job.id = %recovered.id, archive.bytes = bytes, "job archived");
+                }
+                let _ = done_tx.send((recovered.id.clone(), result));
+            });
+        }
+    }
+}
+
+/// After an upload: drop the local copy, or schedule a retry.
+async fn finished(
+    store: &Arc<dyn Store>,
+    job: &JobId,
+    result: Result<Uploaded, UploadError>,
+    retries: &mut HashMap<JobId, Retry>,
+) {
+    match result {
+        Ok(uploaded) => {
+            if uploaded == Uploaded::Verified {
+                metrics::get().raced();
+                tracing::debug!(job.id = %job, "job already archived; verified");
+            }
+            retries.remove(job);
+            let (store, job) = (Arc::clone(store), job.clone());
+            let _ = tokio::task::spawn_blocking(move || store.drop_archived(&job)).await;
+        }
+        Err(e) => {
+            metrics::get().failed();
+            let backoff = retries
+                .get(job)
+                .map_or(BACKOFF_FIRST, |r| (r.backoff * 2).min(BACKOFF_MAX));
+            tracing::warn!(
+                job.id = %job,
+                error = %e,
+                archive.retry_in_secs = backoff.as_secs(),
+                "cannot archive a finished job; it stays local"
+            );
+            retries.insert(
+                job.clone(),
+                Retry {
+                    at: Instant::now() + backoff,
+                    backoff,
+                },
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "upload_tests.rs"]
+mod tests;

@@ -1,0 +1,133 @@
+//! The writer over a real spool and a local-files bucket: two writers racing for one job
+//! write it once (the loser verifies the winner), the object reads back byte-identical,
+//! and dropping the local copy leaves the tombstone that sends reads to the archive.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::*;
+use crate::archive::tiered::Tiered;
+use crate::archive::ArchiveConfig;
+use crate::entry::Entry;
+use crate::job_log::tests::TempDir;
+use crate::memory::MemoryBudget;
+use crate::record::{JobStatus, RecordBody, Stream};
+use crate::rules::Incoming;
+use crate::store::spool::{Spool, SpoolSettings};
+use crate::store::{Fsync, Opened, Progress};
+
+fn spool(dir: &TempDir) -> Arc<dyn Store> {
+    Spool::open(SpoolSettings {
+        dir: dir.0.join("data"),
+        fsync: Fsync::Never,
+        disk_retention: Duration::from_secs(3600),
+        max_disk_bytes: u64::MAX,
+        tombstone_ttl: Duration::from_secs(3600),
+    })
+    .unwrap()
+}
+
+/// A finished job of `lines` lines in `store`; its records.
+fn finished_job(store: &Arc<dyn Store>, job: &JobId, lines: u64) -> Vec<Arc<Entry>> {
+    assert!(matches!(store.open(job, None).unwrap(), Opened::Job { .. }));
+    let mut batch: Vec<Incoming> = (1..=lines)
+        .map(|s| Incoming {
+            n: Some(s),
+            body: RecordBody::Log {
+                stream: Stream::Stdout,
+                line: format!("step {s}: \u{1b}[1mok\u{1b}[0m"),
+            },
+        })
+        .collect();
+    batch.push(Incoming {
+        n: Some(lines + 1),
+        body: RecordBody::Status {
+            status: JobStatus::Succeeded,
+            exit_code: Some(0),
+        },
+    });
+    let appended = store
+        .append(job, &Progress::new(0), batch, u64::MAX)
+        .unwrap();
+    assert_eq!(appended.entries.len() as u64, lines + 1);
+    appended.entries
+}
+
+/// The finished job as the store holds it.
+fn held(store: &Arc<dyn Store>, job: &JobId) -> Option<Recovered> {
+    store.finished().into_iter().find(|r| &r.id == job)
+}
+
+fn archive(dir: &TempDir) -> Arc<Archive> {
+    let url = format!("file://{}", dir.0.join("bucket").display());
+    let memory = Arc::new(MemoryBudget::new(64 << 20));
+    Archive::open(ArchiveConfig::new(url), memory, 8 << 20).unwrap()
+}
+
+#[test]
+fn two_writers_race_one_object_is_written_and_the_loser_verifies_it() {
+    let dir = TempDir::new("archive-race");
+    let store = spool(&dir);
+    let job = JobId::parse("raced").unwrap();
+    let entries = finished_job(&store, &job, 5_000);
+    let archive = archive(&dir);
+    let recovered = held(&store, &job).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (a, b) = rt.block_on(async {
+        tokio::join!(
+            archive_job(&archive, &store, &recovered, None),
+            archive_job(&archive, &store, &recovered, None)
+        )
+    });
+    let mut outcomes = [a.unwrap(), b.unwrap()];
+    outcomes.sort_by_key(|o| matches!(o, Uploaded::Verified));
+    assert!(
+        matches!(outcomes[0], Uploaded::Wrote { .. }),
+        "{outcomes:?}"
+    );
+    assert_eq!(outcomes[1], Uploaded::Verified);
+
+    // The local copy goes; the tiered store then reads the job from the object.
+    let tiered = Tiered::new(Arc::clone(&store), Arc::clone(&archive));
+    tiered.drop_archived(&job);
+    assert!(held(&store, &job).is_none());
+    assert!(!matches!(store.read(&job, 1, 10, 1 << 20), Ok(held) if !held.is_empty()));
+    let Ok(Opened::Job {
+        recovered: loaded, ..
+    }) = tiered.open(&job, None)
+    else {
+        panic!("the archive holds it");
+    };
+    assert_eq!(loaded.progress, recovered.progress);
+    assert!(loaded.broken.is_none());
+    let mut seq = 1;
+    while seq <= entries.len() as u64 {
+        let got = tiered
+            .read(&job, seq, entries.len() as u64, 64 * 1024)
+            .unwrap();
+        assert!(!got.is_empty());
+        for e in got {
+            assert_eq!(e.sse, entries[(e.seq() - 1) as usize].sse);
+            assert_eq!(e.seq(), seq);
+            seq += 1;
+        }
+    }
+    drop(rt);
+}
+
+#[test]
+fn a_different_log_under_the_same_name_is_not_taken_for_ours() {
+    let dir = TempDir::new("archive-mismatch");
+    let store = spool(&dir);
+    let job = JobId::parse("twice").unwrap();
+    finished_job(&store, &job, 10);
+    let archive = archive(&dir);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut recovered = held(&store, &job).unwrap();
+    let first = rt.block_on(archive_job(&archive, &store, &recovered, None));
+    assert!(matches!(first, Ok(Uploaded::Wrote { .. })));
+    // Another log of the same name (a job re-created after its tombstone expired).
+    recovered.progress.status = JobStatus::Failed;
+    let second = rt.block_on(archive_job(&archive, &store, &recovered, None));
+    assert!(matches!(second, Err(UploadError::Mismatch)), "{second:?}");
+}
