@@ -153,7 +153,9 @@ impl Archive {
         let task = self.handle.spawn(fut);
         match tokio::time::timeout(self.config.timeout + Duration::from_secs(1), task).await {
             Ok(Ok(result)) => result,
-            Ok(Err(e)) => Err(ArchiveError::Unavailable(format!("the archive task failed: {e}"))),
+            Ok(Err(e)) => Err(ArchiveError::Unavailable(format!(
+                "the archive task failed: {e}"
+            ))),
             Err(_) => Err(ArchiveError::Unavailable(
                 "the archive did not answer in time".into(),
             )),

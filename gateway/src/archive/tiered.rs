@@ -43,7 +43,10 @@ pub(crate) async fn open(
             Err(e) => Err(store_error(e)),
         };
     }
-    match archive.run(async move { inner.fetch_index(&id).await }).await {
+    match archive
+        .run(async move { inner.fetch_index(&id).await })
+        .await
+    {
         Ok(Some(index)) => Ok(Opened::Job(Recovered {
             id: job.clone(),
             life: index.meta.life.clone().unwrap_or_default(),

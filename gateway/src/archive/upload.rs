@@ -191,7 +191,8 @@ pub(crate) async fn run(archive: Arc<Archive>, store: Arc<Store>, shutdown: Canc
             archive.spawn(async move {
                 let archive = task_archive;
                 let _permit = permit;
-                let result = archive_job(&archive, &store, &recovered, None).await;
+                let result =
+                    archive_job(&archive, &store, &recovered, Some(recovered.life.clone())).await;
                 if let Ok(Uploaded::Wrote { bytes, raw }) = &result {
                     let lag = now_ms().saturating_sub(recovered.progress.finished_ms.unwrap_or(0));
                     metrics::get().archived(*bytes, *raw, Duration::from_millis(lag));

@@ -37,7 +37,10 @@ fn tier(store: &Arc<Store>, archive: &Arc<Archive>) {
 
 /// A finished job of `lines` lines in `store`; its records.
 async fn finished_job(store: &Arc<Store>, job: &JobId, lines: u64) -> Vec<Arc<Entry>> {
-    assert!(matches!(store.open(job, None).await.unwrap(), Opened::Job(_)));
+    assert!(matches!(
+        store.open(job, None).await.unwrap(),
+        Opened::Job(_)
+    ));
     let mut batch: Vec<Incoming> = (1..=lines)
         .map(|s| Incoming {
             n: Some(s),

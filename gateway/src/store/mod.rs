@@ -278,7 +278,10 @@ impl Store {
             Self::Memory(_) => Ok(Vec::new()),
             Self::Spool(s) => {
                 let (spool, id) = (Arc::clone(s), job.clone());
-                let hot = s.reader.run(move || spool.read(&id, from, to, budget)).await;
+                let hot = s
+                    .reader
+                    .run(move || spool.read(&id, from, to, budget))
+                    .await;
                 match s.archive.get() {
                     Some(archive) => {
                         crate::archive::tiered::read(archive, job, from, to, budget, hot).await
