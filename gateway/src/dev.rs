@@ -49,9 +49,10 @@ pub fn banner(addr: SocketAddr, config: &Config, job: &str) -> Option<String> {
          curl -N -H \"Authorization: Bearer $READ\" \"$TAILGATE_URL/v1/jobs/$JOB/logs\"\n\
          # or watch it in a browser:\n\
          #   http://{addr}/v1/jobs/{job}/view#token={read}\n\n\
-         # publish a few lines, then finish the job:\n\
+         # publish a few lines (the job stays open: the README's examples go on with it):\n\
          printf 'hello\\nfrom tailgate\\n' | curl -sS --fail-with-body -H \"Authorization: Bearer $PUB\" -H 'Content-Type: text/plain' --data-binary @- \"$TAILGATE_URL/v1/jobs/$JOB/logs\"\n\
-         curl -sS --fail-with-body -H \"Authorization: Bearer $PUB\" -d '{{\"status\":\"succeeded\",\"exit_code\":0}}' \"$TAILGATE_URL/v1/jobs/$JOB/status\"\n\n\
+         # and finish it when you are done (a finished job refuses more lines with 409):\n\
+         #   curl -sS --fail-with-body -H \"Authorization: Bearer $PUB\" -d '{{\"status\":\"succeeded\",\"exit_code\":0}}' \"$TAILGATE_URL/v1/jobs/$JOB/status\"\n\n\
          # a token for another job (the secret, issuer and audience come from the exports):\n\
          tailgate token mint --sub me --job build-1 --scope publish\n",
         secret = shell_word(secret),

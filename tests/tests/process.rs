@@ -161,16 +161,25 @@ async fn dev_mode_prints_shell_lines_that_work_and_a_fresh_job_each_start() {
                 || l.starts_with("tailgate token ")
         })
         .collect();
-    assert_eq!(commands.len(), 3, "{lines:#?}");
+    assert_eq!(commands.len(), 2, "{lines:#?}");
+    // Then what the README's first publish example does: the banner left the job open, so
+    // it is accepted (a banner that finished the job made it a 409).
     let script = format!(
-        "{}\n{}\ncurl -sS --fail-with-body -H \"Authorization: Bearer $READ\" \"$TAILGATE_URL/v1/jobs/$JOB/log\"\n",
+        "{}\n{}\necho more | curl -sS --fail-with-body -H \"Authorization: Bearer $PUB\" -H 'Content-Type: text/plain' --data-binary @- \"$TAILGATE_URL/v1/jobs/$JOB/logs\"\ncurl -sS --fail-with-body -H \"Authorization: Bearer $READ\" \"$TAILGATE_URL/v1/jobs/$JOB/log\"\n",
         exports.join("\n"),
         commands.join("\n")
     );
     let (ok, stdout, stderr) = sh(&script);
     assert!(ok, "{script}\n{stdout}\n{stderr}");
-    assert!(stdout.contains("\"status\":\"succeeded\""), "{stdout}");
-    assert!(stdout.ends_with("hello\nfrom tailgate\n"), "{stdout}");
+    assert!(stdout.contains("\"accepted\":1"), "{stdout}");
+    assert!(stdout.ends_with("hello\nfrom tailgate\nmore\n"), "{stdout}");
+    // The finish command is shown, commented out, for when the user is done.
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("#   curl") && l.contains("/status")),
+        "{lines:#?}"
+    );
     // The minted line prints a token the gateway accepts for its job.
     // (curl's JSON answers end without a newline: the token may follow one on its line.)
     let minted = stdout
