@@ -5,6 +5,7 @@ mod abuse;
 mod archive;
 mod auth;
 mod capgo_cli;
+mod capgo_deflate;
 mod capgo_routes;
 mod capgo_ws;
 mod cli_edges;
