@@ -83,8 +83,8 @@ impl App {
         }
     }
 
-    /// `store` with the archive behind it, when one is configured (config allows it only
-    /// with the spool); its read cache takes an eighth of the memory budget at most.
+    /// `store` with the archive behind it, when one is configured (config allows it with
+    /// the spool or Redis); its read cache takes an eighth of the memory budget at most.
     fn tier(
         config: &Config,
         store: Arc<Store>,
@@ -93,14 +93,20 @@ impl App {
         let Some(archive) = &config.store.archive else {
             return (store, None);
         };
-        let Store::Spool(spool) = &*store else {
-            tracing::error!("the archive needs the spool; finished jobs stay where they are");
+        if matches!(&*store, Store::Memory(_)) {
+            tracing::error!(
+                "the archive needs the spool or redis; finished jobs stay where they are"
+            );
             return (store, None);
-        };
+        }
         let cache = config.limits.memory_budget_bytes / 8;
         match Archive::open(archive.clone(), Arc::clone(memory), cache) {
             Ok(archive) => {
-                let _ = spool.archive.set(Arc::clone(&archive));
+                let _ = match &*store {
+                    Store::Spool(spool) => spool.archive.set(Arc::clone(&archive)),
+                    Store::Redis(redis) => redis.archive.set(Arc::clone(&archive)),
+                    Store::Memory(_) => Ok(()),
+                };
                 let writer = (archive, Arc::clone(&store));
                 (store, Some(writer))
             }

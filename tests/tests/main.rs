@@ -3,6 +3,7 @@
 
 mod abuse;
 mod archive;
+mod archive_shared;
 mod auth;
 mod capgo_cli;
 mod capgo_routes;
