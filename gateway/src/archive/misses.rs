@@ -15,9 +15,12 @@ pub(crate) const MISS_TTL: Duration = Duration::from_secs(5);
 /// Misses remembered at most (about 200 bytes each).
 pub(crate) const MAX_MISSES: usize = 16 * 1024;
 
+/// When each job missed, and the misses in the order they came (oldest first out).
+type Seen = (HashMap<JobId, Instant>, VecDeque<(JobId, Instant)>);
+
 /// Recent misses, oldest first out.
 pub(crate) struct Misses {
-    inner: Mutex<(HashMap<JobId, Instant>, VecDeque<(JobId, Instant)>)>,
+    inner: Mutex<Seen>,
     capacity: usize,
     ttl: Duration,
 }
