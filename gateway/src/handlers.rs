@@ -14,7 +14,7 @@ use serde::Serialize;
 use crate::app::App;
 use crate::auth::JobClaims;
 use crate::body::{empty, full, Body};
-use crate::compress::ReaderCoder;
+use crate::compress::{BodyCoder, ReaderCoder};
 use crate::entry::Kind;
 use crate::error::ApiError;
 use crate::job_id::JobId;
@@ -366,18 +366,60 @@ pub(crate) async fn plain_log<B>(
         Some(bytes) => job.tail_start(bytes).await,
         None => 1,
     };
-    let chunks = stream::unfold(Some((job, start, slot)), move |state| async move {
-        let (job, cursor, slot) = state?;
-        let (chunk, next) = text_chunk(&job, cursor, end).await;
-        let next = next.map(|cursor| (job, cursor, slot));
-        Some((Ok(Frame::data(chunk)), next))
+    // Compressed alone (nothing to share): when every catch-up encoder is taken, plain.
+    let coder = crate::compress::negotiate(req.headers(), app.compress.codings())
+        .and_then(|coding| BodyCoder::new(&app.compress, coding));
+    let encoding = coder.as_ref().map(|c| c.coding().token());
+    let state = TextState::Reading {
+        job,
+        cursor: start,
+        coder,
+    };
+    // The slot goes with the body: freed once the last chunk was taken, or on a drop.
+    let chunks = stream::unfold((state, slot), move |(state, slot)| async move {
+        let (chunk, next) = match state {
+            TextState::Reading {
+                job,
+                cursor,
+                mut coder,
+            } => {
+                let (text, next) = text_chunk(&job, cursor, end).await;
+                let bytes = match coder.as_mut() {
+                    Some(c) => c.chunk(&text),
+                    None => text,
+                };
+                let next = match (next, coder) {
+                    (Some(cursor), coder) => TextState::Reading { job, cursor, coder },
+                    (None, Some(coder)) => TextState::Ending(coder),
+                    (None, None) => TextState::Done,
+                };
+                (bytes, next)
+            }
+            TextState::Ending(mut coder) => (coder.finish(), TextState::Done),
+            TextState::Done => return None,
+        };
+        Some((Ok(Frame::data(chunk)), (next, slot)))
     });
     let mut resp = Response::new(StreamBody::new(chunks).boxed_unsync());
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
+    encoding_headers(resp.headers_mut(), encoding);
     Ok(resp)
+}
+
+/// Where the plain-text body is.
+enum TextState {
+    /// Reading from `cursor`, compressing with `coder` if any.
+    Reading {
+        job: Arc<JobLog>,
+        cursor: u64,
+        coder: Option<BodyCoder>,
+    },
+    /// Every line went out: the coding's end is next.
+    Ending(BodyCoder),
+    Done,
 }
 
 /// The log lines from `cursor` up to `end`, about one chunk's worth, and where the next
