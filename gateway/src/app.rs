@@ -34,8 +34,12 @@ pub(crate) struct App {
     /// One permit per open connection (`--max-connections`); an upgraded WebSocket holds
     /// its own, since hyper lets go of the connection's at the upgrade.
     pub(crate) connection_slots: Arc<Semaphore>,
-    /// Open streams per token subject (`--max-streams-per-subject`).
+    /// Long-lived reads per token subject (`--max-streams-per-subject`): SSE, Capgo
+    /// WebSocket, `?wait=`, `/log` downloads.
     pub(crate) streams: Arc<SubjectStreams>,
+    /// Uploads in progress per token subject (`--max-uploads-per-subject`, at most half
+    /// of `--max-connections`).
+    pub(crate) uploads: Arc<SubjectStreams>,
     /// Cancelled on the shutdown signal, before the grace period: `/readyz` turns 503
     /// while everything else is still served.
     pub(crate) unready: CancellationToken,
@@ -69,6 +73,12 @@ impl App {
         let capgo = CapgoState::new(&config);
         let connection_slots = Arc::new(Semaphore::new(limits.max_connections));
         let streams = Arc::new(SubjectStreams::new(limits.max_streams_per_subject));
+        // A publish subject often serves a whole build fleet, so its cap is high; but never
+        // above half the connections, so that fleet cannot take them all.
+        let uploads_cap = limits
+            .max_uploads_per_subject
+            .min((limits.max_connections / 2).max(1));
+        let uploads = Arc::new(SubjectStreams::new(uploads_cap));
         Self {
             config,
             hub,
@@ -77,6 +87,7 @@ impl App {
             capgo,
             connection_slots,
             streams,
+            uploads,
             unready: CancellationToken::new(),
             compress,
             archive,

@@ -28,6 +28,7 @@ mod publish;
 mod readme;
 mod redis;
 mod redis_ha;
+mod slots;
 mod sse_clients;
 mod stall;
 mod startup;
