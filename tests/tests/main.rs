@@ -3,6 +3,7 @@
 
 mod abuse;
 mod archive;
+mod archive_shared;
 mod auth;
 mod capgo_cli;
 mod capgo_deflate;
@@ -28,6 +29,7 @@ mod publish;
 mod readme;
 mod redis;
 mod redis_ha;
+mod slots;
 mod sse_clients;
 mod stall;
 mod startup;
