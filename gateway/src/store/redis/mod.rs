@@ -5,6 +5,7 @@
 //! jobs its readers watch ([`tail`], [`follow`]) into their local rings, from the records
 //! the script publishes with each append ([`notice`]).
 
+pub(crate) mod archived;
 pub(crate) mod errors;
 pub(crate) mod follow;
 pub(crate) mod keys;
@@ -69,6 +70,8 @@ pub(crate) struct RedisStore {
     sweep: lease::Sweep,
     /// Replicas an append waits for (`--redis-wait-replicas`).
     replicas: replicas::Replicas,
+    /// The archive behind Redis (`--archive-url`), set once at start-up ([`archived`]).
+    pub(crate) archive: std::sync::OnceLock<Arc<crate::archive::Archive>>,
 }
 
 impl RedisStore {
@@ -93,6 +96,7 @@ impl RedisStore {
             unready: Arc::new(Mutex::new(Some("redis: not connected yet".into()))),
             sweep: lease::Sweep::default(),
             replicas: replicas::Replicas::new(settings.wait_replicas, settings.timeout),
+            archive: std::sync::OnceLock::new(),
         });
         tokio::spawn(health(conn.clone(), Arc::clone(&store.unready)));
         tokio::spawn(tail::run(
