@@ -34,8 +34,12 @@ pub(crate) struct App {
     /// One permit per open connection (`--max-connections`); an upgraded WebSocket holds
     /// its own, since hyper lets go of the connection's at the upgrade.
     pub(crate) connection_slots: Arc<Semaphore>,
-    /// Open streams per token subject (`--max-streams-per-subject`).
+    /// Long-lived reads per token subject (`--max-streams-per-subject`): SSE, Capgo
+    /// WebSocket, `?wait=`, `/log` downloads.
     pub(crate) streams: Arc<SubjectStreams>,
+    /// Uploads in progress per token subject (`--max-uploads-per-subject`, at most half
+    /// of `--max-connections`).
+    pub(crate) uploads: Arc<SubjectStreams>,
     /// Cancelled on the shutdown signal, before the grace period: `/readyz` turns 503
     /// while everything else is still served.
     pub(crate) unready: CancellationToken,
@@ -65,10 +69,16 @@ impl App {
         let memory = Arc::new(MemoryBudget::new(limits.memory_budget_bytes));
         let compress = Arc::new(Streams::new(config.compression.clone(), memory.clone()));
         let (store, archive) = Self::tier(&config, store, &memory);
+        let capgo = CapgoState::new(&config, memory.clone());
         let hub = Arc::new(Hub::new(settings, memory, store));
-        let capgo = CapgoState::new(&config);
         let connection_slots = Arc::new(Semaphore::new(limits.max_connections));
         let streams = Arc::new(SubjectStreams::new(limits.max_streams_per_subject));
+        // A publish subject often serves a whole build fleet, so its cap is high; but never
+        // above half the connections, so that fleet cannot take them all.
+        let uploads_cap = limits
+            .max_uploads_per_subject
+            .min((limits.max_connections / 2).max(1));
+        let uploads = Arc::new(SubjectStreams::new(uploads_cap));
         Self {
             config,
             hub,
@@ -77,14 +87,15 @@ impl App {
             capgo,
             connection_slots,
             streams,
+            uploads,
             unready: CancellationToken::new(),
             compress,
             archive,
         }
     }
 
-    /// `store` with the archive behind it, when one is configured (config allows it only
-    /// with the spool); its read cache takes an eighth of the memory budget at most.
+    /// `store` with the archive behind it, when one is configured (config allows it with
+    /// the spool or Redis); its read cache takes an eighth of the memory budget at most.
     fn tier(
         config: &Config,
         store: Arc<Store>,
@@ -93,14 +104,20 @@ impl App {
         let Some(archive) = &config.store.archive else {
             return (store, None);
         };
-        let Store::Spool(spool) = &*store else {
-            tracing::error!("the archive needs the spool; finished jobs stay where they are");
+        if matches!(&*store, Store::Memory(_)) {
+            tracing::error!(
+                "the archive needs the spool or redis; finished jobs stay where they are"
+            );
             return (store, None);
-        };
+        }
         let cache = config.limits.memory_budget_bytes / 8;
         match Archive::open(archive.clone(), Arc::clone(memory), cache) {
             Ok(archive) => {
-                let _ = spool.archive.set(Arc::clone(&archive));
+                let _ = match &*store {
+                    Store::Spool(spool) => spool.archive.set(Arc::clone(&archive)),
+                    Store::Redis(redis) => redis.archive.set(Arc::clone(&archive)),
+                    Store::Memory(_) => Ok(()),
+                };
                 let writer = (archive, Arc::clone(&store));
                 (store, Some(writer))
             }

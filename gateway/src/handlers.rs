@@ -14,7 +14,7 @@ use serde::Serialize;
 use crate::app::App;
 use crate::auth::JobClaims;
 use crate::body::{empty, full, Body};
-use crate::compress::ReaderCoder;
+use crate::compress::{BodyCoder, ReaderCoder};
 use crate::entry::Kind;
 use crate::error::ApiError;
 use crate::job_id::JobId;
@@ -80,16 +80,18 @@ pub(crate) async fn job(app: &App, id: &JobId) -> Result<Arc<JobLog>, ApiError> 
     Ok(app.hub.job(id).await?)
 }
 
-/// `POST /v1/jobs/{job}/logs`.
+/// `POST /v1/jobs/{job}/logs`: counted among the subject's uploads while its body streams.
 pub(crate) async fn publish(
     app: &App,
     id: &JobId,
     req: Request<IncomingBody>,
+    claims: &JobClaims,
 ) -> Result<Response<Body>, ApiError> {
     if app.is_draining() {
         return Err(ApiError::Draining);
     }
     let format = publish::Format::from_headers(req.headers())?;
+    let _upload = claim_upload(app, claims)?;
     let stream = match query_param(req.uri().query(), "stream").as_deref() {
         None | Some("stdout") => Stream::Stdout,
         Some("stderr") => Stream::Stderr,
@@ -231,15 +233,28 @@ pub(crate) async fn open_stream<B>(
     Ok(Opened::Stream(sub))
 }
 
-/// Counts a stream of the token's subject, or refuses it at `--max-streams-per-subject`:
-/// SSE and WebSocket alike.
+/// Counts a long-lived read of the token's subject, or refuses it at
+/// `--max-streams-per-subject`: SSE, WebSocket, `?wait=` and `/log` downloads alike.
 pub(crate) fn claim_stream(app: &App, claims: &JobClaims) -> Result<SubjectSlot, ApiError> {
     app.streams
         .claim(&claims.sub)
         .ok_or_else(|| ApiError::OverLimit {
             message: format!(
-                "this token's subject has its maximum of {} open streams",
+                "this token's subject has its maximum of {} open streams, waits and downloads",
                 app.streams.max()
+            ),
+            retry_after: Duration::from_secs(5),
+        })
+}
+
+/// Counts an upload of the token's subject, or refuses it at `--max-uploads-per-subject`.
+fn claim_upload(app: &App, claims: &JobClaims) -> Result<SubjectSlot, ApiError> {
+    app.uploads
+        .claim(&claims.sub)
+        .ok_or_else(|| ApiError::OverLimit {
+            message: format!(
+                "this token's subject has its maximum of {} uploads in progress",
+                app.uploads.max()
             ),
             retry_after: Duration::from_secs(5),
         })
@@ -329,11 +344,13 @@ pub(crate) fn start_cursor(
 const TEXT_CHUNK_BYTES: usize = 64 * 1024;
 
 /// `GET /v1/jobs/{job}/log`: the log so far as plain text, streamed from the ring and the
-/// store in chunks (a 500 MB log never sits in memory whole).
+/// store in chunks (a 500 MB log never sits in memory whole). Counted among the subject's
+/// streams until the body is done or dropped: a client that never reads holds its place.
 pub(crate) async fn plain_log<B>(
     app: &App,
     id: &JobId,
     req: &Request<B>,
+    claims: &JobClaims,
 ) -> Result<Response<Body>, ApiError> {
     let tail =
         match query_param(req.uri().query(), "tail_bytes") {
@@ -343,23 +360,66 @@ pub(crate) async fn plain_log<B>(
             })?),
         };
     let job = job(app, id).await?;
+    let slot = claim_stream(app, claims)?;
     let end = job.last_seq();
     let start = match tail {
         Some(bytes) => job.tail_start(bytes).await,
         None => 1,
     };
-    let chunks = stream::unfold(Some((job, start)), move |state| async move {
-        let (job, cursor) = state?;
-        let (chunk, next) = text_chunk(&job, cursor, end).await;
-        let next = next.map(|cursor| (job, cursor));
-        Some((Ok(Frame::data(chunk)), next))
+    // Compressed alone (nothing to share): when every catch-up encoder is taken, plain.
+    let coder = crate::compress::negotiate(req.headers(), app.compress.codings())
+        .and_then(|coding| BodyCoder::new(&app.compress, coding));
+    let encoding = coder.as_ref().map(|c| c.coding().token());
+    let state = TextState::Reading {
+        job,
+        cursor: start,
+        coder,
+    };
+    // The slot goes with the body: freed once the last chunk was taken, or on a drop.
+    let chunks = stream::unfold((state, slot), move |(state, slot)| async move {
+        let (chunk, next) = match state {
+            TextState::Reading {
+                job,
+                cursor,
+                mut coder,
+            } => {
+                let (text, next) = text_chunk(&job, cursor, end).await;
+                let bytes = match coder.as_mut() {
+                    Some(c) => c.chunk(&text),
+                    None => text,
+                };
+                let next = match (next, coder) {
+                    (Some(cursor), coder) => TextState::Reading { job, cursor, coder },
+                    (None, Some(coder)) => TextState::Ending(coder),
+                    (None, None) => TextState::Done,
+                };
+                (bytes, next)
+            }
+            TextState::Ending(mut coder) => (coder.finish(), TextState::Done),
+            TextState::Done => return None,
+        };
+        Some((Ok(Frame::data(chunk)), (next, slot)))
     });
     let mut resp = Response::new(StreamBody::new(chunks).boxed_unsync());
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
+    encoding_headers(resp.headers_mut(), encoding);
     Ok(resp)
+}
+
+/// Where the plain-text body is.
+enum TextState {
+    /// Reading from `cursor`, compressing with `coder` if any.
+    Reading {
+        job: Arc<JobLog>,
+        cursor: u64,
+        coder: Option<BodyCoder>,
+    },
+    /// Every line went out: the coding's end is next.
+    Ending(BodyCoder),
+    Done,
 }
 
 /// The log lines from `cursor` up to `end`, about one chunk's worth, and where the next
@@ -392,11 +452,13 @@ async fn text_chunk(job: &JobLog, mut cursor: u64, end: u64) -> (Bytes, Option<u
     (out.freeze(), next)
 }
 
-/// `GET /v1/jobs/{job}`: status JSON; `?wait=S` holds until the job is terminal.
+/// `GET /v1/jobs/{job}`: status JSON; `?wait=S` holds until the job is terminal, counted
+/// among the subject's streams meanwhile.
 pub(crate) async fn status<B>(
     app: &App,
     id: &JobId,
     req: &Request<B>,
+    claims: &JobClaims,
 ) -> Result<Response<Body>, ApiError> {
     let wait =
         match query_param(req.uri().query(), "wait") {
@@ -407,7 +469,8 @@ pub(crate) async fn status<B>(
             .min(MAX_WAIT),
         };
     let job = job(app, id).await?;
-    if !wait.is_zero() {
+    if !wait.is_zero() && !job.is_finished() {
+        let _slot = claim_stream(app, claims)?;
         let mut seq_rx = job.watch();
         let deadline = tokio::time::Instant::now() + wait;
         while !job.is_finished() {

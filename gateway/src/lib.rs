@@ -37,6 +37,8 @@
 //! - [`config`]: typed config from flags, `TAILGATE_*` env and a TOML file.
 //! - [`job_id`]: the validated job name, a security boundary.
 //! - [`client`]: the gateway's clients (`tail`, `push`, `token`), usable from Rust too.
+//! - [`net`]: outbound HTTP below both: endpoints from URLs, one request per connection,
+//!   client TLS roots.
 
 pub mod auth;
 pub mod cli;
@@ -48,6 +50,7 @@ pub mod dev;
 pub mod fuzz;
 pub mod job_id;
 pub mod logging;
+pub mod net;
 pub mod record;
 pub mod report;
 pub mod server;

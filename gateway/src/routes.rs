@@ -5,7 +5,7 @@ use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http::{header, HeaderValue, Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming as IncomingBody;
 use tracing::Instrument;
 
@@ -134,6 +134,7 @@ pub(crate) async fn handle(app: Arc<App>, req: Request<IncomingBody>) -> Respons
         duration_ms = tracing::field::Empty,
     );
     let method = req.method().clone();
+    let version = req.version();
     let origin = req.headers().get(header::ORIGIN).cloned();
     let mut resp = async {
         let resp = match dispatch(&app, req).await {
@@ -154,12 +155,24 @@ pub(crate) async fn handle(app: Arc<App>, req: Request<IncomingBody>) -> Respons
     .instrument(span.clone())
     .await;
     apply_cors(&app.config.cors_origins, origin.as_ref(), &mut resp);
+    close_after_refusal(version, &mut resp);
     let status = resp.status().as_u16();
     // For a stream this is the time to its first byte: the body runs on after.
     span.record("http.status_code", status);
     span.record("duration_ms", started.elapsed().as_millis() as u64);
     metrics::get().request(route, status);
     resp
+}
+
+/// A `429` on HTTP/1 closes its connection: a client over its cap must not keep the
+/// connection (and its `--max-connections` slot) for another try. On HTTP/2 only the
+/// refused stream ends: the connection's other streams (a browser multiplexes a page's
+/// readers on one) are another request's business, and the connection holds one slot.
+fn close_after_refusal<B>(version: Version, resp: &mut Response<B>) {
+    if resp.status() == StatusCode::TOO_MANY_REQUESTS && version < Version::HTTP_2 {
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
 }
 
 /// One line per request at `info`: method, route name, status, time to the response head
@@ -221,10 +234,12 @@ async fn dispatch(app: &Arc<App>, req: Request<IncomingBody>) -> Result<Response
     };
     let claims = authorize(app, &req, &job, access).await?;
     match route {
-        Route::JobLogs(_) if method == Method::POST => handlers::publish(app, &job, req).await,
+        Route::JobLogs(_) if method == Method::POST => {
+            handlers::publish(app, &job, req, &claims).await
+        }
         Route::JobLogs(_) => handlers::stream(app, &job, &req, &claims).await,
-        Route::JobText(_) => handlers::plain_log(app, &job, &req).await,
-        Route::JobStatus(_) => handlers::status(app, &job, &req).await,
+        Route::JobText(_) => handlers::plain_log(app, &job, &req, &claims).await,
+        Route::JobStatus(_) => handlers::status(app, &job, &req, &claims).await,
         Route::JobSetStatus(_) => handlers::set_status(app, &job, req).await,
         Route::Healthz | Route::Readyz | Route::Metrics | Route::View(..) => {
             Err(ApiError::NotFound)

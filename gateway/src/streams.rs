@@ -1,19 +1,20 @@
-//! Concurrent streams per token subject (`sub`): SSE readers and Capgo WebSocket readers
-//! alike, so one token holder cannot take every connection slot from everyone else.
+//! Concurrent long-lived requests per token subject (`sub`), so one token holder cannot
+//! take every connection slot from everyone else. One [`SubjectStreams`] counts reads
+//! (SSE, Capgo WebSocket, `?wait=`, `/log` downloads), a sibling counts uploads.
 //!
-//! The map holds only subjects with a stream open: at most one entry per open stream.
+//! The map holds only subjects with a request open: at most one entry per open request.
 
 use std::sync::Arc;
 
 use dashmap::DashMap;
 
-/// Open streams by subject, with the per-subject cap.
+/// Open requests of one kind by subject, with the per-subject cap.
 pub(crate) struct SubjectStreams {
     counts: DashMap<String, usize>,
     max: usize,
 }
 
-/// One open stream of one subject; frees its place when dropped.
+/// One open request of one subject; frees its place when dropped.
 pub(crate) struct SubjectSlot {
     owner: Arc<SubjectStreams>,
     sub: String,
@@ -27,7 +28,7 @@ impl SubjectStreams {
         }
     }
 
-    /// A place for one more stream of `sub`, or `None` at the cap.
+    /// A place for one more request of `sub`, or `None` at the cap.
     pub(crate) fn claim(self: &Arc<Self>, sub: &str) -> Option<SubjectSlot> {
         let mut count = self.counts.entry(sub.to_string()).or_insert(0);
         if *count >= self.max {

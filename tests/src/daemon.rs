@@ -45,8 +45,8 @@ pub struct Daemon {
     args: Vec<String>,
 }
 
-/// The flags every test daemon gets: the test keys, and room for the many streams one
-/// test subject opens.
+/// The flags every test daemon gets: the test keys, and room for the many streams and
+/// uploads one test subject opens.
 pub fn test_args() -> Vec<String> {
     [
         "--jwt-secret",
@@ -56,6 +56,8 @@ pub fn test_args() -> Vec<String> {
         "--jwt-audience",
         crate::AUDIENCE,
         "--max-streams-per-subject",
+        "100000",
+        "--max-uploads-per-subject",
         "100000",
         // Tests scrape the main listener; off by default (tests/tests/ops.rs checks that).
         "--metrics-public",

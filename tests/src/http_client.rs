@@ -154,6 +154,12 @@ impl Upload {
             .expect("upload body open");
     }
 
+    /// The response while the body is still open: a request refused before its body is
+    /// read is answered so. [`Upload::finish`] must not follow.
+    pub async fn early_reply(&mut self) -> Reply {
+        (&mut self.reply).await.expect("upload task")
+    }
+
     /// Ends the body and returns the response.
     pub async fn finish(self) -> Reply {
         drop(self.tx);

@@ -41,8 +41,10 @@ pub struct TestServer {
 pub fn test_config() -> Config {
     let mut c = Config::new_hmac(SECRET, ISSUER, AUDIENCE);
     c.drain_timeout = Duration::from_secs(5);
-    // The tests' readers share a few token subjects; the cap has tests of its own.
+    // The tests' readers and publishers share a few token subjects; the caps have tests of
+    // their own (slots.rs).
     c.limits.max_streams_per_subject = 100_000;
+    c.limits.max_uploads_per_subject = 100_000;
     // Tests scrape the main listener; off by default (tests/tests/ops.rs checks that).
     c.metrics_public = true;
     c

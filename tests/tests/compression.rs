@@ -1,7 +1,8 @@
 //! Compressed streams read by `curl --compressed` (libcurl's zlib and zstd decoders): the
 //! decoded stream is byte-identical to the uncompressed one, over the direct socket path
 //! (HTTP/1.1) and hyper's (HTTP/2 cleartext), and a live line decodes within a bound while
-//! the stream is still open (a compressor that buffers would hold it back).
+//! the stream is still open (a compressor that buffers would hold it back). The plain `/log`
+//! (whole and `?tail_bytes=`) decodes byte-identical too.
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -90,6 +91,81 @@ async fn curl_decodes_every_coding_to_the_uncompressed_stream() {
                 decoded.len(),
                 plain.len()
             );
+        }
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_decodes_the_compressed_plain_log() {
+    if !programs_present("compressed /log with curl", &["curl"]) {
+        return;
+    }
+    let server = TestServer::start().await;
+    let job = "plain-log";
+    // Several 64 KiB chunks of text, so the body is several flushed pieces.
+    let reply = server.publish_text(job, build_lines(8000)).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let empty = "plain-log-empty";
+    let reply = server.set_status(empty, "running", None).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    for (job, query) in [(job, ""), (job, "&tail_bytes=5000"), (empty, "")] {
+        let url = server.url(&format!(
+            "/v1/jobs/{job}/log?token={}{query}",
+            read_token(job)
+        ));
+        let (plain, head) = curl(&url, &[]).await;
+        assert!(!head.contains("content-encoding"), "{head}");
+        if job == empty {
+            assert!(plain.is_empty(), "{} bytes", plain.len());
+        } else if query.is_empty() {
+            assert!(plain.len() > 300_000, "{} bytes", plain.len());
+        } else {
+            assert!(
+                plain.len() <= 5000 && plain.len() > 4000,
+                "{} bytes",
+                plain.len()
+            );
+        }
+        // `--compressed` alone offers every coding curl has; the gateway picks zstd first.
+        let (decoded, head) = curl(&url, &["--compressed"]).await;
+        assert!(head.contains("content-encoding: zstd"), "{query}: {head}");
+        assert!(
+            decoded == plain,
+            "--compressed ({job}{query}) decodes differently"
+        );
+        for (coding, magic) in [
+            ("gzip", &[0x1f, 0x8b][..]),
+            ("zstd", &[0x28, 0xb5, 0x2f, 0xfd]),
+        ] {
+            let accept = format!("accept-encoding: {coding}");
+            let (decoded, head) = curl(&url, &["--compressed", "-H", &accept]).await;
+            assert!(
+                head.contains(&format!("content-encoding: {coding}")),
+                "{head}"
+            );
+            assert!(head.contains("vary: accept-encoding"), "{head}");
+            assert!(
+                decoded == plain,
+                "{coding} ({job}{query}) decodes to {} bytes, the plain log has {}",
+                decoded.len(),
+                plain.len()
+            );
+            // What crossed the wire: the coding's own bytes, and far fewer of them.
+            let (raw, _) = curl(&url, &["-H", &accept]).await;
+            assert!(
+                raw.starts_with(magic),
+                "{coding}: {:x?}",
+                &raw[..raw.len().min(8)]
+            );
+            if plain.len() > 100_000 {
+                assert!(
+                    raw.len() * 5 < plain.len(),
+                    "{coding}: {} of {}",
+                    raw.len(),
+                    plain.len()
+                );
+            }
         }
     }
     server.stop().await;

@@ -3,8 +3,10 @@
 
 mod abuse;
 mod archive;
+mod archive_shared;
 mod auth;
 mod capgo_cli;
+mod capgo_deflate;
 mod capgo_routes;
 mod capgo_ws;
 mod cli_edges;
@@ -27,6 +29,7 @@ mod publish;
 mod readme;
 mod redis;
 mod redis_ha;
+mod slots;
 mod sse_clients;
 mod stall;
 mod startup;

@@ -165,7 +165,7 @@ async fn fetch(source: &JwksSource) -> Result<KeySet, JwksError> {
 }
 
 async fn fetch_url(url: &str) -> Result<Vec<u8>, JwksError> {
-    use crate::client::http;
+    use crate::net::http;
     use crate::report::error_chain;
     // The URL may carry an API key in its query or user info: never show those.
     let failed = |message: String| JwksError::Fetch {
@@ -173,7 +173,7 @@ async fn fetch_url(url: &str) -> Result<Vec<u8>, JwksError> {
         message,
     };
     // The parser's message would quote the URL.
-    let (endpoint, path) = crate::client::url::split(url).map_err(|_| {
+    let (endpoint, path) = crate::net::url::split(url).map_err(|_| {
         failed("not a URL the gateway can fetch (user info is not supported)".into())
     })?;
     let req = http::get(&endpoint, &path, None).map_err(|e| failed(error_chain(&e)))?;

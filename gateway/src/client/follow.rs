@@ -9,12 +9,12 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::backoff::Backoff;
-use super::http::{self, ApiFailure};
 use super::record::seq_of_id;
 pub use super::record::{Ending, Record, RecordBody};
 use super::sse::{EventStream, SseEvent};
 use super::url::JobUrl;
 use super::{error_chain, token_for};
+use crate::net::http::{self, ApiFailure};
 
 /// How to follow a job.
 #[derive(Debug, Clone)]

@@ -23,9 +23,9 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use super::backlog::{Backlog, DEFAULT_MEMORY_BYTES};
 use super::backoff::Backoff;
-use super::http::{self, ApiFailure, HttpError};
 use super::url::JobUrl;
 use super::{error_chain, token_for};
+use crate::net::http::{self, ApiFailure, HttpError};
 
 /// An upload the gateway has not read from for this long is given up and resent.
 const UPLOAD_STALL: Duration = Duration::from_secs(60);

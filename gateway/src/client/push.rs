@@ -12,12 +12,12 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use super::backlog::DEFAULT_MEMORY_BYTES;
 use super::capture::{self, Capture};
 use super::exit::{EXIT_REFUSED, EXIT_REJECTED, EXIT_UNAVAILABLE, EXIT_USAGE};
-use super::http::{self, HttpError};
 use super::lines::LineSplitter;
 use super::mask::{Masker, ENV_MASK};
 use super::publisher::{PublishError, Publisher, PublisherOptions};
 use super::url::JobUrl;
 use super::{error_chain, ENV_TOKEN};
+use crate::net::http::{self, HttpError};
 
 /// Exit code when the command cannot be started (as shells use).
 const EXIT_NOT_RUN: u8 = 127;
@@ -65,7 +65,7 @@ pub struct PushArgs {
     #[arg(long, env = ENV_TOKEN, hide_env_values = true, value_name = "JWT")]
     pub token: Option<String>,
     /// PEM file of CA certificates to trust besides the public roots (a private CA).
-    #[arg(long, env = super::http::ENV_CA_FILE, value_name = "FILE")]
+    #[arg(long, env = super::ENV_CA_FILE, value_name = "FILE")]
     pub ca_file: Option<std::path::PathBuf>,
     /// Without a command: the terminal status to post when stdin ends (succeeded, failed,
     /// cancelled, expired, released or lost). Without it the job is left open. With a
@@ -119,10 +119,10 @@ pub struct PushArgs {
 
 /// Runs `tailgate push`.
 pub fn run(args: PushArgs) -> ExitCode {
-    if let Err(code) = super::http::trust_ca_file(args.ca_file.as_deref()) {
+    if let Err(code) = super::trust_ca_file(args.ca_file.as_deref()) {
         return code;
     }
-    super::http::set_connect_timeout(args.connect_timeout);
+    crate::net::http::set_connect_timeout(args.connect_timeout);
     let runtime = match super::runtime() {
         Ok(rt) => rt,
         Err(code) => return code,

@@ -10,10 +10,10 @@ use super::exit::{
     EXIT_IO, EXIT_REFUSED, EXIT_REJECTED, EXIT_TIMEOUT, EXIT_UNAVAILABLE, EXIT_USAGE,
 };
 use super::follow::{Ending, FollowError, FollowOptions, Follower, Update};
-use super::http;
 use super::output::{gap_fields, Printer, Style};
 use super::url::JobUrl;
 use super::{error_chain, token_for, ENV_TOKEN};
+use crate::net::http;
 
 /// How long `tail` keeps trying to reach a gateway that does not answer.
 pub const DEFAULT_GIVE_UP_AFTER: Duration = Duration::from_secs(600);
@@ -39,7 +39,7 @@ pub struct TailArgs {
     #[arg(long, env = ENV_TOKEN, hide_env_values = true, value_name = "JWT")]
     pub token: Option<String>,
     /// PEM file of CA certificates to trust besides the public roots (a private CA).
-    #[arg(long, env = super::http::ENV_CA_FILE, value_name = "FILE")]
+    #[arg(long, env = super::ENV_CA_FILE, value_name = "FILE")]
     pub ca_file: Option<std::path::PathBuf>,
     /// Strip ANSI colour and other escape sequences from the lines (also when the NO_COLOR
     /// environment variable is set). Without it, lines are printed byte for byte.
@@ -81,10 +81,10 @@ pub struct TailArgs {
 
 /// Runs `tailgate tail`.
 pub fn run(args: TailArgs) -> ExitCode {
-    if let Err(code) = super::http::trust_ca_file(args.ca_file.as_deref()) {
+    if let Err(code) = super::trust_ca_file(args.ca_file.as_deref()) {
         return code;
     }
-    super::http::set_connect_timeout(args.connect_timeout);
+    crate::net::http::set_connect_timeout(args.connect_timeout);
     let runtime = match super::runtime() {
         Ok(rt) => rt,
         Err(code) => return code,

@@ -2,7 +2,8 @@
 //!
 //! [`encoder`] wraps the compressors (flate2's deflate for gzip, zstd) and the framing
 //! between their outputs; [`shared`] keeps one sync-flushed stream per job, encoding and
-//! format that every caught-up reader writes as-is; [`reader`] is one reader's place in it.
+//! format that every caught-up reader writes as-is; [`reader`] is one reader's place in it;
+//! [`whole`] compresses a response for one reader alone (the plain `/log`).
 //! The scheme is described in the README ("How it works: compression").
 
 pub mod decode;
@@ -11,6 +12,7 @@ pub(crate) mod reader;
 pub(crate) mod shared;
 #[cfg(test)]
 mod tests;
+pub(crate) mod whole;
 
 use std::fmt;
 use std::str::FromStr;
@@ -19,6 +21,7 @@ use http::HeaderMap;
 
 pub(crate) use reader::ReaderCoder;
 pub(crate) use shared::Streams;
+pub(crate) use whole::BodyCoder;
 
 /// Raw bytes fed to one shared encoder between two dictionary resets, by default. Chosen on
 /// the corpus (loadtest/README.md): 512 KiB saved 0.5 points with gzip and lost 0.3 with

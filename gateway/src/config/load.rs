@@ -149,10 +149,14 @@ pub struct ServeArgs {
     /// Readers per job at most [default: 10000].
     #[arg(long, value_name = "N")]
     pub max_subscribers_per_job: Option<usize>,
-    /// Concurrent streams (SSE and Capgo WebSocket) per token subject (`sub`); over it:
-    /// 429 [default: 64].
+    /// Concurrent long-lived reads per token subject (`sub`): SSE streams, Capgo
+    /// WebSockets, `?wait=` status requests and `/log` downloads; over it: 429 [default: 64].
     #[arg(long, value_name = "N")]
     pub max_streams_per_subject: Option<usize>,
+    /// Concurrent uploads (publish requests) per token subject (`sub`), at most half of
+    /// --max-connections; over it: 429 [default: 4096].
+    #[arg(long, value_name = "N")]
+    pub max_uploads_per_subject: Option<usize>,
     /// Longer plain-text lines are split, bytes [default: 65536].
     #[arg(long, value_name = "BYTES")]
     pub max_line_bytes: Option<usize>,
@@ -288,6 +292,7 @@ pub(super) const FILE_KEYS: &[&str] = &[
     "max_jobs",
     "max_subscribers_per_job",
     "max_streams_per_subject",
+    "max_uploads_per_subject",
     "max_line_bytes",
     "max_record_bytes",
     "max_header_bytes",
@@ -727,7 +732,7 @@ fn load_all(
     );
 
     let lim = &mut config.limits;
-    let sizes: [(&str, Option<usize>, &mut usize); 10] = [
+    let sizes: [(&str, Option<usize>, &mut usize); 11] = [
         (
             "max-connections",
             args.max_connections,
@@ -743,6 +748,11 @@ fn load_all(
             "max-streams-per-subject",
             args.max_streams_per_subject,
             &mut lim.max_streams_per_subject,
+        ),
+        (
+            "max-uploads-per-subject",
+            args.max_uploads_per_subject,
+            &mut lim.max_uploads_per_subject,
         ),
         (
             "max-line-bytes",
@@ -892,10 +902,10 @@ fn store_config(args: &ServeArgs, l: &Layers<'_>) -> Result<StoreConfig, ConfigE
     }
     let redis = redis_config(args, l)?;
     let archive = archive_config(args, l)?;
-    if archive.is_some() && (memory_only || redis.is_some()) {
+    if archive.is_some() && memory_only && redis.is_none() {
         return Err(ConfigError::new(
             "archive-url",
-            "needs the spool (a data directory): it archives from there",
+            "needs the spool (a data directory) or redis: it archives from there",
         ));
     }
     Ok(StoreConfig {

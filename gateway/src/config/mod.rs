@@ -35,6 +35,7 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 16_384;
 pub const DEFAULT_MAX_JOBS: usize = 10_000;
 pub const DEFAULT_MAX_SUBSCRIBERS_PER_JOB: usize = 10_000;
 pub const DEFAULT_MAX_STREAMS_PER_SUBJECT: usize = 64;
+pub const DEFAULT_MAX_UPLOADS_PER_SUBJECT: usize = 4096;
 pub const DEFAULT_MAX_LINE_BYTES: usize = 64 * 1024;
 pub const DEFAULT_MAX_RECORD_BYTES: usize = 1024 * 1024;
 pub const DEFAULT_MAX_HEADER_BYTES: usize = 16 * 1024;
@@ -148,8 +149,12 @@ pub struct Limits {
     pub max_connections: usize,
     pub max_jobs: usize,
     pub max_subscribers_per_job: usize,
-    /// Concurrent streams (SSE and Capgo WebSocket) per token subject.
+    /// Concurrent long-lived reads per token subject: SSE, Capgo WebSocket, `?wait=`,
+    /// `/log` downloads.
     pub max_streams_per_subject: usize,
+    /// Concurrent uploads per token subject: a sibling cap, since one publish subject
+    /// often serves a whole build fleet; at most half of `max_connections` applies.
+    pub max_uploads_per_subject: usize,
     /// Longer plain-text lines are split.
     pub max_line_bytes: usize,
     /// Longer NDJSON records are refused (`400 bad_record`).
@@ -268,6 +273,7 @@ impl Default for Limits {
             max_jobs: DEFAULT_MAX_JOBS,
             max_subscribers_per_job: DEFAULT_MAX_SUBSCRIBERS_PER_JOB,
             max_streams_per_subject: DEFAULT_MAX_STREAMS_PER_SUBJECT,
+            max_uploads_per_subject: DEFAULT_MAX_UPLOADS_PER_SUBJECT,
             max_line_bytes: DEFAULT_MAX_LINE_BYTES,
             max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
             max_header_bytes: DEFAULT_MAX_HEADER_BYTES,

@@ -125,6 +125,7 @@ pub(super) fn values(c: &Config) -> Vec<(&'static str, Option<Value>)> {
                 "max_jobs" => int(lim.max_jobs as u64),
                 "max_subscribers_per_job" => int(lim.max_subscribers_per_job as u64),
                 "max_streams_per_subject" => int(lim.max_streams_per_subject as u64),
+                "max_uploads_per_subject" => int(lim.max_uploads_per_subject as u64),
                 "max_line_bytes" => int(lim.max_line_bytes as u64),
                 "max_record_bytes" => int(lim.max_record_bytes as u64),
                 "max_header_bytes" => int(lim.max_header_bytes as u64),

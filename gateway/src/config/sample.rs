@@ -92,6 +92,7 @@ const SECTIONS: &[(&str, &[&str])] = &[
             "max_jobs",
             "max_subscribers_per_job",
             "max_streams_per_subject",
+            "max_uploads_per_subject",
             "max_line_bytes",
             "max_record_bytes",
             "max_header_bytes",

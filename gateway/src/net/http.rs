@@ -14,7 +14,6 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 use super::tls::{self, rustls_error};
-pub use super::tls::{trust_ca_file, ENV_CA_FILE};
 use super::url::{Endpoint, Scheme};
 
 /// Default of `--connect-timeout`: how long a TCP connect plus TLS handshake may take, and

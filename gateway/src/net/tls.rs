@@ -1,4 +1,4 @@
-//! TLS for the clients: the roots they trust (the Mozilla roots from `webpki-roots` plus
+//! TLS for outbound connections: the roots they trust (the Mozilla roots from `webpki-roots` plus
 //! `--ca-file`), and what to tell a user whose handshake cannot work.
 
 use std::sync::{Arc, OnceLock};
@@ -10,21 +10,24 @@ pub const ENV_CA_FILE: &str = "TAILGATE_CA_FILE";
 /// before the first connection.
 static EXTRA_ROOTS: OnceLock<Vec<rustls::pki_types::CertificateDer<'static>>> = OnceLock::new();
 
-/// Trusts the CA certificates in the PEM file at `path` (if any) for every later `https://`
-/// connection of this process. A file that cannot be read or holds no certificate is a
-/// usage error (exit 64), reported here.
-pub fn trust_ca_file(path: Option<&std::path::Path>) -> Result<(), std::process::ExitCode> {
-    let Some(path) = path else { return Ok(()) };
-    let usage = |why: String| {
-        eprintln!("tailgate: --ca-file {}: {why}", path.display());
-        std::process::ExitCode::from(super::exit::EXIT_USAGE)
-    };
-    let pem = std::fs::read(path).map_err(|e| usage(format!("cannot read it: {e}")))?;
+/// Why `--ca-file` cannot be trusted.
+#[derive(Debug, thiserror::Error)]
+pub enum CaFileError {
+    #[error("cannot read it: {0}")]
+    Read(#[source] std::io::Error),
+    #[error("holds no PEM certificate")]
+    Empty,
+}
+
+/// Trusts the CA certificates in the PEM file at `path` for every later `https://`
+/// connection of this process.
+pub fn trust_ca_file(path: &std::path::Path) -> Result<(), CaFileError> {
+    let pem = std::fs::read(path).map_err(CaFileError::Read)?;
     let certs: Vec<_> = rustls_pemfile::certs(&mut pem.as_slice())
         .filter_map(Result::ok)
         .collect();
     if certs.is_empty() {
-        return Err(usage("holds no PEM certificate".into()));
+        return Err(CaFileError::Empty);
     }
     let _ = EXTRA_ROOTS.set(certs);
     Ok(())
