@@ -7,7 +7,7 @@
 # Prints a summary table and the targets (PASS/FAIL). Usage: loadtest/scale.sh
 # Knobs (env): DURATION (10s), PROCS (2), READBACK_MB (200), OUT (a temp dir), SKIP (names of
 # parts to leave out: "single redis proxy cluster readback"), SINGLE (the single-node scenarios:
-# "ci fanout ingest"), PROFILE (release).
+# "ci fanout ingest"), PROFILE (release), BIN_DIR (use the binaries there instead of building).
 set -euo pipefail
 
 DURATION=${DURATION:-10s}
@@ -46,9 +46,14 @@ ulimit -n 65536 2>/dev/null || true
 
 # PROFILE=dev only to try the script itself: figures of a debug build mean nothing.
 PROFILE=${PROFILE:-release}
-echo "== building ($PROFILE)"
-(cd "$root" && cargo build --profile "$PROFILE" -q -p tailgate -p tailgate-loadtest)
-bin=${CARGO_TARGET_DIR:-$root/target}/$([ "$PROFILE" = dev ] && echo debug || echo "$PROFILE")
+# BIN_DIR: take tailgate and tailgate-loadtest from there, unbuilt (to compare two builds).
+if [ -n "${BIN_DIR:-}" ]; then
+    bin=$BIN_DIR
+else
+    echo "== building ($PROFILE)"
+    (cd "$root" && cargo build --profile "$PROFILE" -q -p tailgate -p tailgate-loadtest)
+    bin=${CARGO_TARGET_DIR:-$root/target}/$([ "$PROFILE" = dev ] && echo debug || echo "$PROFILE")
+fi
 workers=$(nproc)
 thread_cap=$((workers + 16))
 skip() { [[ " $SKIP " == *" $1 "* ]]; }
