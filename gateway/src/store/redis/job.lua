@@ -187,9 +187,11 @@ local function append(m, records, ts, max_bytes, trunc_head, trunc_tail)
     redis.pcall(announce, log_key, 'T1 ' .. str(out[1][1]) .. ' ' .. str(m.next - 1) ..
       '\n' .. table.concat(notice))
   end
-  local reply = {'ok', accepted, duplicates, finished, meta_list(m)}
-  for _, e in ipairs(out) do reply[#reply + 1] = e end
-  return reply
+  -- One string, `ok|accepted|duplicates|finished|<meta fields>|<seq>,<index>,<aux>|...`:
+  -- one reply value to parse instead of one per field and record.
+  local reply = {'ok', accepted, duplicates, finished, table.concat(meta_list(m), '|')}
+  for _, e in ipairs(out) do reply[#reply + 1] = e[1] .. ',' .. e[2] .. ',' .. e[3] end
+  return table.concat(reply, '|')
 end
 
 if op == 'note' then
@@ -249,7 +251,7 @@ if op == 'end' then
     record = {n = '', kind = 'status', len = 16, status = 'expired', exit = '',
       final = true, rest = ARGV[10]}
   else
-    return {'ok', 0, 0, m.done, meta_list(m)}
+    return 'ok|0|0|' .. m.done .. '|' .. table.concat(meta_list(m), '|')
   end
   return append(m, {record}, now, 0, '', '')
 end

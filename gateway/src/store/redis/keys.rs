@@ -44,23 +44,24 @@ pub(crate) const META_FIELDS: [&str; 15] = [
 
 /// A job's state as the script returns it: its epoch (which changes when Redis lost the
 /// job and it was created again) and its progress.
-pub(crate) fn decode_meta(values: &[String]) -> Result<(String, Progress), String> {
+pub(crate) fn decode_meta<S: AsRef<str>>(values: &[S]) -> Result<(String, Progress), String> {
     if values.len() != META_FIELDS.len() {
         return Err(format!("meta has {} fields", values.len()));
     }
+    let value = |i: usize| values[i].as_ref();
     let num = |i: usize| -> Result<u64, String> {
-        values[i]
+        value(i)
             .parse::<u64>()
-            .map_err(|_| format!("meta field {} is {:?}", META_FIELDS[i], values[i]))
+            .map_err(|_| format!("meta field {} is {:?}", META_FIELDS[i], value(i)))
     };
     let opt = |i: usize| -> Result<Option<u64>, String> {
-        match values[i].as_str() {
+        match value(i) {
             "" => Ok(None),
             _ => num(i).map(Some),
         }
     };
-    let status: JobStatus = values[2].parse()?;
-    let exit_code = match values[3].as_str() {
+    let status: JobStatus = value(2).parse()?;
+    let exit_code = match value(3) {
         "" => None,
         raw => Some(raw.parse().map_err(|_| format!("exit code {raw:?}"))?),
     };
@@ -79,7 +80,7 @@ pub(crate) fn decode_meta(values: &[String]) -> Result<(String, Progress), Strin
         finished_ms: opt(12)?,
         activity_ms: num(13)?,
     };
-    Ok((values[0].clone(), progress))
+    Ok((value(0).to_string(), progress))
 }
 
 /// A tombstone as the script stores it.

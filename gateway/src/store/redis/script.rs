@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use redis::{Script, ScriptInvocation, Value};
 
-use super::keys::{decode_meta, decode_tombstone, JobKeys};
+use super::keys::{decode_meta, decode_tombstone, JobKeys, META_FIELDS};
 use crate::entry::{decode_status, Entry, Kind};
 use crate::job_id::JobId;
 use crate::record::{JobStatus, Record, RecordBody, Stream};
@@ -244,38 +244,46 @@ pub(crate) fn decode_load(job: &JobId, reply: &Value) -> Result<Loaded, String> 
 }
 
 /// Decodes an `append` or `end` reply into the stored entries, rebuilt byte for byte
-/// from `records` and the seqs the script gave them.
+/// from `records` and the seqs the script gave them. The script answers one string,
+/// `ok|accepted|duplicates|finished|<meta fields>|<seq>,<index>,<aux>|...`, or
+/// `{'gone', tombstone}` when retention deleted the job.
 pub(crate) fn decode_append(
     reply: &Value,
     records: &[Prepared],
     ts: SystemTime,
 ) -> Result<Appended, String> {
-    let Value::Array(items) = reply else {
-        return Err(bad("not an array"));
-    };
-    match items.first().and_then(text).as_deref() {
-        Some("ok") => {}
+    let raw = match reply {
+        Value::BulkString(raw) => raw,
         // Retention deleted the job: it had finished.
-        Some("gone") => {
+        Value::Array(items) if items.first().and_then(text).as_deref() == Some("gone") => {
             return Ok(Appended {
                 finished: true,
                 ..Appended::default()
             })
         }
-        _ => return Err(bad("no status")),
+        _ => return Err(bad("neither a string nor gone")),
+    };
+    let raw = std::str::from_utf8(raw).map_err(|_| bad("not UTF-8"))?;
+    let mut parts = raw.split('|');
+    if parts.next() != Some("ok") {
+        return Err(bad("no status"));
     }
-    let num = |i: usize| items.get(i).and_then(int).ok_or_else(|| bad("counts"));
-    let (accepted, duplicates, finished) = (num(1)?, num(2)?, num(3)? != 0);
-    let meta = items.get(4).and_then(texts).ok_or_else(|| bad("meta"))?;
+    let mut num = || {
+        parts
+            .next()
+            .and_then(|p| p.parse::<u64>().ok())
+            .ok_or_else(|| bad("counts"))
+    };
+    let (accepted, duplicates, finished) = (num()?, num()?, num()? != 0);
+    let meta: Vec<&str> = parts.by_ref().take(META_FIELDS.len()).collect();
     let (_, progress) = decode_meta(&meta)?;
     let ts_ms = ms(ts);
     let mut entries = Vec::new();
-    for item in &items[5..] {
-        let triple = match item {
-            Value::Array(t) if t.len() == 3 => (int(&t[0]), int(&t[1]), int(&t[2])),
-            _ => return Err(bad("entry")),
-        };
-        let (Some(seq), Some(idx), Some(aux)) = triple else {
+    for stored in parts {
+        let mut t = stored.split(',').map(|v| v.parse::<u64>().ok());
+        let (Some(Some(seq)), Some(Some(idx)), Some(Some(aux)), None) =
+            (t.next(), t.next(), t.next(), t.next())
+        else {
             return Err(bad("entry"));
         };
         let entry = if idx == 0 {
