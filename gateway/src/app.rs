@@ -69,8 +69,8 @@ impl App {
         let memory = Arc::new(MemoryBudget::new(limits.memory_budget_bytes));
         let compress = Arc::new(Streams::new(config.compression.clone(), memory.clone()));
         let (store, archive) = Self::tier(&config, store, &memory);
+        let capgo = CapgoState::new(&config, memory.clone());
         let hub = Arc::new(Hub::new(settings, memory, store));
-        let capgo = CapgoState::new(&config);
         let connection_slots = Arc::new(Semaphore::new(limits.max_connections));
         let streams = Arc::new(SubjectStreams::new(limits.max_streams_per_subject));
         // A publish subject often serves a whole build fleet, so its cap is high; but never
@@ -94,8 +94,8 @@ impl App {
         }
     }
 
-    /// `store` with the archive behind it, when one is configured (config allows it only
-    /// with the spool); its read cache takes an eighth of the memory budget at most.
+    /// `store` with the archive behind it, when one is configured (config allows it with
+    /// the spool or Redis); its read cache takes an eighth of the memory budget at most.
     fn tier(
         config: &Config,
         store: Arc<Store>,
@@ -104,14 +104,20 @@ impl App {
         let Some(archive) = &config.store.archive else {
             return (store, None);
         };
-        let Store::Spool(spool) = &*store else {
-            tracing::error!("the archive needs the spool; finished jobs stay where they are");
+        if matches!(&*store, Store::Memory(_)) {
+            tracing::error!(
+                "the archive needs the spool or redis; finished jobs stay where they are"
+            );
             return (store, None);
-        };
+        }
         let cache = config.limits.memory_budget_bytes / 8;
         match Archive::open(archive.clone(), Arc::clone(memory), cache) {
             Ok(archive) => {
-                let _ = spool.archive.set(Arc::clone(&archive));
+                let _ = match &*store {
+                    Store::Spool(spool) => spool.archive.set(Arc::clone(&archive)),
+                    Store::Redis(redis) => redis.archive.set(Arc::clone(&archive)),
+                    Store::Memory(_) => Ok(()),
+                };
                 let writer = (archive, Arc::clone(&store));
                 (store, Some(writer))
             }

@@ -226,7 +226,8 @@ impl Subscription {
         self.last_write = Instant::now();
     }
 
-    /// The frames of `entries` as one chunk; advances the cursor.
+    /// The frames of `entries` as one chunk; advances the cursor (past `entries` when a
+    /// shared compressed chunk held more).
     fn encode(&mut self, entries: &[std::sync::Arc<Entry>]) -> Bytes {
         self.touch();
         if let Some(last) = entries.last() {
@@ -234,9 +235,14 @@ impl Subscription {
             self.done = last.is_terminal();
         }
         let out = match &mut self.coder {
-            // The shared compressed stream carries the records' own ids (`id: <seq>`,
-            // which a resume reads as "this life").
-            Some(coder) => coder.entries(entries),
+            Some(coder) => {
+                let (out, written) = coder.entries(entries);
+                if let Some(w) = written.filter(|w| w.seq >= self.cursor) {
+                    self.cursor = w.seq + 1;
+                    self.done = w.terminal;
+                }
+                out
+            }
             None => {
                 let life = self.attached.job().life().len() + 1;
                 let mut out =

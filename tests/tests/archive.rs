@@ -17,14 +17,20 @@ use tailgate_tests::proxy::{Budget, Proxy};
 use tailgate_tests::s3::{self, S3Server};
 use tailgate_tests::{bearer, publish_ndjson, read_token};
 
-const PREFIX: &str = "it";
+pub(crate) const PREFIX: &str = "it";
 
 /// Starts a gateway on `data` archiving to `endpoint`.
 fn gateway(data: &TempDir, endpoint: &str, s3: &S3Server, extra: &[&str]) -> Daemon {
+    let dir = data.path().display().to_string();
+    archiving(&["--data-dir", &dir], endpoint, s3, extra)
+}
+
+/// Starts a gateway on the store `store` names (a data dir, or Redis) archiving to
+/// `endpoint`.
+pub(crate) fn archiving(store: &[&str], endpoint: &str, s3: &S3Server, extra: &[&str]) -> Daemon {
     let mut args = test_args();
+    args.extend(store.iter().map(|s| s.to_string()));
     for a in [
-        "--data-dir",
-        &data.path().display().to_string(),
         "--archive-url",
         &format!("s3://{}/{PREFIX}", s3::BUCKET),
         "--archive-endpoint",
@@ -44,7 +50,7 @@ fn gateway(data: &TempDir, endpoint: &str, s3: &S3Server, extra: &[&str]) -> Dae
 }
 
 /// The test's own client of the bucket, to look at and damage objects.
-fn bucket(s3: &S3Server) -> Arc<dyn ObjectStore> {
+pub(crate) fn bucket(s3: &S3Server) -> Arc<dyn ObjectStore> {
     // reqwest's rustls without a built-in provider, as in the gateway.
     let _ = rustls::crypto::ring::default_provider().install_default();
     Arc::new(
@@ -60,12 +66,12 @@ fn bucket(s3: &S3Server) -> Arc<dyn ObjectStore> {
     )
 }
 
-fn object(job: &str) -> ObjectPath {
+pub(crate) fn object(job: &str) -> ObjectPath {
     ObjectPath::from(format!("{PREFIX}/{job}.tglog"))
 }
 
 /// A build of `lines` varied lines (ANSI colour, progress CRs, stderr), then `failed`.
-async fn build(addr: SocketAddr, job: &str, lines: u64) {
+pub(crate) async fn build(addr: SocketAddr, job: &str, lines: u64) {
     let mut body = String::new();
     for n in 1..=lines {
         let stream = if n % 5 == 0 { "stderr" } else { "stdout" };
@@ -92,7 +98,7 @@ async fn build(addr: SocketAddr, job: &str, lines: u64) {
     assert_eq!(reply.status, 200, "{}", reply.text());
 }
 
-async fn get(addr: SocketAddr, path: &str, extra: &[(&str, &str)]) -> Reply {
+pub(crate) async fn get(addr: SocketAddr, path: &str, extra: &[(&str, &str)]) -> Reply {
     let job = path.split('/').nth(3).unwrap_or_default();
     let auth = bearer(&read_token(job));
     let mut headers = vec![("authorization", auth.as_str())];
@@ -101,7 +107,7 @@ async fn get(addr: SocketAddr, path: &str, extra: &[(&str, &str)]) -> Reply {
 }
 
 /// The job's whole SSE body (the stream ends after the final status), from `last`.
-async fn sse(addr: SocketAddr, job: &str, last: Option<u64>) -> Reply {
+pub(crate) async fn sse(addr: SocketAddr, job: &str, last: Option<u64>) -> Reply {
     let last = last.map(|l| l.to_string());
     let mut headers = vec![("accept", "text/event-stream")];
     if let Some(last) = &last {
@@ -112,7 +118,7 @@ async fn sse(addr: SocketAddr, job: &str, last: Option<u64>) -> Reply {
     reply
 }
 
-fn spool_exists(data: &Path, job: &str) -> bool {
+pub(crate) fn spool_exists(data: &Path, job: &str) -> bool {
     std::fs::read_dir(data.join("jobs"))
         .map(|dir| {
             dir.filter_map(Result::ok).any(|e| {
@@ -125,7 +131,7 @@ fn spool_exists(data: &Path, job: &str) -> bool {
 }
 
 /// Waits until `cond` holds (each check is an S3 or file-system look), at most `secs`.
-async fn until(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
+pub(crate) async fn until(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(secs);
     while !cond() {
         assert!(Instant::now() < deadline, "timed out waiting until {what}");
@@ -133,11 +139,16 @@ async fn until(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
-async fn object_exists(store: &Arc<dyn ObjectStore>, job: &str) -> bool {
+pub(crate) async fn object_exists(store: &Arc<dyn ObjectStore>, job: &str) -> bool {
     store.head(&object(job)).await.is_ok()
 }
 
-async fn until_archived(store: &Arc<dyn ObjectStore>, data: &Path, job: &str, secs: u64) {
+pub(crate) async fn until_archived(
+    store: &Arc<dyn ObjectStore>,
+    data: &Path,
+    job: &str,
+    secs: u64,
+) {
     let deadline = Instant::now() + Duration::from_secs(secs);
     while spool_exists(data, job) || !object_exists(store, job).await {
         assert!(
@@ -149,7 +160,7 @@ async fn until_archived(store: &Arc<dyn ObjectStore>, data: &Path, job: &str, se
 }
 
 /// Everything a reader sees of the job, minus the reader count.
-async fn views(addr: SocketAddr, job: &str, middle: u64) -> Vec<(String, bytes::Bytes)> {
+pub(crate) async fn views(addr: SocketAddr, job: &str, middle: u64) -> Vec<(String, bytes::Bytes)> {
     let mut out = Vec::new();
     out.push(("sse".into(), sse(addr, job, None).await.body));
     out.push(("resume".into(), sse(addr, job, Some(middle)).await.body));

@@ -3,8 +3,10 @@
 
 mod abuse;
 mod archive;
+mod archive_shared;
 mod auth;
 mod capgo_cli;
+mod capgo_deflate;
 mod capgo_routes;
 mod capgo_ws;
 mod cli_edges;

@@ -1,4 +1,4 @@
-//! The archive: a cold tier behind the spool (`--archive-url s3://bucket/prefix`). A
+//! The archive: a cold tier behind the spool or Redis (`--archive-url s3://bucket/prefix`). A
 //! finished job's log becomes one immutable object after a quiet period, then its local
 //! copy is dropped; every route reads it back from the archive like a live job.
 //!
@@ -6,13 +6,15 @@
 //! - `bucket`: the `object_store` client and object names.
 //! - `upload`: the writer: quiet period, conditional put, verify a race, drop local.
 //! - `cache`: indexes and frames read recently, under the memory budget.
-//! - `tiered`: the store decorator that reads the archive where the spool has nothing.
+//! - `misses`: a bounded negative cache of jobs the bucket does not hold.
+//! - `tiered`: the store decorator that reads the archive where the store has nothing.
 //! - `metrics`: objects and bytes archived, lag, ranged-read latency, failures.
 
 pub(crate) mod bucket;
 pub(crate) mod cache;
 pub(crate) mod format;
 pub(crate) mod metrics;
+pub(crate) mod misses;
 pub(crate) mod tiered;
 pub(crate) mod upload;
 
@@ -26,6 +28,7 @@ use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt};
 use self::bucket::{Bucket, BucketError};
 use self::cache::{Cache, Key, Value};
 use self::format::{FormatError, Index};
+use self::misses::{Misses, MAX_MISSES, MISS_TTL};
 use crate::entry::Entry;
 use crate::job_id::JobId;
 use crate::memory::MemoryBudget;
@@ -98,6 +101,8 @@ impl From<object_store::Error> for ArchiveError {
 pub(crate) struct Archive {
     bucket: Bucket,
     cache: Cache,
+    /// Jobs the bucket did not hold a moment ago.
+    misses: Misses,
     pub(crate) config: ArchiveConfig,
     handle: tokio::runtime::Handle,
     /// Owned here, shut down in the background on drop (never dropped inside a runtime).
@@ -131,6 +136,7 @@ impl Archive {
         Ok(Arc::new(Self {
             bucket,
             cache: Cache::new(cache_bytes, memory),
+            misses: Misses::new(MAX_MISSES, MISS_TTL),
             config,
             handle: runtime.handle().clone(),
             runtime: Mutex::new(Some(runtime)),
@@ -182,10 +188,12 @@ impl Archive {
             Ok(got) => got,
             Err(object_store::Error::NotFound { .. }) => {
                 self.cache.forget(job);
+                self.misses.insert(job);
                 return Ok(None);
             }
             Err(e) => return Err(e.into()),
         };
+        self.misses.remove(job);
         let size = got.meta.size;
         let start = got.range.start;
         let tail = got.bytes().await?;
@@ -212,6 +220,32 @@ impl Archive {
             return Ok(Some(index));
         }
         self.fetch_index(job).await
+    }
+
+    /// The job's index when cached: no request.
+    pub(crate) fn cached_index(&self, job: &JobId) -> Option<Arc<Index>> {
+        match self.cache.get(&Key::Index(job.clone())) {
+            Some(Value::Index(index)) => Some(index),
+            _ => None,
+        }
+    }
+
+    /// The job's index, from the cache when there; `None` without a request when the
+    /// bucket did not hold it a moment ago. For a job nobody here knows, where most
+    /// lookups miss (a new job, a deleted one).
+    pub(crate) async fn lookup(&self, job: &JobId) -> Result<Option<Arc<Index>>, ArchiveError> {
+        if let Some(index) = self.cached_index(job) {
+            return Ok(Some(index));
+        }
+        if self.misses.contains(job) {
+            return Ok(None);
+        }
+        self.fetch_index(job).await
+    }
+
+    /// This instance just wrote (or verified) the job's object.
+    pub(crate) fn wrote(&self, job: &JobId) {
+        self.misses.remove(job);
     }
 
     /// Frame `i` of the job's object, decoded: one ranged GET unless cached.

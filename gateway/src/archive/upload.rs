@@ -1,9 +1,11 @@
-//! The archive's writer. Every tick it lists the finished jobs the local store still
-//! holds; each one past its quiet period is streamed from the store in batches into
-//! frames (never the whole raw log in memory), then written as one object with a
-//! conditional put. Whoever loses a race (another instance, or a restart redoing an
-//! upload) verifies the winner's object instead. Only then is the local copy dropped.
-//! A failed upload leaves the job local and is retried with backoff.
+//! The archive's writer. Every tick it takes the finished jobs past their quiet period:
+//! the spool's, listed from the spool; Redis's, claimed from the shared queue (so one
+//! instance takes each job, and another takes it over if that one dies). Each is
+//! streamed from the store in batches into frames (never the whole raw log in memory),
+//! then written as one object with a conditional put. Whoever loses a race (another
+//! instance, or a restart redoing an upload) verifies the winner's object instead. Only
+//! then is the local copy dropped. A failed upload leaves the job where it was and is
+//! retried with backoff.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -71,7 +73,10 @@ pub(crate) async fn archive_job(
     };
     let payload: PutPayload = parts.into_iter().collect();
     match archive.store().put_opts(&path, payload, options).await {
-        Ok(_) => Ok(Uploaded::Wrote { bytes, raw }),
+        Ok(_) => {
+            archive.wrote(&recovered.id);
+            Ok(Uploaded::Wrote { bytes, raw })
+        }
         Err(object_store::Error::AlreadyExists { .. })
         | Err(object_store::Error::Precondition { .. }) => {
             let theirs = archive.fetch_index(&recovered.id).await?;
@@ -101,7 +106,7 @@ async fn encode(
     let mut next = 1;
     let mut raw = 0u64;
     while next <= last {
-        let batch = store.read(job, next, last, READ_BATCH).await?;
+        let batch = store.read_local(job, next, last, READ_BATCH).await?;
         match batch.first() {
             Some(first) if first.seq() == next => {}
             _ => return Err(UploadError::Missing(next)),
@@ -135,35 +140,20 @@ struct Retry {
     backoff: Duration,
 }
 
-/// Archives every finished job of `store` past the quiet period until `shutdown`,
-/// at most `config.uploads` at once.
-pub(crate) async fn run(archive: Arc<Archive>, store: Arc<Store>, shutdown: CancellationToken) {
-    let quiet_ms = archive.config.quiet.as_millis() as u64;
-    let every =
-        (archive.config.quiet / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
-    let slots = Arc::new(Semaphore::new(archive.config.uploads.max(1)));
-    let mut retries: HashMap<JobId, Retry> = HashMap::new();
-    let (done_tx, mut done_rx) =
-        tokio::sync::mpsc::unbounded_channel::<(JobId, Result<Uploaded, UploadError>)>();
-    let mut running: HashMap<JobId, ()> = HashMap::new();
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            Some((job, result)) = done_rx.recv() => {
-                running.remove(&job);
-                finished(&store, &job, result, &mut retries).await;
-                continue;
-            }
-            _ = tick.tick() => {}
-        }
-        let all = {
-            let store = Arc::clone(&store);
-            store.finished().await
-        };
+/// Retries remembered at most (a shared store's queue holds the rest).
+const MAX_RETRIES: usize = 64 * 1024;
+
+/// Finished jobs past the quiet period that this instance should archive now, at most
+/// `max`: the spool's, or those claimed from Redis's queue.
+async fn due(store: &Arc<Store>, quiet_ms: u64, max: usize) -> Vec<Recovered> {
+    if max == 0 {
+        return Vec::new();
+    }
+    let Store::Redis(r) = &**store else {
         let now = now_ms();
-        let due: Vec<Recovered> = all
+        return store
+            .finished()
+            .await
             .into_iter()
             .filter(|r| {
                 r.progress.status.is_terminal()
@@ -171,13 +161,70 @@ pub(crate) async fn run(archive: Arc<Archive>, store: Arc<Store>, shutdown: Canc
                     && r.progress.finished_ms.unwrap_or(0) + quiet_ms <= now
             })
             .collect();
-        metrics::get().set_pending(due.len());
-        retries.retain(|id, _| due.iter().any(|r| &r.id == id));
+    };
+    let claimed = match r.claim_archive(max).await {
+        Ok(claimed) => claimed,
+        Err(e) => {
+            tracing::debug!(error = %e.report(), "cannot claim finished jobs to archive");
+            return Vec::new();
+        }
+    };
+    let mut out = Vec::with_capacity(claimed.len());
+    for job in claimed {
+        match r.archive_state(&job).await {
+            Ok(Some((recovered, false))) if recovered.progress.status.is_terminal() => {
+                out.push(recovered);
+            }
+            // Archived already, gone with retention, or (a new life) not finished.
+            Ok(_) => r.unqueue_archive(&job).await,
+            // Claimed: due again when the claim runs out.
+            Err(e) => {
+                tracing::debug!(job.id = %job, error = %e.report(), "cannot read a job to archive")
+            }
+        }
+    }
+    out
+}
+
+/// Archives every finished job of `store` past the quiet period until `shutdown`,
+/// at most `config.uploads` at once.
+pub(crate) async fn run(archive: Arc<Archive>, store: Arc<Store>, shutdown: CancellationToken) {
+    let quiet_ms = archive.config.quiet.as_millis() as u64;
+    let every =
+        (archive.config.quiet / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
+    let uploads = archive.config.uploads.max(1);
+    let slots = Arc::new(Semaphore::new(uploads));
+    let shared = matches!(&*store, Store::Redis(_));
+    let mut retries: HashMap<JobId, Retry> = HashMap::new();
+    let (done_tx, mut done_rx) =
+        tokio::sync::mpsc::unbounded_channel::<(Recovered, Result<Uploaded, UploadError>)>();
+    let mut running: HashMap<JobId, ()> = HashMap::new();
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            Some((recovered, result)) = done_rx.recv() => {
+                running.remove(&recovered.id);
+                finished(&store, &recovered, result, &mut retries).await;
+                continue;
+            }
+            _ = tick.tick() => {}
+        }
+        let free = slots.available_permits();
+        let due = due(&store, quiet_ms, if shared { free } else { usize::MAX }).await;
+        if !shared {
+            metrics::get().set_pending(due.len());
+            retries.retain(|id, _| due.iter().any(|r| &r.id == id));
+        } else if retries.len() > MAX_RETRIES {
+            retries.clear();
+        }
         for recovered in due {
             if running.contains_key(&recovered.id)
-                || retries
-                    .get(&recovered.id)
-                    .is_some_and(|r| r.at > Instant::now())
+                || (!shared
+                    && retries
+                        .get(&recovered.id)
+                        .is_some_and(|r| r.at > Instant::now()))
             {
                 continue;
             }
@@ -198,19 +245,20 @@ pub(crate) async fn run(archive: Arc<Archive>, store: Arc<Store>, shutdown: Canc
                     metrics::get().archived(*bytes, *raw, Duration::from_millis(lag));
                     tracing::debug!(job.id = %recovered.id, archive.bytes = bytes, "job archived");
                 }
-                let _ = done_tx.send((recovered.id.clone(), result));
+                let _ = done_tx.send((recovered, result));
             });
         }
     }
 }
 
-/// After an upload: drop the local copy, or schedule a retry.
+/// After an upload: drop the local copy, or schedule a retry (Redis: due again then).
 async fn finished(
     store: &Arc<Store>,
-    job: &JobId,
+    recovered: &Recovered,
     result: Result<Uploaded, UploadError>,
     retries: &mut HashMap<JobId, Retry>,
 ) {
+    let job = &recovered.id;
     match result {
         Ok(uploaded) => {
             if uploaded == Uploaded::Verified {
@@ -218,7 +266,7 @@ async fn finished(
                 tracing::debug!(job.id = %job, "job already archived; verified");
             }
             retries.remove(job);
-            store.drop_archived(job).await;
+            store.drop_archived(job, &recovered.life).await;
         }
         Err(e) => {
             metrics::get().failed();
@@ -231,6 +279,10 @@ async fn finished(
                 archive.retry_in_secs = backoff.as_secs(),
                 "cannot archive a finished job; it stays local"
             );
+            if let Store::Redis(r) = &**store {
+                r.requeue_archive(job, now_ms() + backoff.as_millis() as u64)
+                    .await;
+            }
             retries.insert(
                 job.clone(),
                 Retry {

@@ -100,7 +100,7 @@ fn two_writers_race_one_object_is_written_and_the_loser_verifies_it() {
 
         // The local copy goes; with the archive behind the spool, the job reads from the
         // object.
-        store.drop_archived(&job).await;
+        store.drop_archived(&job, &recovered.life).await;
         assert!(held(&store, &job).await.is_none());
         assert!(!matches!(store.read(&job, 1, 10, 1 << 20).await, Ok(held) if !held.is_empty()));
         tier(&store, &archive);

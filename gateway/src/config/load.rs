@@ -902,10 +902,10 @@ fn store_config(args: &ServeArgs, l: &Layers<'_>) -> Result<StoreConfig, ConfigE
     }
     let redis = redis_config(args, l)?;
     let archive = archive_config(args, l)?;
-    if archive.is_some() && (memory_only || redis.is_some()) {
+    if archive.is_some() && memory_only && redis.is_none() {
         return Err(ConfigError::new(
             "archive-url",
-            "needs the spool (a data directory): it archives from there",
+            "needs the spool (a data directory) or redis: it archives from there",
         ));
     }
     Ok(StoreConfig {

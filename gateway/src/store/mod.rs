@@ -9,6 +9,9 @@
 //! - [`spool`]: one append-only, checksummed file per job under `--data-dir` (default).
 //! - [`redis`]: shared by several instances (`--redis-url`); it assigns seqs.
 //!
+//! The archive (`--archive-url`, [`crate::archive`]) is a cold tier behind the spool or
+//! Redis: the arms below send a job or records the store no longer holds to it.
+//!
 //! The append rules themselves live in [`crate::rules`]; each store applies them (or,
 //! Redis, mirrors them in its script) and returns what it stored. A new store (an archive
 //! tier, another shared engine) is one more variant of [`Store`] and one arm per method.
@@ -152,27 +155,90 @@ impl Store {
             // A finished job the disk budget deleted under its memory copy answers from
             // its tombstone (410), not from what memory still holds of it.
             Self::Spool(s) if held.is_some() && s.holds(job) => Ok(Opened::Held),
-            Self::Spool(s) => {
-                let (spool, id, holds) = (Arc::clone(s), job.clone(), held.is_some());
-                let opened = s
-                    .writer
-                    .run(move || match holds {
-                        true => Ok(match spool.tombstone(&id) {
-                            Some(tombstone) => Opened::Gone(tombstone),
-                            None => Opened::Held,
-                        }),
-                        false => spool.open_job(&id),
-                    })
-                    .await?;
-                // Archiving leaves a tombstone: only a job that has one may be archived.
-                match (opened, s.archive.get()) {
-                    (Opened::Gone(tombstone), Some(archive)) => {
-                        crate::archive::tiered::open(archive, job, held, tombstone).await
-                    }
-                    (opened, _) => Ok(opened),
+            Self::Spool(_) if held.is_none() && self.archive().is_some() => {
+                match self.archived_elsewhere(job).await {
+                    Some(archived) => Ok(Opened::Job(archived)),
+                    None => self.open_spool(job, held).await,
                 }
             }
-            Self::Redis(r) => r.open_job(job).await,
+            Self::Spool(_) => self.open_spool(job, held).await,
+            Self::Redis(r) => r.open_tiered(job, held).await,
+        }
+    }
+
+    /// The spool's answer for a job, and the archive's for one it archived.
+    async fn open_spool(&self, job: &JobId, held: Option<&str>) -> Result<Opened, StoreError> {
+        let Self::Spool(s) = self else {
+            return Err(StoreError::failed("not the spool"));
+        };
+        let (spool, id, holds) = (Arc::clone(s), job.clone(), held.is_some());
+        let opened = s
+            .writer
+            .run(move || match holds {
+                true => Ok(match spool.tombstone(&id) {
+                    Some(tombstone) => Opened::Gone(tombstone),
+                    None => Opened::Held,
+                }),
+                false => spool.open_job(&id),
+            })
+            .await?;
+        // Archiving leaves a tombstone: only a job that has one may be archived here.
+        match (opened, s.archive.get()) {
+            (Opened::Gone(tombstone), Some(archive)) => {
+                crate::archive::tiered::open(archive, job, held, tombstone).await
+            }
+            (opened, _) => Ok(opened),
+        }
+    }
+
+    /// The archive behind the store, when there is one.
+    fn archive(&self) -> Option<&Arc<crate::archive::Archive>> {
+        match self {
+            Self::Spool(s) => s.archive.get(),
+            Self::Redis(r) => r.archive(),
+            Self::Memory(_) => None,
+        }
+    }
+
+    /// With an archive, a job the spool neither holds nor remembers (another instance,
+    /// or this one before a restart, may have archived it) is looked for there before
+    /// the spool creates it. The negative cache answers most of these.
+    async fn archived_elsewhere(&self, job: &JobId) -> Option<Recovered> {
+        let Self::Spool(s) = self else {
+            return None;
+        };
+        let archive = s.archive.get()?;
+        if s.holds(job) {
+            return None;
+        }
+        let (spool, id) = (Arc::clone(s), job.clone());
+        if s.writer
+            .run(move || Ok(spool.tombstone(&id)))
+            .await
+            .ok()?
+            .is_some()
+        {
+            return None;
+        }
+        let (inner, id) = (Arc::clone(archive), job.clone());
+        match archive.run(async move { inner.lookup(&id).await }).await {
+            Ok(Some(index)) => Some(redis::archived::recovered_of(job, &index)),
+            Ok(None) => None,
+            Err(e) => {
+                tracing::debug!(job.id = %job, error = %e, "cannot look for a job in the archive");
+                None
+            }
+        }
+    }
+
+    /// Queues a job this call finished for the archive (a shared store: any instance
+    /// may archive it). The spool's writer finds its finished jobs by itself.
+    async fn finished_now(&self, job: &JobId, appended: &Appended) {
+        if let (Self::Redis(r), Some(archive)) = (self, self.archive()) {
+            if let Some(end) = appended.entries.iter().find(|e| e.is_terminal()) {
+                let due = end.ts_ms() + archive.config.quiet.as_millis() as u64;
+                r.queue_archive(job, due).await;
+            }
         }
     }
 
@@ -188,6 +254,11 @@ impl Store {
     ) -> Result<Appended, StoreError> {
         match self {
             Self::Memory(_) => Ok(rules::apply(cached, batch, max_log_bytes, &Stamp::now())),
+            // Nothing follows a terminal status: no need to ask the spool, which no longer
+            // holds a job it archived.
+            Self::Spool(_) if cached.status.is_terminal() => {
+                Ok(rules::apply(cached, batch, max_log_bytes, &Stamp::now()))
+            }
             Self::Spool(s) => {
                 // The rules run here; the writer thread only writes what they made.
                 let from = s.progress(job)?;
@@ -197,7 +268,11 @@ impl Store {
                     .run(move || spool.store(&job, &from, appended))
                     .await
             }
-            Self::Redis(r) => r.append(job, batch, max_log_bytes).await,
+            Self::Redis(r) => {
+                let appended = r.append(job, batch, max_log_bytes).await?;
+                self.finished_now(job, &appended).await;
+                Ok(appended)
+            }
         }
     }
 
@@ -229,7 +304,13 @@ impl Store {
                     .run(move || spool.store(&job, &from, appended))
                     .await
             }
-            Self::Redis(r) => r.end_if_idle(job, lost_before_ms, expired_before_ms).await,
+            Self::Redis(r) => {
+                let appended = r
+                    .end_if_idle(job, lost_before_ms, expired_before_ms)
+                    .await?;
+                self.finished_now(job, &appended).await;
+                Ok(appended)
+            }
         }
     }
 
@@ -288,6 +369,35 @@ impl Store {
                     }
                     None => hot,
                 }
+            }
+            Self::Redis(r) => {
+                let hot = r.read(job, from, to, budget).await;
+                match r.archive() {
+                    Some(archive) => {
+                        crate::archive::tiered::read(archive, job, from, to, budget, hot).await
+                    }
+                    None => hot,
+                }
+            }
+        }
+    }
+
+    /// Records as the store itself holds them, never from the archive: what the
+    /// archive's writer encodes.
+    pub(crate) async fn read_local(
+        &self,
+        job: &JobId,
+        from: u64,
+        to: u64,
+        budget: usize,
+    ) -> Result<Vec<Arc<Entry>>, StoreError> {
+        match self {
+            Self::Memory(_) => Ok(Vec::new()),
+            Self::Spool(s) => {
+                let (spool, id) = (Arc::clone(s), job.clone());
+                s.reader
+                    .run(move || spool.read(&id, from, to, budget))
+                    .await
             }
             Self::Redis(r) => r.read(job, from, to, budget).await,
         }
@@ -353,16 +463,32 @@ impl Store {
         }
     }
 
-    /// The job's log is safe in the archive: drop the local copy and leave a tombstone,
-    /// which sends later requests for the job to the archive.
-    pub(crate) async fn drop_archived(&self, job: &JobId) {
-        if let Self::Spool(s) = self {
-            let job = job.clone();
-            let _ = blocking(s, move |s| {
-                s.drop_archived(&job);
-                Ok(())
-            })
-            .await;
+    /// The job's log (in life `life`) is safe in the archive: drop the local copy and
+    /// leave a tombstone (the spool) or the archived marker (Redis), which send later
+    /// requests for the job to the archive.
+    pub(crate) async fn drop_archived(&self, job: &JobId, life: &str) {
+        match self {
+            Self::Spool(s) => {
+                let job = job.clone();
+                let _ = blocking(s, move |s| {
+                    s.drop_archived(&job);
+                    Ok(())
+                })
+                .await;
+            }
+            Self::Redis(r) => {
+                match r.mark_archived(job, life).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::debug!(job.id = %job, "the job changed life before it was marked archived; its keys stay");
+                    }
+                    Err(e) => {
+                        tracing::warn!(job.id = %job, error = %e.report(), "cannot mark an archived job; its keys stay until retention");
+                    }
+                }
+                r.unqueue_archive(job).await;
+            }
+            Self::Memory(_) => {}
         }
     }
 
@@ -376,8 +502,16 @@ impl Store {
     ) -> Vec<(JobId, JobStatus)> {
         match self {
             Self::Redis(r) => {
-                r.sweep_jobs(lost_before_ms, expired_before_ms, lease.as_millis() as u64)
-                    .await
+                let ended = r
+                    .sweep_jobs(lost_before_ms, expired_before_ms, lease.as_millis() as u64)
+                    .await;
+                if let Some(archive) = r.archive() {
+                    let due = now_ms() + archive.config.quiet.as_millis() as u64;
+                    for (job, _) in &ended {
+                        r.queue_archive(job, due).await;
+                    }
+                }
+                ended
             }
             _ => Vec::new(),
         }

@@ -4,6 +4,7 @@
 //! script, so two instances never give one seq to two records. Each instance follows the
 //! jobs its readers watch ([`tail`]) into their local rings.
 
+pub(crate) mod archived;
 pub(crate) mod errors;
 pub(crate) mod keys;
 pub(crate) mod lease;
@@ -67,6 +68,8 @@ pub(crate) struct RedisStore {
     sweep: lease::Sweep,
     /// Replicas an append waits for (`--redis-wait-replicas`).
     replicas: replicas::Replicas,
+    /// The archive behind Redis (`--archive-url`), set once at start-up ([`archived`]).
+    pub(crate) archive: std::sync::OnceLock<Arc<crate::archive::Archive>>,
 }
 
 impl RedisStore {
@@ -86,6 +89,7 @@ impl RedisStore {
             unready: Arc::new(Mutex::new(Some("redis: not connected yet".into()))),
             sweep: lease::Sweep::default(),
             replicas: replicas::Replicas::new(settings.wait_replicas, settings.timeout),
+            archive: std::sync::OnceLock::new(),
         });
         tokio::spawn(health(conn.clone(), Arc::clone(&store.unready)));
         tokio::spawn(tail::run(
