@@ -266,7 +266,9 @@ impl Subscription {
             }
         };
         if let Some(first) = entries.first() {
-            metrics::get().delivered(entries.len(), out.len(), first.ts_ms(), self.attached_ms);
+            // The cursor moved past every event written (a shared chunk may hold more).
+            let events = self.cursor.saturating_sub(first.seq()) as usize;
+            metrics::get().delivered(events, out.len(), first.ts_ms(), self.attached_ms);
         }
         out
     }
