@@ -36,9 +36,10 @@ def b64(data):
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
-def token(job, publish=False):
+def token(job, publish=False, sub="archive-bench"):
     head = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
-    claims = {"iss": ISS, "aud": AUD, "sub": "archive-bench", "job_id": job,
+    # Readers get a subject each: streams per subject are capped (--max-streams-per-subject).
+    claims = {"iss": ISS, "aud": AUD, "sub": sub, "job_id": job,
               "exp": int(time.time()) + 3600}
     if publish:
         claims["scope"] = "publish"
@@ -234,17 +235,25 @@ def rss(pid):
     return vals
 
 
-async def reader(job, last, stats):
+async def reader(n, job, last, stats):
     r, w = await asyncio.open_connection("127.0.0.1", C, limit=1 << 20)
+    auth = token(job, sub=f"reader-{n}")
     head = (f"GET /v1/jobs/{job}/logs HTTP/1.1\r\nhost: x\r\nconnection: close\r\n"
-            f"accept: text/event-stream\r\nauthorization: Bearer {token(job)}\r\n\r\n")
+            f"accept: text/event-stream\r\nauthorization: Bearer {auth}\r\n\r\n")
     w.write(head.encode())
     await w.drain()
     expect, tail, got = 1, b"", 0
+    first = True
     while True:
         chunk = await r.read(1 << 18)
         if not chunk:
             break
+        if first:
+            first = False
+            status = chunk.split(b" ", 2)[1]
+            if status != b"200":
+                stats["refused"] += 1
+                stats["why"] = chunk[:300].decode(errors="replace")
         data = tail + chunk
         # Whole lines only; the last line end stays, since it may precede an `id:`.
         cut = max(data.rfind(b"\n"), 0)
@@ -268,7 +277,7 @@ async def reader(job, last, stats):
 
 
 async def replay_phase(jobs, lasts, report):
-    stats = {"lost": 0, "extra": 0, "disorder": 0, "done": 0}
+    stats = {"lost": 0, "extra": 0, "disorder": 0, "done": 0, "refused": 0}
     peak = 0
     stop = False
 
@@ -281,7 +290,7 @@ async def replay_phase(jobs, lasts, report):
     sampler = asyncio.create_task(sample())
     t0 = time.time()
     picks = [jobs[i % len(jobs)] for i in range(READERS)]
-    await asyncio.gather(*(reader(j, lasts[j], stats) for j in picks))
+    await asyncio.gather(*(reader(n, j, lasts[j], stats) for n, j in enumerate(picks)))
     took = time.time() - t0
     stop = True
     await sampler
