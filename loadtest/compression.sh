@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Compression's cost and gain, side by side in one run: the same scenarios on the build-log
 # corpus (loadtest/corpus, `--corpus`) against one build of `tailgate serve --memory-only`,
-# with readers asking for no compression, gzip and zstd, each on a fresh server
-# (TOKIO_WORKER_THREADS=1): fanout 1 job x 1,000 readers at 200 lines/s, the ci shape (300
-# jobs x 2 readers x 20 lines/s) and 2,000 idle readers; then the ratios to uncompressed.
-# Usage: loadtest/compression.sh  (env: WORKERS=1, DURATION=10s, PROCS=2, PORT=18095, OUT)
+# with readers asking for no compression, gzip and zstd, each on a fresh server at its
+# defaults: fanout 1 job x 1,000 readers at 200 lines/s, the ci shape (300 jobs x 2 readers x
+# 20 lines/s) and 2,000 idle readers; then the ratios to uncompressed, and the load average.
+# Usage: loadtest/compression.sh  (env: DURATION=10s, PROCS=2, PORT=18095, OUT; WORKERS=N
+# sets TOKIO_WORKER_THREADS, unset by default)
 set -euo pipefail
 
-WORKERS=${WORKERS:-1}
+WORKERS=${WORKERS:-}
 DURATION=${DURATION:-10s}
 PROCS=${PROCS:-2}
 PORT=${PORT:-18095}
@@ -37,7 +38,7 @@ bin=${CARGO_TARGET_DIR:-$root/target}/release
 
 start() {
     stop
-    TOKIO_WORKER_THREADS=$WORKERS "$bin/tailgate" serve --listen "127.0.0.1:$PORT" \
+    ${WORKERS:+env TOKIO_WORKER_THREADS=$WORKERS} "$bin/tailgate" serve --listen "127.0.0.1:$PORT" \
         --jwt-secret "$SECRET" --jwt-issuer "$ISS" --jwt-audience "$AUD" --memory-only \
         --max-streams-per-subject 1000000 >>"$work/tailgate.log" 2>&1 &
     tg_pid=$!
@@ -52,7 +53,7 @@ start() {
 lt() {
     local name=$1 coding=$2
     shift 2
-    echo "== $name ($coding)"
+    echo "== $name ($coding) $(uptime | sed 's/.*load/load/')"
     start
     "$bin/tailgate-loadtest" "$@" --url "http://127.0.0.1:$PORT" --corpus "$root/loadtest/corpus" \
         --compression "$coding" --jwt-secret "$SECRET" --jwt-issuer "$ISS" --jwt-audience "$AUD" \
@@ -69,7 +70,7 @@ stop
 get() { jq -r "$2 // 0" "$out/$1.json" 2>/dev/null || echo 0; }
 ratio() { jq -rn --argjson a "$1" --argjson b "$2" 'if $b == 0 then "n/a" else ($a / $b * 1000 | round / 1000) end'; }
 echo
-echo "== compression on the corpus (workers $WORKERS; JSON reports in $out)"
+echo "== compression on the corpus (workers ${WORKERS:-default}; JSON reports in $out; $(uptime | sed 's/.*load/load/'))"
 printf '%-44s %12s %12s %12s %8s %8s\n' metric off gzip zstd gzip/off zstd/off
 row() {
     local label=$1 o g z

@@ -69,8 +69,8 @@ impl App {
         let memory = Arc::new(MemoryBudget::new(limits.memory_budget_bytes));
         let compress = Arc::new(Streams::new(config.compression.clone(), memory.clone()));
         let (store, archive) = Self::tier(&config, store, &memory);
+        let capgo = CapgoState::new(&config, memory.clone());
         let hub = Arc::new(Hub::new(settings, memory, store));
-        let capgo = CapgoState::new(&config);
         let connection_slots = Arc::new(Semaphore::new(limits.max_connections));
         let streams = Arc::new(SubjectStreams::new(limits.max_streams_per_subject));
         // A publish subject often serves a whole build fleet, so its cap is high; but never

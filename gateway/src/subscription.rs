@@ -37,7 +37,7 @@ pub(crate) enum Format {
 /// The SSE frame of `entry` in `format`: shared by every reader (and shared stream).
 pub(crate) fn frame_of(format: Format, entry: &Entry) -> Bytes {
     match (format, entry.kind()) {
-        (Format::Text, Kind::Log(_)) => entry.frame(EntryFrame::SseText).0,
+        (Format::Text, Kind::Log(_)) => entry.frame_for_use(EntryFrame::SseText),
         _ => entry.sse.clone(),
     }
 }
@@ -138,6 +138,11 @@ impl Subscription {
         }
     }
 
+    /// The memory budget, which a chunk waiting for a slow socket is charged to.
+    pub(crate) fn memory(&self) -> &std::sync::Arc<crate::memory::MemoryBudget> {
+        self.attached.job().memory()
+    }
+
     /// The `Content-Encoding` of this stream, if compressed.
     pub(crate) fn content_encoding(&self) -> Option<&'static str> {
         self.coder.as_ref().map(|c| c.coding().token())
@@ -221,7 +226,8 @@ impl Subscription {
         self.last_write = Instant::now();
     }
 
-    /// The frames of `entries` as one chunk; advances the cursor.
+    /// The frames of `entries` as one chunk; advances the cursor (past `entries` when a
+    /// shared compressed chunk held more).
     fn encode(&mut self, entries: &[std::sync::Arc<Entry>]) -> Bytes {
         self.touch();
         if let Some(last) = entries.last() {
@@ -229,9 +235,14 @@ impl Subscription {
             self.done = last.is_terminal();
         }
         let out = match &mut self.coder {
-            // The shared compressed stream carries the records' own ids (`id: <seq>`,
-            // which a resume reads as "this life").
-            Some(coder) => coder.entries(entries),
+            Some(coder) => {
+                let (out, written) = coder.entries(entries);
+                if let Some(w) = written.filter(|w| w.seq >= self.cursor) {
+                    self.cursor = w.seq + 1;
+                    self.done = w.terminal;
+                }
+                out
+            }
             None => {
                 let life = self.attached.job().life().len() + 1;
                 let mut out =
@@ -255,7 +266,9 @@ impl Subscription {
             }
         };
         if let Some(first) = entries.first() {
-            metrics::get().delivered(entries.len(), out.len(), first.ts_ms(), self.attached_ms);
+            // The cursor moved past every event written (a shared chunk may hold more).
+            let events = self.cursor.saturating_sub(first.seq()) as usize;
+            metrics::get().delivered(events, out.len(), first.ts_ms(), self.attached_ms);
         }
         out
     }

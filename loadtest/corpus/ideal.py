@@ -8,7 +8,11 @@ them with KEEP=dir). Prints, per scheme, the deflate bytes as a % of the SSE byt
   sync+64k    the same, a fresh encoder every 64 KiB of input (the gateway's scheme)
   partial+64k a partial flush per event instead (an empty static block, not 4 bytes)
 and, for sync+64k, what HTTP/1.1 chunk framing adds when each event is its own chunk.
+With BURST=N, every scheme also flushes per N events (a reader finding N at once). With the
+`brotli` and `zstandard` modules (`pip install brotli zstandard`), br (quality 5, window 2^17
+... 2^22 as brotli picks) and zstd (level 3) flushed the same ways, reset every 64 KiB.
 """
+import os
 import sys
 import zlib
 
@@ -40,6 +44,35 @@ def flushed(evs, mode, reset, level=LEVEL):
     return sizes
 
 
+def groups(evs, n):
+    """The events joined n at a time (a reader that finds n events at once)."""
+    return [b"".join(evs[i : i + n]) for i in range(0, len(evs), n)]
+
+
+def other(evs, name, reset=RESET):
+    """Sizes of `evs` flushed one by one with br or zstd (None without the module)."""
+    try:
+        if name == "br":
+            import brotli
+
+            make = lambda: brotli.Compressor(quality=5, lgwin=17)
+            step = lambda c, ev: len(c.process(ev)) + len(c.flush())
+        else:
+            import zstandard
+
+            make = lambda: zstandard.ZstdCompressor(level=3).compressobj()
+            step = lambda c, ev: len(c.compress(ev)) + len(c.flush(zstandard.COMPRESSOBJ_FLUSH_BLOCK))
+    except ImportError:
+        return None
+    sizes, c, fed = [], None, 0
+    for ev in evs:
+        if c is None or fed >= reset:
+            c, fed = make(), 0
+        sizes.append(step(c, ev))
+        fed += len(ev)
+    return sizes
+
+
 def framing(sizes):
     """HTTP/1.1 chunked framing when every event is one chunk: hex size, CRLF, CRLF."""
     return sum(len(f"{s:x}") + 4 for s in sizes if s)
@@ -63,6 +96,15 @@ def main():
         r["sync+64k framed"] = sum(s64) + framing(s64)
         r["partial+64k"] = sum(flushed(evs, zlib.Z_PARTIAL_FLUSH, RESET))
         r["sync+64k level9"] = sum(flushed(evs, zlib.Z_SYNC_FLUSH, RESET, 9))
+        burst = int(os.environ.get("BURST", "0"))
+        runs = [("", evs)] + ([(f" /{burst}", groups(evs, burst))] if burst > 1 else [])
+        for tag, evs_ in runs:
+            if tag:
+                r["sync+64k" + tag] = sum(flushed(evs_, zlib.Z_SYNC_FLUSH, RESET))
+            for name in ("br", "zstd"):
+                sizes = other(evs_, name)
+                if sizes is not None:
+                    r[name + "+64k" + tag] = sum(sizes)
         rows.append((path.rsplit("/", 1)[-1], r))
         for k, v in r.items():
             tot[k] = tot.get(k, 0) + v

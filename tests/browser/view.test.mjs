@@ -106,8 +106,9 @@ let jobs = 0;
 const jobName = (what) => `${what}-${process.pid}-${++jobs}`;
 
 /** A page with the view of `job` open (token in the fragment); `extra` joins the fragment. */
-async function openView(job, { base = BASE, prefix = '/v1/jobs', extra = '', scheme = 'light', height = 600 } = {}) {
+async function openView(job, { base = BASE, prefix = '/v1/jobs', extra = '', scheme = 'light', height = 600, onContext = null } = {}) {
   const context = await browser.newContext({ viewport: { width: 1100, height }, colorScheme: scheme });
+  onContext?.(context);
   const page = await context.newPage();
   const errors = [];
   page.on('pageerror', (e) => errors.push(String(e)));
@@ -739,6 +740,81 @@ test('gaps and truncation are marked', async () => {
   // Line numbers still count the lines the gap took: the next line is numbered after them.
   const next = Number(to) + 1;
   assert.equal(await rowText(page, next).textContent(), `${String(next).padStart(6, '0')} ${'x'.repeat(90)}`);
+  await page.context().close();
+});
+
+/** The events of an SSE body as a spec-following client fires them: {type, id, data}. */
+function sseEvents(text) {
+  const out = [];
+  let id = '';
+  for (const block of text.split(/\r\n\r\n|\n\n|\r\r/)) {
+    let type = '';
+    const data = [];
+    for (const line of block.split(/\r\n|\n|\r/)) {
+      const at = line.indexOf(':');
+      if (at === 0 || line === '') continue;
+      const field = at < 0 ? line : line.slice(0, at);
+      const value = at < 0 ? '' : line.slice(at + 1).replace(/^ /, '');
+      if (field === 'id') id = value;
+      else if (field === 'event') type = value;
+      else if (field === 'data') data.push(value);
+    }
+    if (data.length) out.push({ type: type || 'message', id, data: data.join('\n') });
+  }
+  return out;
+}
+
+test('a compressed stream: the page and a bare EventSource get exactly the uncompressed events', async () => {
+  const job = jobName('compressed');
+  let text = '::group::build\n';
+  for (let i = 0; i < 1500; i++) {
+    text += i % 3 === 0 ? `\x1b[1;32m   Compiling\x1b[0m crate-${i % 17} v0.${i % 5}.0\n`
+      : i % 3 === 1 ? `[${i}/1500] cc -c src/f${i}.c\r ${i % 100}%\n`
+      : `npm http fetch GET 200 https://r.example/p${i} ${i % 97}ms\n`;
+  }
+  text += '::endgroup::\n';
+  await publish(job, text);
+  await setStatus(job, 'succeeded', 0);
+  const lines = 1502;
+  const url = (format) => `${BASE}/v1/jobs/${job}/logs?token=${token(job)}${format}`;
+  // The reference: the same stream uncompressed.
+  const plain = {};
+  for (const format of ['', '&format=text']) {
+    const r = await fetch(url(format), { headers: { 'accept-encoding': 'identity' } });
+    assert.equal(r.headers.get('content-encoding'), null);
+    plain[format] = sseEvents(await r.text());
+    assert.equal(plain[format].length, lines + 1, 'every line and the final status');
+  }
+  const encodings = [];
+  // Counted on the context: the stream is opened by the page's worker.
+  const page = await openView(job, {
+    onContext: (context) => context.on('response', (res) => {
+      if (new URL(res.url()).pathname.endsWith('/logs')) encodings.push(res.headers()['content-encoding']);
+    }),
+  });
+  // The page reads the whole log and its final status through a compressed stream.
+  await waitLines(page, lines);
+  await page.locator('#badge', { hasText: 'succeeded' }).waitFor();
+  assert.equal(encodings.length, 1, `${encodings}`);
+  assert.match(encodings[0] ?? 'none', /^(zstd|gzip|br)$/, 'Chromium asked for and got a compressed stream');
+  // A bare EventSource in the same page, JSON and text, against the uncompressed events.
+  for (const format of ['', '&format=text']) {
+    encodings.length = 0;
+    const got = await page.evaluate((u) => new Promise((resolve, reject) => {
+      const es = new EventSource(u);
+      const seen = [];
+      for (const type of ['message', 'log', 'status', 'custom', 'gap', 'reset', 'error']) {
+        es.addEventListener(type, (e) => {
+          if (type === 'error' && !e.data) { es.close(); reject(new Error(`EventSource error after ${seen.length}`)); return; }
+          seen.push({ type, id: e.lastEventId, data: e.data });
+          if (type === 'status' && JSON.parse(e.data).final) { es.close(); resolve(seen); }
+        });
+      }
+    }), url(format));
+    assert.match(encodings[0] ?? 'none', /^(zstd|gzip|br)$/, `EventSource ${format}: ${encodings}`);
+    assert.deepEqual(got, plain[format], `EventSource ${format || 'json'}: the events of the uncompressed stream`);
+  }
+  assert.deepEqual(page.errors, []);
   await page.context().close();
 });
 

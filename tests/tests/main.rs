@@ -6,6 +6,7 @@ mod archive;
 mod archive_shared;
 mod auth;
 mod capgo_cli;
+mod capgo_deflate;
 mod capgo_routes;
 mod capgo_ws;
 mod cli_edges;

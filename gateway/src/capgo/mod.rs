@@ -3,12 +3,15 @@
 //!
 //! - `POST {prefix}/{job}/start`: checks the `x-capgo-log-token`, answers `{"ok":true}`.
 //! - `GET {prefix}/{job}/stream?token=`: `upgrade`, then `ws`, a WebSocket session speaking
-//!   Capgo's `frames`, resuming after the client's last id in `confirmations`.
+//!   Capgo's `frames`, resuming after the client's last id in `confirmations`, compressed
+//!   with `permessage-deflate` when the client offers it (`deflate`, `inflate_io`).
 //! - `GET {prefix}/{job}`: the SSE stream, as `GET /v1/jobs/{job}/logs`.
 //! - `GET {prefix}/{job}/view`: the live log page (`view`), reading that stream.
 
 mod confirmations;
+mod deflate;
 pub(crate) mod frames;
+mod inflate_io;
 mod upgrade;
 mod ws;
 
@@ -26,6 +29,7 @@ use crate::config::{CapgoConfig, Config};
 use crate::error::ApiError;
 use crate::handlers;
 use crate::job_id::JobId;
+use crate::memory::MemoryBudget;
 use crate::routes::{authorize, preflight};
 use crate::view;
 
@@ -41,10 +45,12 @@ pub(crate) struct CapgoState {
     /// Running WebSocket sessions, which hyper no longer tracks once upgraded; the
     /// drain waits for them to send their close frames.
     pub(crate) sessions: TaskTracker,
+    /// The sessions' `permessage-deflate` compressors; `None` with `--compression off`.
+    compressors: Option<Arc<deflate::Compressors>>,
 }
 
 impl CapgoState {
-    pub(crate) fn new(config: &Config) -> Self {
+    pub(crate) fn new(config: &Config, memory: Arc<MemoryBudget>) -> Self {
         // A client reconnects while its job is held: for the job's retention after it
         // finished, or its idle timeout before.
         let ttl = config.retention.max(config.idle_timeout);
@@ -52,6 +58,13 @@ impl CapgoState {
         Self {
             confirmations: Arc::new(Confirmations::new(ttl, capacity)),
             sessions: TaskTracker::new(),
+            compressors: (!config.compression.codings.0.is_empty()).then(|| {
+                Arc::new(deflate::Compressors::new(
+                    deflate::DEFAULT_MAX_COMPRESSORS,
+                    config.compression.gzip_level,
+                    memory,
+                ))
+            }),
         }
     }
 

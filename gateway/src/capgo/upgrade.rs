@@ -12,6 +12,8 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
 use tracing::Instrument;
 
+use super::deflate::{self, Deflater};
+use super::inflate_io::InflateIo;
 use super::ws::Session;
 use crate::app::App;
 use crate::auth::{token_from_request, AuthError, JobClaims};
@@ -49,7 +51,16 @@ pub(crate) async fn upgrade(
     let job = handlers::job(app, id).await?;
     let key = app.capgo.confirmations.key(id, job.life(), &token);
     let attached = handlers::attach_reader(app, &job, id)?;
-    let session = Session::new(app, attached, key, (slot, subject));
+    // permessage-deflate when the client offers it and compression is on.
+    let agreed = app
+        .capgo
+        .compressors
+        .as_ref()
+        .and_then(|all| Some((deflate::negotiate(req.headers())?, all)));
+    let extension = agreed.map(|(a, _)| a.response());
+    let deflater = agreed.map(|(a, all)| Deflater::new(a, Arc::clone(all)));
+    let inflate = deflater.is_some();
+    let session = Session::new(app, attached, key, (slot, subject), deflater);
     let on_upgrade = hyper::upgrade::on(&mut req);
     let span = tracing::info_span!("capgo_ws", job.id = %id);
     app.capgo.sessions.spawn(
@@ -61,12 +72,8 @@ pub(crate) async fn upgrade(
                         .write_buffer_size(0)
                         .max_message_size(Some(MAX_CLIENT_MESSAGE))
                         .max_frame_size(Some(MAX_CLIENT_MESSAGE));
-                    let ws = WebSocketStream::from_raw_socket(
-                        TokioIo::new(upgraded),
-                        Role::Server,
-                        Some(config),
-                    )
-                    .await;
+                    let io = InflateIo::new(TokioIo::new(upgraded), inflate, MAX_CLIENT_MESSAGE);
+                    let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
                     session.run(ws).await;
                 }
                 Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
@@ -84,6 +91,9 @@ pub(crate) async fn upgrade(
         header::SEC_WEBSOCKET_ACCEPT,
         HeaderValue::from_str(&accept).map_err(|_| ApiError::UpgradeRequired)?,
     );
+    if let Some(extension) = extension.and_then(|e| HeaderValue::from_str(&e).ok()) {
+        h.insert(header::SEC_WEBSOCKET_EXTENSIONS, extension);
+    }
     Ok(resp)
 }
 

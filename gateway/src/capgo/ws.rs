@@ -17,6 +17,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 
 use super::confirmations::{ClientKey, Confirmations, OpenSession};
+use super::deflate::Deflater;
 use super::frames::{self, ClientFrame};
 use crate::app::App;
 use crate::entry::Frame as EntryFrame;
@@ -63,6 +64,8 @@ pub(super) struct Session {
     shutdown: CancellationToken,
     /// Counts this reader in `tailgate_readers_active`.
     _counted: crate::metrics::GaugeGuard,
+    /// Compresses its messages when the client agreed to `permessage-deflate`.
+    deflate: Option<Deflater>,
 }
 
 impl Session {
@@ -71,6 +74,7 @@ impl Session {
         attached: Attached,
         key: ClientKey,
         held: (OwnedSemaphorePermit, SubjectSlot),
+        deflate: Option<Deflater>,
     ) -> Self {
         let confirmations = Arc::clone(&app.capgo.confirmations);
         let job = attached.job();
@@ -107,6 +111,7 @@ impl Session {
             batch_bytes: pacing.batch_bytes.min(MAX_BATCH_BYTES),
             shutdown: app.shutdown.child_token(),
             _counted: crate::metrics::get().ws_reader(),
+            deflate,
         }
     }
 
@@ -114,7 +119,11 @@ impl Session {
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        tracing::debug!(cursor = self.cursor, "capgo reader attached");
+        tracing::debug!(
+            cursor = self.cursor,
+            deflate = self.deflate.is_some(),
+            "capgo reader attached"
+        );
         let mut ping = tokio::time::interval_at(Instant::now() + self.keepalive, self.keepalive);
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_heard = Instant::now();
@@ -130,6 +139,7 @@ impl Session {
                     Some(Ok(msg)) => {
                         last_heard = Instant::now();
                         if let Some(reply) = self.on_message(msg) {
+                            let reply = self.message(reply);
                             if !self.send(&mut ws, reply).await {
                                 return;
                             }
@@ -150,6 +160,9 @@ impl Session {
                         self.close(&mut ws, CloseCode::Away, "no heartbeat", Duration::ZERO).await;
                         return;
                     }
+                    if let Some(deflate) = self.deflate.as_mut() {
+                        deflate.idle();
+                    }
                     if !self.send(&mut ws, Message::Ping(Bytes::new())).await {
                         return;
                     }
@@ -165,7 +178,8 @@ impl Session {
                 }
                 _ = std::future::ready(()), if ready => {
                     if let Next::Frame(frame, last) = self.next_frame().await {
-                        if !self.send(&mut ws, text(frame)).await {
+                        let msg = self.message(frame);
+                        if !self.send(&mut ws, msg).await {
                             return;
                         }
                         if last {
@@ -244,8 +258,16 @@ impl Session {
         Bytes::from(frames::status_frame(job.snapshot().status, last))
     }
 
-    /// Handles a client frame; returns the reply, if any.
-    fn on_message(&mut self, msg: Message) -> Option<Message> {
+    /// A frame as a text message, compressed when the extension was agreed.
+    fn message(&mut self, frame: Bytes) -> Message {
+        match self.deflate.as_mut() {
+            Some(deflate) => deflate.text(frame),
+            None => text(frame),
+        }
+    }
+
+    /// Handles a client frame; returns the reply's text, if any.
+    fn on_message(&mut self, msg: Message) -> Option<Bytes> {
         let Message::Text(text) = msg else {
             // Pings are answered by the codec; pongs only prove the client is there.
             return None;
@@ -255,9 +277,7 @@ impl Session {
                 if let Some(id) = last_id {
                     self.confirm(id);
                 }
-                Some(Message::Text(Utf8Bytes::from_static(
-                    frames::HEARTBEAT_RESPONSE,
-                )))
+                Some(Bytes::from_static(frames::HEARTBEAT_RESPONSE.as_bytes()))
             }
             ClientFrame::Confirmed { last_id: Some(id) } => {
                 self.confirm(id);
@@ -280,10 +300,13 @@ impl Session {
     }
 
     /// Sends `msg`; `false` when the client is gone or the gateway is shutting down.
+    /// Until the socket took it, the frame and the codec's copy of it are charged to the
+    /// memory budget: a client that stops reading holds them.
     async fn send<S>(&self, ws: &mut WebSocketStream<S>, msg: Message) -> bool
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
+        let _held = self.attached.job().memory().charge(2 * msg.len());
         tokio::select! {
             _ = self.shutdown.cancelled() => false,
             res = tokio::time::timeout(WRITE_TIMEOUT, ws.send(msg)) => match res {

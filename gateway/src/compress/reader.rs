@@ -15,6 +15,28 @@ use super::Coding;
 use crate::entry::Entry;
 use crate::subscription::frame_with_life;
 
+/// The last event a reader's write holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Written {
+    pub(crate) seq: u64,
+    /// It is the terminal status: the stream ends after it.
+    pub(crate) terminal: bool,
+}
+
+impl Written {
+    /// Moves `written` to the end of `chunks` when they reach further.
+    fn past(written: &mut Option<Written>, chunks: &[Chunk]) {
+        if let Some(last) = chunks.last() {
+            if written.is_none_or(|w| last.last > w.seq) {
+                *written = Some(Written {
+                    seq: last.last,
+                    terminal: last.terminal,
+                });
+            }
+        }
+    }
+}
+
 /// Where the reader's next bytes come from.
 enum Place {
     /// Between segments: the next bytes may start anything.
@@ -79,20 +101,27 @@ impl ReaderCoder {
         out.freeze()
     }
 
-    /// The frames of `entries` (contiguous, as read from the log) in this reader's stream.
-    pub(crate) fn entries(&mut self, entries: &[Arc<Entry>]) -> Bytes {
+    /// The frames of `entries` (contiguous, as read from the log) in this reader's stream,
+    /// and the seq of the last event written, with whether it is the terminal status: a
+    /// shared chunk is written whole, so that may be past the last of `entries`.
+    pub(crate) fn entries(&mut self, entries: &[Arc<Entry>]) -> (Bytes, Option<Written>) {
         let mut out = BytesMut::new();
+        let mut written = entries.last().map(|e| Written {
+            seq: e.seq(),
+            terminal: e.is_terminal(),
+        });
         self.start(&mut out);
         let mut rest = entries;
         while !rest.is_empty() {
             if matches!(self.place, Place::Joined) {
                 match self.shared.take(rest, false) {
                     Taken::Chunks(chunks) => {
+                        Written::past(&mut written, &chunks);
                         if let [one] = &chunks[..] {
                             if out.is_empty() && !one.starts {
                                 // A lone shared chunk goes out without a copy.
                                 self.write_chunks(&chunks, false, &mut BytesMut::new());
-                                return one.bytes.clone();
+                                return (one.bytes.clone(), written);
                             }
                         }
                         self.write_chunks(&chunks, false, &mut out);
@@ -105,6 +134,7 @@ impl ReaderCoder {
                 }
             }
             if let Taken::Chunks(chunks) = self.shared.take(rest, true) {
+                Written::past(&mut written, &chunks);
                 self.end_own(&mut out);
                 self.end_frame(&mut out);
                 self.place = Place::Joined;
@@ -123,7 +153,7 @@ impl ReaderCoder {
                 }
             }
         }
-        out.freeze()
+        (out.freeze(), written)
     }
 
     /// What ends the body: gzip's trailer, zstd's open frame's end.

@@ -1,7 +1,10 @@
 //! One job's compressed stream per coding and format, shared by its caught-up readers.
 //!
-//! The stream is encoded lazily, by the first joined reader that needs the next event,
-//! one sync-flushed chunk per event; every other joined reader writes the same bytes. The
+//! The stream is encoded lazily, by the first joined reader that needs the next events:
+//! the events it has that are not encoded yet become one sync-flushed chunk (they are all
+//! there already, so none waits for another; one flush per burst instead of one per event
+//! saves the flush marker and the restarted Huffman coding of every event). Every other
+//! joined reader writes the same chunks, whole, even past its own batch. The
 //! encoder is replaced by a fresh one (a segment starts) every `reset_bytes` of input and
 //! whenever a reader asks to join at the head, so a reader can enter at a segment start.
 //! Recent chunks are kept in a window bounded in bytes, counted in the memory budget.
@@ -160,14 +163,19 @@ impl Drop for Slot {
     }
 }
 
-/// One event's compressed bytes in the shared stream.
+/// The compressed bytes of one or more consecutive events in the shared stream.
 #[derive(Clone)]
 pub(crate) struct Chunk {
+    /// Seq of its first event: a reader enters a chunk only there.
     pub(crate) seq: u64,
+    /// Seq of its last event.
+    pub(crate) last: u64,
+    /// Its last event is the terminal status.
+    pub(crate) terminal: bool,
     pub(crate) bytes: Bytes,
     /// The first chunk of a fresh encoder: a reader may enter here.
     pub(crate) starts: bool,
-    /// CRC-32 and length of the raw frame, for gzip readers' trailers.
+    /// CRC-32 and length of the raw frames, for gzip readers' trailers.
     pub(crate) crc: u32,
     pub(crate) len: u32,
 }
@@ -233,16 +241,20 @@ impl SharedStream {
                 }
             }
         }
-        let mut out = Vec::with_capacity(entries.len());
-        for entry in entries {
+        let mut out = Vec::new();
+        let mut i = 0;
+        while let Some(entry) = entries.get(i) {
             let seq = entry.seq();
-            if seq >= st.next_seq && self.encode(&mut st, entry).is_err() {
+            if seq >= st.next_seq && self.encode(&mut st, &entries[i..]).is_err() {
                 return Taken::Not;
             }
-            match st.find(seq) {
-                Some(chunk) => out.push(chunk.clone()),
-                None => return Taken::Not,
+            let Some(chunk) = st.find(seq) else {
+                return Taken::Not;
+            };
+            while entries.get(i).is_some_and(|e| e.seq() <= chunk.last) {
+                i += 1;
             }
+            out.push(chunk.clone());
         }
         self.trim(&mut st);
         if joining {
@@ -291,8 +303,12 @@ impl SharedStream {
         st.reset_pending = true;
     }
 
-    fn encode(&self, st: &mut State, entry: &Entry) -> std::io::Result<()> {
-        let frame = frame_with_life(self.format, entry, &self.life);
+    /// Encodes the first of `entries` and the ones after it as one chunk, up to the end of
+    /// the segment (the next chunk then starts one).
+    fn encode(&self, st: &mut State, entries: &[Arc<Entry>]) -> std::io::Result<()> {
+        let Some(first) = entries.first() else {
+            return Ok(());
+        };
         let starts =
             st.encoder.is_none() || st.reset_pending || st.segment_bytes >= self.reset_bytes;
         if starts {
@@ -303,20 +319,34 @@ impl SharedStream {
             st.segment_bytes = 0;
             st.reset_pending = false;
         }
+        let mut frames = Vec::new();
+        let mut crc = crc32fast::Hasher::new();
+        let mut last = first;
+        for entry in entries {
+            if !frames.is_empty() && st.segment_bytes >= self.reset_bytes {
+                break;
+            }
+            let frame = frame_with_life(self.format, entry, &self.life);
+            crc.update(&frame);
+            st.segment_bytes += frame.len();
+            frames.push(frame);
+            last = entry;
+        }
         let Some(enc) = st.encoder.as_mut() else {
             return Err(std::io::Error::other("no encoder"));
         };
-        let bytes = enc.chunk([&frame[..]])?;
-        st.segment_bytes += frame.len();
-        st.next_seq = entry.seq() + 1;
+        let bytes = enc.chunk(frames.iter().map(|f| &f[..]))?;
+        st.next_seq = last.seq() + 1;
         st.window_bytes += bytes.len();
         self.memory.add(bytes.len() + CHUNK_OVERHEAD);
         st.chunks.push_back(Chunk {
-            seq: entry.seq(),
+            seq: first.seq(),
+            last: last.seq(),
+            terminal: last.is_terminal(),
             bytes,
             starts,
-            crc: crc32fast::hash(&frame),
-            len: frame.len() as u32,
+            crc: crc.finalize(),
+            len: frames.iter().map(|f| f.len() as u32).sum(),
         });
         Ok(())
     }

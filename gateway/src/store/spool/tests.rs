@@ -655,3 +655,80 @@ fn garbage_at_the_end_is_set_aside_and_zeros_are_cut() {
         );
     }
 }
+
+fn incoming(line: String) -> crate::rules::Incoming {
+    crate::rules::Incoming {
+        n: None,
+        body: RecordBody::Log {
+            stream: Stream::Stdout,
+            line,
+        },
+    }
+}
+
+/// Appends from several jobs that land in one batch of the writer thread: the one that
+/// overflows the disk budget fails alone, the others are acknowledged, in order, and
+/// still there after a restart.
+#[tokio::test(flavor = "current_thread")]
+async fn appends_of_several_jobs_in_one_batch_fail_and_succeed_alone() {
+    use crate::store::spool::writer::tests::{hold, until_queued};
+    use crate::store::{Opened, Store};
+
+    let dir = TempDir::new("spool-batch");
+    let mut s = settings(&dir);
+    s.max_disk_bytes = 4_000;
+    let spool = Spool::open(s.clone()).unwrap();
+    let store = Arc::new(Store::from(Arc::clone(&spool)));
+    let ids: Vec<JobId> = ["a", "big", "c"]
+        .iter()
+        .map(|n| JobId::parse(n).unwrap())
+        .collect();
+    for id in &ids {
+        assert!(matches!(store.open(id, None).await, Ok(Opened::Job(_))));
+    }
+    for round in 1..=2u64 {
+        let release = hold(&spool.writer).await;
+        let answers: Vec<_> = ids
+            .iter()
+            .map(|id| {
+                let (store, id) = (Arc::clone(&store), id.clone());
+                // `big` is over the budget; the others are small.
+                let len = if id.as_str() == "big" { 5_000 } else { 10 };
+                let line = format!("{id} {round} {}", "x".repeat(len));
+                tokio::spawn(async move {
+                    let from = Progress::new(1);
+                    store
+                        .append(&id, &from, vec![incoming(line)], u64::MAX)
+                        .await
+                })
+            })
+            .collect();
+        until_queued(&spool.writer, ids.len()).await;
+        drop(release);
+        let mut got = Vec::new();
+        for answer in answers {
+            got.push(answer.await.unwrap());
+        }
+        assert!(
+            matches!(got[1], Err(StoreError::Full { .. })),
+            "{:?}",
+            got[1]
+        );
+        for i in [0, 2] {
+            let appended = got[i].as_ref().expect("acknowledged");
+            assert_eq!(seqs(&appended.entries), vec![round], "{}", ids[i]);
+        }
+    }
+    drop(store);
+    drop(spool);
+    let spool = Spool::open(s).unwrap();
+    for (name, want) in [("a", 2usize), ("big", 0), ("c", 2)] {
+        let id = JobId::parse(name).unwrap();
+        let read = spool.read(&id, 1, 10, 1 << 20).unwrap();
+        assert_eq!(seqs(&read), (1..=want as u64).collect::<Vec<_>>(), "{name}");
+        for (i, entry) in read.iter().enumerate() {
+            let text = String::from_utf8_lossy(entry.json()).into_owned();
+            assert!(text.contains(&format!("{name} {} x", i + 1)), "{text}");
+        }
+    }
+}

@@ -3,37 +3,145 @@
 //! on the runtime's worker threads, the thread count stays fixed whatever the number of
 //! uploads and readers, and each kind of I/O has one thread (one allocator arena, so
 //! freed buffers are reused rather than kept by many). The rules run on the caller.
+//!
+//! The thread works in batches: it takes everything queued at once, does all of it, and
+//! only then answers. A thread wake-up on either side costs more than a small `write`
+//! (measured: the hop, not the file, was most of the spool's cost per append), so a
+//! batch of appends from many jobs costs the thread one wake-up, and its answers reach
+//! the runtime together, where one worker takes them all instead of one per answer.
+//! Work is never delayed to make a batch bigger: a batch is what queued while the thread
+//! was busy. A job's appends never share a batch (the job's writer gate lets one append
+//! in flight), so there is nothing to merge within one job.
 
+use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{oneshot, Semaphore};
 
 use crate::store::StoreError;
 
 /// Writes queued at most; an append waits for room beyond it (back-pressure).
 const QUEUE: usize = 4096;
 
-type Task = Box<dyn FnOnce() + Send>;
+/// One piece of queued I/O: done on the thread, answered after its whole batch.
+trait Op: Send {
+    /// Does the I/O (on the thread).
+    fn run(&mut self);
+    /// Hands the result to whoever waits for it (after the batch).
+    fn answer(self: Box<Self>);
+}
+
+/// I/O whose caller awaits the result.
+struct Answered<F, T> {
+    write: Option<F>,
+    result: Option<Result<T, StoreError>>,
+    tx: oneshot::Sender<Result<T, StoreError>>,
+}
+
+impl<F, T> Op for Answered<F, T>
+where
+    F: FnOnce() -> Result<T, StoreError> + Send,
+    T: Send,
+{
+    fn run(&mut self) {
+        if let Some(write) = self.write.take() {
+            self.result = Some(write());
+        }
+    }
+
+    fn answer(self: Box<Self>) {
+        // No result: the write panicked, which fails that write only.
+        let _ = self.tx.send(self.result.unwrap_or_else(|| Err(stopped())));
+    }
+}
+
+/// I/O nobody waits for (a note).
+struct Detached<F>(Option<F>);
+
+impl<F: FnOnce() + Send> Op for Detached<F> {
+    fn run(&mut self) {
+        if let Some(write) = self.0.take() {
+            write();
+        }
+    }
+
+    fn answer(self: Box<Self>) {}
+}
+
+struct Queue {
+    ops: VecDeque<Box<dyn Op>>,
+    /// The thread waits for work: the next push wakes it (and only that one).
+    idle: bool,
+    /// The spool is gone: the thread ends once the queue is empty.
+    closed: bool,
+}
+
+struct Shared {
+    queue: Mutex<Queue>,
+    work: Condvar,
+    /// One permit per free place in the queue.
+    room: Semaphore,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        // The queue is consistent between any two statements (a push or a drain).
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues `op` (its place already taken), waking the thread if it waits.
+    fn push(&self, op: Box<dyn Op>) {
+        let wake = {
+            let mut queue = self.lock();
+            queue.ops.push_back(op);
+            std::mem::replace(&mut queue.idle, false)
+        };
+        if wake {
+            self.work.notify_one();
+        }
+    }
+
+    /// Takes everything queued, waiting for work; `false` once closed and empty.
+    fn take(&self, batch: &mut Vec<Box<dyn Op>>) -> bool {
+        let mut queue = self.lock();
+        while queue.ops.is_empty() {
+            if queue.closed {
+                return false;
+            }
+            queue.idle = true;
+            queue = self.work.wait(queue).unwrap_or_else(|e| e.into_inner());
+        }
+        queue.idle = false;
+        batch.extend(queue.ops.drain(..));
+        drop(queue);
+        self.room.add_permits(batch.len());
+        true
+    }
+}
 
 /// The queue to one I/O thread; the thread ends when the spool is dropped.
 pub(crate) struct Writer {
-    tx: mpsc::Sender<Task>,
+    shared: Arc<Shared>,
 }
 
 impl Writer {
     /// Starts the thread, named `name`.
     pub(crate) fn start(name: &str) -> std::io::Result<Self> {
-        let (tx, mut rx) = mpsc::channel::<Task>(QUEUE);
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(Queue {
+                ops: VecDeque::new(),
+                idle: false,
+                closed: false,
+            }),
+            work: Condvar::new(),
+            room: Semaphore::new(QUEUE),
+        });
+        let thread = Arc::clone(&shared);
         std::thread::Builder::new()
             .name(name.into())
-            .spawn(move || {
-                while let Some(task) = rx.blocking_recv() {
-                    // A panic in one write fails that write only (its caller sees the
-                    // answer dropped), not every later one.
-                    let _ = std::panic::catch_unwind(AssertUnwindSafe(task));
-                }
-            })?;
-        Ok(Self { tx })
+            .spawn(move || work(&thread))?;
+        Ok(Self { shared })
     }
 
     /// Runs `write` on the thread and awaits its answer.
@@ -41,24 +149,126 @@ impl Writer {
         &self,
         write: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let (done_tx, done_rx) = oneshot::channel();
-        let task: Task = Box::new(move || {
-            let _ = done_tx.send(write());
-        });
-        if self.tx.send(task).await.is_err() {
-            return Err(stopped());
+        match self.shared.room.acquire().await {
+            Ok(place) => place.forget(),
+            Err(_) => return Err(stopped()),
         }
-        done_rx.await.unwrap_or_else(|_| Err(stopped()))
+        let (tx, rx) = oneshot::channel();
+        self.shared.push(Box::new(Answered {
+            write: Some(write),
+            result: None,
+            tx,
+        }));
+        rx.await.unwrap_or_else(|_| Err(stopped()))
     }
 
     /// Queues `write` without waiting for it: best effort, dropped when the queue is full.
     pub(crate) fn spawn(&self, write: impl FnOnce() + Send + 'static) {
-        if self.tx.try_send(Box::new(write)).is_err() {
-            tracing::debug!("the spool's write queue is full: a note was dropped");
+        match self.shared.room.try_acquire() {
+            Ok(place) => place.forget(),
+            Err(_) => {
+                tracing::debug!("the spool's write queue is full: a note was dropped");
+                return;
+            }
+        }
+        self.shared.push(Box::new(Detached(Some(write))));
+    }
+}
+
+#[cfg(test)]
+impl Writer {
+    /// Ops queued and not yet taken by the thread.
+    pub(crate) fn queued(&self) -> usize {
+        self.shared.lock().ops.len()
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.shared.lock().closed = true;
+        self.shared.work.notify_one();
+    }
+}
+
+/// The thread: batch after batch, each done whole before any of it is answered.
+fn work(shared: &Shared) {
+    let mut batch: Vec<Box<dyn Op>> = Vec::new();
+    while shared.take(&mut batch) {
+        for op in batch.iter_mut() {
+            // A panic in one write fails that write only (its caller gets an error), not
+            // every later one.
+            let _ = std::panic::catch_unwind(AssertUnwindSafe(|| op.run()));
+        }
+        for op in batch.drain(..) {
+            op.answer();
         }
     }
 }
 
 fn stopped() -> StoreError {
     StoreError::failed("the spool's writer thread stopped")
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    /// Holds the thread inside one op until the returned sender is dropped; returns once
+    /// the thread is in it, so whatever is queued next makes one batch.
+    pub(crate) async fn hold(writer: &Writer) -> std::sync::mpsc::Sender<()> {
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let (inside_tx, inside) = oneshot::channel();
+        writer.spawn(move || {
+            let _ = inside_tx.send(());
+            let _ = held.recv();
+        });
+        inside.await.expect("the writer thread runs the holding op");
+        release
+    }
+
+    /// Lets spawned tasks run until `count` ops are queued (bounded).
+    pub(crate) async fn until_queued(writer: &Writer, count: usize) {
+        for _ in 0..10_000 {
+            if writer.queued() >= count {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+        panic!("{} ops queued, expected {count}", writer.queued());
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_batch_is_done_whole_before_any_answer_and_a_panic_fails_one_op() {
+        let writer = Arc::new(Writer::start("test-writer").unwrap());
+        let release = hold(&writer).await;
+        let ran = Arc::new(AtomicUsize::new(0));
+        let mut answers = Vec::new();
+        for i in 0..3usize {
+            let (w, ran, seen) = (Arc::clone(&writer), Arc::clone(&ran), Arc::clone(&ran));
+            answers.push(tokio::spawn(async move {
+                w.run(move || {
+                    // In queue order, one after another.
+                    assert_eq!(ran.fetch_add(1, Ordering::SeqCst), i);
+                    if i == 1 {
+                        panic!("this op fails alone");
+                    }
+                    Ok(i)
+                })
+                .await
+                // What had run when this answer came: the whole batch.
+                .map(|i| (i, seen.load(Ordering::SeqCst)))
+            }));
+        }
+        until_queued(&writer, 3).await;
+        drop(release);
+        let mut got = Vec::new();
+        for answer in answers {
+            got.push(answer.await.unwrap().ok());
+        }
+        assert_eq!(got, vec![Some((0, 3)), None, Some((2, 3))]);
+        // The thread goes on after the panic.
+        assert_eq!(writer.run(|| Ok(7)).await.unwrap(), 7);
+    }
 }
