@@ -52,6 +52,9 @@ pub struct ServerCost {
     /// Highest thread count of each `--server-pid` (in flag order) from before the readers
     /// connected to the last reader's end.
     pub peak_threads: Vec<u64>,
+    /// CPU seconds of each `--server-pid` (in flag order) over the same window as
+    /// `cpu_seconds`, so a run can count instances and Redis apart.
+    pub cpu_seconds_each: Vec<f64>,
 }
 
 /// What one phase measured.
@@ -151,6 +154,7 @@ pub async fn run_phase(
     let connect_secs = connect_start.elapsed().as_secs_f64();
     let go = Instant::now();
     let cpu_start = server_stats::sample_sum(pids)?;
+    let cpu_each_start = server_stats::cpu_each(pids)?;
 
     let plan = PublishPlan {
         kind: spec.publish,
@@ -193,6 +197,7 @@ pub async fn run_phase(
     };
     let delivery_secs = go.elapsed().as_secs_f64();
     let cpu_end = server_stats::sample_sum(pids)?;
+    let cpu_each_end = server_stats::cpu_each(pids)?;
     let peak_threads = thread_watch.finish();
     progress.finish();
     shards.push(publisher_tally.result());
@@ -204,6 +209,11 @@ pub async fn run_phase(
             rss_bytes_before: b.rss_bytes,
             rss_bytes_after: a.rss_bytes,
             peak_threads,
+            cpu_seconds_each: cpu_each_end
+                .iter()
+                .zip(&cpu_each_start)
+                .map(|(e, s)| e - s)
+                .collect(),
         }),
         _ => None,
     };

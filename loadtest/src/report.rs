@@ -27,6 +27,8 @@ pub struct ServerReport {
     pub rss_bytes_per_reader: f64,
     /// Highest thread count per `--server-pid`, in flag order, sampled through the run.
     pub peak_threads: Vec<u64>,
+    /// CPU seconds per `--server-pid`, in flag order (their sum is `cpu_seconds`).
+    pub cpu_seconds_each: Vec<f64>,
 }
 
 /// The slow scenario's comparison with a run without slow readers.
@@ -124,6 +126,7 @@ impl Report {
             rss_bytes_per_reader: (s.rss_bytes_after as f64 - s.rss_bytes_before as f64)
                 / readers.max(1) as f64,
             peak_threads: s.peak_threads.clone(),
+            cpu_seconds_each: s.cpu_seconds_each.clone(),
         });
         Report {
             scenario: settings.scenario().name().into(),
@@ -275,8 +278,14 @@ impl Report {
                 &mut out,
                 "server cpu",
                 format!(
-                    "{:.2} s, {:.0} events per CPU-second",
-                    s.cpu_seconds, s.events_per_cpu_second
+                    "{:.2} s ({} per --server-pid), {:.0} events per CPU-second",
+                    s.cpu_seconds,
+                    s.cpu_seconds_each
+                        .iter()
+                        .map(|c| format!("{c:.2}"))
+                        .collect::<Vec<_>>()
+                        .join(" / "),
+                    s.events_per_cpu_second
                 ),
             );
             row(

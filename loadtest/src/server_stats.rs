@@ -64,6 +64,13 @@ pub fn sample_sum(pids: &[u32]) -> Result<Option<Sample>, StatsError> {
     Ok(sum)
 }
 
+/// The CPU seconds of each process in `pids`, in order.
+pub fn cpu_each(pids: &[u32]) -> Result<Vec<f64>, StatsError> {
+    pids.iter()
+        .map(|&pid| sample(pid).map(|s| s.cpu_seconds))
+        .collect()
+}
+
 /// How often [`ThreadWatch`] reads the thread counts: often enough to catch a burst of
 /// blocking threads (Tokio keeps an idle one 10 s), cheap enough (one small file per process).
 const THREAD_SAMPLE_EVERY: Duration = Duration::from_millis(20);

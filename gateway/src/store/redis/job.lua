@@ -3,12 +3,14 @@
 --   (all `tailgate:{<job>}:...`, so they share a slot).
 -- ARGV: 1 op (load | append | end | note), 2 now ms, 3 epoch for a new job,
 --   4 retention ms after the terminal status, 5 extra ms a tombstone outlives it,
+--   6 the command that announces appends (PUBLISH on one server, SPUBLISH on a Cluster),
 --   then the op's own arguments (see each op below).
 -- Counters are strings in the hash and plain numbers here (exact below 2^53); `n` is
 -- compared as a decimal string, so any u64 works.
 local log_key, meta_key, capgo_key, gone_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local op, now = ARGV[1], tonumber(ARGV[2])
 local retention, tomb_extra = tonumber(ARGV[4]), tonumber(ARGV[5])
+local announce = ARGV[6]
 
 local FIELDS = {'ep', 'next', 'st', 'ec', 'ln', 'lines', 'bytes', 'sb', 'dl', 'tr',
   'cr', 'sa', 'fa', 'ac', 'done'}
@@ -26,30 +28,48 @@ local function n_gt(a, b)
   return a > b
 end
 
+-- What the hash holds now, by field index: the strings as read or last written, and
+-- the values they stand for. Only changed fields are formatted and written again.
+local held_raw, held_val = {}, {}
+
 local function read_meta()
   local raw = redis.call('HMGET', meta_key, unpack(FIELDS))
   if not raw[2] then return nil end
   local m = {}
   for i, f in ipairs(FIELDS) do
-    local v = raw[i] or ''
-    if NUMERIC[f] then v = tonumber(v) or 0 end
+    local s = raw[i] or ''
+    local v = s
+    if NUMERIC[f] then
+      v = tonumber(s)
+      -- A missing or odd counter counts as 0, and is written out as such.
+      if v == nil then v, s = 0, nil end
+    end
     m[f] = v
+    held_raw[i], held_val[i] = s, v
   end
   return m
 end
 
 local function write_meta(m)
   local args = {}
-  for _, f in ipairs(FIELDS) do
-    args[#args + 1] = f
-    args[#args + 1] = str(m[f])
+  for i, f in ipairs(FIELDS) do
+    local v = m[f]
+    if held_raw[i] == nil or v ~= held_val[i] then
+      local s = str(v)
+      args[#args + 1] = f
+      args[#args + 1] = s
+      held_raw[i], held_val[i] = s, v
+    end
   end
-  redis.call('HSET', meta_key, unpack(args))
+  if #args > 0 then redis.call('HSET', meta_key, unpack(args)) end
 end
 
 local function meta_list(m)
   local out = {}
-  for i, f in ipairs(FIELDS) do out[i] = str(m[f]) end
+  for i, f in ipairs(FIELDS) do
+    local v = m[f]
+    if held_raw[i] ~= nil and v == held_val[i] then out[i] = held_raw[i] else out[i] = str(v) end
+  end
   return out
 end
 
@@ -68,19 +88,29 @@ local function load_or_create()
   return m, nil, true
 end
 
--- Stores one record with the next seq; returns the seq.
-local function add(m, ts, kind, n, counted, status, exit_code, final, json_rest)
+-- Stores one record with the next seq at `ts` (`ts_s` as a string), and its line of
+-- the notice in `notice`; returns the seq. A notice line is
+-- `<seq> <ts> <kind> <n> <counted> <json>\n`: the JSON is one line (serde escapes every
+-- control character), and the rest is formatted once per record.
+local function add(m, notice, ts, ts_s, kind, n, counted, status, exit_code, final,
+    json_rest)
   local seq = m.next
-  local fields = {'j', '{"seq":' .. str(seq) .. json_rest, 't', str(ts), 'k', kind}
+  local seq_s = str(seq)
+  local json = '{"seq":' .. seq_s .. json_rest
+  local fields = {'j', json, 't', ts_s, 'k', kind}
   if n ~= '' then
     fields[#fields + 1] = 'n'
     fields[#fields + 1] = n
   end
+  local counted_s = ''
   if counted then
+    counted_s = str(counted)
     fields[#fields + 1] = 'c'
-    fields[#fields + 1] = str(counted)
+    fields[#fields + 1] = counted_s
   end
-  redis.call('XADD', log_key, str(seq) .. '-0', unpack(fields))
+  redis.call('XADD', log_key, seq_s .. '-0', unpack(fields))
+  notice[#notice + 1] = seq_s .. ' ' .. ts_s .. ' ' .. kind .. ' ' .. n .. ' ' .. counted_s ..
+    ' ' .. json .. '\n'
   m.next = seq + 1
   if ts > m.ac then m.ac = ts end
   if counted then m.sb = m.sb + counted end
@@ -114,7 +144,8 @@ end
 -- dedupe by `n`, the size limit's truncation line, the append. Returns the reply.
 local function append(m, records, ts, max_bytes, trunc_head, trunc_tail)
   local accepted, duplicates, finished = 0, 0, 0
-  local out = {}
+  local out, notice = {}, {}
+  local ts_s = str(ts)
   for i, r in ipairs(records) do
     if m.done == 1 then
       finished = 1
@@ -136,40 +167,45 @@ local function append(m, records, ts, max_bytes, trunc_head, trunc_tail)
       if not always and (m.tr == 1 or m.sb + r.len > max_bytes) then
         m.dl = m.dl + 1
         if m.tr == 0 then
-          local seq = add(m, ts, 'system', '', nil, '', '', false,
+          local seq = add(m, notice, ts, ts_s, 'system', '', nil, '', '', false,
             trunc_head .. str(m.sb) .. trunc_tail)
           out[#out + 1] = {seq, 0, m.sb}
         end
       else
-        local seq = add(m, ts, r.kind, r.n, r.len, r.status, r.exit, r.final, r.rest)
+        local seq = add(m, notice, ts, ts_s, r.kind, r.n, r.len, r.status, r.exit,
+          r.final, r.rest)
         out[#out + 1] = {seq, i, 0}
       end
     end
   end
   write_meta(m)
   if m.done == 1 then expire(m) end
-  -- Instances following the job on a Cluster read it when told (see sharded.rs). A Redis
-  -- before 7.0 has no SPUBLISH: pcall, so the append stands there all the same.
-  if #out > 0 then redis.pcall('SPUBLISH', log_key, str(m.next - 1)) end
+  -- Instances following the job take its new records from this notice (see notices.rs):
+  -- `T1 <first seq> <last seq>\n` and a line per record. pcall: a Redis before 7.0 has
+  -- no SPUBLISH, and the append stands all the same.
+  if #out > 0 then
+    redis.pcall(announce, log_key, 'T1 ' .. str(out[1][1]) .. ' ' .. str(m.next - 1) ..
+      '\n' .. table.concat(notice))
+  end
   local reply = {'ok', accepted, duplicates, finished, meta_list(m)}
   for _, e in ipairs(out) do reply[#reply + 1] = e end
   return reply
 end
 
 if op == 'note' then
-  -- 6 the publisher's last sign (ms), 7 and 8 a Capgo confirmation (hash, id) or ''.
+  -- 7 the publisher's last sign (ms), 8 and 9 a Capgo confirmation (hash, id) or ''.
   -- A job the store no longer holds is left alone.
   local m = read_meta()
   if not m then return {'none'} end
-  local activity = tonumber(ARGV[6])
+  local activity = tonumber(ARGV[7])
   if activity > m.ac then redis.call('HSET', meta_key, 'ac', str(activity)) end
-  if ARGV[7] ~= '' then
-    local last = tonumber(redis.call('HGET', capgo_key, ARGV[7]) or '0')
-    if tonumber(ARGV[8]) > last then
+  if ARGV[8] ~= '' then
+    local last = tonumber(redis.call('HGET', capgo_key, ARGV[8]) or '0')
+    if tonumber(ARGV[9]) > last then
       if last == 0 and redis.call('HLEN', capgo_key) >= 64 then
         redis.call('HDEL', capgo_key, redis.call('HRANDFIELD', capgo_key))
       end
-      redis.call('HSET', capgo_key, ARGV[7], ARGV[8])
+      redis.call('HSET', capgo_key, ARGV[8], ARGV[9])
       if m.done == 1 then redis.call('PEXPIRE', capgo_key, retention) end
     end
   end
@@ -189,29 +225,29 @@ if op == 'load' then
 end
 
 if op == 'append' then
-  -- 6 batch time, 7 max log bytes, 8 and 9 the truncation line's JSON around its
+  -- 7 batch time, 8 max log bytes, 9 and 10 the truncation line's JSON around its
   -- size, then 7 arguments per record: n, kind, len, status, exit, final, rest.
-  local ts, max_bytes = tonumber(ARGV[6]), tonumber(ARGV[7])
+  local ts, max_bytes = tonumber(ARGV[7]), tonumber(ARGV[8])
   local records = {}
-  for i = 10, #ARGV, 7 do
+  for i = 11, #ARGV, 7 do
     records[#records + 1] = {n = ARGV[i], kind = ARGV[i + 1],
       len = tonumber(ARGV[i + 2]), status = ARGV[i + 3], exit = ARGV[i + 4],
       final = ARGV[i + 5] == '1', rest = ARGV[i + 6]}
   end
-  return append(m, records, ts, max_bytes, ARGV[8], ARGV[9])
+  return append(m, records, ts, max_bytes, ARGV[9], ARGV[10])
 end
 
 if op == 'end' then
-  -- The lifecycle, once per job whichever instance runs it: 6 running jobs idle since
-  -- before this ms become `lost` (7: the record's rest), 8 queued jobs created before
-  -- this ms become `expired` (9: its rest).
+  -- The lifecycle, once per job whichever instance runs it: 7 running jobs idle since
+  -- before this ms become `lost` (8: the record's rest), 9 queued jobs created before
+  -- this ms become `expired` (10: its rest).
   local record
-  if m.st == 'running' and m.ac <= tonumber(ARGV[6]) then
+  if m.st == 'running' and m.ac <= tonumber(ARGV[7]) then
     record = {n = '', kind = 'status', len = 16, status = 'lost', exit = '', final = true,
-      rest = ARGV[7]}
-  elseif m.st == 'queued' and m.cr <= tonumber(ARGV[8]) then
+      rest = ARGV[8]}
+  elseif m.st == 'queued' and m.cr <= tonumber(ARGV[9]) then
     record = {n = '', kind = 'status', len = 16, status = 'expired', exit = '',
-      final = true, rest = ARGV[9]}
+      final = true, rest = ARGV[10]}
   else
     return {'ok', 0, 0, m.done, meta_list(m)}
   end

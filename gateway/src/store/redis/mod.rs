@@ -2,18 +2,20 @@
 //! Redis, the source of truth. A job is a stream of records (`tailgate:{job}:log`, entry
 //! ids `<seq>-0`) and a meta hash; every change is one atomic run of [`script`]'s job
 //! script, so two instances never give one seq to two records. Each instance follows the
-//! jobs its readers watch ([`tail`]) into their local rings.
+//! jobs its readers watch ([`tail`], [`follow`]) into their local rings, from the records
+//! the script publishes with each append ([`notice`]).
 
 pub(crate) mod archived;
 pub(crate) mod errors;
+pub(crate) mod follow;
 pub(crate) mod keys;
 pub(crate) mod lease;
 pub(crate) mod link;
 pub(crate) mod metrics;
+pub(crate) mod notice;
 pub(crate) mod policy;
 pub(crate) mod replicas;
 pub(crate) mod script;
-pub(crate) mod sharded;
 pub(crate) mod tail;
 #[cfg(test)]
 mod tests;
@@ -84,6 +86,11 @@ impl RedisStore {
                 instance: format!("{:016x}", rand::random::<u64>()),
                 retention: settings.retention,
                 tombstone_ttl: settings.tombstone_ttl,
+                announce: if settings.cluster {
+                    "SPUBLISH"
+                } else {
+                    "PUBLISH"
+                },
             },
             followed: Arc::new(Followed::default()),
             unready: Arc::new(Mutex::new(Some("redis: not connected yet".into()))),
@@ -287,30 +294,9 @@ impl RedisStore {
 
     /// A reader started waiting on the job: make sure its records are being followed.
     pub(crate) fn wake(&self, job: &JobId) {
-        if self.followed.is_reading(job) {
-            return;
+        if !self.followed.is_reading(job) {
+            self.followed.poke();
         }
-        self.followed.poke();
-        // The blocking read in flight does not cover the job: end it early, so the
-        // next one does. It may not have reached Redis yet: try again a few times.
-        let (followed, conn, job) = (Arc::clone(&self.followed), self.conn.clone(), job.clone());
-        tokio::spawn(async move {
-            for _ in 0..20 {
-                if followed.is_reading(&job) {
-                    return;
-                }
-                let id = followed.client_id();
-                if id != 0 {
-                    let unblocked: redis::RedisResult<i64> = conn
-                        .query(redis::cmd("CLIENT").arg("UNBLOCK").arg(id))
-                        .await;
-                    if matches!(unblocked, Ok(1)) {
-                        return;
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        });
     }
 }
 

@@ -27,6 +27,9 @@ pub(crate) struct Common {
     pub(crate) retention: Duration,
     /// Its tombstone lives this much longer.
     pub(crate) tombstone_ttl: Duration,
+    /// How appends are announced to the instances that follow the job: `PUBLISH` on one
+    /// server, `SPUBLISH` (the job's own slot) on a Cluster.
+    pub(crate) announce: &'static str,
 }
 
 /// An invocation of `op` on `job` at `now_ms`.
@@ -45,7 +48,8 @@ pub(crate) fn invocation(
         .arg(now_ms)
         .arg(new_epoch())
         .arg(common.retention.as_millis() as u64)
-        .arg(common.tombstone_ttl.as_millis() as u64);
+        .arg(common.tombstone_ttl.as_millis() as u64)
+        .arg(common.announce);
     inv
 }
 

@@ -22,6 +22,7 @@ use crate::store::{Opened, Progress, Recovered, Store};
 
 struct Server {
     child: Child,
+    port: u16,
     store: Arc<RedisStore>,
     /// Runs the store's tasks (health check, tailer) and the appends.
     rt: tokio::runtime::Runtime,
@@ -73,7 +74,12 @@ fn server() -> Option<Server> {
         std::thread::sleep(Duration::from_millis(20));
     }
     drop(entered);
-    Some(Server { child, store, rt })
+    Some(Server {
+        child,
+        port,
+        store,
+        rt,
+    })
 }
 
 fn limits() -> JobLimits {
@@ -174,4 +180,101 @@ proptest! {
             Ok(())
         })?;
     }
+}
+
+/// The records an append's notice carries are the records the append stored, byte for
+/// byte (the SSE frame, `n`, what each counts), truncation line and status included; a
+/// resend that stores nothing announces nothing.
+#[test]
+fn a_notice_carries_the_records_the_append_stored() {
+    let Some(server) = server() else { return };
+    let id = JobId::parse("notice-1").unwrap();
+    let (push_tx, mut push_rx) = tokio::sync::mpsc::unbounded_channel();
+    let url = format!("redis://127.0.0.1:{}/0?protocol=resp3", server.port);
+    let _sub = server.rt.block_on(async {
+        let config = redis::AsyncConnectionConfig::new().set_push_sender(push_tx);
+        let mut sub = redis::Client::open(url)
+            .unwrap()
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+            .unwrap();
+        sub.subscribe(super::keys::JobKeys::new(&id).log)
+            .await
+            .unwrap();
+        sub
+    });
+    let Ok(Opened::Job(recovered)) = server.rt.block_on(server.store.open_job(&id)) else {
+        panic!("cannot load a new job");
+    };
+    let shared = job_log(recovered, Arc::new(Store::from(Arc::clone(&server.store))));
+    let line = |n: u64, stream: Stream, line: &str| Incoming {
+        n: Some(n),
+        body: RecordBody::Log {
+            stream,
+            line: line.into(),
+        },
+    };
+    let batches = vec![
+        vec![
+            line(1, Stream::Stdout, "héllo \"x\"\r\nid: 9"),
+            line(2, Stream::Stderr, "second"),
+            Incoming {
+                n: None,
+                body: RecordBody::Custom {
+                    kind: "progress".into(),
+                    data: serde_json::json!({"pct": 40, "s": "a b\n"}),
+                },
+            },
+        ],
+        // A resend: nothing stored, nothing announced.
+        vec![line(2, Stream::Stderr, "second")],
+        // Past the size limit (300 bytes): one truncation line, then counted only.
+        (3..12)
+            .map(|n| line(n, Stream::Stdout, &"y".repeat(60)))
+            .collect(),
+        vec![Incoming {
+            n: None,
+            body: RecordBody::Status {
+                status: JobStatus::Failed,
+                exit_code: Some(3),
+            },
+        }],
+    ];
+    for batch in batches {
+        let _ = server
+            .rt
+            .block_on(shared.append(batch, &mut Tally::default()));
+    }
+    let Read::Entries(stored) = shared.read(1, usize::MAX, None) else {
+        panic!("nothing stored");
+    };
+    let mut announced = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while announced.len() < stored.len() {
+        assert!(std::time::Instant::now() < deadline, "notices missing");
+        match push_rx.try_recv() {
+            Ok(info) if info.kind == redis::PushKind::Message => {
+                let Some(redis::Value::BulkString(payload)) = info.data.get(1) else {
+                    panic!("a notice without payload");
+                };
+                let header = super::notice::header(payload).expect("a header");
+                let records = super::notice::records(payload, 0).expect("records");
+                assert_eq!(header.first, records[0].seq());
+                assert_eq!(header.last, records[records.len() - 1].seq());
+                announced.extend(records);
+            }
+            Ok(_) => {}
+            Err(_) => std::thread::sleep(Duration::from_millis(5)),
+        }
+    }
+    let summary = |e: &crate::entry::Entry| (e.seq(), e.n(), e.counted(), e.kind(), e.sse.clone());
+    assert_eq!(
+        announced.iter().map(|e| summary(e)).collect::<Vec<_>>(),
+        stored.iter().map(|e| summary(e)).collect::<Vec<_>>()
+    );
+    assert!(
+        stored.iter().any(|e| e.counted().is_none()),
+        "the batch crossed the size limit"
+    );
+    assert!(push_rx.try_recv().is_err(), "a notice for nothing stored");
 }
