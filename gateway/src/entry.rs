@@ -17,10 +17,18 @@ use crate::sse;
 /// What the allocator adds to each allocation (glibc: a 16-byte header, 16-byte steps).
 const ALLOC_OVERHEAD: usize = 16;
 
+/// What a frame costs besides its bytes once readers share it: `Bytes` moves a frame
+/// into a shared header (a pointer, a capacity, a count) on its first clone, and the
+/// allocator adds its share to both allocations.
+const FRAME_OVERHEAD: usize = 3 * std::mem::size_of::<usize>() + 2 * ALLOC_OVERHEAD;
+
 /// Bookkeeping per held record besides its frames' bytes: the `Arc` with this struct,
-/// its ring slot, and the allocator's share of both allocations.
-pub(crate) const ENTRY_OVERHEAD: usize =
-    std::mem::size_of::<Entry>() + 2 * std::mem::size_of::<usize>() + 32 + 2 * ALLOC_OVERHEAD;
+/// its ring slot, the allocator's share of both allocations, and the SSE frame's.
+pub(crate) const ENTRY_OVERHEAD: usize = std::mem::size_of::<Entry>()
+    + 2 * std::mem::size_of::<usize>()
+    + 32
+    + 2 * ALLOC_OVERHEAD
+    + FRAME_OVERHEAD;
 
 /// What kind of record an entry is, without parsing its JSON.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -193,6 +201,16 @@ impl Entry {
         }
     }
 
+    /// The frame of kind `which` as built before, or encoded now for this one use and not
+    /// kept: a reader's way to it, so only [`Entry::frame`] (whose caller charges the
+    /// memory budget) grows a held entry.
+    pub(crate) fn frame_for_use(&self, which: Frame) -> Bytes {
+        match self.lazy[which as usize].get() {
+            Some(frame) => frame.clone(),
+            None => which.encode(self),
+        }
+    }
+
     /// The frame of kind `which`, encoding it the first time; the bool says whether this
     /// call encoded it (so its bytes can be counted once).
     pub(crate) fn frame(&self, which: Frame) -> (Bytes, bool) {
@@ -212,7 +230,7 @@ impl Entry {
             .lazy
             .iter()
             .filter_map(OnceLock::get)
-            .map(Bytes::len)
+            .map(|frame| frame.len() + FRAME_OVERHEAD)
             .sum();
         ENTRY_OVERHEAD + self.sse.len() + lazy
     }
@@ -318,7 +336,7 @@ mod tests {
         assert!(made);
         assert_eq!(&text[..], b"id: 1\nevent: log\ndata: x\ndata: y\n\n");
         assert!(!entry.frame(Frame::SseText).1);
-        assert_eq!(entry.cost(), before + text.len());
+        assert_eq!(entry.cost(), before + text.len() + FRAME_OVERHEAD);
         assert_eq!(entry.line().as_deref(), Some("x\ry"));
     }
 }

@@ -31,6 +31,7 @@ const MAX_WAIT: Duration = Duration::from_secs(300);
 
 /// `GET /metrics`: the Prometheus scrape.
 pub(crate) fn metrics(app: &App) -> Response<Body> {
+    crate::metrics::get().set_memory_used(app.hub.memory().used());
     let text = crate::metrics::get().render(app.hub.statuses(), app.hub.store().disk_bytes());
     let mut resp = Response::new(full(Bytes::from(text)));
     resp.headers_mut().insert(

@@ -249,6 +249,28 @@ impl Hub {
         freed
     }
 
+    /// Sheds rings whenever the budget goes over its limit, until `shutdown` fires: the
+    /// uploads shed before each chunk too, but frames built for readers and the bytes
+    /// readers hold for slow sockets grow the budget while no upload runs.
+    pub(crate) async fn shed_on_pressure(
+        self: Arc<Self>,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) {
+        /// At most one pass per this long: a pass looks at every job.
+        const PAUSE: Duration = Duration::from_millis(10);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = self.memory.pressure.notified() => {}
+            }
+            if self.memory.is_over() {
+                let freed = self.shed(self.memory.excess() + crate::publish::SHED_SLACK_BYTES);
+                tracing::debug!(memory.freed = freed, "shed rings over the memory budget");
+            }
+            tokio::time::sleep(PAUSE).await;
+        }
+    }
+
     /// Runs [`Hub::reap`] and the lifecycle every `every` until `shutdown` fires.
     pub(crate) async fn reap_until(
         self: Arc<Self>,

@@ -264,6 +264,11 @@ impl JobLog {
         freed
     }
 
+    /// The process's memory budget, which this job's ring counts in.
+    pub(crate) fn memory(&self) -> &Arc<MemoryBudget> {
+        &self.memory
+    }
+
     /// Bytes held in the ring.
     pub(crate) fn held_bytes(&self) -> usize {
         self.lock().ring_bytes
@@ -279,8 +284,10 @@ impl JobLog {
     }
 
     /// Records from `cursor` on in the ring, up to about `budget` bytes, with `frame`
-    /// built for each (charged to the memory budget once, when the record is held); or
-    /// [`Read::Behind`] when the ring no longer holds the cursor. Never waits on a store.
+    /// built and kept for each (charged to the memory budget once, when the record is
+    /// held) while the budget has room; over it, readers encode their frames for one use
+    /// and the ring does not grow. [`Read::Behind`] when the ring no longer holds the
+    /// cursor. Never waits on a store.
     pub(crate) fn read(&self, cursor: u64, budget: usize, frame: Option<Frame>) -> Read {
         if let Some(why) = &self.broken {
             return Read::Failed(why.clone());
@@ -301,6 +308,7 @@ impl JobLog {
             };
         }
         let start = (cursor - first) as usize;
+        let frame = frame.filter(|_| !self.memory.is_over());
         let mut out = Vec::new();
         let mut bytes = 0;
         let mut added = 0;

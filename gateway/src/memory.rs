@@ -1,6 +1,8 @@
-//! The process-wide budget for log bytes held in memory, across all jobs.
+//! The process-wide budget for log bytes held in memory, across all jobs, and for what
+//! readers hold on their way to a slow socket ([`Charge`]).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use tokio::sync::Notify;
 
@@ -11,6 +13,23 @@ pub(crate) struct MemoryBudget {
     limit: usize,
     /// Woken when records are freed, so a publisher held back by the budget retries.
     pub(crate) freed: Notify,
+    /// Woken when an addition leaves the budget over its limit, so the hub sheds rings
+    /// even when no upload is running (readers' frames and buffers grow it too).
+    pub(crate) pressure: Notify,
+}
+
+/// Bytes held outside the rings (a reader's chunk waiting for its socket), counted in
+/// the budget until dropped.
+#[derive(Debug)]
+pub(crate) struct Charge {
+    budget: Arc<MemoryBudget>,
+    bytes: usize,
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        self.budget.sub(self.bytes);
+    }
 }
 
 impl MemoryBudget {
@@ -19,11 +38,24 @@ impl MemoryBudget {
             used: AtomicUsize::new(0),
             limit,
             freed: Notify::new(),
+            pressure: Notify::new(),
         }
     }
 
     pub(crate) fn add(&self, n: usize) {
-        self.used.fetch_add(n, Ordering::Relaxed);
+        let used = self.used.fetch_add(n, Ordering::Relaxed) + n;
+        if n > 0 && used > self.limit {
+            self.pressure.notify_one();
+        }
+    }
+
+    /// Counts `bytes` until the returned guard is dropped.
+    pub(crate) fn charge(self: &Arc<Self>, bytes: usize) -> Charge {
+        self.add(bytes);
+        Charge {
+            budget: Arc::clone(self),
+            bytes,
+        }
     }
 
     pub(crate) fn sub(&self, n: usize) {

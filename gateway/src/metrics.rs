@@ -83,6 +83,8 @@ pub(crate) struct Metrics {
     /// add the log's age, so they are not observed.
     delivery_lag: AtomicHistogram,
     spool_bytes: Gauge,
+    /// Bytes counted against the memory budget, set at scrape time.
+    memory_used: Gauge,
     /// Time one job's `fsync` (fdatasync) took.
     fsync_seconds: AtomicHistogram,
     tls_reloads: Family<StatusLabels, Counter>,
@@ -180,6 +182,12 @@ impl Metrics {
             "Bytes of job spools on disk (0 with --memory-only)",
             spool_bytes.clone(),
         );
+        let memory_used = Gauge::default();
+        registry.register(
+            "memory_budget_used_bytes",
+            "Bytes counted against --memory-budget-bytes: held records and their frames, catch-up encoders, the archive cache, chunks waiting for slow readers",
+            memory_used.clone(),
+        );
         let fsync_seconds = AtomicHistogram::default();
         registry.register(
             "fsync_seconds",
@@ -227,6 +235,7 @@ impl Metrics {
             requests,
             delivery_lag,
             spool_bytes,
+            memory_used,
             fsync_seconds,
             tls_reloads,
             jwks_refreshes,
@@ -275,6 +284,12 @@ impl Metrics {
             self.delivery_lag
                 .observe(Duration::from_millis(now_ms().saturating_sub(oldest_ts_ms)));
         }
+    }
+
+    /// Sets the memory budget's use for the next scrape.
+    pub(crate) fn set_memory_used(&self, bytes: usize) {
+        self.memory_used
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
     }
 
     pub(crate) fn fsynced(&self, took: Duration) {

@@ -101,6 +101,7 @@ pub async fn serve(
     }
     let every = app.hub.tick();
     tokio::spawn(Arc::clone(&app.hub).reap_until(every, app.shutdown.clone()));
+    tokio::spawn(Arc::clone(&app.hub).shed_on_pressure(app.shutdown.clone()));
     if let Some((archive, hot)) = &app.archive {
         let writer =
             crate::archive::upload::run(Arc::clone(archive), Arc::clone(hot), app.shutdown.clone());

@@ -161,6 +161,9 @@ impl SseSocket {
             }
             return Ok(true);
         }
+        // A reader that does not keep up holds this chunk: counted in the memory budget
+        // until the socket took it, so the rings make room for it.
+        let _held = self.sub.memory().charge(total - written);
         let mut framing = std::mem::take(&mut self.head);
         framing.extend_from_slice(size.as_bytes());
         let mut rest = framing.freeze().chain(data.clone()).chain(CRLF);

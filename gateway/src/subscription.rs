@@ -37,7 +37,7 @@ pub(crate) enum Format {
 /// The SSE frame of `entry` in `format`: shared by every reader (and shared stream).
 pub(crate) fn frame_of(format: Format, entry: &Entry) -> Bytes {
     match (format, entry.kind()) {
-        (Format::Text, Kind::Log(_)) => entry.frame(EntryFrame::SseText).0,
+        (Format::Text, Kind::Log(_)) => entry.frame_for_use(EntryFrame::SseText),
         _ => entry.sse.clone(),
     }
 }
@@ -136,6 +136,11 @@ impl Subscription {
             _counted: metrics::get().sse_reader(),
             coder: coder.map(Box::new),
         }
+    }
+
+    /// The memory budget, which a chunk waiting for a slow socket is charged to.
+    pub(crate) fn memory(&self) -> &std::sync::Arc<crate::memory::MemoryBudget> {
+        self.attached.job().memory()
     }
 
     /// The `Content-Encoding` of this stream, if compressed.

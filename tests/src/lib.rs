@@ -218,8 +218,12 @@ pub fn mint(claims: &Value) -> String {
     minter().mint(claims).expect("mint")
 }
 
-/// The `tailgate` binary built beside the test executable (`target/<profile>/tailgate`).
+/// The `tailgate` binary built beside the test executable (`target/<profile>/tailgate`),
+/// or `TAILGATE_TEST_BIN` (a release build, for a measurement at full scale).
 pub fn tailgate_bin() -> std::path::PathBuf {
+    if let Some(bin) = std::env::var_os("TAILGATE_TEST_BIN") {
+        return bin.into();
+    }
     let exe = std::env::current_exe().expect("current exe");
     let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
     let bin = dir.join(format!("tailgate{}", std::env::consts::EXE_SUFFIX));

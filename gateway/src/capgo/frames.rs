@@ -12,7 +12,7 @@ pub(crate) const HEARTBEAT_RESPONSE: &str = r#"{"type":"heartbeat_response"}"#;
 
 /// The record's frame, shared by every reader.
 pub(crate) fn entry_frame(entry: &Entry) -> Bytes {
-    entry.frame(Frame::CapgoWs).0
+    entry.frame_for_use(Frame::CapgoWs)
 }
 
 /// What a client frame asks for.

@@ -300,10 +300,13 @@ impl Session {
     }
 
     /// Sends `msg`; `false` when the client is gone or the gateway is shutting down.
+    /// Until the socket took it, the frame and the codec's copy of it are charged to the
+    /// memory budget: a client that stops reading holds them.
     async fn send<S>(&self, ws: &mut WebSocketStream<S>, msg: Message) -> bool
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
+        let _held = self.attached.job().memory().charge(2 * msg.len());
         tokio::select! {
             _ = self.shutdown.cancelled() => false,
             res = tokio::time::timeout(WRITE_TIMEOUT, ws.send(msg)) => match res {

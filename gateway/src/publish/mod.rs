@@ -63,7 +63,7 @@ pub(crate) struct UploadLimits {
 }
 
 /// Shed this much below the budget at once, so the next chunks do not shed again.
-const SHED_SLACK_BYTES: usize = 1024 * 1024;
+pub(crate) const SHED_SLACK_BYTES: usize = 1024 * 1024;
 
 /// Reads `body` to its end, appending as it goes; answers with the tally.
 pub(crate) async fn upload(

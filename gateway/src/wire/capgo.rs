@@ -24,7 +24,11 @@ pub(crate) fn record_frame(record: &Record) -> Bytes {
             record.seq
         ),
     };
-    Bytes::from(text)
+    // Exactly its length: `format!` grows its string by doubling, and a held frame's
+    // spare capacity would be memory the budget does not see.
+    let mut bytes = text.into_bytes();
+    bytes.shrink_to_fit();
+    Bytes::from(bytes)
 }
 
 /// A status frame for `status` at `seq`.
