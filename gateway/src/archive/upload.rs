@@ -207,7 +207,11 @@ pub(crate) async fn run(archive: Arc<Archive>, store: Arc<Store>, shutdown: Canc
             Some((recovered, result)) = done_rx.recv() => {
                 running.remove(&recovered.id);
                 finished(&store, &recovered, result, &mut retries).await;
-                continue;
+                // A shared queue may hold more due jobs: claim the free slot now rather
+                // than at the next tick. The spool's list waits for the tick.
+                if !shared {
+                    continue;
+                }
             }
             _ = tick.tick() => {}
         }
