@@ -192,6 +192,7 @@ async fn with_s3_down_a_redis_job_stays_in_redis_then_is_archived_when_it_return
     let ready = http_client::request(gw.addr, "GET", "/readyz", &[], Default::default()).await;
     assert_eq!(ready.status, 200, "{}", ready.text());
     assert!(metric(gw.addr, "tailgate_archive_failures_total").await >= 1.0);
+    assert_eq!(metric(gw.addr, "tailgate_archive_pending_jobs").await, 1.0);
     assert!(sse(gw.addr, "waits", None).await.body == live);
     s3.restart();
     until_keys_gone(&redis, "waits", 90).await;

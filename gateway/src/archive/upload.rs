@@ -146,9 +146,6 @@ const MAX_RETRIES: usize = 64 * 1024;
 /// Finished jobs past the quiet period that this instance should archive now, at most
 /// `max`: the spool's, or those claimed from Redis's queue.
 async fn due(store: &Arc<Store>, quiet_ms: u64, max: usize) -> Vec<Recovered> {
-    if max == 0 {
-        return Vec::new();
-    }
     let Store::Redis(r) = &**store else {
         let now = now_ms();
         return store
@@ -162,6 +159,12 @@ async fn due(store: &Arc<Store>, quiet_ms: u64, max: usize) -> Vec<Recovered> {
             })
             .collect();
     };
+    if let Ok(queued) = r.queued_archive().await {
+        metrics::get().set_pending(queued);
+    }
+    if max == 0 {
+        return Vec::new();
+    }
     let claimed = match r.claim_archive(max).await {
         Ok(claimed) => claimed,
         Err(e) => {

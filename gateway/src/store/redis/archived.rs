@@ -282,6 +282,12 @@ impl RedisStore {
         })
     }
 
+    /// Jobs in the queue (due, claimed, or waiting for their quiet period or a retry).
+    pub(crate) async fn queued_archive(&self) -> Result<usize, StoreError> {
+        let cmd = redis::cmd("ZCARD").arg(QUEUE_KEY).to_owned();
+        self.round_trip(self.conn.query(&cmd)).await
+    }
+
     /// Due again at `due_ms` (after a failure).
     pub(crate) async fn requeue_archive(&self, job: &JobId, due_ms: u64) {
         let cmd = redis::cmd("ZADD")
