@@ -86,6 +86,7 @@ pub(crate) mod wakeups;
 pub(crate) mod wire;
 
 pub use config::Config;
+pub use memory::limit_malloc_arenas;
 pub use server::{check_store, run, serve, Listeners, ServerError};
 pub use store::open::StoreOpenError;
 pub use tls::{check as check_tls, TlsError};

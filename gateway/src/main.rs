@@ -21,6 +21,8 @@ fn serve(args: &ServeArgs) -> ExitCode {
     if args.print_config {
         return print_config(args);
     }
+    // Before any thread starts: may start the process again with fewer malloc arenas.
+    tailgate::limit_malloc_arenas();
     let config = match Config::load(args, &ProcessEnv) {
         Ok(config) => config,
         Err(e) => {
