@@ -38,6 +38,9 @@ use crate::store::Follower;
 const NOTICES: usize = 4096;
 /// Reads in flight at once after a burst of missed notices.
 const READS_IN_FLIGHT: usize = 32;
+/// (Un)subscribes in flight at once: 300 readers arriving together cost a few round trips,
+/// not 300 in a row while notices wait (2.6 ms each behind a 1 ms link: 0.8 s).
+const SUBSCRIBES_IN_FLIGHT: usize = 64;
 /// How often, with nothing new, the task drops the jobs nobody follows any more.
 const REFRESH: Duration = Duration::from_secs(5);
 
@@ -48,6 +51,8 @@ struct Job {
 }
 
 /// The subscription connection: one server's, or a Cluster's (one per node inside).
+/// Clones share it, so (un)subscribes can be pipelined.
+#[derive(Clone)]
 enum Subscriber {
     Single(MultiplexedConnection),
     Cluster(ClusterConnection),
@@ -115,14 +120,14 @@ pub(super) async fn follow(
 ) -> redis::RedisResult<()> {
     let (tx, mut rx) = mpsc::channel::<PushInfo>(NOTICES);
     let overflow = Arc::new(AtomicBool::new(false));
-    let mut sub = Subscriber::connect(conn, url, timeout, tx, Arc::clone(&overflow)).await?;
+    let sub = Subscriber::connect(conn, url, timeout, tx, Arc::clone(&overflow)).await?;
     // Channel (the job's log key) to job, for the jobs subscribed now.
     let mut subscribed: HashMap<String, Job> = HashMap::new();
     let mut dirty: HashSet<String> = HashSet::new();
     let mut refresh = true;
     loop {
         if std::mem::take(&mut refresh) {
-            resubscribe(followed, &mut sub, &mut subscribed, &mut dirty).await?;
+            resubscribe(followed, &sub, &mut subscribed, &mut dirty).await?;
         }
         if overflow.swap(false, Ordering::AcqRel) {
             dirty.extend(subscribed.keys().cloned());
@@ -149,11 +154,11 @@ pub(super) async fn follow(
 /// is read once (notices before it were missed).
 async fn resubscribe(
     followed: &Followed,
-    sub: &mut Subscriber,
+    sub: &Subscriber,
     subscribed: &mut HashMap<String, Job>,
     dirty: &mut HashSet<String>,
 ) -> redis::RedisResult<()> {
-    let mut round: HashMap<String, Job> = followed
+    let round: HashMap<String, Job> = followed
         .round()
         .into_iter()
         .map(|(id, follower)| (JobKeys::new(&id).log, Job { id, follower }))
@@ -163,18 +168,40 @@ async fn resubscribe(
         .filter(|c| !round.contains_key(*c))
         .cloned()
         .collect();
-    for channel in gone {
-        subscribed.remove(&channel);
-        sub.unsubscribe(&channel).await?;
+    for channel in &gone {
+        subscribed.remove(channel);
     }
-    for (channel, job) in round.drain() {
-        if !subscribed.contains_key(&channel) {
-            sub.subscribe(&channel).await?;
-            dirty.insert(channel.clone());
-        }
-        subscribed.insert(channel, job);
-    }
+    pipelined(sub, &gone, false).await?;
+    let new: Vec<String> = round
+        .keys()
+        .filter(|c| !subscribed.contains_key(*c))
+        .cloned()
+        .collect();
+    pipelined(sub, &new, true).await?;
+    dirty.extend(new);
+    subscribed.extend(round);
     followed.set_reading(subscribed.values().map(|j| j.id.clone()).collect());
+    Ok(())
+}
+
+/// Subscribes (or unsubscribes) `channels`, [`SUBSCRIBES_IN_FLIGHT`] at a time on clones of
+/// the one connection.
+async fn pipelined(sub: &Subscriber, channels: &[String], on: bool) -> redis::RedisResult<()> {
+    for chunk in channels.chunks(SUBSCRIBES_IN_FLIGHT) {
+        let calls = chunk.iter().map(|channel| {
+            let mut sub = sub.clone();
+            async move {
+                if on {
+                    sub.subscribe(channel).await
+                } else {
+                    sub.unsubscribe(channel).await
+                }
+            }
+        });
+        for done in futures_util::future::join_all(calls).await {
+            done?;
+        }
+    }
     Ok(())
 }
 
