@@ -355,30 +355,12 @@ impl Store {
         to: u64,
         budget: usize,
     ) -> Result<Vec<Arc<Entry>>, StoreError> {
-        match self {
-            Self::Memory(_) => Ok(Vec::new()),
-            Self::Spool(s) => {
-                let (spool, id) = (Arc::clone(s), job.clone());
-                let hot = s
-                    .reader
-                    .run(move || spool.read(&id, from, to, budget))
-                    .await;
-                match s.archive.get() {
-                    Some(archive) => {
-                        crate::archive::tiered::read(archive, job, from, to, budget, hot).await
-                    }
-                    None => hot,
-                }
+        let hot = self.read_local(job, from, to, budget).await;
+        match self.archive() {
+            Some(archive) => {
+                crate::archive::tiered::read(archive, job, from, to, budget, hot).await
             }
-            Self::Redis(r) => {
-                let hot = r.read(job, from, to, budget).await;
-                match r.archive() {
-                    Some(archive) => {
-                        crate::archive::tiered::read(archive, job, from, to, budget, hot).await
-                    }
-                    None => hot,
-                }
-            }
+            None => hot,
         }
     }
 
