@@ -180,9 +180,17 @@ impl Cluster {
         self.settle_slot(slot, to);
     }
 
-    /// The first half of a slot move: IMPORTING/MIGRATING, and `MIGRATE` of its keys.
-    /// Until [`settle_slot`](Self::settle_slot) the old owner answers `ASK` for them.
+    /// The first half of a slot move: [`open_move`](Self::open_move), then
+    /// [`migrate_keys`](Self::migrate_keys). Until [`settle_slot`](Self::settle_slot) the
+    /// old owner answers `ASK` for its keys.
     pub fn migrate_slot(&self, slot: u16, to: usize) {
+        self.open_move(slot, to);
+        self.migrate_keys(slot, to);
+    }
+
+    /// Marks `slot` IMPORTING on node `to` and MIGRATING on its owner, its keys not yet
+    /// sent: the owner serves a command whose keys it all holds and refuses the others.
+    pub fn open_move(&self, slot: u16, to: usize) {
         let from = self.owner(slot);
         assert_ne!(from, to, "node {to} already serves slot {slot}");
         let (src, dst) = (&self.nodes[from], &self.nodes[to]);
@@ -199,6 +207,13 @@ impl Cluster {
                 .trim(),
             "OK"
         );
+    }
+
+    /// `MIGRATE`s every key of `slot` from its owner to node `to` (after
+    /// [`open_move`](Self::open_move)).
+    pub fn migrate_keys(&self, slot: u16, to: usize) {
+        let (src, dst) = (&self.nodes[self.owner(slot)], &self.nodes[to]);
+        let slot = slot.to_string();
         loop {
             let keys = src.cli(&["CLUSTER", "GETKEYSINSLOT", &slot, "100"]);
             let keys: Vec<&str> = keys
@@ -234,6 +249,17 @@ impl Cluster {
             let out = node.cli(&["CLUSTER", "SETSLOT", &slot, "NODE", dst_id]);
             assert_eq!(out.trim(), "OK", "{out}");
         }
+    }
+
+    /// How many times node `i` answered the error `code` (`INFO errorstats`) since the
+    /// last [`reset_stats`](Self::reset_stats).
+    pub fn errors(&self, i: usize, code: &str) -> u64 {
+        let prefix = format!("errorstat_{code}:count=");
+        self.nodes[i]
+            .cli(&["INFO", "errorstats"])
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(prefix.as_str())?.parse().ok())
+            .unwrap_or(0)
     }
 
     /// Calls of `command` on every node together since the last [`reset_stats`](Self::reset_stats).

@@ -1,6 +1,6 @@
 //! Redis as a team runs it, against real `redis-server` processes: a 3-primary Cluster
 //! followed by notices instead of polling (idle jobs cost no reads) and through a slot
-//! that moves (`MOVED`); a replica promoted while an upload runs, with
+//! that moves (`MOVED`), publishing and reading while it is half-moved (`ASK`, `TRYAGAIN`); a replica promoted while an upload runs, with
 //! `--redis-wait-replicas 1` keeping every acknowledged line; `/readyz` within 2 s of
 //! losing Redis; and the job script's failures (a lost meta hash, a wrong-typed key)
 //! answered cleanly. Skipped with a message where `redis-server` is missing; with
@@ -69,6 +69,98 @@ async fn a_cluster_is_followed_by_notices_and_through_a_moving_slot() {
     finish(a.addr, job, "succeeded").await;
     let rest = readers[0].collect(WITHIN).await;
     assert_eq!(seqs(&rest), (6..=8).collect::<Vec<_>>());
+}
+
+/// A slot caught half-moved (IMPORTING on the new node, MIGRATING on the old one, the
+/// keys already sent by `MIGRATE`): the old node answers `ASK`, and the job's script
+/// named four keys of which a live job lacks two, which a node mid-move refuses
+/// (`TRYAGAIN`) until the move ends. Publishes, a new reader's read-back and a status read
+/// must all succeed during the move, and the reader already following on another
+/// instance gets every record, in order, once the slot settles.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_whose_slot_is_mid_move_publishes_and_reads_without_loss() {
+    if !available() {
+        return;
+    }
+    let cluster = Cluster::start(3);
+    let (a, b, c) = (
+        gateway(&cluster.url(), &[]),
+        gateway(&cluster.url(), &[]),
+        gateway(&cluster.url(), &[]),
+    );
+    let job = "mid-move";
+    let mut on_b = reader(b.addr, job, None).await;
+    assert_eq!(publish(a.addr, job, ndjson(1..=3)).await.status, 200);
+    for want in 1..=3 {
+        assert_eq!(on_b.next_within(WITHIN).await.expect("event").seq(), want);
+    }
+
+    let slot = cluster.slot(&format!("tailgate:{{{job}}}:meta"));
+    let to = (cluster.owner(slot) + 1) % 3;
+    cluster.migrate_slot(slot, to);
+    assert_ne!(cluster.owner(slot), to, "the slot must still be mid-move");
+
+    // The first try succeeds: no 503 while the move lasts.
+    let reply = publish(a.addr, job, ndjson(4..=5)).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let status = crate::redis::get(c.addr, job, &format!("/v1/jobs/{job}")).await;
+    assert_eq!(status.status, 200, "{}", status.text());
+    assert_eq!(status.json()["lines"], serde_json::Value::from(5));
+    let mut on_c = reader(c.addr, job, None).await;
+    for want in 1..=5 {
+        assert_eq!(on_c.next_within(WITHIN).await.expect("event").seq(), want);
+    }
+    assert_eq!(
+        cluster.nodes[cluster.owner(slot)]
+            .cli(&["CLUSTER", "COUNTKEYSINSLOT", &slot.to_string()])
+            .trim(),
+        "0",
+        "the records went to the node the slot moves to"
+    );
+
+    cluster.settle_slot(slot, to);
+    assert_eq!(cluster.owner(slot), to);
+    let reply = publish(a.addr, job, ndjson(6..=6)).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+
+    // Earlier in a move: the old node still holds the meta hash but refuses the keys the
+    // job lacks. The script stops before any write (`TRYAGAIN`), and the publish goes
+    // through once the keys have moved.
+    let from = to;
+    let to = (from + 1) % 3;
+    cluster.open_move(slot, to);
+    cluster.reset_stats();
+    let publishing = tokio::spawn(publish(a.addr, job, ndjson(7..=8)));
+    let deadline = Instant::now() + WITHIN;
+    while cluster.errors(from, "TRYAGAIN") == 0 {
+        assert!(Instant::now() < deadline, "the publish never met the move");
+        assert!(
+            !publishing.is_finished(),
+            "the publish ended before the keys moved"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    cluster.migrate_keys(slot, to);
+    let reply = publishing.await.expect("publish task");
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    cluster.settle_slot(slot, to);
+    finish(a.addr, job, "succeeded").await;
+    assert_eq!(
+        seqs(&on_b.collect(WITHIN).await),
+        (4..=9).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        seqs(&on_c.collect(WITHIN).await),
+        (6..=9).collect::<Vec<_>>()
+    );
+    let status = crate::redis::get(b.addr, job, &format!("/v1/jobs/{job}"))
+        .await
+        .json();
+    assert_eq!(
+        status["lines"],
+        serde_json::Value::from(8),
+        "no line stored twice"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,7 +11,9 @@
 //! in the seqs is followed by an `XREAD` of that job from where its local copy ends, so
 //! a missed notice costs a little latency, never a record. On a Cluster slots move: the
 //! node that gives a slot away ends its subscriptions there (`sunsubscribe`), and the
-//! job is subscribed again where `MOVED`/`ASK` sends the client.
+//! job is subscribed again where `MOVED` sends the client. Until then the old node keeps
+//! the subscription while the script may already run on the new one (`ASK`): those
+//! notices are missed, and the read after the new subscription brings their records.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -73,7 +75,7 @@ impl Subscriber {
             Ok::<(), std::convert::Infallible>(())
         };
         if conn.is_cluster() {
-            let client = ClusterClientBuilder::new(vec![url])
+            let client = super::link::retrying(ClusterClientBuilder::new(vec![url]))
                 .use_protocol(ProtocolVersion::RESP3)
                 .connection_timeout(timeout)
                 .response_timeout(timeout)

@@ -1,16 +1,35 @@
 -- Tailgate: one job's state changes, each one atomic step on one Cluster slot.
--- KEYS: 1 log stream, 2 meta hash, 3 Capgo confirmations hash, 4 tombstone
---   (all `tailgate:{<job>}:...`, so they share a slot).
+-- KEYS: 1 the meta hash `tailgate:{<job>}:meta`. The job's other keys share its hash tag
+--   (so its Cluster slot) and are named from it: `:log` (the record stream), `:capgo`
+--   (Capgo confirmations), `:gone` (the tombstone). Only one key is declared because,
+--   while a Cluster slot moves, a command that names several keys is refused (TRYAGAIN)
+--   for as long as one of them is missing on the node, and a live job's tombstone and
+--   Capgo hash mostly are: the whole move would refuse every call.
 -- ARGV: 1 op (load | append | end | note), 2 now ms, 3 epoch for a new job,
 --   4 retention ms after the terminal status, 5 extra ms a tombstone outlives it,
 --   6 the command that announces appends (PUBLISH on one server, SPUBLISH on a Cluster),
 --   then the op's own arguments (see each op below).
 -- Counters are strings in the hash and plain numbers here (exact below 2^53); `n` is
 -- compared as a decimal string, so any u64 works.
-local log_key, meta_key, capgo_key, gone_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local meta_key = KEYS[1]
+local tag = string.sub(meta_key, 1, -6)
+local log_key, capgo_key, gone_key = tag .. ':log', tag .. ':capgo', tag .. ':gone'
 local op, now = ARGV[1], tonumber(ARGV[2])
 local retention, tomb_extra = tonumber(ARGV[4]), tonumber(ARGV[5])
 local announce = ARGV[6]
+
+-- On a Cluster, mid slot move, the old node runs the script while it still has the meta
+-- hash, but refuses any key of the slot it does not have. Each key is touched before any
+-- write, so such a run stops with nothing changed; the client tries again (TRYAGAIN),
+-- and once the keys have moved the old node sends it to the new one (ASK).
+if announce == 'SPUBLISH' then
+  for _, key in ipairs({log_key, capgo_key, gone_key}) do
+    local held = redis.pcall('EXISTS', key)
+    if type(held) == 'table' and held.err then
+      return redis.error_reply('TRYAGAIN the job\'s slot is moving')
+    end
+  end
+end
 
 local FIELDS = {'ep', 'next', 'st', 'ec', 'ln', 'lines', 'bytes', 'sb', 'dl', 'tr',
   'cr', 'sa', 'fa', 'ac', 'done'}
@@ -81,7 +100,9 @@ local function load_or_create()
   if gone then return nil, gone end
   -- The meta hash was lost (evicted, or deleted by hand) while the stream stayed: a new
   -- life (a new epoch) starts from seq 1, without the old life's records.
-  redis.call('DEL', log_key, capgo_key)
+  -- One key per command: see KEYS above.
+  redis.call('DEL', log_key)
+  redis.call('DEL', capgo_key)
   m = {ep = ARGV[3], next = 1, st = 'queued', ec = '', ln = '', lines = 0, bytes = 0,
     sb = 0, dl = 0, tr = 0, cr = now, sa = '', fa = '', ac = now, done = 0}
   write_meta(m)

@@ -15,8 +15,8 @@ pub(crate) struct JobKeys {
     pub(crate) meta: String,
     /// Capgo clients' last confirmed ids, by token hash.
     pub(crate) capgo: String,
-    /// `status|exit code|finished ms|deleted ms`, outliving the rest after retention.
-    pub(crate) gone: String,
+    // `:gone`, the tombstone (`status|exit code|finished ms|deleted ms`, outliving the
+    // rest after retention), is named by the job script alone.
 }
 
 impl JobKeys {
@@ -26,13 +26,7 @@ impl JobKeys {
             log: format!("{tag}:log"),
             meta: format!("{tag}:meta"),
             capgo: format!("{tag}:capgo"),
-            gone: format!("{tag}:gone"),
         }
-    }
-
-    /// In the order the script's `KEYS` expects them.
-    pub(crate) fn all(&self) -> [&str; 4] {
-        [&self.log, &self.meta, &self.capgo, &self.gone]
     }
 }
 
@@ -108,9 +102,19 @@ mod tests {
     #[test]
     fn every_key_of_a_job_has_the_same_hash_tag() {
         let keys = JobKeys::new(&JobId::parse("build-7.a_b").unwrap());
-        for key in keys.all() {
+        for key in [&keys.log, &keys.meta, &keys.capgo] {
             assert!(key.starts_with("tailgate:{build-7.a_b}:"), "{key}");
         }
+    }
+
+    #[test]
+    fn the_script_names_the_other_keys_from_the_meta_key() {
+        // job.lua: `tag = string.sub(meta_key, 1, -6)`, then `tag .. ':log'` and so on.
+        let keys = JobKeys::new(&JobId::parse("build-7").unwrap());
+        let tag = keys.meta.strip_suffix(":meta").expect("meta ends with :meta");
+        assert_eq!(format!("{tag}:log"), keys.log);
+        assert_eq!(format!("{tag}:capgo"), keys.capgo);
+        assert!(include_str!("job.lua").contains("string.sub(meta_key, 1, -6)"));
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::cluster::ClusterClient;
+use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, FromRedisValue, RedisResult, ScriptInvocation};
 use tokio::sync::OnceCell;
@@ -29,7 +29,7 @@ impl Conn {
     /// A connection to `url` (not yet connected: the gateway starts without Redis).
     pub(crate) fn new(url: &str, cluster: bool, timeout: Duration) -> RedisResult<Self> {
         if cluster {
-            let client = ClusterClient::builder(vec![url])
+            let client = retrying(ClusterClient::builder(vec![url]))
                 .connection_timeout(timeout)
                 .response_timeout(timeout)
                 .build()?;
@@ -91,6 +91,19 @@ impl Conn {
     pub(crate) fn is_cluster(&self) -> bool {
         matches!(self, Self::Cluster { .. })
     }
+}
+
+/// Tries a Cluster command again after a redirect (`MOVED`, or `ASK`: `ASKING` and the
+/// command on the node the slot is moving to, which the client does by itself), and after
+/// `TRYAGAIN` (a slot mid-move, see `job.lua`) or a node reconnecting, waiting 10 ms
+/// doubling up to 250 ms. The client's own waits start at 1.28 s, longer than a round
+/// trip may take at defaults, so a call caught by a slot move timed out (503) instead.
+pub(crate) fn retrying(builder: ClusterClientBuilder) -> ClusterClientBuilder {
+    builder
+        .retries(16)
+        .min_retry_wait(10)
+        .max_retry_wait(250)
+        .retry_wait_formula(10, 2)
 }
 
 /// A Redis error as the store reports it: the server cannot be used now.

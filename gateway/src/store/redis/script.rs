@@ -39,11 +39,10 @@ pub(crate) fn invocation(
     now_ms: u64,
     common: &Common,
 ) -> ScriptInvocation<'static> {
-    let keys = JobKeys::new(job);
+    // The meta hash only: the script names the job's other keys from it (see job.lua's
+    // KEYS), so a Cluster slot mid-move never refuses the call for naming several keys.
     let mut inv = JOB_SCRIPT.prepare_invoke();
-    for key in keys.all() {
-        inv.key(key);
-    }
+    inv.key(JobKeys::new(job).meta);
     inv.arg(op)
         .arg(now_ms)
         .arg(new_epoch())
