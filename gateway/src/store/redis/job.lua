@@ -18,17 +18,21 @@ local op, now = ARGV[1], tonumber(ARGV[2])
 local retention, tomb_extra = tonumber(ARGV[4]), tonumber(ARGV[5])
 local announce = ARGV[6]
 
--- On a Cluster, mid slot move, the old node runs the script while it still has the meta
--- hash, but refuses any key of the slot it does not have. Each key is touched before any
--- write, so such a run stops with nothing changed; the client tries again (TRYAGAIN),
--- and once the keys have moved the old node sends it to the new one (ASK).
-if announce == 'SPUBLISH' then
-  for _, key in ipairs({log_key, capgo_key, gone_key}) do
-    local held = redis.pcall('EXISTS', key)
-    if type(held) == 'table' and held.err then
-      return redis.error_reply('TRYAGAIN the job\'s slot is moving')
+-- On a Cluster, mid slot move, the old node runs the script while it has the meta hash,
+-- but refuses any other key of the slot it does not have (one not yet created, or sent
+-- ahead). `kcall` turns that refusal into TRYAGAIN, so the client tries again (by then at
+-- the new node, through ASK); any other error is raised as `redis.call` raises it. Each
+-- op touches such keys before its first write (see `append` and `note`), so a refused run
+-- has changed nothing.
+local function kcall(...)
+  local reply = redis.pcall(...)
+  if type(reply) == 'table' and reply.err then
+    if string.find(reply.err, 'non local key', 1, true) then
+      error({err = "TRYAGAIN the job's slot is moving"})
     end
+    return redis.call(...)
   end
+  return reply
 end
 
 local FIELDS = {'ep', 'next', 'st', 'ec', 'ln', 'lines', 'bytes', 'sb', 'dl', 'tr',
@@ -96,13 +100,13 @@ end
 local function load_or_create()
   local m = read_meta()
   if m then return m end
-  local gone = redis.call('GET', gone_key)
+  local gone = kcall('GET', gone_key)
   if gone then return nil, gone end
   -- The meta hash was lost (evicted, or deleted by hand) while the stream stayed: a new
   -- life (a new epoch) starts from seq 1, without the old life's records.
   -- One key per command: see KEYS above.
-  redis.call('DEL', log_key)
-  redis.call('DEL', capgo_key)
+  kcall('DEL', log_key)
+  kcall('DEL', capgo_key)
   m = {ep = ARGV[3], next = 1, st = 'queued', ec = '', ln = '', lines = 0, bytes = 0,
     sb = 0, dl = 0, tr = 0, cr = now, sa = '', fa = '', ac = now, done = 0}
   write_meta(m)
@@ -129,7 +133,7 @@ local function add(m, notice, ts, ts_s, kind, n, counted, status, exit_code, fin
     fields[#fields + 1] = 'c'
     fields[#fields + 1] = counted_s
   end
-  redis.call('XADD', log_key, seq_s .. '-0', unpack(fields))
+  kcall('XADD', log_key, seq_s .. '-0', unpack(fields))
   notice[#notice + 1] = seq_s .. ' ' .. ts_s .. ' ' .. kind .. ' ' .. n .. ' ' .. counted_s ..
     ' ' .. json .. '\n'
   m.next = seq + 1
@@ -155,10 +159,10 @@ end
 -- (status|exit code|finished ms|deleted ms) outlives them so the job answers 410.
 local function expire(m)
   for _, key in ipairs({log_key, meta_key, capgo_key}) do
-    redis.call('PEXPIRE', key, retention)
+    kcall('PEXPIRE', key, retention)
   end
   local tomb = m.st .. '|' .. m.ec .. '|' .. str(m.fa) .. '|' .. str(m.fa + retention)
-  redis.call('SET', gone_key, tomb, 'PX', retention + tomb_extra)
+  kcall('SET', gone_key, tomb, 'PX', retention + tomb_extra)
 end
 
 -- Appends `records` (tables of n, kind, len, status, exit, final, rest) in order:
@@ -166,6 +170,14 @@ end
 local function append(m, records, ts, max_bytes, trunc_head, trunc_tail)
   local accepted, duplicates, finished = 0, 0, 0
   local out, notice = {}, {}
+  -- `expire` touches the Capgo hash and the tombstone after the records are written:
+  -- touch them first (see `kcall`) when this append may end the job.
+  local ends = m.done == 1
+  for _, r in ipairs(records) do ends = ends or r.final end
+  if ends then
+    kcall('EXISTS', capgo_key)
+    kcall('EXISTS', gone_key)
+  end
   local ts_s = str(ts)
   for i, r in ipairs(records) do
     if m.done == 1 then
@@ -221,9 +233,11 @@ if op == 'note' then
   local m = read_meta()
   if not m then return {'none'} end
   local activity = tonumber(ARGV[7])
+  -- The Capgo hash is read before the first write (see `kcall`).
+  local last
+  if ARGV[8] ~= '' then last = tonumber(kcall('HGET', capgo_key, ARGV[8]) or '0') end
   if activity > m.ac then redis.call('HSET', meta_key, 'ac', str(activity)) end
   if ARGV[8] ~= '' then
-    local last = tonumber(redis.call('HGET', capgo_key, ARGV[8]) or '0')
     if tonumber(ARGV[9]) > last then
       if last == 0 and redis.call('HLEN', capgo_key) >= 64 then
         redis.call('HDEL', capgo_key, redis.call('HRANDFIELD', capgo_key))
@@ -237,14 +251,14 @@ end
 
 -- The lifecycle never brings back a job Redis no longer holds.
 if op == 'end' and not read_meta() then
-  return {'gone', redis.call('GET', gone_key) or ''}
+  return {'gone', kcall('GET', gone_key) or ''}
 end
 
 local m, gone, created = load_or_create()
 if not m then return {'gone', gone} end
 
 if op == 'load' then
-  return {'ok', meta_list(m), redis.call('HGETALL', capgo_key), created and 1 or 0}
+  return {'ok', meta_list(m), kcall('HGETALL', capgo_key), created and 1 or 0}
 end
 
 if op == 'append' then
