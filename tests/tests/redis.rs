@@ -500,6 +500,42 @@ async fn the_lifecycle_ends_a_job_once_across_instances() {
     assert!(ttl > 0, "a finished job's keys expire with retention");
 }
 
+/// A silent open upload on one instance keeps its job alive for the others: its
+/// instance notes the upload's activity in Redis (spread out, from a quarter to half of
+/// the grace apart), so neither the other instance holding the job nor the lease holder's
+/// sweep ever finds it idle for the grace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_open_upload_keeps_its_job_alive_on_every_instance() {
+    if !available() {
+        return;
+    }
+    let redis = RedisServer::start(Persistence::Off);
+    let extra = ["--publisher-grace-secs", "2"];
+    let (a, b) = (gateway(&redis.url(), &extra), gateway(&redis.url(), &extra));
+    let job = "shared-silent";
+    let mut on_b = reader(b.addr, job, None).await;
+    let auth = bearer(&publish_token(job));
+    let upload = Upload::start(
+        a.addr,
+        &format!("/v1/jobs/{job}/logs"),
+        &[
+            ("authorization", &auth),
+            ("content-type", "application/x-ndjson"),
+        ],
+    )
+    .await;
+    upload.send(ndjson(1..=1)).await;
+    assert_eq!(on_b.next_within(WITHIN).await.expect("event").seq(), 1);
+    // Three graces of silence: a `lost` status would arrive here.
+    if let Ok(event) = tokio::time::timeout(Duration::from_secs(6), on_b.next()).await {
+        panic!("the job ended while its upload was open: {event:?}");
+    }
+    upload.send(ndjson(2..=2)).await;
+    assert_eq!(on_b.next_within(WITHIN).await.expect("event").seq(), 2);
+    let st = redis.cli(&["HGET", "tailgate:{shared-silent}:meta", "st"]);
+    assert_eq!(st.trim(), "running");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_nobody_holds_is_ended_once_by_the_lease_holder() {
     if !available() {

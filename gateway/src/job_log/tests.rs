@@ -329,3 +329,22 @@ async fn a_job_whose_spool_cannot_be_read_says_why() {
     assert_eq!(snap.status, JobStatus::Lost);
     assert!(snap.error.unwrap().contains("magic"));
 }
+
+#[test]
+fn an_open_upload_is_noted_between_a_quarter_and_half_of_the_grace_spread_over_jobs() {
+    let grace = Duration::from_secs(600);
+    let points: std::collections::HashSet<u64> = (0..100)
+        .map(|i| {
+            let at = note_after(&JobId::parse(&format!("job-{i}")).unwrap(), grace);
+            assert!((150_000..300_000).contains(&at), "{at}");
+            at
+        })
+        .collect();
+    assert!(
+        points.len() > 90,
+        "jobs started together note apart: {points:?}"
+    );
+    let again = note_after(&JobId::parse("job-7").unwrap(), grace);
+    assert_eq!(again, note_after(&JobId::parse("job-7").unwrap(), grace));
+    assert!(note_after(&JobId::parse("j").unwrap(), Duration::from_millis(1)) >= 1);
+}
