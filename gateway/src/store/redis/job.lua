@@ -249,13 +249,16 @@ if op == 'note' then
   return {'ok'}
 end
 
--- The lifecycle never brings back a job Redis no longer holds.
-if op == 'end' and not read_meta() then
-  return {'gone', kcall('GET', gone_key) or ''}
+-- The lifecycle never brings back a job Redis no longer holds (and reads the hash once:
+-- the lease holder's sweep runs this for every listed job).
+local m, gone, created
+if op == 'end' then
+  m = read_meta()
+  if not m then return {'gone', kcall('GET', gone_key) or ''} end
+else
+  m, gone, created = load_or_create()
+  if not m then return {'gone', gone} end
 end
-
-local m, gone, created = load_or_create()
-if not m then return {'gone', gone} end
 
 if op == 'load' then
   return {'ok', meta_list(m), kcall('HGETALL', capgo_key), created and 1 or 0}
