@@ -257,3 +257,41 @@ async fn a_spool_instance_serves_a_job_another_one_archived_and_creates_unknown_
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert!(spool_exists(two.path(), "fresh"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finished_job_that_never_reached_the_archive_queue_is_queued_by_the_sweep() {
+    if !available("archive_shared::unqueued") {
+        return;
+    }
+    let redis = RedisServer::start(Persistence::Off);
+    let s3 = S3Server::start();
+    // A short publisher grace makes the lifecycle sweep tick every second.
+    let fast = ["--publisher-grace-secs", "4"];
+    // Instance a has no archive: it stores the terminal status and never queues the job,
+    // which is what an instance killed between the two leaves behind.
+    let mut args = tailgate_tests::daemon::test_args();
+    args.extend(["--redis-url".to_string(), redis.url()]);
+    args.extend(fast.iter().map(|s| s.to_string()));
+    let mut a = Daemon::start(&args);
+    build(a.addr, "unqueued", 500).await;
+    let live = sse(a.addr, "unqueued", None).await.body;
+    a.kill9();
+    let queue = "tailgate:archive-queue";
+    assert_eq!(redis.cli(&["ZSCORE", queue, "unqueued"]).trim(), "");
+    // b archives; it holds the sweep's lease once a's runs out, finds the finished job
+    // in the job list, queues it, and archives it.
+    let b = archiving(&["--redis-url", &redis.url()], &s3.endpoint(), &s3, &fast);
+    until_keys_gone(&redis, "unqueued", 60).await;
+    assert!(object_exists(&bucket(&s3), "unqueued").await);
+    assert_eq!(redis.cli(&["ZCARD", queue]).trim(), "0");
+    assert!(sse(b.addr, "unqueued", None).await.body == live);
+    // The job left the sweep's list only once queued.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while redis.cli(&["ZSCORE", "tailgate:jobs", "unqueued"]).trim() != "" {
+        assert!(
+            Instant::now() < deadline,
+            "the job stays in the sweep's list"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

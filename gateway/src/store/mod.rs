@@ -484,16 +484,16 @@ impl Store {
     ) -> Vec<(JobId, JobStatus)> {
         match self {
             Self::Redis(r) => {
-                let ended = r
-                    .sweep_jobs(lost_before_ms, expired_before_ms, lease.as_millis() as u64)
-                    .await;
-                if let Some(archive) = r.archive() {
-                    let due = now_ms() + archive.config.quiet.as_millis() as u64;
-                    for (job, _) in &ended {
-                        r.queue_archive(job, due).await;
-                    }
-                }
-                ended
+                // The jobs it ends, and any finished job whose instance died before
+                // queueing it, are queued for the archive by the sweep itself.
+                let quiet = r.archive().map(|a| a.config.quiet.as_millis() as u64);
+                r.sweep_jobs(
+                    lost_before_ms,
+                    expired_before_ms,
+                    lease.as_millis() as u64,
+                    quiet,
+                )
+                .await
             }
             _ => Vec::new(),
         }

@@ -219,7 +219,7 @@ impl RedisStore {
         }
     }
 
-    async fn is_archived(&self, job: &JobId) -> Result<bool, StoreError> {
+    pub(super) async fn is_archived(&self, job: &JobId) -> Result<bool, StoreError> {
         let cmd = redis::cmd("HEXISTS")
             .arg(JobKeys::new(job).meta)
             .arg(MARK_FIELD)

@@ -2,6 +2,10 @@
 //! one instance at a time holds a lease in Redis and checks the unfinished jobs listed
 //! in `tailgate:jobs`, oldest first, a bounded slice per tick. Ending a job is the job
 //! script's `end` op, so it happens once even when a held copy ends it too.
+//!
+//! The sweep is also the archive's safety net behind Redis: a finished job leaves the
+//! list only after it is in the archive queue (or marked archived), so an instance that
+//! died between the terminal status and its `ZADD` to the queue loses no job.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::LazyLock;
@@ -54,12 +58,15 @@ impl RedisStore {
     }
 
     /// When this instance holds the lease (for `lease_ms`), ends the listed jobs the
-    /// lifecycle says must end; returns them.
+    /// lifecycle says must end; returns them. With the archive (`archive_quiet_ms`), a
+    /// finished job not yet marked archived is queued for it (due its quiet period after
+    /// the terminal status) before it leaves the list.
     pub(crate) async fn sweep_jobs(
         &self,
         lost_before_ms: u64,
         expired_before_ms: u64,
         lease_ms: u64,
+        archive_quiet_ms: Option<u64>,
     ) -> Vec<(JobId, JobStatus)> {
         let mut inv = LEASE_SCRIPT.prepare_invoke();
         inv.key(LEASE_KEY).arg(&self.common.instance).arg(lease_ms);
@@ -100,13 +107,19 @@ impl RedisStore {
                 ended.push((id.clone(), appended.progress.status));
             }
             if appended.finished || appended.progress.status.is_terminal() {
-                done.push(id);
+                done.push((id, appended.progress.finished_ms.unwrap_or(0)));
+            }
+        }
+        if let Some(quiet_ms) = archive_quiet_ms {
+            if !self.queue_unarchived(&done, quiet_ms).await {
+                // They stay listed, and are queued by a later sweep.
+                return ended;
             }
         }
         if !done.is_empty() {
             let mut cmd = redis::cmd("ZREM");
             cmd.arg(JOBS_KEY);
-            for id in &done {
+            for (id, _) in &done {
                 cmd.arg(id.as_str());
             }
             let conn = self.conn.clone();
@@ -115,5 +128,43 @@ impl RedisStore {
             });
         }
         ended
+    }
+
+    /// Queues for the archive each of `done` (finished jobs, with their terminal ms) that
+    /// is not marked archived, due `quiet_ms` after it finished. `ZADD NX`: a job queued
+    /// already (due, claimed, or waiting for a retry) keeps its place. Whether every
+    /// job is queued or marked.
+    async fn queue_unarchived(&self, done: &[(JobId, u64)], quiet_ms: u64) -> bool {
+        let mut cmd = redis::cmd("ZADD");
+        cmd.arg(super::archived::QUEUE_KEY).arg("NX");
+        let mut queued = 0;
+        for (id, finished_ms) in done {
+            match self.is_archived(id).await {
+                Ok(true) => continue,
+                Ok(false) => {}
+                Err(_) => return false,
+            }
+            cmd.arg(finished_ms.saturating_add(quiet_ms))
+                .arg(id.as_str());
+            queued += 1;
+        }
+        if queued == 0 {
+            return true;
+        }
+        match self.round_trip(self.conn.query::<i64>(&cmd)).await {
+            Ok(added) => {
+                if added > 0 {
+                    tracing::info!(
+                        archive.queued = added,
+                        "finished jobs missing from the archive queue were queued"
+                    );
+                }
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e.report(), "cannot queue finished jobs for the archive; they stay listed");
+                false
+            }
+        }
     }
 }
