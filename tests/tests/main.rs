@@ -3,6 +3,7 @@
 
 mod abuse;
 mod archive;
+mod archive_multipart;
 mod archive_shared;
 mod auth;
 mod capgo_cli;
