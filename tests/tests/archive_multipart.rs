@@ -2,10 +2,19 @@
 //! conditional server-side copy, against a real SeaweedFS: the bucket keeps the first
 //! writer, and kill -9 mid-upload leaves neither a half object nor a duplicate.
 
+use std::net::SocketAddr;
+
 use object_store::aws::{AmazonS3Builder, S3CopyIfNotExists};
 use object_store::path::Path as ObjectPath;
 use object_store::{CopyMode, CopyOptions, ObjectStore, ObjectStoreExt, WriteMultipart};
+use tailgate_tests::daemon::TempDir;
+use tailgate_tests::proxy::{Budget, Proxy};
+use tailgate_tests::publish_ndjson;
 use tailgate_tests::s3::{self, S3Server};
+
+use crate::archive::{
+    archiving, bucket, object, object_exists, spool_exists, sse, until, until_archived, PREFIX,
+};
 
 /// A client of the bucket with the copy-if-not-exists the gateway uses.
 fn client(s3: &S3Server) -> std::sync::Arc<dyn ObjectStore> {
@@ -70,4 +79,89 @@ async fn the_bucket_keeps_the_first_conditional_multipart_copy() {
         got.iter().all(|b| *b == b'1'),
         "the second writer overwrote the first"
     );
+}
+
+/// A build of `mb` MB of lines of random hex (which compress to about half): an object
+/// of several 5 MiB parts. Then `succeeded`.
+async fn big_build(addr: SocketAddr, job: &str, mb: usize) {
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let (mut body, mut sent, mut n) = (String::new(), 0, 0u64);
+    while sent + body.len() < mb * 1_000_000 {
+        n += 1;
+        let line = format!(
+            "{n:08} {:016x}{:016x}{:016x}{:016x}",
+            next(),
+            next(),
+            next(),
+            next()
+        );
+        body.push_str(&format!("{{\"n\":{n},\"line\":\"{line}\"}}\n"));
+        if body.len() > 512 * 1024 {
+            sent += body.len();
+            let reply = publish_ndjson(addr, job, std::mem::take(&mut body)).await;
+            assert_eq!(reply.status, 200, "{}", reply.text());
+        }
+    }
+    body.push_str(&format!(
+        "{{\"n\":{},\"status\":\"succeeded\",\"exit_code\":0}}\n",
+        n + 1
+    ));
+    let reply = publish_ndjson(addr, job, body).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_multipart_upload_leaves_no_object_and_the_restart_publishes_it_once() {
+    if !s3::available("archive_multipart::kill_9") {
+        return;
+    }
+    let s3 = S3Server::start();
+    let store = bucket(&s3);
+    let data = TempDir::new("archive-mp-kill");
+    let dir = data.path().display().to_string();
+    // Every connection to S3 is cut after 1 MiB up: the multipart upload starts, and
+    // each 5 MiB part breaks in the middle, until the gateway is killed.
+    let target: SocketAddr = format!("127.0.0.1:{}", s3.port).parse().expect("addr");
+    let proxy = Proxy::start(
+        target,
+        Budget {
+            up: Some(1024 * 1024),
+            down: None,
+        },
+    )
+    .await;
+    let spool = ["--data-dir", dir.as_str()];
+    let mut gw = archiving(&spool, &format!("http://{}", proxy.addr), &s3, &[]);
+    big_build(gw.addr, "big", 16).await;
+    let live = sse(gw.addr, "big", None).await.body;
+    until(120, "a part upload broke mid-way", || proxy.broken() > 0).await;
+    gw.kill9();
+    assert!(
+        !object_exists(&store, "big").await,
+        "no half-written object"
+    );
+    assert!(spool_exists(data.path(), "big"), "the job stayed local");
+
+    // Restarted with a working path to S3: uploaded again in parts, published once.
+    let gw = archiving(&spool, &s3.endpoint(), &s3, &[]);
+    until_archived(&store, data.path(), "big", 120).await;
+    let size = store.head(&object("big")).await.expect("head").size;
+    assert!(size > 5 * 1024 * 1024, "more than one part: {size} bytes");
+    // Only the job's object: the attempt's parts object was deleted after the copy,
+    // and uploads never completed are not objects.
+    let listed: Vec<_> =
+        futures_util::StreamExt::collect::<Vec<_>>(store.list(Some(&ObjectPath::from(PREFIX))))
+            .await;
+    let names: Vec<String> = listed
+        .into_iter()
+        .map(|m| m.expect("list").location.to_string())
+        .collect();
+    assert_eq!(names, vec![object("big").to_string()]);
+    assert!(sse(gw.addr, "big", None).await.body == live);
 }

@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use object_store::aws::AmazonS3Builder;
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey, S3CopyIfNotExists};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{ClientOptions, ObjectStore, RetryConfig};
@@ -19,6 +19,10 @@ use crate::job_id::JobId;
 
 /// What every archived object's name ends with.
 pub(crate) const SUFFIX: &str = ".tglog";
+/// Under the prefix, where large objects go up in parts before a conditional copy
+/// publishes them (a lifecycle rule should expire it after a day: a writer killed
+/// between the two leaves its attempt there).
+pub(crate) const UPLOADS: &str = ".uploads";
 
 /// Why the archive cannot be opened.
 #[derive(Debug, thiserror::Error)]
@@ -54,7 +58,18 @@ impl Bucket {
                 let options = ClientOptions::new()
                     .with_timeout(config.timeout)
                     .with_connect_timeout(config.timeout);
-                let mut builder = AmazonS3Builder::from_env()
+                let mut builder = AmazonS3Builder::from_env();
+                // A large object is published by a copy that must not replace another
+                // writer's: a multipart copy completed with `If-None-Match: *` (S3,
+                // SeaweedFS), unless AWS_COPY_IF_NOT_EXISTS names another way (R2's
+                // header, for one).
+                if builder
+                    .get_config_value(&AmazonS3ConfigKey::CopyIfNotExists)
+                    .is_none()
+                {
+                    builder = builder.with_copy_if_not_exists(S3CopyIfNotExists::Multipart);
+                }
+                let mut builder = builder
                     .with_bucket_name(root)
                     .with_retry(retry)
                     .with_client_options(options);
@@ -91,7 +106,16 @@ impl Bucket {
 
     /// The object that holds `job`'s log.
     pub(crate) fn path(&self, job: &JobId) -> Path {
-        let name = format!("{}{SUFFIX}", job.as_str());
+        self.under(format!("{}{SUFFIX}", job.as_str()))
+    }
+
+    /// A name no other attempt uses, for one upload of `job`'s object in parts.
+    pub(crate) fn upload_path(&self, job: &JobId) -> Path {
+        let nonce: u64 = rand::random();
+        self.under(format!("{UPLOADS}/{}.{nonce:016x}", job.as_str()))
+    }
+
+    fn under(&self, name: String) -> Path {
         if self.prefix.is_empty() {
             Path::from(name)
         } else {

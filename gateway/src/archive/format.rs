@@ -37,7 +37,9 @@ pub(crate) const VERSION: u32 = 1;
 pub(crate) const TRAILER: usize = 8 + 4 + 4 + 8;
 /// Raw bytes a frame is closed at (the last record may take it past).
 pub(crate) const DEFAULT_FRAME_BYTES: usize = 1024 * 1024;
-/// zstd level: build logs are repetitive, so a middle level gets most of the gain.
+/// zstd level by default (`--archive-zstd-level`): measured on the build-log corpus
+/// (loadtest/README.md, "Archive"), level 9 takes about twice the CPU of 3 for about
+/// a tenth fewer bytes.
 pub(crate) const LEVEL: i32 = 9;
 
 const INDEX_MAGIC: &[u8; 4] = b"TGAI";
@@ -114,18 +116,21 @@ pub(crate) struct Encoder {
     count: u32,
     /// The previous record's ts and n, which the next one's are stored against.
     prev: (u64, u64),
+    /// The last ts checked, formatted (records of one batch share it).
+    ts: (u64, String),
     first_seq: u64,
     last_seq: u64,
-    /// The compressed frames so far.
+    /// The compressed frames not taken yet.
     out: Vec<Bytes>,
     offset: u64,
     frames: Vec<FrameRef>,
 }
 
 impl Encoder {
-    pub(crate) fn new(frame_bytes: usize) -> Result<Self, FormatError> {
+    /// An encoder closing frames at `frame_bytes`, compressing at zstd `level`.
+    pub(crate) fn new(frame_bytes: usize, level: i32) -> Result<Self, FormatError> {
         let mut compressor =
-            zstd::bulk::Compressor::new(LEVEL).map_err(|e| FormatError::Compress(e.to_string()))?;
+            zstd::bulk::Compressor::new(level).map_err(|e| FormatError::Compress(e.to_string()))?;
         compressor
             .include_checksum(true)
             .map_err(|e| FormatError::Compress(e.to_string()))?;
@@ -136,6 +141,7 @@ impl Encoder {
             texts: Vec::new(),
             count: 0,
             prev: (0, 0),
+            ts: (0, String::new()),
             first_seq: 1,
             last_seq: 0,
             out: Vec::new(),
@@ -156,7 +162,13 @@ impl Encoder {
             self.first_seq = entry.seq();
             self.prev = (0, 0);
         }
-        put_record(&mut self.heads, &mut self.texts, self.prev, entry);
+        put_record(
+            &mut self.heads,
+            &mut self.texts,
+            self.prev,
+            &mut self.ts,
+            entry,
+        );
         self.prev = (entry.ts_ms(), entry.n().unwrap_or(self.prev.1));
         self.count += 1;
         self.last_seq = entry.seq();
@@ -192,8 +204,14 @@ impl Encoder {
         Ok(())
     }
 
-    /// Closes the last frame and appends the index and trailer: the object's parts, in
-    /// order. `meta.progress` must end where the records did.
+    /// The frames compressed since the last call, in order, to write out now: the
+    /// encoder keeps only their places for the index.
+    pub(crate) fn take_frames(&mut self) -> Vec<Bytes> {
+        std::mem::take(&mut self.out)
+    }
+
+    /// Closes the last frame and appends the index and trailer: the rest of the object
+    /// (the frames not taken yet, then the index), in order. `meta.progress` must end where the records did.
     pub(crate) fn finish(mut self, meta: &Meta) -> Result<Vec<Bytes>, FormatError> {
         if meta.progress.last_seq() != self.last_seq {
             return Err(FormatError::Order {
@@ -225,7 +243,13 @@ impl Encoder {
     }
 }
 
-fn put_record(heads: &mut Vec<u8>, texts: &mut Vec<u8>, prev: (u64, u64), entry: &Entry) {
+fn put_record(
+    heads: &mut Vec<u8>,
+    texts: &mut Vec<u8>,
+    prev: (u64, u64),
+    ts: &mut (u64, String),
+    entry: &Entry,
+) {
     let (kind, stream) = match entry.kind() {
         Kind::Log(stream) => (KIND_LOG, stream),
         Kind::Status(..) => (KIND_STATUS, Stream::Stdout),
@@ -244,17 +268,24 @@ fn put_record(heads: &mut Vec<u8>, texts: &mut Vec<u8>, prev: (u64, u64), entry:
         flags |= FLAG_COUNTED;
     }
     // A log line the gateway's encoder turns back into the same bytes is stored as the
-    // line alone; anything else keeps its JSON.
-    let line = entry.line().filter(|line| {
+    // line alone; anything else keeps its JSON. The JSON alone is compared (the frame
+    // around it follows from the seq and kind), with the timestamp formatted once per
+    // run of records that share it.
+    let line = entry.line().and_then(|line| {
+        if ts.0 != entry.ts_ms() || ts.1.is_empty() {
+            let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(entry.ts_ms());
+            *ts = (entry.ts_ms(), crate::record::rfc3339_millis(at));
+        }
         let record = Record {
             seq: entry.seq(),
             ts_ms: entry.ts_ms(),
-            body: RecordBody::Log {
-                stream,
-                line: line.clone(),
-            },
+            body: RecordBody::Log { stream, line },
         };
-        Entry::new_at(&record, entry.n(), entry.counted(), &record.ts()).sse == entry.sse
+        let same = record.to_json_at(&ts.1).as_bytes() == entry.json();
+        match record.body {
+            RecordBody::Log { line, .. } if same => Some(line),
+            _ => None,
+        }
     });
     let text = match &line {
         Some(line) => line.as_bytes(),

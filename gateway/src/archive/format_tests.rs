@@ -60,7 +60,7 @@ fn job(lines: &[String]) -> (Vec<Arc<Entry>>, Meta) {
 }
 
 fn encode(entries: &[Arc<Entry>], meta: &Meta, frame_bytes: usize) -> Vec<u8> {
-    let mut encoder = Encoder::new(frame_bytes).unwrap();
+    let mut encoder = Encoder::new(frame_bytes, LEVEL).unwrap();
     for e in entries {
         encoder.push(e).unwrap();
     }
@@ -202,7 +202,7 @@ fn damage_anywhere_is_reported_not_served() {
 #[test]
 fn records_must_come_in_order_and_end_where_the_meta_says() {
     let (entries, meta) = job(&["a".into(), "b".into()]);
-    let mut encoder = Encoder::new(100).unwrap();
+    let mut encoder = Encoder::new(100, LEVEL).unwrap();
     assert!(encoder.push(&entries[1]).is_err());
     encoder.push(&entries[0]).unwrap();
     assert!(matches!(

@@ -37,6 +37,11 @@ use crate::memory::MemoryBudget;
 pub const DEFAULT_ARCHIVE_QUIET: Duration = Duration::from_secs(2);
 /// Default number of uploads at once.
 pub const DEFAULT_ARCHIVE_UPLOADS: usize = 8;
+/// Default zstd level of archived frames.
+pub const DEFAULT_ARCHIVE_ZSTD_LEVEL: i32 = format::LEVEL;
+/// An object larger than this goes up in parts of this size (S3's smallest part), so an
+/// upload holds about two parts of it, never the whole log; a smaller one in one put.
+pub(crate) const DEFAULT_ARCHIVE_PART_BYTES: usize = 5 * 1024 * 1024;
 /// Default time a request to the archive may take.
 pub const DEFAULT_ARCHIVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// One GET from the object's end fetches its trailer and, nearly always, its index.
@@ -53,6 +58,11 @@ pub struct ArchiveConfig {
     pub quiet: Duration,
     /// Uploads at once, at most.
     pub uploads: usize,
+    /// zstd level of the frames (`--archive-zstd-level`).
+    pub level: i32,
+    /// Objects above this go up in parts of this size (multipart); not a flag (S3's
+    /// parts are at least 5 MiB), smaller in tests of a local-files bucket.
+    pub part_bytes: usize,
     /// Each request to the archive at most.
     pub timeout: Duration,
 }
@@ -63,6 +73,7 @@ impl std::fmt::Debug for ArchiveConfig {
         f.debug_struct("ArchiveConfig")
             .field("quiet", &self.quiet)
             .field("uploads", &self.uploads)
+            .field("level", &self.level)
             .finish_non_exhaustive()
     }
 }
@@ -74,6 +85,8 @@ impl ArchiveConfig {
             endpoint: None,
             quiet: DEFAULT_ARCHIVE_QUIET,
             uploads: DEFAULT_ARCHIVE_UPLOADS,
+            level: DEFAULT_ARCHIVE_ZSTD_LEVEL,
+            part_bytes: DEFAULT_ARCHIVE_PART_BYTES,
             timeout: DEFAULT_ARCHIVE_TIMEOUT,
         }
     }
@@ -149,6 +162,11 @@ impl Archive {
 
     pub(crate) fn path(&self, job: &JobId) -> object_store::path::Path {
         self.bucket.path(job)
+    }
+
+    /// Where one attempt at `job`'s object goes up in parts before it is published.
+    pub(crate) fn upload_path(&self, job: &JobId) -> object_store::path::Path {
+        self.bucket.upload_path(job)
     }
 
     /// Runs `fut` on the archive's runtime and awaits it, at most the timeout.

@@ -2,7 +2,9 @@
 //! the spool's, listed from the spool; Redis's, claimed from the shared queue (so one
 //! instance takes each job, and another takes it over if that one dies). Each is
 //! streamed from the store in batches into frames (never the whole raw log in memory),
-//! then written as one object with a conditional put. Whoever loses a race (another
+//! then written as one object with a conditional put, or, above `part_bytes` compressed,
+//! uploaded in parts and published with a conditional copy (never the whole object in
+//! memory either). Whoever loses a race (another
 //! instance, or a restart redoing an upload) verifies the winner's object instead. Only
 //! then is the local copy dropped. A failed upload leaves the job where it was and is
 //! retried with backoff.
@@ -12,7 +14,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use object_store::{PutMode, PutOptions, PutPayload};
+use object_store::path::Path;
+use object_store::{
+    CopyMode, CopyOptions, ObjectStoreExt, PutMode, PutOptions, PutPayload, WriteMultipart,
+};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
@@ -50,6 +55,13 @@ pub(crate) enum UploadError {
 }
 
 /// Encodes `job` from `store` and writes it, or verifies the object already there.
+///
+/// Frames are written out as they are compressed. While the object is at most
+/// `part_bytes` they are held, then written with one conditional put. A larger object
+/// goes up in parts (multipart) to a name of its own under `.uploads/`, holding about two
+/// parts at a time, and is then published with a conditional copy (a multipart copy
+/// completed with `If-None-Match: *`): the one-writer rule holds either way, and a writer
+/// killed mid-upload leaves no object under the job's name.
 pub(crate) async fn archive_job(
     archive: &Archive,
     store: &Arc<Store>,
@@ -63,22 +75,25 @@ pub(crate) async fn archive_job(
         life,
         archived_ms: now_ms(),
     };
-    // The store is read asynchronously; each frame is compressed on the blocking pool.
-    let (parts, raw) = encode(store, &recovered.id, &meta).await?;
-    let bytes: u64 = parts.iter().map(|p| p.len() as u64).sum();
-    let path = archive.path(&recovered.id);
-    let options = PutOptions {
-        mode: PutMode::Create,
-        ..PutOptions::default()
+    let mut sink = Sink::Held {
+        parts: Vec::new(),
+        bytes: 0,
     };
-    let payload: PutPayload = parts.into_iter().collect();
-    match archive.store().put_opts(&path, payload, options).await {
-        Ok(_) => {
+    // The store is read asynchronously; each frame is compressed on the blocking pool.
+    let encoded = encode(archive, store, &recovered.id, &meta, &mut sink).await;
+    let written = match encoded {
+        Ok(raw) => sink.publish(archive, &recovered.id).await.map(|w| (w, raw)),
+        Err(e) => {
+            sink.abort().await;
+            return Err(e);
+        }
+    };
+    match written {
+        Ok((Some(bytes), raw)) => {
             archive.wrote(&recovered.id);
             Ok(Uploaded::Wrote { bytes, raw })
         }
-        Err(object_store::Error::AlreadyExists { .. })
-        | Err(object_store::Error::Precondition { .. }) => {
+        Ok((None, _)) => {
             let theirs = archive.fetch_index(&recovered.id).await?;
             match theirs {
                 Some(index)
@@ -91,17 +106,134 @@ pub(crate) async fn archive_job(
                 _ => Err(UploadError::Mismatch),
             }
         }
-        Err(e) => Err(ArchiveError::from(e).into()),
+        Err(e) => Err(e.into()),
     }
 }
 
-/// The object's parts and the raw record bytes they hold.
+/// Parts of a multipart upload in flight at once, besides the one being filled.
+const PARTS_IN_FLIGHT: usize = 1;
+
+/// Where an object's compressed bytes go as they are made.
+enum Sink {
+    /// Held until the end (the object is small so far).
+    Held { parts: Vec<Bytes>, bytes: u64 },
+    /// Going up in parts to `tmp`.
+    Parts {
+        writer: WriteMultipart,
+        tmp: Path,
+        bytes: u64,
+    },
+}
+
+impl Sink {
+    /// Takes `frames`; past `archive.config.part_bytes`, switches to a multipart upload.
+    async fn push(
+        &mut self,
+        archive: &Archive,
+        job: &JobId,
+        frames: Vec<Bytes>,
+    ) -> Result<(), ArchiveError> {
+        match self {
+            Self::Held { parts, bytes } => {
+                for frame in frames {
+                    *bytes += frame.len() as u64;
+                    parts.push(frame);
+                }
+                let part_bytes = archive.config.part_bytes.max(1);
+                if *bytes > part_bytes as u64 {
+                    let tmp = archive.upload_path(job);
+                    let upload = archive.store().put_multipart(&tmp).await?;
+                    let mut writer = WriteMultipart::new_with_chunk_size(upload, part_bytes);
+                    for part in parts.drain(..) {
+                        writer.put(part);
+                    }
+                    let bytes = *bytes;
+                    *self = Self::Parts { writer, tmp, bytes };
+                    if let Self::Parts { writer, .. } = self {
+                        writer.wait_for_capacity(PARTS_IN_FLIGHT).await?;
+                    }
+                }
+            }
+            Self::Parts { writer, bytes, .. } => {
+                for frame in frames {
+                    *bytes += frame.len() as u64;
+                    writer.put(frame);
+                    // Waits while parts are in flight: memory stays at about two parts.
+                    writer.wait_for_capacity(PARTS_IN_FLIGHT).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the object under the job's name unless it exists: its size, or `None`
+    /// when another writer got there first.
+    async fn publish(self, archive: &Archive, job: &JobId) -> Result<Option<u64>, ArchiveError> {
+        let path = archive.path(job);
+        match self {
+            Self::Held { parts, bytes } => {
+                let options = PutOptions {
+                    mode: PutMode::Create,
+                    ..PutOptions::default()
+                };
+                let payload: PutPayload = parts.into_iter().collect();
+                match archive.store().put_opts(&path, payload, options).await {
+                    Ok(_) => Ok(Some(bytes)),
+                    Err(e) if lost_race(&e) => Ok(None),
+                    Err(e) => Err(e.into()),
+                }
+            }
+            Self::Parts { writer, tmp, bytes } => {
+                if let Err(e) = writer.finish().await {
+                    // The parts of an upload never completed are the bucket's to drop
+                    // (its AbortIncompleteMultipartUpload rule); `finish` aborted it.
+                    return Err(e.into());
+                }
+                let options = CopyOptions {
+                    mode: CopyMode::Create,
+                    ..CopyOptions::default()
+                };
+                let copied = archive.store().copy_opts(&tmp, &path, options).await;
+                if let Err(e) = archive.store().delete(&tmp).await {
+                    tracing::debug!(error = %crate::client::error_chain(&e), "cannot delete an upload's parts object; the bucket's lifecycle rule will");
+                }
+                match copied {
+                    Ok(()) => Ok(Some(bytes)),
+                    Err(e) if lost_race(&e) => Ok(None),
+                    Err(e) => Err(e.into()),
+                }
+            }
+        }
+    }
+
+    /// After a failure: stops a multipart upload (best effort; the bucket's
+    /// AbortIncompleteMultipartUpload rule drops what a crash leaves).
+    async fn abort(self) {
+        if let Self::Parts { writer, .. } = self {
+            let _ = writer.abort().await;
+        }
+    }
+}
+
+/// The object was there already: another writer won.
+fn lost_race(e: &object_store::Error) -> bool {
+    matches!(
+        e,
+        object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }
+    )
+}
+
+/// Streams the job's records into frames and the frames into `sink`; the raw record
+/// bytes. The index and trailer go into `sink` last.
 async fn encode(
+    archive: &Archive,
     store: &Arc<Store>,
     job: &JobId,
     meta: &Meta,
-) -> Result<(Vec<Bytes>, u64), UploadError> {
-    let mut encoder = Encoder::new(DEFAULT_FRAME_BYTES).map_err(ArchiveError::from)?;
+    sink: &mut Sink,
+) -> Result<u64, UploadError> {
+    let mut encoder =
+        Encoder::new(DEFAULT_FRAME_BYTES, archive.config.level).map_err(ArchiveError::from)?;
     let last = meta.progress.last_seq();
     let mut next = 1;
     let mut raw = 0u64;
@@ -116,22 +248,26 @@ async fn encode(
             next = entry.seq() + 1;
         }
         // Compressing is CPU work: the batch goes to the blocking pool with the encoder.
-        encoder = tokio::task::spawn_blocking(move || {
+        let (back, frames) = tokio::task::spawn_blocking(move || {
             for entry in &batch {
                 encoder.push(entry)?;
             }
-            Ok::<_, super::format::FormatError>(encoder)
+            let frames = encoder.take_frames();
+            Ok::<_, super::format::FormatError>((encoder, frames))
         })
         .await
         .map_err(|e| ArchiveError::Unavailable(e.to_string()))?
         .map_err(ArchiveError::from)?;
+        encoder = back;
+        sink.push(archive, job, frames).await?;
     }
     let meta = meta.clone();
-    let parts = tokio::task::spawn_blocking(move || encoder.finish(&meta))
+    let rest = tokio::task::spawn_blocking(move || encoder.finish(&meta))
         .await
         .map_err(|e| ArchiveError::Unavailable(e.to_string()))?
         .map_err(ArchiveError::from)?;
-    Ok((parts, raw))
+    sink.push(archive, job, rest).await?;
+    Ok(raw)
 }
 
 /// A job waiting to be archived again after a failure.

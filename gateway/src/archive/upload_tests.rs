@@ -71,9 +71,74 @@ async fn held(store: &Arc<Store>, job: &JobId) -> Option<Recovered> {
 }
 
 fn archive(dir: &TempDir) -> Arc<Archive> {
+    archive_in_parts(dir, crate::archive::DEFAULT_ARCHIVE_PART_BYTES)
+}
+
+/// An archive whose objects above `part_bytes` go up in parts.
+fn archive_in_parts(dir: &TempDir, part_bytes: usize) -> Arc<Archive> {
     let url = format!("file://{}", dir.0.join("bucket").display());
     let memory = Arc::new(MemoryBudget::new(64 << 20));
-    Archive::open(ArchiveConfig::new(url), memory, 8 << 20).unwrap()
+    let mut config = ArchiveConfig::new(url);
+    config.part_bytes = part_bytes;
+    Archive::open(config, memory, 8 << 20).unwrap()
+}
+
+/// Every file under `dir`, recursively.
+fn files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(files(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+#[test]
+fn a_large_object_goes_up_in_parts_is_published_once_and_reads_back() {
+    let dir = TempDir::new("archive-parts");
+    let store = spool(&dir);
+    let job = JobId::parse("parts").unwrap();
+    let archive = archive_in_parts(&dir, 4096);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let entries = finished_job(&store, &job, 50_000).await;
+        let recovered = held(&store, &job).await.unwrap();
+        let (a, b) = tokio::join!(
+            archive_job(&archive, &store, &recovered, None),
+            archive_job(&archive, &store, &recovered, None)
+        );
+        let mut outcomes = [a.unwrap(), b.unwrap()];
+        outcomes.sort_by_key(|o| matches!(o, Uploaded::Verified));
+        let Uploaded::Wrote { bytes, .. } = outcomes[0] else {
+            panic!("{outcomes:?}");
+        };
+        assert!(bytes > 4 * 4096, "in several parts: {bytes}");
+        assert_eq!(outcomes[1], Uploaded::Verified);
+        // Only the published object stays: each attempt's parts object is deleted.
+        let left = files(&dir.0.join("bucket"));
+        assert_eq!(left.len(), 1, "{left:?}");
+        assert_eq!(std::fs::metadata(&left[0]).unwrap().len(), bytes);
+
+        store.drop_archived(&job, &recovered.life).await;
+        tier(&store, &archive);
+        let mut seq = 1;
+        while seq <= entries.len() as u64 {
+            let got = store
+                .read(&job, seq, entries.len() as u64, 64 * 1024)
+                .await
+                .unwrap();
+            assert!(!got.is_empty());
+            for e in got {
+                assert_eq!(e.sse, entries[(e.seq() - 1) as usize].sse);
+                seq += 1;
+            }
+        }
+    });
+    drop(rt);
 }
 
 #[test]

@@ -251,6 +251,10 @@ pub struct ServeArgs {
     /// Uploads to the archive at once, at most [default: 8].
     #[arg(long, value_name = "N")]
     pub archive_uploads: Option<usize>,
+    /// zstd level of archived logs, 1 to 19: higher is smaller and slower to archive
+    /// [default: 9].
+    #[arg(long, value_name = "LEVEL")]
+    pub archive_zstd_level: Option<i32>,
     /// A running job whose publisher has been gone this long becomes `lost`, seconds
     /// [default: 600].
     #[arg(long, value_name = "SECS")]
@@ -322,6 +326,7 @@ pub(super) const FILE_KEYS: &[&str] = &[
     "archive_endpoint",
     "archive_quiet_secs",
     "archive_uploads",
+    "archive_zstd_level",
     "publisher_grace_secs",
     "queued_ttl_secs",
 ];
@@ -1009,6 +1014,15 @@ fn archive_config(args: &ServeArgs, l: &Layers<'_>) -> Result<Option<ArchiveConf
     );
     if let Some(n) = l.get(args.archive_uploads, "archive-uploads")? {
         archive.uploads = positive("archive-uploads", n)?;
+    }
+    if let Some(level) = l.get(args.archive_zstd_level, "archive-zstd-level")? {
+        if !(1..=19).contains(&level) {
+            return Err(ConfigError::new(
+                "archive-zstd-level",
+                "must be from 1 to 19",
+            ));
+        }
+        archive.level = level;
     }
     Ok(Some(archive))
 }

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 pub use crate::archive::{
     ArchiveConfig, DEFAULT_ARCHIVE_QUIET, DEFAULT_ARCHIVE_TIMEOUT, DEFAULT_ARCHIVE_UPLOADS,
+    DEFAULT_ARCHIVE_ZSTD_LEVEL,
 };
 use crate::auth::AuthSettings;
 

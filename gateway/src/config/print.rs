@@ -10,7 +10,8 @@ use toml::Value;
 use super::load::FILE_KEYS;
 use super::{
     Config, Fsync, JwksSource, LogFormat, DEFAULT_ARCHIVE_QUIET, DEFAULT_ARCHIVE_UPLOADS,
-    DEFAULT_DATA_DIR, DEFAULT_FSYNC_INTERVAL, DEFAULT_JWKS_REFRESH, DEFAULT_REDIS_TIMEOUT,
+    DEFAULT_ARCHIVE_ZSTD_LEVEL, DEFAULT_DATA_DIR, DEFAULT_FSYNC_INTERVAL, DEFAULT_JWKS_REFRESH,
+    DEFAULT_REDIS_TIMEOUT,
 };
 
 /// Shown instead of a secret.
@@ -194,6 +195,12 @@ pub(super) fn values(c: &Config) -> Vec<(&'static str, Option<Value>)> {
                     .as_ref()
                     .map_or(DEFAULT_ARCHIVE_UPLOADS, |a| a.uploads)
                     as u64),
+                "archive_zstd_level" => Some(Value::Integer(i64::from(
+                    c.store
+                        .archive
+                        .as_ref()
+                        .map_or(DEFAULT_ARCHIVE_ZSTD_LEVEL, |a| a.level),
+                ))),
                 "fsync" => text(match c.store.fsync {
                     Fsync::Interval(_) => "interval",
                     Fsync::Always => "always",

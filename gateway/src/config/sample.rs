@@ -82,6 +82,7 @@ const SECTIONS: &[(&str, &[&str])] = &[
             "archive_endpoint",
             "archive_quiet_secs",
             "archive_uploads",
+            "archive_zstd_level",
         ],
     ),
     ("Shutdown", &["shutdown_grace_secs", "drain_timeout_secs"]),

@@ -111,7 +111,10 @@ mod tests {
     fn the_script_names_the_other_keys_from_the_meta_key() {
         // job.lua: `tag = string.sub(meta_key, 1, -6)`, then `tag .. ':log'` and so on.
         let keys = JobKeys::new(&JobId::parse("build-7").unwrap());
-        let tag = keys.meta.strip_suffix(":meta").expect("meta ends with :meta");
+        let tag = keys
+            .meta
+            .strip_suffix(":meta")
+            .expect("meta ends with :meta");
         assert_eq!(format!("{tag}:log"), keys.log);
         assert_eq!(format!("{tag}:capgo"), keys.capgo);
         assert!(include_str!("job.lua").contains("string.sub(meta_key, 1, -6)"));
