@@ -7,7 +7,10 @@
 # header) and prints one JSON line per part. Loopback only; everything it starts is stopped on
 # exit; every wait is bounded.
 # Usage: loadtest/archive.sh      Knobs (env): JOBS (300), READERS (1000), OUT (a temp dir),
-# PROFILE (release; dev only to try the script). Ports: free ones, picked by the kernel.
+# PROFILE (release; dev only to try the script), BIN_DIR (a directory holding a built
+# `tailgate`: no build), PHASES (size,lag,resume,replay; resume and replay need lag),
+# TG_ARGS (extra flags for every gateway, e.g. "--archive-zstd-level 3"; see
+# loadtest/archive-lag.sh). Ports: free ones, picked by the kernel.
 set -euo pipefail
 
 SECRET=archive-secret-$$-0123456789abcdef0123456789
@@ -34,9 +37,14 @@ done
 ulimit -n 65536 2>/dev/null || true
 
 PROFILE=${PROFILE:-release}
-echo "== building ($PROFILE)"
-(cd "$root" && cargo build --profile "$PROFILE" -q -p tailgate)
-bin=$target/$([ "$PROFILE" = dev ] && echo debug || echo "$PROFILE")
+if [ -n "${BIN_DIR:-}" ]; then
+    bin=$BIN_DIR
+else
+    echo "== building ($PROFILE)"
+    (cd "$root" && cargo build --profile "$PROFILE" -q -p tailgate)
+    bin=$target/$([ "$PROFILE" = dev ] && echo debug || echo "$PROFILE")
+fi
+read -r -a tg_args <<<"${TG_ARGS:-}"
 
 wait_for() {
     local what=$1
@@ -82,7 +90,7 @@ start_tg() {
         --jwt-secret "$SECRET" --jwt-issuer "$ISS" --jwt-audience "$AUD" --metrics-public \
         --redis-url "redis://127.0.0.1:$REDIS_PORT/0" \
         --archive-url s3://logs/bench --archive-endpoint "http://127.0.0.1:$S3_PORT" \
-        >"$work/tailgate-$1.log" 2>&1 &
+        "${tg_args[@]}" >"$work/tailgate-$1.log" 2>&1 &
     last_pid=$!
     pids+=("$last_pid")
     wait_for "tailgate $1" curl -fs "http://127.0.0.1:$2/readyz"
@@ -93,11 +101,11 @@ start_tg b "$B_PORT"
 start_tg c "$C_PORT"
 c_pid=$last_pid
 
-echo "== load before: $(cut -d' ' -f1-3 /proc/loadavg) ($(nproc) cores)"
+echo "== load before: $(cut -d' ' -f1-3 /proc/loadavg) ($(nproc) cores); gateway flags: ${TG_ARGS:-defaults}"
 SECRET=$SECRET ISS=$ISS AUD=$AUD python3 "$root/loadtest/archive.py" \
     "$A_PORT" "$B_PORT" "$C_PORT" "$REDIS_PORT" "$c_pid" \
     "$root/loadtest/corpus" "$out/archive.json"
-if command -v zstd >/dev/null; then
+if command -v zstd >/dev/null && [[ ",${PHASES:-size}," == *,size,* ]]; then
     raw=$(cat "$root"/loadtest/corpus/*.log | wc -c)
     z19=$(for f in "$root"/loadtest/corpus/*.log; do zstd -19 --long=27 -q -c "$f" | wc -c; done | paste -sd+ | bc)
     echo "{\"reference\":\"zstd -19 --long of each raw log\",\"raw_bytes\":$raw,\"bytes\":$z19,\"pct\":$(echo "scale=2; 100*$z19/$raw" | bc)}"
