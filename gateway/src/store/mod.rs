@@ -388,10 +388,7 @@ impl Store {
     /// Forces the job's appended records to stable storage.
     pub(crate) async fn sync(&self, job: &JobId) -> Result<(), StoreError> {
         match self {
-            Self::Spool(s) => {
-                let job = job.clone();
-                blocking(s, move |s| s.sync(&job)).await
-            }
+            Self::Spool(s) => s.sync_off_runtime(job).await,
             // Redis's own persistence settings (appendfsync) decide.
             _ => Ok(()),
         }

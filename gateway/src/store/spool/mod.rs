@@ -13,12 +13,13 @@ pub(crate) mod job;
 pub(crate) mod reader;
 pub(crate) mod recover;
 pub(crate) mod scan;
+pub(crate) mod syncer;
 pub(crate) mod writer;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
@@ -84,6 +85,9 @@ pub(crate) struct Spool {
     pub(crate) writer: writer::Writer,
     /// Where records are read back for readers behind the ring, off the runtime.
     pub(crate) reader: writer::Writer,
+    /// Where every fsync runs: callers' (`--fsync always`, terminal statuses) and the
+    /// interval's tick.
+    pub(crate) syncer: syncer::Syncer,
     /// The archive behind the spool (`--archive-url`), set once at start-up: it answers
     /// for jobs the spool archived and dropped.
     pub(crate) archive: std::sync::OnceLock<Arc<crate::archive::Archive>>,
@@ -139,6 +143,7 @@ impl Spool {
             jobs_dir_handle: File::open(&jobs_dir).map_err(err(&jobs_dir))?,
             writer: writer::Writer::start("tailgate-spool-w").map_err(err(&jobs_dir))?,
             reader: writer::Writer::start("tailgate-spool-r").map_err(err(&jobs_dir))?,
+            syncer: syncer::Syncer::new(),
             archive: std::sync::OnceLock::new(),
             _lock: lock,
         });
@@ -160,12 +165,14 @@ impl Spool {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "recovered the spool"
         );
-        if let Fsync::Interval(every) = spool.settings.fsync {
-            let weak = Arc::downgrade(&spool);
-            let _ = std::thread::Builder::new()
-                .name("tailgate-fsync".into())
-                .spawn(move || fsync_loop(weak, every));
-        }
+        let interval = match spool.settings.fsync {
+            Fsync::Interval(every) => Some(every),
+            Fsync::Always | Fsync::Never => None,
+        };
+        spool
+            .syncer
+            .start(Arc::downgrade(&spool), interval)
+            .map_err(err(&jobs_dir))?;
         Ok(spool)
     }
 
@@ -245,30 +252,42 @@ impl Spool {
     /// one `fdatasync` per busy job per tick (measured: most of the spool's fsync CPU).
     fn sync_dirty(&self, all: bool) {
         let jobs: Vec<Arc<SpoolJob>> = self.jobs.iter().map(|j| Arc::clone(&j)).collect();
-        let dirty: Vec<(&Arc<SpoolJob>, u64)> = jobs
-            .iter()
-            .filter_map(|j| j.unsynced().map(|upto| (j, upto)))
-            .collect();
-        if cfg!(target_os = "linux") && dirty.len() >= SYNCFS_FROM {
-            let started = Instant::now();
-            let synced = syncfs(&self.jobs_dir_handle);
-            crate::metrics::get().fsynced(started.elapsed());
-            match synced {
-                // It started after each of those bytes was written.
-                Ok(()) => {
-                    dirty.iter().for_each(|(job, upto)| job.mark_synced(*upto));
-                    if !all {
-                        return;
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e, "background syncfs failed"),
-            }
+        let covered = self.sync_jobs(&jobs.iter().collect::<Vec<_>>());
+        if covered && !all {
+            return;
         }
         // What is still dirty (or was written meanwhile) is synced alone; finished jobs
         // close their writers.
         for job in jobs {
             if let Err(e) = job.sync() {
                 tracing::warn!(error = %e.report(), "background fsync failed");
+            }
+        }
+    }
+
+    /// When many of `jobs` have frames not yet on disk, one `syncfs` covers them all
+    /// (what each had written when it started) and `true` says so; otherwise nothing is
+    /// done, and each is left to its own fsync ([`SpoolJob::sync`]).
+    fn sync_jobs(&self, jobs: &[&Arc<SpoolJob>]) -> bool {
+        let dirty: Vec<(&Arc<SpoolJob>, u64)> = jobs
+            .iter()
+            .filter_map(|j| j.unsynced().map(|upto| (*j, upto)))
+            .collect();
+        if !cfg!(target_os = "linux") || dirty.len() < SYNCFS_FROM {
+            return false;
+        }
+        let started = Instant::now();
+        let synced = syncfs(&self.jobs_dir_handle);
+        crate::metrics::get().fsynced(started.elapsed());
+        match synced {
+            // It started after each of those bytes was written.
+            Ok(()) => {
+                dirty.iter().for_each(|(job, upto)| job.mark_synced(*upto));
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "syncfs failed: each spool is fsynced alone");
+                false
             }
         }
     }
@@ -285,16 +304,6 @@ fn syncfs(dir: &File) -> std::io::Result<()> {
 #[cfg(not(target_os = "linux"))]
 fn syncfs(_dir: &File) -> std::io::Result<()> {
     Err(std::io::Error::other("syncfs is Linux-only"))
-}
-
-fn fsync_loop(spool: Weak<Spool>, every: Duration) {
-    loop {
-        std::thread::sleep(every);
-        let Some(spool) = spool.upgrade() else {
-            return;
-        };
-        spool.sync_dirty(false);
-    }
 }
 
 fn recovered(id: &JobId, job: &SpoolJob) -> Recovered {
@@ -364,10 +373,19 @@ impl Spool {
         }
     }
 
-    /// Forces the job's appended records to disk. Blocking.
+    /// Forces the job's appended records to disk. Blocking (tests call it from threads).
+    #[cfg(test)]
     pub(crate) fn sync(&self, id: &JobId) -> Result<(), StoreError> {
         match self.jobs.get(id).map(|j| Arc::clone(&j)) {
             Some(job) => job.sync(),
+            None => Ok(()),
+        }
+    }
+
+    /// Forces the job's appended records to disk, on the fsync thread ([`syncer`]).
+    pub(crate) async fn sync_off_runtime(&self, id: &JobId) -> Result<(), StoreError> {
+        match self.jobs.get(id).map(|j| Arc::clone(&j)) {
+            Some(job) => self.syncer.sync(job).await,
             None => Ok(()),
         }
     }

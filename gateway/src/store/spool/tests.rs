@@ -732,3 +732,71 @@ async fn appends_of_several_jobs_in_one_batch_fail_and_succeed_alone() {
         }
     }
 }
+
+/// Fsyncs that many jobs wait for at once (300 builds finishing together) run on the one
+/// fsync thread, not a thread each: one `syncfs` covers the jobs that queued together,
+/// and no caller is answered before an fsync that started after its write.
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_jobs_waiting_for_fsyncs_share_one_syncfs_on_the_fsync_thread() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::mpsc;
+    let dir = TempDir::new("spool-syncer");
+    let mut s = settings(&dir);
+    s.fsync = Fsync::Always;
+    let spool = Spool::open(s).unwrap();
+    let ids: Vec<JobId> = (0..12)
+        .map(|i| JobId::parse(&format!("job{i}")).unwrap())
+        .collect();
+    for id in &ids {
+        spool.create(id, &Progress::new(1)).unwrap();
+        lines(&spool, id, Progress::new(1), 3, false);
+    }
+    // The first job's fsync is held until the other jobs' requests are queued.
+    let (entered_tx, entered_rx) = mpsc::channel();
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let release_rx = Mutex::new(release_rx);
+    let fsyncs = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&fsyncs);
+    files::hooks::on_fsync(&dir.0, move |path| {
+        if path.extension().is_some_and(|e| e == "spool")
+            && counted.fetch_add(1, Ordering::SeqCst) == 0
+        {
+            let _ = entered_tx.send(());
+            let _ = release_rx.lock().unwrap().recv();
+        }
+    });
+    let sync = |id: &JobId| {
+        let (spool, id) = (Arc::clone(&spool), id.clone());
+        tokio::spawn(async move { spool.sync_off_runtime(&id).await })
+    };
+    let first = sync(&ids[0]);
+    tokio::task::spawn_blocking(move || entered_rx.recv())
+        .await
+        .unwrap()
+        .expect("the first fsync started");
+    let rest: Vec<_> = ids[1..].iter().map(sync).collect();
+    for _ in 0..100_000 {
+        if spool.syncer.queued() == rest.len() {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(spool.syncer.queued(), rest.len(), "queued behind the first");
+    for id in &ids[1..] {
+        assert!(spool.jobs.get(id).unwrap().unsynced().is_some());
+    }
+    release_tx.send(()).unwrap();
+    first.await.unwrap().unwrap();
+    for answer in rest {
+        answer.await.unwrap().unwrap();
+    }
+    assert_eq!(
+        fsyncs.load(Ordering::SeqCst),
+        1,
+        "the jobs that queued together were covered by one syncfs, not an fsync each"
+    );
+    for id in &ids {
+        assert_eq!(spool.jobs.get(id).unwrap().unsynced(), None, "{id}");
+    }
+}
