@@ -263,10 +263,7 @@ impl Store {
                 // The rules run here; the writer thread only writes what they made.
                 let from = s.progress(job)?;
                 let appended = rules::apply(&from, batch, max_log_bytes, &Stamp::now());
-                let (spool, job) = (Arc::clone(s), job.clone());
-                s.writer
-                    .run(move || spool.store(&job, &from, appended))
-                    .await
+                s.store_off_runtime(job, from, appended).await
             }
             Self::Redis(r) => {
                 let appended = r.append(job, batch, max_log_bytes).await?;
@@ -299,10 +296,7 @@ impl Store {
                 let from = s.progress(job)?;
                 let now = Stamp::now();
                 let appended = rules::end_if_idle(&from, lost_before_ms, expired_before_ms, &now);
-                let (spool, job) = (Arc::clone(s), job.clone());
-                s.writer
-                    .run(move || spool.store(&job, &from, appended))
-                    .await
+                s.store_off_runtime(job, from, appended).await
             }
             Self::Redis(r) => {
                 let appended = r

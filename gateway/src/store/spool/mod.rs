@@ -141,8 +141,8 @@ impl Spool {
             deleted: Mutex::new(Vec::new()),
             tombstones_swept: Mutex::new(Instant::now()),
             jobs_dir_handle: File::open(&jobs_dir).map_err(err(&jobs_dir))?,
-            writer: writer::Writer::start("tailgate-spool-w").map_err(err(&jobs_dir))?,
-            reader: writer::Writer::start("tailgate-spool-r").map_err(err(&jobs_dir))?,
+            writer: writer::Writer::start("tailgate-spool-w", true).map_err(err(&jobs_dir))?,
+            reader: writer::Writer::start("tailgate-spool-r", false).map_err(err(&jobs_dir))?,
             syncer: syncer::Syncer::new(),
             archive: std::sync::OnceLock::new(),
             _lock: lock,
@@ -546,6 +546,21 @@ impl Spool {
             )?;
         }
         Ok(appended)
+    }
+
+    /// [`Spool::store`] on the writer thread, awaited.
+    pub(crate) async fn store_off_runtime(
+        self: &Arc<Self>,
+        id: &JobId,
+        from: Progress,
+        appended: Appended,
+    ) -> Result<Appended, StoreError> {
+        // The job's address tells the writer appends of many jobs from one busy job.
+        let job = self.jobs.get(id).map_or(0, |j| Arc::as_ptr(&j) as usize);
+        let (spool, id) = (Arc::clone(self), id.clone());
+        self.writer
+            .run_for(job, move || spool.store(&id, &from, appended))
+            .await
     }
 
     fn full(&self) -> StoreError {
