@@ -323,3 +323,75 @@ async fn text_and_capgo_readers_are_charged_to_the_budget() {
     );
 }
 
+/// `tailgate_memory_budget_used_bytes` of a daemon.
+async fn budget_used(addr: std::net::SocketAddr) -> u64 {
+    let m = http_client::request(addr, "GET", "/metrics", &[], "".into()).await;
+    assert_eq!(m.status, 200);
+    m.text()
+        .lines()
+        .find_map(|l| l.strip_prefix("tailgate_memory_budget_used_bytes "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .expect("the budget gauge") as u64
+}
+
+/// tungstenite keeps its out buffer at the capacity of the largest frame it wrote, for the
+/// session's life: a Capgo reader that caught up with a backlog (64 KiB batches) and then
+/// idles holds that much. It is counted in the budget while the session lives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_capgo_readers_out_buffer_is_charged() {
+    use futures_util::StreamExt;
+    let data = TempDir::new("capgo-out");
+    let mut a = test_args();
+    a.extend(["--data-dir".to_string(), data.path().display().to_string()]);
+    let gw = Daemon::start(&a);
+    let job = "idle-capgo";
+    let reply = http_client::request(
+        gw.addr,
+        "POST",
+        &format!("/v1/jobs/{job}/logs"),
+        &[
+            ("authorization", &bearer(&publish_token(job))),
+            ("content-type", "text/plain"),
+        ],
+        lines("backlog", 500, 1000).into(),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let url = tailgate_tests::capgo::stream_url(
+        gw.addr,
+        tailgate_tests::capgo::PREFIX,
+        job,
+        &read_token(job),
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str())
+        .await
+        .expect("capgo connect");
+    let mut largest = 0;
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(20), ws.next())
+            .await
+            .expect("a frame in time")
+            .expect("open")
+            .expect("a frame");
+        largest = largest.max(msg.len());
+        if msg.to_text().is_ok_and(|t| t.contains("backlog 000499")) {
+            break;
+        }
+    }
+    assert!(largest > 48 << 10, "a batch frame of {largest} bytes");
+    // Caught up and idle (the job is still running): the session holds its out buffer.
+    let held = budget_used(gw.addr).await;
+    ws.close(None).await.expect("close");
+    while let Some(Ok(_)) = ws.next().await {}
+    // The server drops the session after the close handshake; its charge goes with it.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut after = budget_used(gw.addr).await;
+    while held.saturating_sub(after) < largest as u64 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        after = budget_used(gw.addr).await;
+    }
+    assert!(
+        held.saturating_sub(after) >= largest as u64,
+        "the idle session's out buffer was not counted: {held} bytes used while it lived, {after} after, largest frame {largest}"
+    );
+}

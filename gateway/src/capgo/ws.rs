@@ -22,6 +22,7 @@ use super::frames::{self, ClientFrame};
 use crate::app::App;
 use crate::entry::Frame as EntryFrame;
 use crate::job_log::{Attached, Read};
+use crate::memory::Charge;
 use crate::streams::SubjectSlot;
 
 /// Records per `batch_messages` frame at most.
@@ -30,6 +31,8 @@ const MAX_BATCH_RECORDS: usize = 200;
 const MAX_BATCH_BYTES: usize = 256 * 1024;
 /// How long a close frame and the client's answer may take.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
+/// The largest WebSocket frame header a server writes (no mask).
+const FRAME_HEADER: usize = 10;
 /// A frame that cannot be written for this long means the client is gone.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -66,6 +69,10 @@ pub(super) struct Session {
     _counted: crate::metrics::GaugeGuard,
     /// Compresses its messages when the client agreed to `permessage-deflate`.
     deflate: Option<Deflater>,
+    /// tungstenite's out buffer, charged to the memory budget: it keeps the capacity of the
+    /// largest frame written (up to a batch, 64 KiB by default) for the session's life,
+    /// idle or not.
+    out_buffer: Option<Charge>,
 }
 
 impl Session {
@@ -112,6 +119,7 @@ impl Session {
             shutdown: app.shutdown.child_token(),
             _counted: crate::metrics::get().ws_reader(),
             deflate,
+            out_buffer: None,
         }
     }
 
@@ -301,12 +309,18 @@ impl Session {
 
     /// Sends `msg`; `false` when the client is gone or the gateway is shutting down.
     /// Until the socket took it, the frame and the codec's copy of it are charged to the
-    /// memory budget: a client that stops reading holds them.
-    async fn send<S>(&self, ws: &mut WebSocketStream<S>, msg: Message) -> bool
+    /// memory budget: a client that stops reading holds them. The codec's buffer keeps the
+    /// largest frame's capacity afterwards, charged as `out_buffer`.
+    async fn send<S>(&mut self, ws: &mut WebSocketStream<S>, msg: Message) -> bool
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        let _held = self.attached.job().memory().charge(2 * msg.len());
+        let memory = self.attached.job().memory();
+        let frame = msg.len() + FRAME_HEADER;
+        if self.out_buffer.as_ref().is_none_or(|c| c.bytes() < frame) {
+            self.out_buffer = Some(memory.charge(frame));
+        }
+        let _held = memory.charge(msg.len());
         tokio::select! {
             _ = self.shutdown.cancelled() => false,
             res = tokio::time::timeout(WRITE_TIMEOUT, ws.send(msg)) => match res {
