@@ -2,6 +2,7 @@
 //! a spec-correct SSE reader. Tests bind `127.0.0.1:0`; there are no port races.
 
 pub mod capgo;
+pub mod child;
 pub mod cli;
 pub mod daemon;
 pub mod gateway;

@@ -3,9 +3,10 @@
 //! fail instead.
 
 use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::child::ChildServer;
 use crate::daemon::TempDir;
 
 /// Whether Redis tests can run here; panics under `CI=true` when they cannot.
@@ -41,7 +42,7 @@ pub enum Persistence {
 
 /// A `redis-server` on a loopback port, stopped on drop.
 pub struct RedisServer {
-    child: Option<Child>,
+    child: ChildServer,
     pub port: u16,
     dir: TempDir,
     persistence: Persistence,
@@ -59,7 +60,7 @@ impl RedisServer {
     /// Starts a server on `port` with extra `--flag value` arguments.
     pub fn start_on(port: u16, persistence: Persistence, extra: &[&str]) -> Self {
         let mut server = Self {
-            child: None,
+            child: ChildServer::default(),
             port,
             dir: TempDir::new(&format!("redis-{port}")),
             persistence,
@@ -84,7 +85,7 @@ impl RedisServer {
         cmd.args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        self.child = Some(cmd.spawn().expect("spawn redis-server"));
+        self.child.spawn(&mut cmd, "redis-server");
         let deadline = Instant::now() + Duration::from_secs(10);
         while self.cli(&["PING"]).trim() != "PONG" {
             assert!(Instant::now() < deadline, "redis-server did not start");
@@ -111,7 +112,7 @@ impl RedisServer {
             "no",
         ];
         let mut server = Self {
-            child: None,
+            child: ChildServer::default(),
             port,
             dir: TempDir::new(&format!("redis-tls-{port}")),
             persistence: Persistence::Off,
@@ -141,10 +142,7 @@ impl RedisServer {
 
     /// Kills the server (SIGKILL); with [`Persistence::Always`] nothing written is lost.
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.child.stop();
     }
 
     /// Starts it again on the same port and directory.
@@ -163,10 +161,10 @@ impl RedisServer {
 
     /// Sends `signal` (`STOP`: frozen like a hung host, `CONT`: running again).
     pub fn signal(&self, signal: &str) {
-        if let Some(child) = &self.child {
+        if let Some(pid) = self.child.id() {
             let status = Command::new("kill")
                 .arg(format!("-{signal}"))
-                .arg(child.id().to_string())
+                .arg(pid.to_string())
                 .status()
                 .expect("run kill");
             assert!(status.success(), "kill -{signal}");
@@ -185,8 +183,4 @@ impl RedisServer {
     }
 }
 
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
+// Dropped, its `ChildServer` stops it before its directory goes (field order).

@@ -4,9 +4,10 @@
 //! stopped and started again on the same ports and data.
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::child::ChildServer;
 use crate::daemon::TempDir;
 use crate::redis::free_port;
 
@@ -42,7 +43,7 @@ pub fn available(test: &str) -> bool {
 
 /// A running SeaweedFS with its S3 gateway.
 pub struct S3Server {
-    child: Option<Child>,
+    child: ChildServer,
     /// The S3 port, then every other port `weed mini` listens on.
     pub port: u16,
     /// Its Prometheus metrics (request counts by type).
@@ -73,7 +74,7 @@ impl S3Server {
             ports.push((flag, free_port()));
         }
         let mut server = Self {
-            child: None,
+            child: ChildServer::default(),
             port: free_port(),
             metrics_port: free_port(),
             ports,
@@ -101,7 +102,7 @@ impl S3Server {
         for (flag, port) in &self.ports {
             cmd.arg(format!("-{flag}={port}"));
         }
-        self.child = Some(cmd.spawn().expect("spawn weed"));
+        self.child.spawn(&mut cmd, "weed");
         self.wait_ready();
     }
 
@@ -110,10 +111,8 @@ impl S3Server {
     fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
-            if let Some(child) = self.child.as_mut() {
-                if let Ok(Some(status)) = child.try_wait() {
-                    panic!("weed exited early: {status}; log: {}", self.log());
-                }
+            if let Some(status) = self.child.exited() {
+                panic!("weed exited early: {status}; log: {}", self.log());
             }
             if self.bucket_ready() {
                 return;
@@ -162,10 +161,7 @@ impl S3Server {
 
     /// Stops the server (SIGKILL); its data stays for [`S3Server::restart`].
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.child.stop();
     }
 
     /// Starts it again on the same ports and data.
@@ -200,8 +196,4 @@ fn count_requests(metrics: &str, method: &str) -> u64 {
         .sum()
 }
 
-impl Drop for S3Server {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
+// Dropped, its `ChildServer` stops it before its directory goes (field order).

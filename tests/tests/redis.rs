@@ -13,6 +13,7 @@ use serde_json::Value;
 use tailgate_tests::daemon::{test_args, Daemon};
 use tailgate_tests::http_client::{self, Reply, Upload};
 use tailgate_tests::redis::{available, free_port, Persistence, RedisServer};
+use tailgate_tests::redis_ha::Cluster;
 use tailgate_tests::{bearer, publish_token, read_token, SseStream};
 
 pub(crate) const WITHIN: Duration = Duration::from_secs(20);
@@ -724,51 +725,13 @@ async fn instances_share_jobs_over_rediss() {
         .assert_error(503, "store_unavailable");
 }
 
-/// A Redis Cluster of `n` masters on loopback, slots split evenly.
-fn cluster(n: usize) -> Vec<RedisServer> {
-    let nodes: Vec<RedisServer> = (0..n)
-        .map(|_| {
-            RedisServer::start_on(
-                free_port(),
-                Persistence::Off,
-                &["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"],
-            )
-        })
-        .collect();
-    let per = 16384 / n;
-    for (i, node) in nodes.iter().enumerate() {
-        let (from, to) = (i * per, if i + 1 == n { 16383 } else { (i + 1) * per - 1 });
-        let out = node.cli(&[
-            "CLUSTER",
-            "ADDSLOTSRANGE",
-            &from.to_string(),
-            &to.to_string(),
-        ]);
-        assert_eq!(out.trim(), "OK", "{out}");
-        if i > 0 {
-            nodes[0].cli(&["CLUSTER", "MEET", "127.0.0.1", &node.port.to_string()]);
-        }
-    }
-    let deadline = std::time::Instant::now() + WITHIN;
-    for node in &nodes {
-        while !node.cli(&["CLUSTER", "INFO"]).contains("cluster_state:ok") {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the cluster never formed"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-    nodes
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_cluster_keeps_each_job_on_one_slot_and_serves_it() {
     if !available() {
         return;
     }
-    let nodes = cluster(3);
-    let url = format!("redis+cluster://127.0.0.1:{}", nodes[0].port);
+    let cluster = Cluster::start(3);
+    let (url, nodes) = (cluster.url(), &cluster.nodes);
     let a = gateway(&url, &[]);
     let b = gateway(&url, &[]);
     for job in ["cluster-a", "cluster-b", "cluster-c"] {
