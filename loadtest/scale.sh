@@ -175,6 +175,11 @@ cluster_total() { # commands processed so far, all nodes
     done
     echo "$sum"
 }
+cluster_calls() { # "<command> <calls so far>" per command, summed over all nodes
+    for i in 0 1 2; do redis-cli -p $((CLUSTER_PORT + i)) info commandstats; done | tr -d '\r' |
+        sed -n 's/^cmdstat_\([^:]*\):calls=\([0-9]*\),.*/\1 \2/p' |
+        awk '{ c[$1] += $2 } END { for (k in c) print k, c[k] }' | sort
+}
 if ! skip cluster; then
     nodes=()
     cluster_pids=()
@@ -209,8 +214,11 @@ if ! skip cluster; then
         "${urls[@]}" "${spids[@]}"
     c1=$(cluster_total)
     echo "$((c1 - c0))" >"$out/cluster.commands"
-    # Idle: 3,000 followed jobs, nothing published. The lowest commands/s over any 1 s
-    # window of the run is what following costs on its own (polling would be ~30,000/s).
+    # Idle: 3,000 followed jobs, nothing published (polling would be ~30,000 commands/s).
+    # Each second: the commands of all nodes (a line "<seconds since the start> <per
+    # second since the last line>" in cluster-idle.rates) and each command's calls (cluster-idle.calls.<n>), so the
+    # report gives the quietest and the busiest second of the idle window, and what the
+    # busiest one was made of.
     echo "== cluster-idle"
     timeout "$RUN_TIMEOUT" "$bin/tailgate-loadtest" idle --jobs 3000 --readers 1 \
         --duration "$DURATION" "${urls[@]}" "${spids[@]}" \
@@ -218,13 +226,23 @@ if ! skip cluster; then
         --procs "$PROCS" --no-progress --json "$out/cluster-idle.json" \
         >"$out/cluster-idle.txt" 2>&1 &
     idle_pid=$!
+    idle_start=$(date +%s.%N)
     prev=$(cluster_total)
+    cluster_calls >"$out/cluster-idle.calls.0"
     : >"$out/cluster-idle.rates"
+    n=0
+    prev_t=$idle_start
     while kill -0 "$idle_pid" 2>/dev/null; do
         sleep 1
+        n=$((n + 1))
         now=$(cluster_total)
-        echo "$((now - prev))" >>"$out/cluster-idle.rates"
+        t=$(date +%s.%N)
+        cluster_calls >"$out/cluster-idle.calls.$n"
+        # A sample takes a little over a second (the redis-cli calls): per second.
+        awk -v t="$t" -v p="$prev_t" -v s="$idle_start" -v d="$((now - prev))" \
+            'BEGIN { printf "%.1f %d\n", t - s, d / (t - p) }' >>"$out/cluster-idle.rates"
         prev=$now
+        prev_t=$t
     done
     wait "$idle_pid" || true
     for p in "${tg[@]}" "${cluster_pids[@]}"; do stop_pid "$p"; done
@@ -336,9 +354,36 @@ if [ -s "$out/cluster.json" ]; then
     cmds=$(cat "$out/cluster.commands")
     check "Cluster, 3 instances, 3,000 jobs x 1 reader x 2 lines/s: lost+dup+reord = 0" "$(clean cluster)" '$v == 0'
     check "  Redis commands per record while publishing" "$(num "$cmds" "$cmds / ($published + 0.001) * 100 | round / 100")" '$v < 10'
-    idle_min=$(sort -n "$out/cluster-idle.rates" 2>/dev/null | head -1)
+    # The idle window: the seconds from 1 s after the readers were all connected to the
+    # end of the idle duration in which no request reached a job (no HGETALL: every
+    # request loads its job, which reads the Capgo hash; a note or a lifecycle end does
+    # not). That leaves out the uploads still opening after the readers and the closing
+    # line and status per job, and keeps whatever the instances do on their own.
+    connect=$(get cluster-idle '.connect_phase_secs // 0')
+    idle_secs=$(get cluster-idle '.duration_secs // 0')
+    calls_of() { awk -v c="$1" '$1 == c { print $2 }' "$2" 2>/dev/null; }
+    rows=$(n=0; while read -r t rate; do
+        n=$((n + 1))
+        h1=$(calls_of hgetall "$out/cluster-idle.calls.$n")
+        h0=$(calls_of hgetall "$out/cluster-idle.calls.$((n - 1))")
+        echo "$n $t $rate $((${h1:-0} - ${h0:-0}))"
+    done <"$out/cluster-idle.rates")
+    window=$(echo "$rows" | awk -v c="$connect" -v d="${DURATION%s}" \
+        'NF && $2 >= c + 2 && $2 <= c + d + 0.5 && $4 == 0 { print $1, $3 }')
+    echo "    (idle window: $(echo "$window" | awk 'NF' | wc -l) s without a request)"
+    idle_min=$(echo "$window" | awk 'NF { print $2 }' | sort -n | head -1)
+    idle_peak=$(echo "$window" | awk 'NF { print $2 }' | sort -n | tail -1)
     check "  lowest commands/s while 3,000 followed jobs idle (polling: ~30,000)" "${idle_min:-null}" '$v < 300'
-    echo "    (publishing: $cmds commands over $secs s for $published records; idle per-second: $(tr '\n' ' ' <"$out/cluster-idle.rates" 2>/dev/null))"
+    check "  peak commands/s while 3,000 followed jobs idle" "${idle_peak:-null}" '$v < 3000'
+    peak_n=$(echo "$window" | awk 'NF' | sort -k2 -n | tail -1 | cut -d' ' -f1)
+    if [ -n "$peak_n" ] && [ -s "$out/cluster-idle.calls.$peak_n" ]; then
+        echo "    (the peak second's commands: $(join -a 2 -e 0 -o 0,1.2,2.2 "$out/cluster-idle.calls.$((peak_n - 1))" \
+            "$out/cluster-idle.calls.$peak_n" | awk '$3 > $2 { print $3 - $2, $1 }' | sort -rn |
+            head -6 | awk '{ printf "%s %s, ", $2, $1 }'))"
+    fi
+    echo "    (publishing: $cmds commands over $secs s for $published records; idle run" \
+        "(connected after ${connect} s, $idle_secs s in all), per second since its start:" \
+        "$(awk '{ printf "%s:%s ", $1, $2 }' "$out/cluster-idle.rates" 2>/dev/null))"
     check "  peak threads per instance <= $thread_cap" "$(maxthreads cluster 3)" "\$v <= $thread_cap"
 fi
 if [ -s "$out/single-ci-spool.json" ] && [ -s "$out/single-ci-memory.json" ]; then
