@@ -5,7 +5,8 @@
 # defaults: fanout 1 job x 1,000 readers at 200 lines/s (and x 100), the ci shape (300 jobs x 2 readers x
 # 20 lines/s) and 2,000 idle readers; then the ratios to uncompressed, and the load average.
 # Usage: loadtest/compression.sh  (env: DURATION=10s, PROCS=2, PORT=18095, OUT; WORKERS=N
-# sets TOKIO_WORKER_THREADS, unset by default)
+# sets TOKIO_WORKER_THREADS, unset by default; BIN_DIR=dir with release `tailgate` and
+# `tailgate-loadtest` skips the build; SCENARIOS="fanout fanout100 ci idle" picks scenarios)
 set -euo pipefail
 
 WORKERS=${WORKERS:-}
@@ -32,9 +33,15 @@ stop() {
 trap stop EXIT INT TERM
 command -v jq >/dev/null || { echo "compression.sh needs jq" >&2; exit 1; }
 
-echo "== building (release)"
-(cd "$root" && cargo build --release -q -p tailgate -p tailgate-loadtest)
-bin=${CARGO_TARGET_DIR:-$root/target}/release
+if [ -n "${BIN_DIR:-}" ]; then
+    bin=$BIN_DIR
+else
+    echo "== building (release)"
+    (cd "$root" && cargo build --release -q -p tailgate -p tailgate-loadtest)
+    bin=${CARGO_TARGET_DIR:-$root/target}/release
+fi
+SCENARIOS=${SCENARIOS:-fanout fanout100 ci idle}
+has() { case " $SCENARIOS " in *" $1 "*) return 0 ;; esac; return 1; }
 
 start() {
     stop
@@ -61,12 +68,12 @@ lt() {
 }
 
 for coding in off gzip zstd; do
-    lt fanout "$coding" fanout --jobs 1 --readers 1000 --rate 200 --duration "$DURATION"
+    has fanout && lt fanout "$coding" fanout --jobs 1 --readers 1000 --rate 200 --duration "$DURATION"
     # The same with 100 readers: the load generator decodes every reader's stream (1,000x
     # the gateway's compression work), so at 1,000 it, not the gateway, sets the latency.
-    lt fanout100 "$coding" fanout --jobs 1 --readers 100 --rate 200 --duration "$DURATION"
-    lt ci "$coding" fanout --jobs 300 --readers 2 --rate 20 --duration "$DURATION"
-    lt idle "$coding" idle --jobs 1 --readers "$IDLE_READERS" --duration 5s
+    has fanout100 && lt fanout100 "$coding" fanout --jobs 1 --readers 100 --rate 200 --duration "$DURATION"
+    has ci && lt ci "$coding" fanout --jobs 300 --readers 2 --rate 20 --duration "$DURATION"
+    has idle && lt idle "$coding" idle --jobs 1 --readers "$IDLE_READERS" --duration 5s
 done
 stop
 

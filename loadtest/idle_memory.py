@@ -8,7 +8,7 @@ reader.
       --readers 5000 --secret S --issuer I --audience A
 
 Each reader has its own subject (a per-subject stream cap does not interfere) and follows one
-of --jobs jobs. Loopback only. Used by loadtest/idle-memory.sh, which starts fresh servers.
+of --jobs jobs. Loopback only. --encoding gzip|zstd sends that Accept-Encoding. Used by loadtest/idle-memory.sh, which starts fresh servers.
 """
 
 import argparse
@@ -45,9 +45,11 @@ def rss(pid: int) -> int:
     raise RuntimeError("no VmRSS")
 
 
-async def open_reader(host, port, ctx, path, tok):
+async def open_reader(host, port, ctx, path, tok, encoding):
     reader, writer = await asyncio.open_connection(host, port, ssl=ctx, server_hostname="localhost" if ctx else None)
-    req = f"GET {path} HTTP/1.1\r\nhost: localhost\r\nauthorization: Bearer {tok}\r\naccept: text/event-stream\r\n\r\n"
+    accept = f"accept-encoding: {encoding}\r\n" if encoding != "off" else ""
+    req = (f"GET {path} HTTP/1.1\r\nhost: localhost\r\nauthorization: Bearer {tok}\r\n"
+           f"accept: text/event-stream\r\n{accept}\r\n")
     writer.write(req.encode())
     await writer.drain()
     seen = b""
@@ -58,6 +60,10 @@ async def open_reader(host, port, ctx, path, tok):
         seen += chunk
     if not seen.startswith(b"HTTP/1.1 200"):
         raise RuntimeError(f"not 200: {seen[:200]!r}")
+    # The opening is written uncompressed in the coding's stored framing, so it is readable
+    # above; the header says whether the coding was chosen.
+    if encoding != "off" and f"content-encoding: {encoding}".encode() not in seen.lower():
+        raise RuntimeError(f"not {encoding}: {seen[:200]!r}")
     return reader, writer
 
 
@@ -93,6 +99,8 @@ async def main():
     p.add_argument("--issuer", required=True)
     p.add_argument("--audience", required=True)
     p.add_argument("--kind", choices=["sse", "ws"], default="sse")
+    p.add_argument("--encoding", choices=["off", "gzip", "zstd"], default="off",
+                   help="Accept-Encoding of the SSE readers (off: none)")
     a = p.parse_args()
     url = urllib.parse.urlparse(a.url)
     if url.hostname not in ("127.0.0.1", "localhost", "::1"):
@@ -112,7 +120,7 @@ async def main():
             if a.kind == "ws":
                 batch.append(open_ws_reader(url.hostname, url.port, ctx, job, tok))
             else:
-                batch.append(open_reader(url.hostname, url.port, ctx, f"/v1/jobs/{job}/logs", tok))
+                batch.append(open_reader(url.hostname, url.port, ctx, f"/v1/jobs/{job}/logs", tok, a.encoding))
         conns.extend(await asyncio.gather(*batch))
     opened = time.monotonic() - started
     # Let the allocator settle: the server's per-reader state is built; nothing else runs.
@@ -120,7 +128,7 @@ async def main():
     after = rss(a.pid)
     per = (after - before) / a.readers
     print(json.dumps({
-        "kind": a.kind, "scheme": url.scheme, "readers": a.readers, "rss_before": before, "rss_after": after,
+        "kind": a.kind, "scheme": url.scheme, "encoding": a.encoding, "readers": a.readers, "rss_before": before, "rss_after": after,
         "rss_bytes_per_reader": round(per), "open_secs": round(opened, 1),
     }))
     for _, w in conns:

@@ -9,8 +9,7 @@
 use std::io::{self, Write};
 
 use bytes::{BufMut, Bytes, BytesMut};
-use flate2::write::DeflateEncoder;
-use flate2::Compression;
+use zlib_rs::DeflateFlush;
 
 use super::Coding;
 
@@ -28,6 +27,10 @@ pub(crate) const ZSTD_WINDOW_LOG: u32 = 17;
 const STORED_MAX: usize = 65_535;
 /// Largest zstd raw block in a frame with a 128 KiB window.
 const RAW_MAX: usize = 128 * 1024;
+/// A gzip encoder's output buffer when made: a chunk of a few events compresses to less.
+const DEFLATE_OUT_INITIAL: usize = 4 * 1024;
+/// A gzip encoder keeps an output buffer grown by a large chunk only up to this.
+const DEFLATE_OUT_KEPT: usize = 32 * 1024;
 
 /// Memory one encoder holds, for the memory budget: deflate's window and hash chains;
 /// zstd's window and tables at the window above.
@@ -47,17 +50,85 @@ pub(crate) struct Levels {
 
 /// One compressor, flushed after every chunk.
 pub(crate) enum Encoder {
-    Gzip(DeflateEncoder<Vec<u8>>),
+    Gzip(Box<Deflate>),
     Zstd(Box<zstd::stream::write::Encoder<'static, Vec<u8>>>),
+}
+
+/// Raw deflate (zlib-rs, the backend flate2 runs on here) driven directly, not through
+/// `flate2::write::DeflateEncoder`, for two costs measured on the ci shape (perf, 300 jobs
+/// flushing one event at a time): that writer zeroes the free part of its 32 KiB buffer on
+/// every call into the compressor, three or four per chunk (10 % of the gateway's CPU); and
+/// every flushed block clears the symbol buffer, whose size `memLevel` sets (48 KiB at
+/// zlib's default 8, 7 % of the CPU). A flushed chunk here holds one burst of events, at
+/// most a reader's batch (64 KiB), so [`DEFLATE_MEM_LEVEL`] keeps it smaller.
+pub(crate) struct Deflate {
+    z: zlib_rs::Deflate,
+    /// Output space, initialised (`len` is the usable size); the chunk is copied out of it.
+    out: Vec<u8>,
+}
+
+/// zlib's `memLevel` for the shared and catch-up encoders: 4,096 symbols per block (a 12 KiB
+/// symbol buffer, cleared at every flush), where zlib's default 8 has 16,384. A one-event
+/// chunk is a few hundred symbols; a 64 KiB burst of build log is split into a few blocks
+/// instead of one or two (loadtest/README.md has the bytes on the corpus).
+pub(crate) const DEFLATE_MEM_LEVEL: i32 = 6;
+
+impl Deflate {
+    fn new(level: u32) -> Self {
+        let config = zlib_rs::DeflateConfig {
+            level: level.clamp(1, 9) as i32,
+            // Negative: raw deflate, the gzip member's header and trailer are written here.
+            window_bits: -15,
+            mem_level: DEFLATE_MEM_LEVEL,
+            ..zlib_rs::DeflateConfig::default()
+        };
+        Self {
+            z: zlib_rs::Deflate::new_with_config(config),
+            out: vec![0; DEFLATE_OUT_INITIAL],
+        }
+    }
+
+    /// `parts` deflated and sync-flushed, as one exactly sized buffer.
+    fn chunk<'a>(&mut self, parts: impl IntoIterator<Item = &'a [u8]>) -> io::Result<Bytes> {
+        let mut pos = 0;
+        for part in parts {
+            self.run(part, DeflateFlush::NoFlush, &mut pos)?;
+        }
+        self.run(&[], DeflateFlush::SyncFlush, &mut pos)?;
+        let chunk = Bytes::copy_from_slice(&self.out[..pos]);
+        if self.out.len() > DEFLATE_OUT_KEPT {
+            self.out = vec![0; DEFLATE_OUT_INITIAL];
+        }
+        Ok(chunk)
+    }
+
+    /// Feeds `input` with `flush`, appending the output at `pos`; grows the buffer until a
+    /// call ends with room left (all input taken and, for a flush, the flush complete).
+    fn run(&mut self, mut input: &[u8], flush: DeflateFlush, pos: &mut usize) -> io::Result<()> {
+        loop {
+            if self.out.len() - *pos < 64 {
+                let len = self.out.len();
+                self.out.resize(len * 2, 0);
+            }
+            let (in_before, out_before) = (self.z.total_in(), self.z.total_out());
+            let out = self.out.get_mut(*pos..).unwrap_or_default();
+            self.z
+                .compress(input, out, flush)
+                .map_err(|e| io::Error::other(format!("deflate: {e:?}")))?;
+            let used = (self.z.total_in() - in_before) as usize;
+            *pos += (self.z.total_out() - out_before) as usize;
+            input = input.get(used..).unwrap_or_default();
+            if input.is_empty() && *pos < self.out.len() {
+                return Ok(());
+            }
+        }
+    }
 }
 
 impl Encoder {
     pub(crate) fn new(coding: Coding, levels: Levels) -> io::Result<Self> {
         Ok(match coding {
-            Coding::Gzip => Self::Gzip(DeflateEncoder::new(
-                Vec::new(),
-                Compression::new(levels.gzip.min(9)),
-            )),
+            Coding::Gzip => Self::Gzip(Box::new(Deflate::new(levels.gzip))),
             Coding::Zstd => {
                 let mut z = zstd::stream::write::Encoder::new(Vec::new(), levels.zstd)?;
                 z.window_log(ZSTD_WINDOW_LOG)?;
@@ -74,13 +145,7 @@ impl Encoder {
         parts: impl IntoIterator<Item = &'a [u8]>,
     ) -> io::Result<Bytes> {
         match self {
-            Self::Gzip(z) => {
-                for part in parts {
-                    z.write_all(part)?;
-                }
-                z.flush()?;
-                Ok(Bytes::from(std::mem::take(z.get_mut())))
-            }
+            Self::Gzip(z) => z.chunk(parts),
             Self::Zstd(z) => {
                 for part in parts {
                     z.write_all(part)?;
