@@ -248,7 +248,8 @@ pub struct ServeArgs {
     /// A finished job is archived this long after its terminal status, seconds [default: 2].
     #[arg(long, value_name = "SECS")]
     pub archive_quiet_secs: Option<u64>,
-    /// Uploads to the archive at once, at most [default: 8].
+    /// Uploads to the archive at once, at most (about the cores a gateway may use)
+    /// [default: 2].
     #[arg(long, value_name = "N")]
     pub archive_uploads: Option<usize>,
     /// zstd level of archived logs, 1 to 19: higher is smaller and slower to archive
