@@ -281,7 +281,9 @@ impl JobLog {
     /// them.
     pub(crate) async fn read_any(&self, cursor: u64, budget: usize, frame: Option<Frame>) -> Read {
         match self.read(cursor, budget, frame) {
-            Read::Behind { from, to } => self.read_back(from, to, budget).await,
+            // Boxed: the store's read future (Redis, the archive) is kilobytes, and inline
+            // every caught-up reader's task would carry it for its whole life.
+            Read::Behind { from, to } => Box::pin(self.read_back(from, to, budget)).await,
             read => read,
         }
     }
