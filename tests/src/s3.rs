@@ -170,6 +170,21 @@ impl S3Server {
         self.spawn();
     }
 
+    /// S3 requests of `method` counted since `before`, read once at least `expected` are:
+    /// SeaweedFS counts a request after writing its response, so a count read the moment
+    /// the gateway answers can miss the request that answer needed (seen in CI under load).
+    /// Gives up after 5 s and returns what is counted then.
+    pub async fn requests_since(&self, method: &str, before: u64, expected: u64) -> u64 {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let since = self.requests(method).saturating_sub(before);
+            if since >= expected || Instant::now() >= deadline {
+                return since;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// S3 requests of `method` (GET, PUT, HEAD, ...) it answered so far, from its
     /// Prometheus metrics.
     pub fn requests(&self, method: &str) -> u64 {
