@@ -2,7 +2,8 @@
 # Idle memory per SSE reader over cleartext (uncompressed, gzip, zstd) and over TLS, and per
 # Capgo WebSocket reader, each on a fresh release gateway:
 #   loadtest/idle-memory.sh            (READERS=5000 JOBS=10 by default)
-# RUNS picks the cases (default "sse sse-gzip sse-zstd tls ws"); BIN_DIR the directory of the
+# The gateway runs at its default worker threads (WORKERS=N sets TOKIO_WORKER_THREADS, the
+# setting of the older figures). RUNS picks the cases (default "sse sse-gzip sse-zstd tls ws"); BIN_DIR the directory of the
 # release `tailgate` (default target/release). Needs python3 and openssl; builds nothing: run
 # `cargo build --release -p tailgate` first.
 set -euo pipefail
@@ -23,7 +24,7 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 \
 
 run() { # $1: sse|ws, $2: http|https, $3: off|gzip|zstd, extra serve flags after
     local kind=$1 scheme=$2 encoding=$3; shift 3
-    TOKIO_WORKER_THREADS=1 TAILGATE_LOG=error "$bin" serve --listen 127.0.0.1:0 \
+    env ${WORKERS:+TOKIO_WORKER_THREADS=$WORKERS} TAILGATE_LOG=error "$bin" serve --listen 127.0.0.1:0 \
         --memory-only --jwt-secret "$secret" --jwt-issuer idle --jwt-audience idle "$@" > "$work/out" &
     pid=$!
     until grep -q "listening on" "$work/out" 2>/dev/null; do sleep 0.1; done
