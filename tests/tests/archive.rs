@@ -51,19 +51,20 @@ pub(crate) fn archiving(store: &[&str], endpoint: &str, s3: &S3Server, extra: &[
 
 /// The test's own client of the bucket, to look at and damage objects.
 pub(crate) fn bucket(s3: &S3Server) -> Arc<dyn ObjectStore> {
+    Arc::new(bucket_builder(s3).build().expect("s3 client"))
+}
+
+/// The settings of the test's clients of the bucket, for a client that adds its own.
+pub(crate) fn bucket_builder(s3: &S3Server) -> AmazonS3Builder {
     // reqwest's rustls without a built-in provider, as in the gateway.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    Arc::new(
-        AmazonS3Builder::new()
-            .with_bucket_name(s3::BUCKET)
-            .with_endpoint(s3.endpoint())
-            .with_allow_http(true)
-            .with_region("us-east-1")
-            .with_access_key_id(s3::ACCESS_KEY)
-            .with_secret_access_key(s3::SECRET_KEY)
-            .build()
-            .expect("s3 client"),
-    )
+    AmazonS3Builder::new()
+        .with_bucket_name(s3::BUCKET)
+        .with_endpoint(s3.endpoint())
+        .with_allow_http(true)
+        .with_region("us-east-1")
+        .with_access_key_id(s3::ACCESS_KEY)
+        .with_secret_access_key(s3::SECRET_KEY)
 }
 
 pub(crate) fn object(job: &str) -> ObjectPath {
@@ -72,8 +73,7 @@ pub(crate) fn object(job: &str) -> ObjectPath {
 
 /// A build of `lines` varied lines (ANSI colour, progress CRs, stderr), then `failed`.
 pub(crate) async fn build(addr: SocketAddr, job: &str, lines: u64) {
-    let mut body = String::new();
-    for n in 1..=lines {
+    let records = (1..=lines).map(|n| {
         let stream = if n % 5 == 0 { "stderr" } else { "stdout" };
         let line = format!(
             "\\u001b[32m   Compiling\\u001b[0m crate-{} v0.{}.{} ({n}) \\r{}%",
@@ -82,20 +82,34 @@ pub(crate) async fn build(addr: SocketAddr, job: &str, lines: u64) {
             n % 13,
             n % 100
         );
-        body.push_str(&format!(
-            "{{\"n\":{n},\"line\":\"{line}\",\"stream\":\"{stream}\"}}\n"
-        ));
+        format!("{{\"n\":{n},\"line\":\"{line}\",\"stream\":\"{stream}\"}}\n")
+    });
+    let status = format!(
+        "{{\"n\":{},\"status\":\"failed\",\"exit_code\":3}}\n",
+        lines + 1
+    );
+    publish_records(addr, job, records.chain([status])).await;
+}
+
+/// Publishes NDJSON `records` (each ending in a newline) to `job` in uploads of about
+/// 512 KiB, each answered 200.
+pub(crate) async fn publish_records(
+    addr: SocketAddr,
+    job: &str,
+    records: impl IntoIterator<Item = String>,
+) {
+    let mut body = String::new();
+    for record in records {
+        body.push_str(&record);
         if body.len() > 512 * 1024 {
             let reply = publish_ndjson(addr, job, std::mem::take(&mut body)).await;
             assert_eq!(reply.status, 200, "{}", reply.text());
         }
     }
-    body.push_str(&format!(
-        "{{\"n\":{},\"status\":\"failed\",\"exit_code\":3}}\n",
-        lines + 1
-    ));
-    let reply = publish_ndjson(addr, job, body).await;
-    assert_eq!(reply.status, 200, "{}", reply.text());
+    if !body.is_empty() {
+        let reply = publish_ndjson(addr, job, body).await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+    }
 }
 
 pub(crate) async fn get(addr: SocketAddr, path: &str, extra: &[(&str, &str)]) -> Reply {

@@ -4,29 +4,22 @@
 
 use std::net::SocketAddr;
 
-use object_store::aws::{AmazonS3Builder, S3CopyIfNotExists};
+use object_store::aws::S3CopyIfNotExists;
 use object_store::path::Path as ObjectPath;
 use object_store::{CopyMode, CopyOptions, ObjectStore, ObjectStoreExt, WriteMultipart};
 use tailgate_tests::daemon::TempDir;
 use tailgate_tests::proxy::{Budget, Proxy};
-use tailgate_tests::publish_ndjson;
 use tailgate_tests::s3::{self, S3Server};
 
 use crate::archive::{
-    archiving, bucket, object, object_exists, spool_exists, sse, until, until_archived, PREFIX,
+    archiving, bucket, bucket_builder, object, object_exists, publish_records, spool_exists, sse,
+    until, until_archived, PREFIX,
 };
 
 /// A client of the bucket with the copy-if-not-exists the gateway uses.
 fn client(s3: &S3Server) -> std::sync::Arc<dyn ObjectStore> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
     std::sync::Arc::new(
-        AmazonS3Builder::new()
-            .with_bucket_name(s3::BUCKET)
-            .with_endpoint(s3.endpoint())
-            .with_allow_http(true)
-            .with_region("us-east-1")
-            .with_access_key_id(s3::ACCESS_KEY)
-            .with_secret_access_key(s3::SECRET_KEY)
+        bucket_builder(s3)
             .with_copy_if_not_exists(S3CopyIfNotExists::Multipart)
             .build()
             .expect("s3 client"),
@@ -91,8 +84,8 @@ async fn big_build(addr: SocketAddr, job: &str, mb: usize) {
         state ^= state << 17;
         state
     };
-    let (mut body, mut sent, mut n) = (String::new(), 0, 0u64);
-    while sent + body.len() < mb * 1_000_000 {
+    let (mut records, mut size, mut n) = (Vec::new(), 0, 0u64);
+    while size < mb * 1_000_000 {
         n += 1;
         let line = format!(
             "{n:08} {:016x}{:016x}{:016x}{:016x}",
@@ -101,19 +94,15 @@ async fn big_build(addr: SocketAddr, job: &str, mb: usize) {
             next(),
             next()
         );
-        body.push_str(&format!("{{\"n\":{n},\"line\":\"{line}\"}}\n"));
-        if body.len() > 512 * 1024 {
-            sent += body.len();
-            let reply = publish_ndjson(addr, job, std::mem::take(&mut body)).await;
-            assert_eq!(reply.status, 200, "{}", reply.text());
-        }
+        let record = format!("{{\"n\":{n},\"line\":\"{line}\"}}\n");
+        size += record.len();
+        records.push(record);
     }
-    body.push_str(&format!(
+    records.push(format!(
         "{{\"n\":{},\"status\":\"succeeded\",\"exit_code\":0}}\n",
         n + 1
     ));
-    let reply = publish_ndjson(addr, job, body).await;
-    assert_eq!(reply.status, 200, "{}", reply.text());
+    publish_records(addr, job, records).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
