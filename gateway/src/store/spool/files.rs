@@ -98,9 +98,25 @@ pub(crate) fn create(path: &Path) -> std::io::Result<File> {
     Ok(file)
 }
 
-/// Opens an existing spool for appending (a deleted spool is not created again).
-pub(crate) fn open_append(path: &Path) -> std::io::Result<File> {
-    regular(options().append(true).open(path)?)
+/// Opens an existing spool for appending, which writes at offsets the spool keeps
+/// ([`write_at`]) or maps it (its append window), so it is opened for reading and writing,
+/// not `O_APPEND`. A deleted spool is not created again.
+pub(crate) fn open_write(path: &Path) -> std::io::Result<File> {
+    regular(options().read(true).write(true).open(path)?)
+}
+
+/// Writes all of `bytes` at offset `at` of `file` (`pwrite`).
+#[cfg(unix)]
+pub(crate) fn write_at(file: &File, bytes: &[u8], at: u64) -> std::io::Result<()> {
+    std::os::unix::fs::FileExt::write_all_at(file, bytes, at)
+}
+
+/// Writes all of `bytes` at offset `at` of `file`.
+#[cfg(not(unix))]
+pub(crate) fn write_at(mut file: &File, bytes: &[u8], at: u64) -> std::io::Result<()> {
+    use std::io::Seek;
+    file.seek(std::io::SeekFrom::Start(at))?;
+    file.write_all(bytes)
 }
 
 /// Opens a spool for reading and writing in place (cutting a torn tail).
@@ -262,7 +278,7 @@ mod tests {
         let link = dir.0.join("link.spool");
         std::os::unix::fs::symlink(&target, &link).unwrap();
         assert!(open_read(&link).is_err(), "read through a symlink");
-        assert!(open_append(&link).is_err(), "append through a symlink");
+        assert!(open_write(&link).is_err(), "append through a symlink");
         assert!(write_new(&link, b"x").is_err(), "write through a symlink");
         assert_eq!(std::fs::read(&target).unwrap(), b"secret");
 
@@ -278,7 +294,7 @@ mod tests {
         // Each of these would block forever on a FIFO with no other end.
         assert!(open_read(&fifo).is_err());
         assert!(read(&fifo).is_err());
-        assert!(open_append(&fifo).is_err());
+        assert!(open_write(&fifo).is_err());
         assert!(write_new(&fifo, b"x").is_err());
     }
 

@@ -3,11 +3,13 @@
 //! the job's progress as last written. Readers read only below `len`, so they never see
 //! a frame still being written.
 //!
+//! Small appends are copied into the job's append window ([`Window`]) rather than written;
+//! larger ones, and any the window cannot take, are written at `len` (`pwrite`).
+//!
 //! Errors handed to callers (and so to clients) name the job's spool, never its path;
 //! the path goes to the operator's log.
 
 use std::fs::File;
-use std::io::Write;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -18,6 +20,7 @@ use super::frame;
 use super::index::SparseIndex;
 use super::reader::FrameReader;
 use super::scan::{Meta, MAX_CONFIRMATIONS};
+use super::window::Window;
 use crate::entry::Entry;
 use crate::store::{Progress, StoreError};
 
@@ -33,8 +36,14 @@ pub(crate) struct SpoolJob {
 pub(crate) struct State {
     /// Open while the job can still be appended to; closed at its terminal status.
     writer: Option<Arc<File>>,
+    /// Where appends that fit it are copied, while the job runs.
+    window: Option<Window>,
+    /// The window start that could not be mapped: not tried again (each try is a syscall).
+    unmappable: Option<u64>,
     /// Bytes of whole frames: where the next append goes, and where reads stop.
     pub(crate) len: u64,
+    /// The file's length: `len`, and past it the rest of the window (zeros), if any.
+    size: u64,
     /// Bytes known to be on disk: an fsync that started after they were written ended.
     synced: u64,
     /// The directory entry of the file is known to be on disk.
@@ -59,7 +68,10 @@ impl SpoolJob {
             path,
             state: Mutex::new(State {
                 writer: None,
+                window: None,
+                unmappable: None,
                 len,
+                size: len,
                 // Nothing is assumed on disk: a crash may have left it in the page cache.
                 // A broken spool is never written, so never synced.
                 synced: if broken.is_some() { len } else { 0 },
@@ -144,15 +156,23 @@ impl SpoolJob {
             return Ok(0);
         }
         let writer = st.writer(&self.path)?;
-        if let Err(e) = (&*writer).write_all(&buf) {
-            let err = failed(&self.path, "cannot write the job's spool", &e);
-            if let Err(cut) = writer.set_len(st.len) {
-                tracing::warn!(spool.path = %self.path.display(), error = %cut, "cannot cut a spool back after a failed write");
-                st.broken = Some(format!(
-                    "cannot cut the job's spool back after a failed write: {cut}"
-                ));
+        if !st.put_mapped(&writer, &buf, &self.path) {
+            if let Err(e) = files::write_at(&writer, &buf, st.len) {
+                let err = failed(&self.path, "cannot write the job's spool", &e);
+                // Cut back to the records (and away from the window, now unmapped).
+                st.window = None;
+                match writer.set_len(st.len) {
+                    Ok(()) => st.size = st.len,
+                    Err(cut) => {
+                        tracing::warn!(spool.path = %self.path.display(), error = %cut, "cannot cut a spool back after a failed write");
+                        st.broken = Some(format!(
+                            "cannot cut the job's spool back after a failed write: {cut}"
+                        ));
+                    }
+                }
+                return Err(err);
             }
-            return Err(err);
+            st.size = st.size.max(st.len + buf.len() as u64);
         }
         st.len += buf.len() as u64;
         for (seq, offset) in offsets {
@@ -177,7 +197,7 @@ impl SpoolJob {
         let target = {
             let mut st = self.lock();
             if st.synced >= st.len {
-                st.close_if_finished();
+                st.close_if_finished(&self.path);
                 return Ok(());
             }
             st.len
@@ -187,7 +207,7 @@ impl SpoolJob {
             let mut st = self.lock();
             if st.synced >= target {
                 // The fsync this caller waited for covered its write.
-                st.close_if_finished();
+                st.close_if_finished(&self.path);
                 return Ok(());
             }
             if let Some(why) = &st.broken {
@@ -224,8 +244,14 @@ impl SpoolJob {
         st.synced = st.synced.max(upto);
         st.entry_synced = true;
         if st.synced >= st.len {
-            st.close_if_finished();
+            st.close_if_finished(&self.path);
         }
+    }
+
+    /// Gives back the part of the append window past the records (at shutdown: a clean
+    /// restart then finds no zeros to cut).
+    pub(crate) fn trim(&self) {
+        self.lock().trim(&self.path);
     }
 
     /// Records `from..=to` (a prefix within `budget` bytes, at least one).
@@ -296,16 +322,62 @@ impl State {
         if let Some(w) = &self.writer {
             return Ok(Arc::clone(w));
         }
-        let file = files::open_append(path)
-            .map_err(|e| failed(path, "cannot open the job's spool", &e))?;
+        let file =
+            files::open_write(path).map_err(|e| failed(path, "cannot open the job's spool", &e))?;
         let file = Arc::new(file);
         self.writer = Some(Arc::clone(&file));
         Ok(file)
     }
 
-    /// Closes the writer of a finished job (nothing more will be appended).
-    fn close_if_finished(&mut self) {
+    /// Copies `buf` to the end of the records through the append window, mapping the
+    /// window first when the end moved into the next one; `false` when `buf` does not fit
+    /// a window whole or the window cannot be mapped (the caller writes it instead).
+    fn put_mapped(&mut self, file: &File, buf: &[u8], path: &std::path::Path) -> bool {
+        let at = self.len;
+        let start = Window::start_of(at);
+        if at - start + buf.len() as u64 > super::window::WINDOW {
+            return false;
+        }
+        if self.window.as_ref().map(Window::start) != Some(start) {
+            self.window = None;
+            if self.unmappable == Some(start) {
+                return false;
+            }
+            match Window::open(file, at, &mut self.size) {
+                Ok(window) => self.window = Some(window),
+                Err(e) => {
+                    tracing::debug!(spool.path = %path.display(), error = %e, "cannot map a spool's append window: writing instead");
+                    self.unmappable = Some(start);
+                    return false;
+                }
+            }
+        }
+        self.window.as_mut().is_some_and(|w| w.put(at, buf))
+    }
+
+    /// Unmaps the append window and cuts the file back to its records.
+    fn trim(&mut self, path: &std::path::Path) {
+        self.window = None;
+        if self.size <= self.len {
+            return;
+        }
+        let Some(file) = &self.writer else {
+            return;
+        };
+        match file.set_len(self.len) {
+            Ok(()) => self.size = self.len,
+            // Recovery cuts the zeros instead.
+            Err(e) => {
+                tracing::warn!(spool.path = %path.display(), error = %e, "cannot trim a spool's append window")
+            }
+        }
+    }
+
+    /// Closes the writer of a finished job (nothing more will be appended), giving back
+    /// the rest of its append window.
+    fn close_if_finished(&mut self, path: &std::path::Path) {
         if self.progress.status.is_terminal() {
+            self.trim(path);
             self.writer = None;
         }
     }

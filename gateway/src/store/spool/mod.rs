@@ -3,8 +3,9 @@
 //! recovered at start-up by one forward scan ([`scan`]) that cuts a torn tail. Retention
 //! and a disk budget delete the oldest finished jobs, leaving tombstones.
 //!
-//! Records reach the OS (`write`) before `append` returns, so before any reader sees
-//! them; `--fsync` says when they reach the disk.
+//! Records reach the OS's page cache (a copy into the job's append window, [`window`],
+//! or a `write`) before `append` returns, so before any reader sees them; `--fsync` says
+//! when they reach the disk.
 
 pub(crate) mod files;
 pub(crate) mod frame;
@@ -14,6 +15,7 @@ pub(crate) mod reader;
 pub(crate) mod recover;
 pub(crate) mod scan;
 pub(crate) mod syncer;
+pub(crate) mod window;
 pub(crate) mod writer;
 
 use std::fs::File;
@@ -459,9 +461,13 @@ impl Spool {
         gone
     }
 
-    /// Forces everything appended to disk, at shutdown. Blocking.
+    /// Forces everything appended to disk, at shutdown, and gives back the running jobs'
+    /// append windows (a clean restart finds no zeros to cut). Blocking.
     pub(crate) fn flush(&self) {
         self.sync_dirty(true);
+        for job in self.jobs.iter() {
+            job.trim();
+        }
     }
 }
 

@@ -170,10 +170,13 @@ pub(crate) fn scan(mut file: File) -> Result<Scanned, ScanError> {
                 run = next;
             }
             None => {
-                // A torn tail: the file ends inside the last write. Anything else
-                // (a bad frame followed by bytes that are not all zero) is damage
-                // whose extent is unknown.
-                let torn = !stopped_bad || all_zero(&file, end, file_len)?;
+                // A torn tail: the file ends inside the last write, or zeros follow
+                // (the rest of the append window), or a frame copied into the window
+                // only in part. Anything else (a bad frame followed by bytes that are
+                // not all zero) is damage whose extent is unknown.
+                let torn = !stopped_bad
+                    || all_zero(&file, end, file_len)?
+                    || cut_short(&file, end, file_len)?;
                 if !torn {
                     damage.skipped += file_len - end;
                     damage.tail = true;
@@ -254,6 +257,28 @@ fn find_frame(file: &File, from: u64, end: u64, next_seq: u64) -> std::io::Resul
         base += last as u64 + 1;
     }
     Ok(None)
+}
+
+/// Whether the bytes from `at` are one frame cut short, then zeros: what a crash in the
+/// middle of a copy into the append window ([`super::window`]) leaves. The copy may have
+/// stored any of the frame's bytes (a `memcpy` stores in no set order), but not all: the
+/// frame's last byte (its payload's closing `}`, never zero) is still zero. A frame with
+/// a byte flipped and all of its bytes there is damage, not this. The frame must fit a
+/// window; a length field stored in part reads short, which still ends in zeros when the
+/// copy stopped in order, and otherwise is taken for damage (the job starts a new life).
+fn cut_short(file: &File, at: u64, end: u64) -> std::io::Result<bool> {
+    if at + 4 > end {
+        return Ok(false);
+    }
+    let mut len = [0u8; 4];
+    read_exact_at(file, &mut len, at)?;
+    let frame_end = at + frame::HEAD as u64 + u64::from(u32::from_le_bytes(len));
+    if frame_end - at > super::window::WINDOW || frame_end > end {
+        return Ok(false);
+    }
+    let mut last = [0u8; 1];
+    read_exact_at(file, &mut last, frame_end - 1)?;
+    Ok(last[0] == 0 && all_zero(file, frame_end, end)?)
 }
 
 /// Whether the bytes `from..end` are all zero (space a crash left unwritten).

@@ -15,11 +15,15 @@ use crate::record::{Record, RecordBody, Stream};
 enum Action {
     /// Appends records with these line lengths as one batch.
     Append(Vec<usize>),
-    /// The process dies and starts again on the same directory.
+    /// The process dies and starts again on the same directory (the rest of the append
+    /// window stays in the file as zeros).
     Crash,
-    /// A crash mid-write: the file loses this many bytes from its end (within the
-    /// last batch), then the process starts again.
+    /// A crash mid-write: the records lose this many bytes from their end (within the
+    /// last batch), zeros up to the file's length in their place (a copy into the
+    /// append window cut short), then the process starts again.
     Torn(usize),
+    /// The gateway shuts down (the window is trimmed) and starts again.
+    Restart,
     /// Reads `from..=to` within `budget`.
     Read(u64, u64, usize),
 }
@@ -27,7 +31,10 @@ enum Action {
 fn action() -> impl Strategy<Value = Action> {
     prop_oneof![
         4 => proptest::collection::vec(0usize..300, 1..6).prop_map(Action::Append),
+        // Batches larger than an append window: written, not copied.
+        1 => proptest::collection::vec(0usize..8000, 1..6).prop_map(Action::Append),
         1 => Just(Action::Crash),
+        1 => Just(Action::Restart),
         1 => (1usize..400).prop_map(Action::Torn),
         3 => (1u64..40, 0u64..40, 1usize..2000).prop_map(|(a, b, c)| Action::Read(a, a + b, c)),
     ]
@@ -58,12 +65,14 @@ fn run(actions: Vec<Action>) {
     let mut model = Model::default();
     let mut progress = Progress::new(1_000);
     spool.create(&job, &progress).unwrap();
-    let mut last_batch_start = std::fs::metadata(&path).unwrap().len();
+    // Where the records end: the file may hold the rest of the append window past them.
+    let records = |spool: &Spool| spool.jobs.get(&job).unwrap().lock().len;
+    let mut last_batch_start = records(&spool);
     let mut text = 0u64;
     for action in actions {
         match action {
             Action::Append(lens) => {
-                last_batch_start = std::fs::metadata(&path).unwrap().len();
+                last_batch_start = records(&spool);
                 let mut batch = Vec::new();
                 let mut draft = progress;
                 for len in lens {
@@ -98,25 +107,40 @@ fn run(actions: Vec<Action>) {
                 }
                 model.progress = Some(progress);
             }
-            Action::Crash | Action::Torn(_) => {
+            Action::Crash | Action::Torn(_) | Action::Restart => {
+                let len = records(&spool);
+                if let Action::Restart = action {
+                    spool.flush();
+                    assert_eq!(std::fs::metadata(&path).unwrap().len(), len, "trimmed");
+                }
                 drop(spool);
                 if let Action::Torn(cut) = action {
-                    let len = std::fs::metadata(&path).unwrap().len();
+                    let size = std::fs::metadata(&path).unwrap().len();
                     let keep = len.saturating_sub(cut as u64).max(last_batch_start);
                     let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
                     f.set_len(keep).unwrap();
+                    f.set_len(size).unwrap();
                     // Records whose frame was cut are gone; whole ones before them stay.
                     model.frames.retain(|(_, end)| *end <= keep);
                 }
                 spool = Spool::open(settings(&dir)).unwrap();
+                assert_eq!(
+                    std::fs::metadata(&path).unwrap().len(),
+                    records(&spool),
+                    "recovery leaves the records alone in the file"
+                );
                 let recovered = spool.load(&job).unwrap();
                 assert_eq!(recovered.broken, None);
                 assert_eq!(recovered.progress.last_seq(), model.frames.len() as u64);
+                assert_eq!(
+                    recovered.progress.created_ms, 1_000,
+                    "a torn tail is not damage: the job keeps its life"
+                );
                 if model.frames.len() as u64 == progress.last_seq() {
                     assert_eq!(recovered.progress, progress, "progress survives");
                 }
                 progress = recovered.progress;
-                last_batch_start = std::fs::metadata(&path).unwrap().len();
+                last_batch_start = records(&spool);
             }
             Action::Read(from, to, budget) => {
                 let got = spool.read(&job, from, to, budget).unwrap();
@@ -179,6 +203,7 @@ fn a_torn_tail_is_cut_at_every_byte_of_the_last_record() {
             };
             spool.write(&job, batch).unwrap();
         }
+        spool.flush();
     }
     let whole = std::fs::read(&path).unwrap();
     let spool = Spool::open(settings(&dir)).unwrap();
@@ -619,6 +644,7 @@ fn garbage_at_the_end_is_set_aside_and_zeros_are_cut() {
             let spool = Spool::open(settings(&dir)).unwrap();
             spool.create(&job, &Progress::new(1)).unwrap();
             lines(&spool, &job, Progress::new(1), 20, false);
+            spool.flush();
         }
         let whole = std::fs::read(&path).unwrap();
         let mut bytes = whole.clone();
@@ -799,4 +825,85 @@ async fn many_jobs_waiting_for_fsyncs_share_one_syncfs_on_the_fsync_thread() {
     for id in &ids {
         assert_eq!(spool.jobs.get(id).unwrap().unsynced(), None, "{id}");
     }
+}
+
+/// Small appends are copied into the job's append window: the file runs ahead of the
+/// records by the rest of the window, readers read the copies (`pread` sees the page
+/// cache), the terminal status's fsync gives the rest back, and a crash leaves zeros
+/// (and at worst a frame copied in part) that recovery cuts without calling it damage.
+#[test]
+fn appends_go_through_the_window_and_a_crash_leaves_only_zeros_to_cut() {
+    let dir = TempDir::new("spool-window");
+    let jobs = dir.0.join(files::JOBS);
+    let (done, running) = (
+        JobId::parse("done").unwrap(),
+        JobId::parse("running").unwrap(),
+    );
+    let size = |job: &JobId| {
+        std::fs::metadata(files::spool_path(&jobs, job))
+            .unwrap()
+            .len()
+    };
+    let records = |spool: &Spool, job: &JobId| spool.jobs.get(job).unwrap().lock().len;
+    let (finished, p) = {
+        let spool = Spool::open(settings(&dir)).unwrap();
+        for job in [&done, &running] {
+            spool.create(job, &Progress::new(1)).unwrap();
+        }
+        lines(&spool, &done, Progress::new(1), 20, false);
+        assert_eq!(
+            size(&done) % window::WINDOW,
+            0,
+            "allocated a window at a time"
+        );
+        assert!(size(&done) > records(&spool, &done));
+        assert_eq!(
+            seqs(&spool.read(&done, 1, 20, usize::MAX).unwrap()),
+            (1..=20).collect::<Vec<_>>()
+        );
+        let finished = lines(&spool, &done, spool.progress(&done).unwrap(), 5, true);
+        spool.sync(&done).unwrap();
+        assert_eq!(size(&done), records(&spool, &done), "finished: trimmed");
+        (
+            finished,
+            lines(&spool, &running, Progress::new(1), 30, false),
+        )
+    };
+    // The process died: the running job's file still holds the rest of its window.
+    let path = files::spool_path(&jobs, &running);
+    let whole = std::fs::read(&path).unwrap();
+    let spool = Spool::open(settings(&dir)).unwrap();
+    let len = records(&spool, &running);
+    assert!((len as usize) < whole.len());
+    assert_eq!(size(&running), len, "the zeros are cut");
+    assert_eq!(spool.load(&running).unwrap().progress, p);
+    assert_eq!(spool.load(&done).unwrap().progress, finished);
+    // The last frame copied in part (its second half still zero), then a crash.
+    let last = spool.read(&running, 30, 30, usize::MAX).unwrap();
+    let frame_len = frame::HEAD + 30 + last[0].json().len();
+    drop(spool);
+    let mut torn = whole.clone();
+    torn[len as usize - frame_len / 2..].fill(0);
+    std::fs::write(&path, &torn).unwrap();
+    let spool = Spool::open(settings(&dir)).unwrap();
+    let got = spool.load(&running).unwrap().progress;
+    assert_eq!(
+        (got.last_seq(), got.created_ms),
+        (29, 1),
+        "torn, not damage: same life"
+    );
+    assert_eq!(size(&running), len - frame_len as u64);
+    let aside = std::fs::read_dir(&jobs)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains(".damaged-"))
+        .count();
+    assert_eq!(aside, 0);
+    // The job goes on where its records end.
+    let p = lines(&spool, &running, got, 3, false);
+    assert_eq!(
+        seqs(&spool.read(&running, 28, 40, usize::MAX).unwrap()),
+        vec![28, 29, 30, 31, 32]
+    );
+    assert_eq!(p.last_seq(), 32);
 }
