@@ -31,6 +31,8 @@ JOBS = int(os.environ.get("JOBS", "300"))
 READERS = int(os.environ.get("READERS", "1000"))
 RUN = os.environ.get("RUN_ID", "ar%d" % (int(time.time()) % 100000))
 PHASES = os.environ.get("PHASES", "size,lag,resume,replay").split(",")
+# "name:pid ..." (archive.sh sets it): each process's CPU seconds during the lag phase.
+CPU_PIDS = [kv.split(":") for kv in os.environ.get("CPU_PIDS", "").split()]
 
 
 def b64(data):
@@ -60,13 +62,22 @@ class Redis:
         self.sock = socket.create_connection(("127.0.0.1", port))
         self.file = self.sock.makefile("rb")
 
-    def cmd(self, *args):
+    @staticmethod
+    def encode(args):
         out = b"*%d\r\n" % len(args)
         for a in args:
             a = a if isinstance(a, bytes) else str(a).encode()
             out += b"$%d\r\n%s\r\n" % (len(a), a)
-        self.sock.sendall(out)
+        return out
+
+    def cmd(self, *args):
+        self.sock.sendall(self.encode(args))
         return self.read()
+
+    def pipeline(self, cmds):
+        """Every command sent in one write, then every reply read: one round trip."""
+        self.sock.sendall(b"".join(self.encode(c) for c in cmds))
+        return [self.read() for _ in cmds]
 
     def read(self):
         line = self.file.readline()
@@ -133,17 +144,40 @@ def pct(values, p):
     return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
 
 
+def cpu_s(pid):
+    """The process's user + system CPU seconds so far (/proc/PID/stat)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_all():
+    """Each process's CPU seconds, this script's own, and the machine's idle seconds."""
+    out = {name: cpu_s(pid) for name, pid in CPU_PIDS}
+    t = os.times()
+    out["driver"] = t.user + t.system
+    with open("/proc/stat") as f:
+        out["machine_idle"] = int(f.readline().split()[4]) / os.sysconf("SC_CLK_TCK")
+    return out
+
+
 def archived(redis, job):
     return redis.cmd("HGET", f"tailgate:{{{job}}}:meta", "ar") is not None
 
 
 def wait_archived(redis, jobs, limit):
+    # One pipelined round trip per poll, so the watcher takes little of the CPU the
+    # gateways archive with.
     deadline = time.time() + limit
-    left = set(jobs)
+    left = list(jobs)
     while left and time.time() < deadline:
-        left = {j for j in left if not archived(redis, j)}
+        marks = redis.pipeline([("HGET", f"tailgate:{{{j}}}:meta", "ar") for j in left])
+        left = [j for j, mark in zip(left, marks) if mark is None]
         time.sleep(0.05)
-    return left
+    return set(left)
 
 
 async def size_phase(redis, logs, report):
@@ -174,11 +208,17 @@ async def lag_phase(redis, logs, report):
             await publish(A, job, small[i % len(small)])
     await asyncio.gather(*(one(i, j) for i, j in enumerate(jobs)))
     load = uptime()
+    # A marker for a profiler started beside the run (loadtest/archive-profile.sh).
+    with open(OUT + ".lag-start", "w") as f:
+        f.write(str(time.time()))
+    cpu0 = cpu_all()
     # All 300 statuses at once.
     t0 = time.time()
     await asyncio.gather(*(finish(A, j) for j in jobs))
     finished_in = time.time() - t0
     left = wait_archived(redis, jobs, 300)
+    took = time.time() - t0
+    cpu1 = cpu_all()
     lags = []
     for job in jobs:
         fa, ar = redis.cmd("HMGET", f"tailgate:{{{job}}}:meta", "fa", "ar")
@@ -189,7 +229,9 @@ async def lag_phase(redis, logs, report):
                      "statuses_sent_in_s": round(finished_in, 2),
                      "not_archived": len(left), "streams_gone": gone,
                      "p50_s": round(pct(lags, 50), 2), "p99_s": round(pct(lags, 99), 2),
-                     "max_s": round(max(lags), 2), "load_before": load, "load_after": uptime()}
+                     "max_s": round(max(lags), 2), "load_before": load, "load_after": uptime(),
+                     "all_archived_in_s": round(took, 2),
+                     "cpu_s": {k: round(cpu1[k] - cpu0[k], 2) for k in cpu0}}
     return jobs
 
 

@@ -76,12 +76,14 @@ done
 "$weed" mini -dir="$work/s3" -ip=127.0.0.1 -ip.bind=127.0.0.1 -s3.port=$S3_PORT -bucket=logs \
     "${flags[@]}" >"$work/weed.log" 2>&1 &
 pids+=($!)
+cpu_pids="weed:$!"
 wait_for "seaweedfs" bash -c "curl -s -o /dev/null -w '%{http_code}' -I http://127.0.0.1:$S3_PORT/logs | grep -qE '^(200|403)$'"
 
 REDIS_PORT=$(free_port)
 redis-server --bind 127.0.0.1 --port $REDIS_PORT --dir "$work/redis" --save "" \
     --protected-mode no >"$work/redis.log" 2>&1 &
 pids+=($!)
+cpu_pids+=" redis:$!"
 wait_for "redis" bash -c "echo PING | timeout 1 bash -c 'exec 3<>/dev/tcp/127.0.0.1/$REDIS_PORT; cat >&3; head -c 5 <&3' | grep -q PONG"
 
 # start_tg NAME PORT: a gateway on Redis archiving to the bucket, defaults otherwise.
@@ -93,6 +95,7 @@ start_tg() {
         "${tg_args[@]}" >"$work/tailgate-$1.log" 2>&1 &
     last_pid=$!
     pids+=("$last_pid")
+    cpu_pids+=" $1:$last_pid"
     wait_for "tailgate $1" curl -fs "http://127.0.0.1:$2/readyz"
 }
 A_PORT=$(free_port) B_PORT=$(free_port) C_PORT=$(free_port)
@@ -102,7 +105,8 @@ start_tg c "$C_PORT"
 c_pid=$last_pid
 
 echo "== load before: $(cut -d' ' -f1-3 /proc/loadavg) ($(nproc) cores); gateway flags: ${TG_ARGS:-defaults}"
-SECRET=$SECRET ISS=$ISS AUD=$AUD python3 "$root/loadtest/archive.py" \
+echo "== pids: $cpu_pids"
+CPU_PIDS=$cpu_pids SECRET=$SECRET ISS=$ISS AUD=$AUD python3 "$root/loadtest/archive.py" \
     "$A_PORT" "$B_PORT" "$C_PORT" "$REDIS_PORT" "$c_pid" \
     "$root/loadtest/corpus" "$out/archive.json"
 if command -v zstd >/dev/null && [[ ",${PHASES:-size}," == *,size,* ]]; then

@@ -105,6 +105,34 @@ pub(crate) struct FrameRef {
     pub(crate) raw_len: u32,
 }
 
+/// One record as the encoder takes it: an [`Entry`]'s fields and its JSON, without the
+/// SSE frame an entry carries (building one per record was most of the archive's cost
+/// when reading from Redis).
+#[derive(Debug, Clone)]
+pub(crate) struct RecordRef<'a> {
+    pub(crate) seq: u64,
+    pub(crate) ts_ms: u64,
+    pub(crate) kind: Kind,
+    pub(crate) n: Option<u64>,
+    pub(crate) counted: Option<u32>,
+    /// The record's JSON, as the SSE `data:` field carries it (UTF-8).
+    pub(crate) json: &'a str,
+}
+
+impl<'a> RecordRef<'a> {
+    pub(crate) fn of(entry: &'a Entry) -> Self {
+        Self {
+            seq: entry.seq(),
+            ts_ms: entry.ts_ms(),
+            kind: entry.kind(),
+            n: entry.n(),
+            counted: entry.counted(),
+            // An entry's JSON was a `str` when its frame was built.
+            json: std::str::from_utf8(entry.json()).unwrap_or_default(),
+        }
+    }
+}
+
 /// Builds an object record by record, closing a frame every `frame_bytes` raw bytes, so
 /// only one frame's raw records are held at a time.
 pub(crate) struct Encoder {
@@ -152,14 +180,20 @@ impl Encoder {
 
     /// Adds the next record (seqs continue without holes from 1).
     pub(crate) fn push(&mut self, entry: &Entry) -> Result<(), FormatError> {
-        if entry.seq() != self.last_seq + 1 {
+        self.push_ref(&RecordRef::of(entry))
+    }
+
+    /// [`Encoder::push`] for a record read straight from a store, with no SSE frame
+    /// built for it (the archive's way from Redis).
+    pub(crate) fn push_ref(&mut self, record: &RecordRef<'_>) -> Result<(), FormatError> {
+        if record.seq != self.last_seq + 1 {
             return Err(FormatError::Order {
                 after: self.last_seq,
-                got: entry.seq(),
+                got: record.seq,
             });
         }
         if self.count == 0 {
-            self.first_seq = entry.seq();
+            self.first_seq = record.seq;
             self.prev = (0, 0);
         }
         put_record(
@@ -167,11 +201,11 @@ impl Encoder {
             &mut self.texts,
             self.prev,
             &mut self.ts,
-            entry,
+            record,
         );
-        self.prev = (entry.ts_ms(), entry.n().unwrap_or(self.prev.1));
+        self.prev = (record.ts_ms, record.n.unwrap_or(self.prev.1));
         self.count += 1;
-        self.last_seq = entry.seq();
+        self.last_seq = record.seq;
         if self.heads.len() + self.texts.len() >= self.frame_bytes {
             self.close_frame()?;
         }
@@ -248,9 +282,9 @@ fn put_record(
     texts: &mut Vec<u8>,
     prev: (u64, u64),
     ts: &mut (u64, String),
-    entry: &Entry,
+    record: &RecordRef<'_>,
 ) {
-    let (kind, stream) = match entry.kind() {
+    let (kind, stream) = match record.kind {
         Kind::Log(stream) => (KIND_LOG, stream),
         Kind::Status(..) => (KIND_STATUS, Stream::Stdout),
         Kind::Custom => (KIND_CUSTOM, Stream::Stdout),
@@ -261,51 +295,150 @@ fn put_record(
         Stream::System => 2,
     };
     let mut flags = stream_bits << STREAM_SHIFT;
-    if entry.n().is_some() {
+    if record.n.is_some() {
         flags |= FLAG_N;
     }
-    if entry.counted().is_some() {
+    if record.counted.is_some() {
         flags |= FLAG_COUNTED;
     }
     // A log line the gateway's encoder turns back into the same bytes is stored as the
     // line alone; anything else keeps its JSON. The JSON alone is compared (the frame
     // around it follows from the seq and kind), with the timestamp formatted once per
     // run of records that share it.
-    let line = entry.line().and_then(|line| {
-        if ts.0 != entry.ts_ms() || ts.1.is_empty() {
-            let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(entry.ts_ms());
-            *ts = (entry.ts_ms(), crate::record::rfc3339_millis(at));
+    let text_at = texts.len();
+    let mut as_line = false;
+    if let Kind::Log(stream) = record.kind {
+        if ts.0 != record.ts_ms || ts.1.is_empty() {
+            let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(record.ts_ms);
+            *ts = (record.ts_ms, crate::record::rfc3339_millis(at));
         }
-        let record = Record {
-            seq: entry.seq(),
-            ts_ms: entry.ts_ms(),
-            body: RecordBody::Log { stream, line },
-        };
-        let same = record.to_json_at(&ts.1).as_bytes() == entry.json();
-        match record.body {
-            RecordBody::Log { line, .. } if same => Some(line),
-            _ => None,
+        as_line = line_of(texts, record.json.as_bytes(), record.seq, &ts.1, stream);
+        if !as_line {
+            texts.truncate(text_at);
+            as_line = rebuilt_line(texts, record, &ts.1, stream);
         }
-    });
-    let text = match &line {
-        Some(line) => line.as_bytes(),
-        None => {
-            flags |= FLAG_JSON;
-            entry.json()
-        }
-    };
+    }
+    if !as_line {
+        flags |= FLAG_JSON;
+        texts.extend_from_slice(record.json.as_bytes());
+    }
+    let text_len = (texts.len() - text_at) as u64;
     heads.put_u8(kind);
     heads.put_u8(flags);
     let delta = |now: u64, before: u64| zigzag(now.wrapping_sub(before) as i64);
-    put_varint(heads, delta(entry.ts_ms(), prev.0));
-    if let Some(n) = entry.n() {
+    put_varint(heads, delta(record.ts_ms, prev.0));
+    if let Some(n) = record.n {
         put_varint(heads, delta(n, prev.1));
     }
-    if let Some(counted) = entry.counted() {
-        put_varint(heads, delta(u64::from(counted), text.len() as u64));
+    if let Some(counted) = record.counted {
+        put_varint(heads, delta(u64::from(counted), text_len));
     }
-    put_varint(heads, text.len() as u64);
-    texts.extend_from_slice(text);
+    put_varint(heads, text_len);
+}
+
+/// Appends the log line of `json` to `out` when `json` is exactly what the gateway's
+/// encoder writes for that line (`Record::to_json_at`): the fixed fields in their order,
+/// then the line escaped as serde_json escapes it (`\"`, `\\`, the short escapes of
+/// backspace, tab, line feed, form feed and carriage return, `\u00xx` for the other
+/// control characters, nothing else). One pass over the bytes, no allocation: the
+/// archive's per-record cost. `false` (with `out` partly written: the caller cuts it
+/// back) for anything else, which [`rebuilt_line`] then checks the slow way.
+fn line_of(out: &mut Vec<u8>, json: &[u8], seq: u64, ts: &str, stream: Stream) -> bool {
+    fn strip<'a>(rest: &'a [u8], prefix: &[u8]) -> Option<&'a [u8]> {
+        rest.strip_prefix(prefix)
+    }
+    let mut digits = [0u8; 20];
+    let seq = {
+        let (mut at, mut v) = (digits.len(), seq);
+        loop {
+            at -= 1;
+            digits[at] = b'0' + (v % 10) as u8;
+            v /= 10;
+            if v == 0 {
+                break;
+            }
+        }
+        &digits[at..]
+    };
+    let body = strip(json, b"{\"seq\":")
+        .and_then(|r| strip(r, seq))
+        .and_then(|r| strip(r, b",\"ts\":\""))
+        .and_then(|r| strip(r, ts.as_bytes()))
+        .and_then(|r| strip(r, b"\",\"stream\":\""))
+        .and_then(|r| strip(r, stream.as_str().as_bytes()))
+        .and_then(|r| strip(r, b"\",\"line\":\""))
+        .and_then(|r| r.strip_suffix(b"\"}"));
+    let Some(mut body) = body else {
+        return false;
+    };
+    while !body.is_empty() {
+        let run = body
+            .iter()
+            .position(|&b| b == b'\\' || b == b'"' || b < 0x20)
+            .unwrap_or(body.len());
+        out.extend_from_slice(&body[..run]);
+        body = &body[run..];
+        let [b'\\', escape, rest @ ..] = body else {
+            // The end, or a bare quote or control character: not serde_json's output.
+            return body.is_empty();
+        };
+        let (byte, rest) = match escape {
+            b'"' => (b'"', rest),
+            b'\\' => (b'\\', rest),
+            b'b' => (0x08, rest),
+            b't' => (b'\t', rest),
+            b'n' => (b'\n', rest),
+            b'f' => (0x0c, rest),
+            b'r' => (b'\r', rest),
+            b'u' => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                let [b'0', b'0', hi @ (b'0' | b'1'), lo, rest @ ..] = rest else {
+                    return false;
+                };
+                let Some(lo) = HEX.iter().position(|h| h == lo) else {
+                    return false;
+                };
+                let byte = ((hi - b'0') << 4) | lo as u8;
+                // The short escapes are the only form serde_json writes for these.
+                if matches!(byte, 0x08 | 0x09 | 0x0a | 0x0c | 0x0d) {
+                    return false;
+                }
+                (byte, rest)
+            }
+            _ => return false,
+        };
+        out.push(byte);
+        body = rest;
+    }
+    true
+}
+
+/// The slow way to the same answer as [`line_of`]: the record decoded from its JSON and
+/// encoded again; appends the line to `out` when the two JSONs are byte-identical.
+fn rebuilt_line(out: &mut Vec<u8>, record: &RecordRef<'_>, ts: &str, stream: Stream) -> bool {
+    let entry = Entry::from_json(
+        record.seq,
+        record.ts_ms,
+        record.kind,
+        record.n,
+        record.counted,
+        record.json,
+    );
+    let Some(line) = entry.line() else {
+        return false;
+    };
+    let record = Record {
+        seq: entry.seq(),
+        ts_ms: entry.ts_ms(),
+        body: RecordBody::Log { stream, line },
+    };
+    if record.to_json_at(ts).as_bytes() != entry.json() {
+        return false;
+    }
+    if let RecordBody::Log { line, .. } = record.body {
+        out.extend_from_slice(line.as_bytes());
+    }
+    true
 }
 
 fn zigzag(v: i64) -> u64 {

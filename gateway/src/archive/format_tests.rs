@@ -236,3 +236,92 @@ proptest! {
         }
     }
 }
+
+/// What the one-pass check stores for `json` (seq 42, the entry's ts), and what the
+/// decode-and-rebuild check stores: the line, or `None` when the JSON must be kept.
+fn both_ways(entry: &Entry) -> (Option<Vec<u8>>, Option<Vec<u8>>) {
+    let Kind::Log(stream) = entry.kind() else {
+        panic!("a log entry");
+    };
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(entry.ts_ms());
+    let ts = crate::record::rfc3339_millis(at);
+    let (mut fast, mut slow) = (Vec::new(), Vec::new());
+    let fast = line_of(&mut fast, entry.json(), entry.seq(), &ts, stream).then_some(fast);
+    let slow = rebuilt_line(&mut slow, &RecordRef::of(entry), &ts, stream).then_some(slow);
+    (fast, slow)
+}
+
+fn log_entry(seq: u64, stream: Stream, line: &str) -> Entry {
+    let record = Record {
+        seq,
+        ts_ms: 1_764_000_000_123 + seq % 1000,
+        body: RecordBody::Log {
+            stream,
+            line: line.into(),
+        },
+    };
+    Entry::new(&record, Some(seq), None)
+}
+
+#[test]
+fn the_one_pass_line_check_agrees_with_the_rebuilt_json() {
+    let lines = [
+        "",
+        "plain",
+        "quote \" and backslash \\ and slash /",
+        "tab\there, cr\r, lf\n, bs\u{8}, ff\u{c}, nul\u{0}, esc\u{1b}, us\u{1f}, del\u{7f}",
+        "héllo wörld ✓ 🦀",
+        "\\u0041 is not an escape here",
+    ];
+    for (i, line) in lines.iter().enumerate() {
+        for stream in [Stream::Stdout, Stream::Stderr, Stream::System] {
+            let entry = log_entry(i as u64 + 1, stream, line);
+            let (fast, slow) = both_ways(&entry);
+            assert_eq!(fast.as_deref(), Some(line.as_bytes()), "{line:?}");
+            assert_eq!(fast, slow, "{line:?}");
+        }
+    }
+    // JSON the gateway would not write: both keep it as JSON.
+    let ts = "2025-11-24T16:00:00.124Z";
+    for json in [
+        format!(r#"{{"seq":1,"ts":"{ts}","stream":"stdout","line":"\u0041"}}"#),
+        format!(r#"{{"seq":1,"ts":"{ts}","stream":"stdout","line":"\u000a"}}"#),
+        format!(r#"{{"seq":1,"ts":"{ts}","stream":"stdout","line":"\u001B"}}"#),
+        format!(r#"{{"seq":1,"ts":"{ts}","stream":"stdout","line":"a\/b"}}"#),
+        format!(r#"{{"seq":1,"ts":"{ts}","stream":"stdout","line":"x","extra":1}}"#),
+        format!(r#"{{"seq":1,"ts":"{ts}","line":"x","stream":"stdout"}}"#),
+        format!(r#"{{"seq":01,"ts":"{ts}","stream":"stdout","line":"x"}}"#),
+        format!(r#"{{"seq":1,"ts":"{ts}","stream":"stderr","line":"x"}}"#),
+        format!(r#"{{"seq":1, "ts":"{ts}","stream":"stdout","line":"x"}}"#),
+        format!(r#"{{"seq":1,"ts":"{ts}","stream":"stdout","line":"x\"}}"#),
+    ] {
+        let entry = Entry::from_json(
+            1,
+            1_764_000_000_124,
+            Kind::Log(Stream::Stdout),
+            None,
+            None,
+            &json,
+        );
+        let (fast, slow) = both_ways(&entry);
+        assert_eq!(fast, None, "{json}");
+        assert_eq!(slow, None, "{json}");
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// The one-pass check stores exactly what decoding and rebuilding the JSON stores,
+    /// for any line, with or without control characters.
+    #[test]
+    fn the_one_pass_line_check_stores_what_the_rebuild_would(
+        line in "(\\PC|[\\x00-\\x1f\\x7f\"\\\\])*",
+        seq in 1u64..u64::MAX / 2,
+    ) {
+        let entry = log_entry(seq, Stream::Stderr, &line);
+        let (fast, slow) = both_ways(&entry);
+        prop_assert_eq!(fast.as_deref(), Some(line.as_bytes()));
+        prop_assert_eq!(fast, slow);
+    }
+}

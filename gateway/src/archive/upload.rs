@@ -23,11 +23,15 @@ use tokio_util::sync::CancellationToken;
 
 use super::format::{Encoder, Meta, DEFAULT_FRAME_BYTES};
 use super::{metrics, Archive, ArchiveError};
+use crate::entry::Entry;
 use crate::job_id::JobId;
+use crate::store::redis::archived;
 use crate::store::{now_ms, Recovered, Store, StoreError};
 
-/// Records read from the store per batch while encoding.
+/// Bytes of records read from the spool per batch while encoding.
 const READ_BATCH: usize = 1024 * 1024;
+/// Records per `XRANGE` page read from Redis while encoding (about a MiB of reply).
+const PAGE_RECORDS: usize = 2048;
 /// Backoff after a failed upload: doubling from the first, capped at the last.
 const BACKOFF_FIRST: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(300);
@@ -223,8 +227,75 @@ fn lost_race(e: &object_store::Error) -> bool {
     )
 }
 
+/// A batch of a job's records as read from the store.
+enum Page {
+    /// The spool's entries.
+    Entries(Vec<Arc<Entry>>),
+    /// One `XRANGE` reply from Redis, decoded where it is encoded (off the runtime),
+    /// without an SSE frame built per record.
+    Stream(redis::Value),
+}
+
+impl Page {
+    /// Its first seq and the seq after its last (a job's seqs have no holes; the encoder
+    /// checks), or `None` when it is empty.
+    fn span(&self) -> Option<(u64, u64)> {
+        match self {
+            Self::Entries(entries) => Some((entries.first()?.seq(), entries.last()?.seq() + 1)),
+            Self::Stream(reply) => {
+                archived::stream_span(reply).map(|(first, n)| (first, first + n as u64))
+            }
+        }
+    }
+
+    /// Feeds the records to `encoder`; their raw (JSON) bytes.
+    fn encode(&self, encoder: &mut Encoder) -> Result<u64, UploadError> {
+        fn entries(entries: &[Arc<Entry>], encoder: &mut Encoder) -> Result<u64, UploadError> {
+            let mut raw = 0;
+            for entry in entries {
+                raw += entry.json().len() as u64;
+                encoder.push(entry).map_err(ArchiveError::from)?;
+            }
+            Ok(raw)
+        }
+        match self {
+            Self::Entries(list) => entries(list, encoder),
+            Self::Stream(reply) => match archived::stream_records(reply) {
+                Ok(records) => {
+                    let mut raw = 0;
+                    for record in &records {
+                        raw += record.json.len() as u64;
+                        encoder.push_ref(record).map_err(ArchiveError::from)?;
+                    }
+                    Ok(raw)
+                }
+                // Anything unusual is read the way every other read does.
+                Err(_) => {
+                    let list = archived::stream_entries(reply).map_err(StoreError::failed)?;
+                    entries(&list, encoder)
+                }
+            },
+        }
+    }
+}
+
+/// Records `from..=to` of `job` (a prefix of them).
+async fn read_page(
+    store: &Arc<Store>,
+    job: &JobId,
+    from: u64,
+    to: u64,
+) -> Result<Page, UploadError> {
+    Ok(match &**store {
+        Store::Redis(r) => Page::Stream(r.stream_page(job, from, to, PAGE_RECORDS).await?),
+        _ => Page::Entries(store.read_local(job, from, to, READ_BATCH).await?),
+    })
+}
+
 /// Streams the job's records into frames and the frames into `sink`; the raw record
-/// bytes. The index and trailer go into `sink` last.
+/// bytes. The index and trailer go into `sink` last. While one page is encoded on the
+/// blocking pool, the next is read, so the store's round trip and the CPU overlap; at
+/// most two pages are held.
 async fn encode(
     archive: &Archive,
     store: &Arc<Store>,
@@ -237,29 +308,37 @@ async fn encode(
     let last = meta.progress.last_seq();
     let mut next = 1;
     let mut raw = 0u64;
-    while next <= last {
-        let batch = store.read_local(job, next, last, READ_BATCH).await?;
-        match batch.first() {
-            Some(first) if first.seq() == next => {}
+    let mut page = match last {
+        0 => None,
+        _ => Some(read_page(store, job, next, last).await?),
+    };
+    while let Some(current) = page.take() {
+        match current.span() {
+            Some((first, after)) if first == next => next = after,
             _ => return Err(UploadError::Missing(next)),
         }
-        for entry in &batch {
-            raw += entry.json().len() as u64;
-            next = entry.seq() + 1;
-        }
-        // Compressing is CPU work: the batch goes to the blocking pool with the encoder.
-        let (back, frames) = tokio::task::spawn_blocking(move || {
-            for entry in &batch {
-                encoder.push(entry)?;
-            }
+        // Compressing is CPU work: the page goes to the blocking pool with the encoder.
+        let encoding = tokio::task::spawn_blocking(move || {
+            let raw = current.encode(&mut encoder)?;
             let frames = encoder.take_frames();
-            Ok::<_, super::format::FormatError>((encoder, frames))
-        })
-        .await
-        .map_err(|e| ArchiveError::Unavailable(e.to_string()))?
-        .map_err(ArchiveError::from)?;
+            Ok::<_, UploadError>((encoder, frames, raw))
+        });
+        let reading = async {
+            match next <= last {
+                true => read_page(store, job, next, last).await.map(Some),
+                false => Ok(None),
+            }
+        };
+        let (encoded, read) = tokio::join!(encoding, reading);
+        let (back, frames, page_raw) =
+            encoded.map_err(|e| ArchiveError::Unavailable(e.to_string()))??;
         encoder = back;
+        raw += page_raw;
+        page = read?;
         sink.push(archive, job, frames).await?;
+    }
+    if next <= last {
+        return Err(UploadError::Missing(next));
     }
     let meta = meta.clone();
     let rest = tokio::task::spawn_blocking(move || encoder.finish(&meta))

@@ -18,8 +18,9 @@ use redis::{Script, Value};
 use super::keys::{decode_meta, JobKeys, META_FIELDS};
 use super::script::{text, Loaded};
 use super::RedisStore;
-use crate::archive::format::Index;
+use crate::archive::format::{Index, RecordRef};
 use crate::archive::{tiered, Archive};
+use crate::entry::{Entry, Kind};
 use crate::job_id::JobId;
 use crate::store::{now_ms, Opened, Progress, Recovered, StoreError, Tombstone};
 
@@ -130,7 +131,119 @@ fn tombstone_of(progress: &Progress) -> Tombstone {
     }
 }
 
+/// Where one page of a job's stream starts (its first seq) and how many records it holds;
+/// `None` when it is empty or not an `XRANGE` reply.
+pub(crate) fn stream_span(reply: &Value) -> Option<(u64, usize)> {
+    let Value::Array(items) = reply else {
+        return None;
+    };
+    let Value::Array(pair) = items.first()? else {
+        return None;
+    };
+    Some((stream_seq(pair.first()?)?, items.len()))
+}
+
+/// A stream entry id `<seq>-0` as the job script writes it.
+fn stream_seq(id: &Value) -> Option<u64> {
+    let Value::BulkString(id) = id else {
+        return None;
+    };
+    std::str::from_utf8(id.strip_suffix(b"-0")?)
+        .ok()?
+        .parse()
+        .ok()
+}
+
+/// The records of one `XRANGE` page, borrowed from the reply: the fields
+/// [`script::decode_entries`] reads, without the `String`s and the SSE frame an entry
+/// would build for each (the archive's cost per record). Anything this gateway does not
+/// write (a field that is not a UTF-8 bulk string) is an error here; the caller then
+/// reads that page with [`stream_entries`], the way every other read does.
+pub(crate) fn stream_records(reply: &Value) -> Result<Vec<RecordRef<'_>>, String> {
+    let Value::Array(items) = reply else {
+        return Ok(Vec::new());
+    };
+    let bad = |what: &str| format!("redis answered an unexpected {what}");
+    let mut out = Vec::with_capacity(items.len());
+    for item in items {
+        let Value::Array(pair) = item else {
+            return Err(bad("stream entry"));
+        };
+        let (Some(id), Some(Value::Array(fields))) = (pair.first(), pair.get(1)) else {
+            return Err(bad("stream entry"));
+        };
+        let seq = stream_seq(id).ok_or_else(|| bad("stream entry id"))?;
+        let (mut json, mut ts, mut kind, mut n, mut counted) = (None, 0, None, None, None);
+        for kv in fields.chunks_exact(2) {
+            let (Value::BulkString(k), Value::BulkString(v)) = (&kv[0], &kv[1]) else {
+                return Err(bad("stream entry field"));
+            };
+            let number = || {
+                std::str::from_utf8(v)
+                    .ok()
+                    .and_then(|v| v.parse::<u64>().ok())
+            };
+            match k.as_slice() {
+                b"j" => json = Some(v),
+                b"t" => ts = number().unwrap_or(0),
+                b"k" => kind = Some(v.as_slice()),
+                b"n" => n = number(),
+                b"c" => counted = number().map(|c| c.min(u64::from(u32::MAX)) as u32),
+                _ => {}
+            }
+        }
+        let json = json.ok_or_else(|| bad("stream entry without json"))?;
+        let json = std::str::from_utf8(json).map_err(|_| bad("stream entry json"))?;
+        let kind = match kind {
+            Some(b"status") => {
+                crate::entry::decode_status(seq, json.as_bytes()).map_err(|e| e.to_string())?
+            }
+            Some(b"custom") => Kind::Custom,
+            Some(stream) => Kind::Log(
+                std::str::from_utf8(stream)
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+                    .ok_or_else(|| bad("stream entry kind"))?,
+            ),
+            None => return Err(bad("stream entry without kind")),
+        };
+        out.push(RecordRef {
+            seq,
+            ts_ms: ts,
+            kind,
+            n,
+            counted,
+            json,
+        });
+    }
+    Ok(out)
+}
+
+/// The entries of one `XRANGE` page, decoded as every read decodes them.
+pub(crate) fn stream_entries(reply: &Value) -> Result<Vec<Arc<Entry>>, String> {
+    super::script::decode_entries(reply)
+}
+
 impl RedisStore {
+    /// Records `from..=to` of the job's stream, at most `count`, as Redis answered them:
+    /// the archive reads them with [`stream_records`] off the runtime.
+    pub(crate) async fn stream_page(
+        &self,
+        job: &JobId,
+        from: u64,
+        to: u64,
+        count: usize,
+    ) -> Result<Value, StoreError> {
+        let cmd = redis::cmd("XRANGE")
+            .arg(JobKeys::new(job).log)
+            .arg(format!("{from}-0"))
+            .arg(format!("{to}-0"))
+            .arg("COUNT")
+            .arg(count)
+            .to_owned();
+        self.round_trip(self.conn.query::<Value>(&cmd)).await
+    }
+
     /// The archive behind this store, when there is one.
     pub(crate) fn archive(&self) -> Option<&Arc<Archive>> {
         self.archive.get()
