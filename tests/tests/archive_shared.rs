@@ -126,6 +126,60 @@ async fn a_redis_job_leaves_redis_once_archived_and_every_instance_serves_it_byt
     assert_eq!(publish_after_finish(d.addr, "shared").await, 409);
 }
 
+/// Milliseconds since the epoch, as the gateway stamps `fa` and `ar`.
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Behind Redis a finished job is encoded and uploaded while its quiet period runs, and
+/// its stream stays (and is served) until that period ends: the lag is the longer of the
+/// two, not their sum.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_job_is_uploaded_within_its_quiet_period_and_its_stream_stays_until_it_ends() {
+    if !available("archive_shared::within_quiet") {
+        return;
+    }
+    const QUIET_MS: u64 = 8_000;
+    let redis = RedisServer::start(Persistence::Off);
+    let s3 = S3Server::start();
+    let store = bucket(&s3);
+    let gw = archiving(
+        &["--redis-url", &redis.url()],
+        &s3.endpoint(),
+        &s3,
+        &["--archive-quiet-secs", "8"],
+    );
+    build(gw.addr, "early", 2_000).await;
+    let live = sse(gw.addr, "early", None).await.body;
+    let meta = "tailgate:{early}:meta";
+    let fa: u64 = redis.cli(&["HGET", meta, "fa"]).trim().parse().expect("fa");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !object_exists(&store, "early").await {
+        assert!(Instant::now() < deadline, "no object after 30 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let written = now_ms();
+    assert!(
+        written < fa + QUIET_MS,
+        "the object was written {} ms after the terminal status, not within the quiet period",
+        written - fa
+    );
+    // The local copy stays for the quiet period: the stream, unmarked, still served.
+    assert_eq!(redis.cli(&["EXISTS", &log_key("early")]).trim(), "1");
+    assert_eq!(redis.cli(&["HEXISTS", meta, "ar"]).trim(), "0");
+    assert!(sse(gw.addr, "early", None).await.body == live);
+    until_keys_gone(&redis, "early", 60).await;
+    let ar: u64 = redis.cli(&["HGET", meta, "ar"]).trim().parse().expect("ar");
+    assert!(
+        ar >= fa + QUIET_MS,
+        "marked archived {} ms after the terminal status, before the quiet period ended",
+        ar - fa
+    );
+    assert!(sse(gw.addr, "early", None).await.body == live);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_gateway_processes_race_to_archive_one_job_it_is_written_once_the_loser_verifies() {
     if !available("archive_shared::race") {

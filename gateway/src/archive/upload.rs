@@ -358,8 +358,9 @@ struct Retry {
 /// Retries remembered at most (a shared store's queue holds the rest).
 const MAX_RETRIES: usize = 64 * 1024;
 
-/// Finished jobs past the quiet period that this instance should archive now, at most
-/// `max`: the spool's, or those claimed from Redis's queue.
+/// Finished jobs that this instance should archive now, at most `max`: the spool's past
+/// the quiet period, or those claimed from Redis's queue from their terminal status on
+/// (their local copy stays until the quiet period ends: see [`run`]).
 async fn due(store: &Arc<Store>, quiet_ms: u64, max: usize) -> Vec<Recovered> {
     let Store::Redis(r) = &**store else {
         let now = now_ms();
@@ -380,7 +381,7 @@ async fn due(store: &Arc<Store>, quiet_ms: u64, max: usize) -> Vec<Recovered> {
     if max == 0 {
         return Vec::new();
     }
-    let claimed = match r.claim_archive(max).await {
+    let claimed = match r.claim_archive(max, Duration::from_millis(quiet_ms)).await {
         Ok(claimed) => claimed,
         Err(e) => {
             tracing::debug!(error = %e.report(), "cannot claim finished jobs to archive");
@@ -404,8 +405,12 @@ async fn due(store: &Arc<Store>, quiet_ms: u64, max: usize) -> Vec<Recovered> {
     out
 }
 
-/// Archives every finished job of `store` past the quiet period until `shutdown`,
-/// at most `config.uploads` at once.
+/// Archives every finished job of `store` until `shutdown`, at most `config.uploads` at
+/// once, and drops each one's local copy once it is archived and its quiet period (after
+/// the terminal status) is over. The spool's jobs are taken when the quiet period ends;
+/// Redis's from the terminal status on, so that their encoding and upload run within the
+/// quiet period instead of after it (a slot is free again as soon as its object is
+/// written).
 pub(crate) async fn run(archive: Arc<Archive>, store: Arc<Store>, shutdown: CancellationToken) {
     let quiet_ms = archive.config.quiet.as_millis() as u64;
     let every =
@@ -416,6 +421,8 @@ pub(crate) async fn run(archive: Arc<Archive>, store: Arc<Store>, shutdown: Canc
     let mut retries: HashMap<JobId, Retry> = HashMap::new();
     let (done_tx, mut done_rx) =
         tokio::sync::mpsc::unbounded_channel::<(Recovered, Result<Uploaded, UploadError>)>();
+    // An upload's slot frees when its object is written, before its quiet period ends.
+    let slot_freed = Arc::new(tokio::sync::Notify::new());
     let mut running: HashMap<JobId, ()> = HashMap::new();
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -424,13 +431,14 @@ pub(crate) async fn run(archive: Arc<Archive>, store: Arc<Store>, shutdown: Canc
             _ = shutdown.cancelled() => return,
             Some((recovered, result)) = done_rx.recv() => {
                 running.remove(&recovered.id);
-                finished(&store, &recovered, result, &mut retries).await;
+                finished(&store, &recovered, result, &mut retries, quiet_ms).await;
                 // A shared queue may hold more due jobs: claim the free slot now rather
                 // than at the next tick. The spool's list waits for the tick.
                 if !shared {
                     continue;
                 }
             }
+            _ = slot_freed.notified(), if shared => {}
             _ = tick.tick() => {}
         }
         let free = slots.available_permits();
@@ -454,18 +462,30 @@ pub(crate) async fn run(archive: Arc<Archive>, store: Arc<Store>, shutdown: Canc
                 break;
             };
             running.insert(recovered.id.clone(), ());
-            let (task_archive, store, done_tx) =
-                (Arc::clone(&archive), Arc::clone(&store), done_tx.clone());
+            let (task_archive, store, done_tx, slot_freed) = (
+                Arc::clone(&archive),
+                Arc::clone(&store),
+                done_tx.clone(),
+                Arc::clone(&slot_freed),
+            );
             // On the archive's runtime, with the client's connections.
             archive.spawn(async move {
                 let archive = task_archive;
-                let _permit = permit;
                 let result =
                     archive_job(&archive, &store, &recovered, Some(recovered.life.clone())).await;
+                drop(permit);
+                slot_freed.notify_one();
+                let finished_ms = recovered.progress.finished_ms.unwrap_or(0);
                 if let Ok(Uploaded::Wrote { bytes, raw }) = &result {
-                    let lag = now_ms().saturating_sub(recovered.progress.finished_ms.unwrap_or(0));
+                    let lag = now_ms().saturating_sub(finished_ms);
                     metrics::get().archived(*bytes, *raw, Duration::from_millis(lag));
                     tracing::debug!(job.id = %recovered.id, archive.bytes = bytes, "job archived");
+                }
+                // The local copy stays for the quiet period after the terminal status
+                // (a job claimed from Redis is encoded and uploaded within it).
+                let wait = (finished_ms + quiet_ms).saturating_sub(now_ms());
+                if result.is_ok() && wait > 0 {
+                    tokio::time::sleep(Duration::from_millis(wait)).await;
                 }
                 let _ = done_tx.send((recovered, result));
             });
@@ -479,6 +499,7 @@ async fn finished(
     recovered: &Recovered,
     result: Result<Uploaded, UploadError>,
     retries: &mut HashMap<JobId, Retry>,
+    quiet_ms: u64,
 ) {
     let job = &recovered.id;
     match result {
@@ -502,8 +523,10 @@ async fn finished(
                 "cannot archive a finished job; it stays local"
             );
             if let Store::Redis(r) = &**store {
-                r.requeue_archive(job, now_ms() + backoff.as_millis() as u64)
-                    .await;
+                // Scored as a local copy's end is (writers claim up to `quiet` early):
+                // claimable again after the backoff.
+                let due = now_ms() + backoff.as_millis() as u64 + quiet_ms;
+                r.requeue_archive(job, due).await;
             }
             retries.insert(
                 job.clone(),

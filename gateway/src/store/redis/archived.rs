@@ -24,8 +24,10 @@ use crate::entry::{Entry, Kind};
 use crate::job_id::JobId;
 use crate::store::{now_ms, Opened, Progress, Recovered, StoreError, Tombstone};
 
-/// Finished jobs waiting to be archived, scored by the ms they are due (or, claimed, by
-/// when the claim runs out).
+/// Finished jobs waiting to be archived, scored by the ms their local copy may go (the
+/// terminal status plus the quiet period; or, claimed, by when the claim runs out). A
+/// writer claims a job up to the quiet period before that, so it encodes and uploads
+/// while the quiet period runs and drops the local copy when it ends.
 pub(crate) const QUEUE_KEY: &str = "tailgate:archive-queue";
 /// The meta hash's field that marks a job archived (ms it was marked).
 const MARK_FIELD: &str = "ar";
@@ -34,7 +36,7 @@ pub(crate) const CLAIM: Duration = Duration::from_secs(120);
 /// A new job waits at most this long for the archive to say it never held it before.
 const CREATE_LOOKUP: Duration = Duration::from_secs(2);
 
-/// Takes up to `ARGV[3]` jobs due by `ARGV[1]`, each claimed until `ARGV[2]`.
+/// Takes up to `ARGV[3]` jobs scored up to `ARGV[1]`, each claimed until `ARGV[2]`.
 static CLAIM_SCRIPT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -376,12 +378,16 @@ impl RedisStore {
         }
     }
 
-    /// Claims up to `max` jobs due now, for [`CLAIM`].
-    pub(crate) async fn claim_archive(&self, max: usize) -> Result<Vec<JobId>, StoreError> {
+    /// Claims up to `max` jobs due within `ahead` from now, for [`CLAIM`].
+    pub(crate) async fn claim_archive(
+        &self,
+        max: usize,
+        ahead: Duration,
+    ) -> Result<Vec<JobId>, StoreError> {
         let now = now_ms();
         let mut inv = CLAIM_SCRIPT.prepare_invoke();
         inv.key(QUEUE_KEY)
-            .arg(now)
+            .arg(now + ahead.as_millis() as u64)
             .arg(now + CLAIM.as_millis() as u64)
             .arg(max);
         let due: Value = self.round_trip(self.conn.invoke(&inv)).await?;
@@ -475,6 +481,73 @@ impl RedisStore {
 mod tests {
     use super::*;
     use crate::record::JobStatus;
+
+    fn bulk(s: &str) -> Value {
+        Value::BulkString(s.as_bytes().to_vec())
+    }
+
+    /// An `XRANGE` entry as the job script writes it.
+    fn stream_entry(seq: u64, fields: &[(&str, &str)]) -> Value {
+        let fields = fields
+            .iter()
+            .flat_map(|(k, v)| [bulk(k), bulk(v)])
+            .collect();
+        Value::Array(vec![bulk(&format!("{seq}-0")), Value::Array(fields)])
+    }
+
+    #[test]
+    fn stream_records_read_what_every_read_decodes_without_building_entries() {
+        let log = r#"{"seq":1,"ts":"2025-11-24T16:00:00.123Z","stream":"stderr","line":"a "b""}"#;
+        let custom = r#"{"seq":2,"ts":"2025-11-24T16:00:00.124Z","kind":"qr","data":{"u":1}}"#;
+        let status = r#"{"seq":3,"ts":"2025-11-24T16:00:00.125Z","status":"failed","exit_code":3,"final":true}"#;
+        let reply = Value::Array(vec![
+            stream_entry(
+                1,
+                &[
+                    ("j", log),
+                    ("t", "1764000000123"),
+                    ("k", "stderr"),
+                    ("n", "7"),
+                    ("c", "6"),
+                ],
+            ),
+            stream_entry(2, &[("j", custom), ("t", "1764000000124"), ("k", "custom")]),
+            stream_entry(3, &[("j", status), ("t", "1764000000125"), ("k", "status")]),
+        ]);
+        assert_eq!(stream_span(&reply), Some((1, 3)));
+        let records = stream_records(&reply).unwrap();
+        let entries = stream_entries(&reply).unwrap();
+        assert_eq!(records.len(), entries.len());
+        for (r, e) in records.iter().zip(&entries) {
+            assert_eq!(r.seq, e.seq());
+            assert_eq!(r.ts_ms, e.ts_ms());
+            assert_eq!(r.kind, e.kind());
+            assert_eq!(r.n, e.n());
+            assert_eq!(r.counted, e.counted());
+            assert_eq!(r.json.as_bytes(), e.json());
+        }
+        assert_eq!(records[0].n, Some(7));
+        assert_eq!(records[2].kind, Kind::Status(JobStatus::Failed, Some(3)));
+
+        // A field this gateway never writes (not a bulk string) is left to the usual
+        // decoder, which reads it as before.
+        let odd = Value::Array(vec![Value::Array(vec![
+            bulk("1-0"),
+            Value::Array(vec![
+                bulk("j"),
+                bulk(log),
+                bulk("t"),
+                Value::Int(5),
+                bulk("k"),
+                bulk("stderr"),
+            ]),
+        ])]);
+        assert!(stream_records(&odd).is_err());
+        assert_eq!(stream_entries(&odd).unwrap()[0].ts_ms(), 5);
+        // Not a page at all.
+        assert_eq!(stream_span(&Value::Nil), None);
+        assert!(stream_records(&Value::Nil).unwrap().is_empty());
+    }
 
     #[test]
     fn the_marker_decodes_to_the_archived_progress() {
