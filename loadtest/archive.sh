@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Issue 18's performance lines on the build-log corpus, on release builds at DEFAULT settings
-# (no TOKIO_WORKER_THREADS, no raised caps; --archive-quiet-secs 2, --archive-uploads 2, the
-# 1 GiB memory budget): a real SeaweedFS (`weed mini` from target/s3-venv, as .ci/run installs
+# (no TOKIO_WORKER_THREADS, no raised caps; --archive-quiet-secs 2, --archive-uploads 2,
+# --archive-zstd-level 3, the 1 GiB memory budget): a real SeaweedFS (`weed mini` from target/s3-venv, as .ci/run installs
 # it), a real redis-server, gateway A archiving behind Redis, and gateways B and C on the same
 # Redis and bucket that never saw the jobs live. loadtest/archive.py drives them (see its
 # header) and prints one JSON line per part. Loopback only; everything it starts is stopped on

@@ -245,7 +245,8 @@ pub struct ServeArgs {
     /// standard AWS_ENDPOINT_URL, else AWS itself.
     #[arg(long, value_name = "URL")]
     pub archive_endpoint: Option<String>,
-    /// A finished job is archived this long after its terminal status, seconds [default: 2].
+    /// A finished job's local copy stays this long after its terminal status (behind
+    /// Redis it is archived within this time; the spool's after it), seconds [default: 2].
     #[arg(long, value_name = "SECS")]
     pub archive_quiet_secs: Option<u64>,
     /// Uploads to the archive at once, at most (about the cores a gateway may use)
@@ -253,7 +254,7 @@ pub struct ServeArgs {
     #[arg(long, value_name = "N")]
     pub archive_uploads: Option<usize>,
     /// zstd level of archived logs, 1 to 19: higher is smaller and slower to archive
-    /// [default: 9].
+    /// [default: 3].
     #[arg(long, value_name = "LEVEL")]
     pub archive_zstd_level: Option<i32>,
     /// A running job whose publisher has been gone this long becomes `lost`, seconds
