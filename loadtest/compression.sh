@@ -6,7 +6,9 @@
 # 20 lines/s) and 2,000 idle readers; then the ratios to uncompressed, and the load average.
 # Usage: loadtest/compression.sh  (env: DURATION=10s, PROCS=2, PORT=18095, OUT; WORKERS=N
 # sets TOKIO_WORKER_THREADS, unset by default; BIN_DIR=dir with release `tailgate` and
-# `tailgate-loadtest` skips the build; SCENARIOS="fanout fanout100 ci idle" picks scenarios)
+# `tailgate-loadtest` skips the build; SCENARIOS="fanout fanout100 ci idle" picks scenarios).
+# The load generator's own CPU (it decodes every reader's stream) is reported when GNU time
+# (/usr/bin/time) is installed.
 set -euo pipefail
 
 WORKERS=${WORKERS:-}
@@ -41,6 +43,8 @@ else
     bin=${CARGO_TARGET_DIR:-$root/target}/release
 fi
 SCENARIOS=${SCENARIOS:-fanout fanout100 ci idle}
+timer=
+[ -x /usr/bin/time ] && timer="/usr/bin/time -f %U+%S -o"
 has() { case " $SCENARIOS " in *" $1 "*) return 0 ;; esac; return 1; }
 
 start() {
@@ -62,7 +66,7 @@ lt() {
     shift 2
     echo "== $name ($coding) $(uptime | sed 's/.*load/load/')"
     start
-    "$bin/tailgate-loadtest" "$@" --url "http://127.0.0.1:$PORT" --corpus "$root/loadtest/corpus" \
+    ${timer:+$timer "$out/$name-$coding.cpu"} "$bin/tailgate-loadtest" "$@" --url "http://127.0.0.1:$PORT" --corpus "$root/loadtest/corpus" \
         --compression "$coding" --jwt-secret "$SECRET" --jwt-issuer "$ISS" --jwt-audience "$AUD" \
         --server-pid "$tg_pid" --procs "$PROCS" --no-progress --json "$out/$name-$coding.json" >/dev/null || true
 }
@@ -93,5 +97,10 @@ for name in fanout fanout100 ci; do
     row "[$name] p50 latency (us)" "$name" '.latency_us.p50'
     row "[$name] p99 latency (us)" "$name" '.latency_us.p99'
     row "[$name] lost+dup+reordered" "$name" '(.lost + .duplicated + .reordered)'
+    if [ -n "$timer" ] && has "$name"; then
+        cpu() { [ -f "$out/$name-$1.cpu" ] && jq -rn "$(tail -1 "$out/$name-$1.cpu") | . * 100 | round / 100" || echo 0; }
+        o=$(cpu off); g=$(cpu gzip); z=$(cpu zstd)
+        printf '%-44s %12s %12s %12s %8s %8s\n' "[$name] load generator CPU-seconds" "$o" "$g" "$z" "$(ratio "$g" "$o")" "$(ratio "$z" "$o")"
+    fi
 done
 row "[idle] server RSS per reader (bytes)" idle '.server.rss_bytes_per_reader | floor'

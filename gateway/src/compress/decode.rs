@@ -4,7 +4,7 @@
 use std::io::Write;
 
 use bytes::Bytes;
-use flate2::write::GzDecoder;
+use zlib_rs::{InflateFlush, Status};
 
 /// What `tailgate tail` asks for.
 pub const ACCEPT: &str = "zstd, gzip";
@@ -14,18 +14,80 @@ pub const ACCEPT: &str = "zstd, gzip";
 /// client's memory.
 const MAX_DECODED_PER_CHUNK: usize = 80 << 20;
 
-/// Input is fed in slices this small, so the bound is checked before a slice can expand far
-/// past it (deflate expands at most ~1,032x; zstd's buffered output is flushed as it fills).
+/// zstd input is fed in slices this small, so the bound is checked before a slice can expand
+/// far past it (zstd's buffered output is flushed as it fills).
 const FEED_SLICE: usize = 256;
 
 /// The largest zstd window accepted (16 MiB): the gateway's levels use far less, and a bigger
 /// window is memory a hostile server would make the client allocate.
 const ZSTD_WINDOW_LOG_MAX: u32 = 24;
 
+/// inflate's output space per call, zeroed once per decoder: one event decodes to a few
+/// hundred bytes; a bigger chunk takes several calls, the bound checked after each.
+const INFLATE_SCRATCH: usize = 16 * 1024;
+
+/// zlib's `windowBits` for a gzip wrapper (16 + a 32 KiB window): header and CRC checked.
+const GZIP_WINDOW_BITS: u8 = 16 + 15;
+
 /// A streaming decoder for one response body.
 pub enum BodyDecoder {
-    Gzip(Box<GzDecoder<Vec<u8>>>),
+    Gzip(Box<Gunzip>),
     Zstd(Box<zstd::stream::write::Decoder<'static, Vec<u8>>>),
+}
+
+/// One gzip member (what the gateway sends per response), inflated by zlib-rs (flate2's
+/// backend) directly into a scratch buffer zeroed once. Not `flate2::write::GzDecoder`:
+/// its writer zeroes the free part of a 32 KiB buffer on every call into inflate, three or
+/// more per received chunk, which a load generator decoding 1,000 streams paid on every event.
+pub struct Gunzip {
+    z: zlib_rs::Inflate,
+    scratch: Vec<u8>,
+    /// The member's trailer was read (and its CRC checked): nothing may follow.
+    ended: bool,
+}
+
+impl Gunzip {
+    fn new() -> Self {
+        Self {
+            z: zlib_rs::Inflate::new(true, GZIP_WINDOW_BITS),
+            scratch: vec![0; INFLATE_SCRATCH],
+            ended: false,
+        }
+    }
+
+    fn feed(&mut self, mut input: &[u8]) -> std::io::Result<Bytes> {
+        let mut out = Vec::new();
+        loop {
+            if self.ended {
+                if input.is_empty() {
+                    break;
+                }
+                return Err(invalid("bytes after the end of the gzip stream".into()));
+            }
+            let (in_before, out_before) = (self.z.total_in(), self.z.total_out());
+            let status = self
+                .z
+                .decompress(input, &mut self.scratch, InflateFlush::NoFlush)
+                .map_err(|e| invalid(format!("gzip: {}", e.as_str())))?;
+            let used = (self.z.total_in() - in_before) as usize;
+            let made = (self.z.total_out() - out_before) as usize;
+            if out.len() + made > MAX_DECODED_PER_CHUNK {
+                return Err(too_much());
+            }
+            out.extend_from_slice(self.scratch.get(..made).unwrap_or_default());
+            input = input.get(used..).unwrap_or_default();
+            if status == Status::StreamEnd {
+                self.ended = true;
+                continue;
+            }
+            // Done when the input is taken and the scratch was not filled (nothing waits);
+            // or when inflate made no progress at all (it needs more input than there is).
+            if (input.is_empty() && made < self.scratch.len()) || (used == 0 && made == 0) {
+                break;
+            }
+        }
+        Ok(Bytes::from(out))
+    }
 }
 
 impl BodyDecoder {
@@ -34,9 +96,7 @@ impl BodyDecoder {
     pub fn for_encoding(value: Option<&str>) -> Result<Option<Self>, String> {
         match value.map(|v| v.trim().to_ascii_lowercase()).as_deref() {
             None | Some("") | Some("identity") => Ok(None),
-            Some("gzip") | Some("x-gzip") => {
-                Ok(Some(Self::Gzip(Box::new(GzDecoder::new(Vec::new())))))
-            }
+            Some("gzip") | Some("x-gzip") => Ok(Some(Self::Gzip(Box::new(Gunzip::new())))),
             Some("zstd") => zstd::stream::write::Decoder::new(Vec::new())
                 .and_then(|mut d| {
                     d.window_log_max(ZSTD_WINDOW_LOG_MAX)?;
@@ -52,31 +112,18 @@ impl BodyDecoder {
 
     /// The bytes `chunk` decodes to now; an error once they pass `MAX_DECODED_PER_CHUNK`.
     pub fn feed(&mut self, chunk: &[u8]) -> std::io::Result<Bytes> {
+        let d = match self {
+            Self::Gzip(g) => return g.feed(chunk),
+            Self::Zstd(d) => d,
+        };
         for slice in chunk.chunks(FEED_SLICE) {
-            let decoded = match self {
-                Self::Gzip(d) => {
-                    d.write_all(slice)?;
-                    d.get_ref().len()
-                }
-                Self::Zstd(d) => {
-                    d.write_all(slice)?;
-                    d.get_ref().len()
-                }
-            };
-            if decoded > MAX_DECODED_PER_CHUNK {
+            d.write_all(slice)?;
+            if d.get_ref().len() > MAX_DECODED_PER_CHUNK {
                 return Err(too_much());
             }
         }
-        let out = match self {
-            Self::Gzip(d) => {
-                d.flush()?;
-                std::mem::take(d.get_mut())
-            }
-            Self::Zstd(d) => {
-                d.flush()?;
-                std::mem::take(d.get_mut())
-            }
-        };
+        d.flush()?;
+        let out = std::mem::take(d.get_mut());
         if out.len() > MAX_DECODED_PER_CHUNK {
             return Err(too_much());
         }
@@ -84,14 +131,15 @@ impl BodyDecoder {
     }
 }
 
+fn invalid(message: String) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, message)
+}
+
 fn too_much() -> std::io::Error {
-    std::io::Error::new(
-        std::io::ErrorKind::InvalidData,
-        format!(
-            "the stream decodes to more than {} MiB at once (a decompression bomb?)",
-            MAX_DECODED_PER_CHUNK >> 20
-        ),
-    )
+    invalid(format!(
+        "the stream decodes to more than {} MiB at once (a decompression bomb?)",
+        MAX_DECODED_PER_CHUNK >> 20
+    ))
 }
 
 #[cfg(test)]
@@ -146,5 +194,71 @@ mod tests {
             .to_vec();
         out.extend_from_slice(&d.feed(&[]).expect("decodes"));
         assert_eq!(out, text);
+    }
+
+    /// A gzip member of `parts`, sync-flushed after each (as the gateway writes events).
+    fn flushed_member(parts: &[Vec<u8>]) -> Vec<u8> {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        for p in parts {
+            e.write_all(p).expect("gzip");
+            e.flush().expect("gzip");
+        }
+        e.finish().expect("gzip")
+    }
+
+    #[test]
+    fn a_gzip_stream_split_anywhere_decodes_to_its_bytes() {
+        let parts: Vec<Vec<u8>> = (0..200)
+            .map(|i| {
+                format!("id: {i}-a\nevent: log\ndata: {{\"line\":\"step {i} of 200\"}}\n\n")
+                    .into_bytes()
+            })
+            .collect();
+        let want = parts.concat();
+        let body = flushed_member(&parts);
+        for step in [1, 7, 64, 1000, body.len()] {
+            let mut d = BodyDecoder::for_encoding(Some("gzip"))
+                .expect("coding")
+                .expect("a decoder");
+            let mut got = Vec::new();
+            for piece in body.chunks(step) {
+                got.extend_from_slice(&d.feed(piece).expect("decodes"));
+            }
+            assert_eq!(got, want, "fed {step} bytes at a time");
+        }
+    }
+
+    #[test]
+    fn a_chunk_larger_than_the_scratch_decodes_whole_at_once() {
+        let text: Vec<u8> = (0..400_000u32).map(|i| (i % 251) as u8).collect();
+        let body = flushed_member(&[text.clone()]);
+        let mut d = BodyDecoder::for_encoding(Some("gzip"))
+            .expect("coding")
+            .expect("a decoder");
+        assert_eq!(d.feed(&body).expect("decodes"), text);
+    }
+
+    #[test]
+    fn a_corrupt_gzip_stream_or_bytes_after_its_end_are_errors() {
+        let body = flushed_member(&[b"data: x\n\n".to_vec()]);
+        let mut bad_crc = body.clone();
+        let at = bad_crc.len() - 8;
+        bad_crc[at] ^= 0xff;
+        let mut d = BodyDecoder::for_encoding(Some("gzip"))
+            .expect("coding")
+            .expect("a decoder");
+        assert_eq!(
+            d.feed(&bad_crc).expect_err("crc").kind(),
+            std::io::ErrorKind::InvalidData
+        );
+        let mut d = BodyDecoder::for_encoding(Some("gzip"))
+            .expect("coding")
+            .expect("a decoder");
+        let mut twice = body.clone();
+        twice.extend_from_slice(b"more");
+        assert_eq!(
+            d.feed(&twice).expect_err("trailing").kind(),
+            std::io::ErrorKind::InvalidData
+        );
     }
 }

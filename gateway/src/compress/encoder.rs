@@ -126,6 +126,21 @@ impl Deflate {
 }
 
 impl Encoder {
+    /// Starts a fresh segment: gzip reuses its deflate state (zlib's `deflateReset`: the
+    /// window and tables stay allocated, the hash heads are cleared); zstd starts a new one.
+    pub(crate) fn reset(&mut self, coding: Coding, levels: Levels) -> io::Result<()> {
+        match self {
+            Self::Gzip(z) => {
+                z.z.reset();
+                Ok(())
+            }
+            Self::Zstd(_) => {
+                *self = Self::new(coding, levels)?;
+                Ok(())
+            }
+        }
+    }
+
     pub(crate) fn new(coding: Coding, levels: Levels) -> io::Result<Self> {
         Ok(match coding {
             Coding::Gzip => Self::Gzip(Box::new(Deflate::new(levels.gzip))),

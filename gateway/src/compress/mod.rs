@@ -1,6 +1,6 @@
 //! Compressed streams: `Content-Encoding` on SSE and the plain log, compressed once per job.
 //!
-//! [`encoder`] wraps the compressors (flate2's deflate for gzip, zstd) and the framing
+//! [`encoder`] wraps the compressors (zlib-rs's deflate for gzip, zstd) and the framing
 //! between their outputs; [`shared`] keeps one sync-flushed stream per job, encoding and
 //! format that every caught-up reader writes as-is; [`reader`] is one reader's place in it;
 //! [`whole`] compresses a response for one reader alone (the plain `/log`).
@@ -28,10 +28,12 @@ pub(crate) use whole::BodyCoder;
 /// zstd, while a joiner or a reader behind enters 8 times sooner at 64 KiB.
 pub const DEFAULT_RESET_BYTES: usize = 64 * 1024;
 /// The gzip level by default. Not zlib's 6: on the ci shape (300 jobs, one flushed event
-/// at a time) level 6's longer match search was a quarter of the gateway's CPU, and 4 keeps
-/// the corpus at 11.8 % of the SSE bytes against 11.3 % (3: 12.2 %, 2: 12.7 %, over the
-/// issue's 1/8); loadtest/README.md has the runs.
-pub const DEFAULT_GZIP_LEVEL: u32 = 4;
+/// at a time, each job's deflate tables cold in the cache) the match search is most of the
+/// encoder's cost: 3 searches chains of 6 where 4 searches 24 and 6 searches 128, for 8 %
+/// less of the gateway's CPU than 4 and the corpus at 12.2 % of the SSE bytes (4: 11.8 %,
+/// 6: 11.3 %; 2, a different match finder, 12.7 %: over the 1/8);
+/// loadtest/README.md has the runs.
+pub const DEFAULT_GZIP_LEVEL: u32 = 3;
 /// The zstd level by default (zstd's own default).
 pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
 /// Readers compressing with an encoder of their own (catching up) at once, by default; past

@@ -37,6 +37,17 @@ impl Written {
     }
 }
 
+/// gzip: the part of a shared segment a reader wrote, from the segment's first chunk on.
+#[derive(Clone, Copy)]
+struct Run {
+    segment: u64,
+    /// Seq of the event after the last chunk written.
+    next: u64,
+    /// CRC-32 and length of the raw bytes from the segment's start through that chunk.
+    crc: u32,
+    len: u32,
+}
+
 /// Where the reader's next bytes come from.
 enum Place {
     /// Between segments: the next bytes may start anything.
@@ -60,6 +71,8 @@ pub(crate) struct ReaderCoder {
     crc: crc32fast::Hasher,
     /// gzip: bytes this reader's client decodes.
     len: u64,
+    /// gzip: the shared segment being written, not yet in `crc` and `len`.
+    run: Option<Run>,
 }
 
 impl ReaderCoder {
@@ -72,6 +85,7 @@ impl ReaderCoder {
             frame_open: false,
             crc: crc32fast::Hasher::new(),
             len: 0,
+            run: None,
         }
     }
 
@@ -168,6 +182,7 @@ impl ReaderCoder {
         }
         self.place = Place::Between;
         self.end_frame(&mut out);
+        self.fold();
         let crc = self.crc.clone().finalize();
         out.extend_from_slice(&encoder::stream_end(self.coding(), crc, self.len));
         out.freeze()
@@ -200,6 +215,7 @@ impl ReaderCoder {
 
     fn count(&mut self, raw: &[u8]) {
         if self.coding() == Coding::Gzip {
+            self.fold();
             self.crc.update(raw);
             self.len += raw.len() as u64;
         }
@@ -212,11 +228,38 @@ impl ReaderCoder {
             }
             out.extend_from_slice(&chunk.bytes);
             if self.coding() == Coding::Gzip {
-                let part = crc32fast::Hasher::new_with_initial_len(chunk.crc, u64::from(chunk.len));
-                self.crc.combine(&part);
-                self.len += u64::from(chunk.len);
+                let continues = self
+                    .run
+                    .is_some_and(|r| r.segment == chunk.segment && r.next == chunk.seq);
+                if chunk.starts || continues {
+                    if chunk.starts {
+                        self.fold();
+                    }
+                    self.run = Some(Run {
+                        segment: chunk.segment,
+                        next: chunk.last + 1,
+                        crc: chunk.segment_crc,
+                        len: chunk.segment_len,
+                    });
+                } else {
+                    self.fold();
+                    self.combine(chunk.crc, chunk.len);
+                }
             }
         }
+    }
+
+    /// Adds the segment written so far to the trailer's CRC and length.
+    fn fold(&mut self) {
+        if let Some(run) = self.run.take() {
+            self.combine(run.crc, run.len);
+        }
+    }
+
+    fn combine(&mut self, crc: u32, len: u32) {
+        let part = crc32fast::Hasher::new_with_initial_len(crc, u64::from(len));
+        self.crc.combine(&part);
+        self.len += u64::from(len);
     }
 
     /// `entries` with this reader's own encoder (made if it has none), or framed

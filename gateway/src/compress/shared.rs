@@ -178,6 +178,14 @@ pub(crate) struct Chunk {
     /// CRC-32 and length of the raw frames, for gzip readers' trailers.
     pub(crate) crc: u32,
     pub(crate) len: u32,
+    /// The segment it belongs to (a count of the stream's segments).
+    pub(crate) segment: u64,
+    /// CRC-32 and length of the raw frames from its segment's start through this chunk: a
+    /// reader that wrote the whole segment so far folds these into its trailer's CRC once,
+    /// when it leaves the segment, instead of combining every chunk's (a combine is a few
+    /// 32x32 bit-matrix products, per reader and event: 0.6 % of the ci shape's CPU).
+    pub(crate) segment_crc: u32,
+    pub(crate) segment_len: u32,
 }
 
 #[derive(Default)]
@@ -187,6 +195,10 @@ struct State {
     next_seq: u64,
     /// Raw bytes fed to the current encoder.
     segment_bytes: usize,
+    /// Segments started so far; the current one's number.
+    segment: u64,
+    /// CRC-32 of the raw bytes fed to the current encoder.
+    segment_crc: crc32fast::Hasher,
     /// The next event starts a segment (a reader asked to join at the head).
     reset_pending: bool,
     chunks: VecDeque<Chunk>,
@@ -312,15 +324,21 @@ impl SharedStream {
         let starts =
             st.encoder.is_none() || st.reset_pending || st.segment_bytes >= self.reset_bytes;
         if starts {
-            if st.encoder.is_none() {
-                self.memory.add(encoder::footprint(self.coding));
+            match st.encoder.as_mut() {
+                Some(enc) => enc.reset(self.coding, self.levels)?,
+                None => {
+                    st.encoder = Some(Encoder::new(self.coding, self.levels)?);
+                    self.memory.add(encoder::footprint(self.coding));
+                }
             }
-            st.encoder = Some(Encoder::new(self.coding, self.levels)?);
             st.segment_bytes = 0;
+            st.segment += 1;
+            st.segment_crc = crc32fast::Hasher::new();
             st.reset_pending = false;
         }
         let mut frames = Vec::new();
         let mut crc = crc32fast::Hasher::new();
+        let mut segment_crc = st.segment_crc.clone();
         let mut last = first;
         for entry in entries {
             if !frames.is_empty() && st.segment_bytes >= self.reset_bytes {
@@ -328,6 +346,7 @@ impl SharedStream {
             }
             let frame = frame_with_life(self.format, entry, &self.life);
             crc.update(&frame);
+            segment_crc.update(&frame);
             st.segment_bytes += frame.len();
             frames.push(frame);
             last = entry;
@@ -337,6 +356,7 @@ impl SharedStream {
         };
         let bytes = enc.chunk(frames.iter().map(|f| &f[..]))?;
         st.next_seq = last.seq() + 1;
+        st.segment_crc = segment_crc;
         st.window_bytes += bytes.len();
         self.memory.add(bytes.len() + CHUNK_OVERHEAD);
         st.chunks.push_back(Chunk {
@@ -347,6 +367,9 @@ impl SharedStream {
             starts,
             crc: crc.finalize(),
             len: frames.iter().map(|f| f.len() as u32).sum(),
+            segment: st.segment,
+            segment_crc: st.segment_crc.clone().finalize(),
+            segment_len: st.segment_bytes as u32,
         });
         Ok(())
     }

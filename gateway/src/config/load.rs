@@ -183,7 +183,7 @@ pub struct ServeArgs {
     /// order of preference, from `zstd` and `gzip` [default: zstd,gzip].
     #[arg(long, value_name = "CODINGS")]
     pub compression: Option<String>,
-    /// gzip level, 1 (fast) to 9 (small) [default: 4].
+    /// gzip level, 1 (fast) to 9 (small) [default: 3].
     #[arg(long, value_name = "N")]
     pub gzip_level: Option<u32>,
     /// zstd level, 1 (fast) to 19 (small) [default: 3].
