@@ -1,10 +1,9 @@
 //! The client side: a response body's `Content-Encoding` undone chunk by chunk, each chunk's
 //! bytes given out as soon as they decode (the gateway flushes every event).
 
-use std::io::Write;
-
 use bytes::Bytes;
 use zlib_rs::{InflateFlush, Status};
+use zstd::stream::raw::{DParameter, Decoder as ZstdDecoder, InBuffer, Operation, OutBuffer};
 
 /// What `tailgate tail` asks for.
 pub const ACCEPT: &str = "zstd, gzip";
@@ -14,17 +13,13 @@ pub const ACCEPT: &str = "zstd, gzip";
 /// client's memory.
 const MAX_DECODED_PER_CHUNK: usize = 80 << 20;
 
-/// zstd input is fed in slices this small, so the bound is checked before a slice can expand
-/// far past it (zstd's buffered output is flushed as it fills).
-const FEED_SLICE: usize = 256;
-
 /// The largest zstd window accepted (16 MiB): the gateway's levels use far less, and a bigger
 /// window is memory a hostile server would make the client allocate.
 const ZSTD_WINDOW_LOG_MAX: u32 = 24;
 
-/// inflate's output space per call, zeroed once per decoder: one event decodes to a few
+/// A decoder's output space per call, zeroed once per decoder: one event decodes to a few
 /// hundred bytes; a bigger chunk takes several calls, the bound checked after each.
-const INFLATE_SCRATCH: usize = 16 * 1024;
+const SCRATCH: usize = 16 * 1024;
 
 /// zlib's `windowBits` for a gzip wrapper (16 + a 32 KiB window): header and CRC checked.
 const GZIP_WINDOW_BITS: u8 = 16 + 15;
@@ -32,7 +27,7 @@ const GZIP_WINDOW_BITS: u8 = 16 + 15;
 /// A streaming decoder for one response body.
 pub enum BodyDecoder {
     Gzip(Box<Gunzip>),
-    Zstd(Box<zstd::stream::write::Decoder<'static, Vec<u8>>>),
+    Zstd(Box<Unzstd>),
 }
 
 /// One gzip member (what the gateway sends per response), inflated by zlib-rs (flate2's
@@ -50,7 +45,7 @@ impl Gunzip {
     fn new() -> Self {
         Self {
             z: zlib_rs::Inflate::new(true, GZIP_WINDOW_BITS),
-            scratch: vec![0; INFLATE_SCRATCH],
+            scratch: vec![0; SCRATCH],
             ended: false,
         }
     }
@@ -90,6 +85,47 @@ impl Gunzip {
     }
 }
 
+/// zstd frames (the gateway writes a run of them), decompressed by zstd's streaming
+/// decoder directly into a scratch buffer, for the same reason as [`Gunzip`]: not through
+/// `zstd::stream::write::Decoder`, which took a 256-byte slice per call and a fresh output
+/// `Vec` per received chunk.
+pub struct Unzstd {
+    z: ZstdDecoder<'static>,
+    scratch: Vec<u8>,
+}
+
+impl Unzstd {
+    fn new() -> std::io::Result<Self> {
+        let mut z = ZstdDecoder::new()?;
+        z.set_parameter(DParameter::WindowLogMax(ZSTD_WINDOW_LOG_MAX))?;
+        Ok(Self {
+            z,
+            scratch: vec![0; SCRATCH],
+        })
+    }
+
+    fn feed(&mut self, input: &[u8]) -> std::io::Result<Bytes> {
+        let mut out = Vec::new();
+        let mut src = InBuffer::around(input);
+        loop {
+            let before = src.pos();
+            let mut dst = OutBuffer::around(&mut self.scratch[..]);
+            // Ok(0) ends a frame; the next call starts the next frame from the input left.
+            self.z.run(&mut src, &mut dst)?;
+            let made = dst.pos();
+            if out.len() + made > MAX_DECODED_PER_CHUNK {
+                return Err(too_much());
+            }
+            out.extend_from_slice(self.scratch.get(..made).unwrap_or_default());
+            let taken = src.pos() == input.len();
+            if (taken && made < self.scratch.len()) || (src.pos() == before && made == 0) {
+                break;
+            }
+        }
+        Ok(Bytes::from(out))
+    }
+}
+
 impl BodyDecoder {
     /// The decoder for a `Content-Encoding` value; `Ok(None)` for identity, an error naming
     /// a coding this client cannot read.
@@ -97,11 +133,7 @@ impl BodyDecoder {
         match value.map(|v| v.trim().to_ascii_lowercase()).as_deref() {
             None | Some("") | Some("identity") => Ok(None),
             Some("gzip") | Some("x-gzip") => Ok(Some(Self::Gzip(Box::new(Gunzip::new())))),
-            Some("zstd") => zstd::stream::write::Decoder::new(Vec::new())
-                .and_then(|mut d| {
-                    d.window_log_max(ZSTD_WINDOW_LOG_MAX)?;
-                    Ok(d)
-                })
+            Some("zstd") => Unzstd::new()
                 .map(|d| Some(Self::Zstd(Box::new(d))))
                 .map_err(|e| format!("zstd: {e}")),
             Some(other) => Err(format!(
@@ -112,22 +144,10 @@ impl BodyDecoder {
 
     /// The bytes `chunk` decodes to now; an error once they pass `MAX_DECODED_PER_CHUNK`.
     pub fn feed(&mut self, chunk: &[u8]) -> std::io::Result<Bytes> {
-        let d = match self {
-            Self::Gzip(g) => return g.feed(chunk),
-            Self::Zstd(d) => d,
-        };
-        for slice in chunk.chunks(FEED_SLICE) {
-            d.write_all(slice)?;
-            if d.get_ref().len() > MAX_DECODED_PER_CHUNK {
-                return Err(too_much());
-            }
+        match self {
+            Self::Gzip(d) => d.feed(chunk),
+            Self::Zstd(d) => d.feed(chunk),
         }
-        d.flush()?;
-        let out = std::mem::take(d.get_mut());
-        if out.len() > MAX_DECODED_PER_CHUNK {
-            return Err(too_much());
-        }
-        Ok(Bytes::from(out))
     }
 }
 
@@ -144,6 +164,8 @@ fn too_much() -> std::io::Error {
 
 #[cfg(test)]
 mod tests {
+    use std::io::Write;
+
     use super::*;
 
     /// 96 MiB of zeros compressed into one small chunk: refused, not allocated whole.
@@ -260,5 +282,32 @@ mod tests {
             d.feed(&twice).expect_err("trailing").kind(),
             std::io::ErrorKind::InvalidData
         );
+    }
+
+    #[test]
+    fn a_run_of_zstd_frames_split_anywhere_decodes_to_its_bytes() {
+        // The gateway's zstd stream: one frame per segment, each flushed per event.
+        let mut body = Vec::new();
+        let mut want = Vec::new();
+        for frame in 0..3 {
+            let mut e = zstd::stream::write::Encoder::new(Vec::new(), 3).expect("zstd");
+            for i in 0..100 {
+                let event = format!("id: {frame}.{i}\nevent: log\ndata: step {i}\n\n");
+                e.write_all(event.as_bytes()).expect("zstd");
+                e.flush().expect("zstd");
+                want.extend_from_slice(event.as_bytes());
+            }
+            body.extend_from_slice(&e.finish().expect("zstd"));
+        }
+        for step in [1, 5, 333, body.len()] {
+            let mut d = BodyDecoder::for_encoding(Some("zstd"))
+                .expect("coding")
+                .expect("a decoder");
+            let mut got = Vec::new();
+            for piece in body.chunks(step) {
+                got.extend_from_slice(&d.feed(piece).expect("decodes"));
+            }
+            assert_eq!(got, want, "fed {step} bytes at a time");
+        }
     }
 }
