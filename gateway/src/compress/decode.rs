@@ -253,7 +253,7 @@ mod tests {
     #[test]
     fn a_chunk_larger_than_the_scratch_decodes_whole_at_once() {
         let text: Vec<u8> = (0..400_000u32).map(|i| (i % 251) as u8).collect();
-        let body = flushed_member(&[text.clone()]);
+        let body = flushed_member(std::slice::from_ref(&text));
         let mut d = BodyDecoder::for_encoding(Some("gzip"))
             .expect("coding")
             .expect("a decoder");
