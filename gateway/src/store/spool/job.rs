@@ -20,7 +20,7 @@ use super::frame;
 use super::index::SparseIndex;
 use super::reader::FrameReader;
 use super::scan::{Meta, MAX_CONFIRMATIONS};
-use super::window::Window;
+use super::window::{Window, BACK_OFF, MIN_COPIES, SMALL, WINDOW};
 use crate::entry::Entry;
 use crate::store::{Progress, StoreError};
 
@@ -38,8 +38,11 @@ pub(crate) struct State {
     writer: Option<Arc<File>>,
     /// Where appends that fit it are copied, while the job runs.
     window: Option<Window>,
-    /// The window start that could not be mapped: not tried again (each try is a syscall).
-    unmappable: Option<u64>,
+    /// No window is mapped below this offset: after one that could not be mapped (each
+    /// try is a syscall), or one that took few appends ([`MIN_COPIES`]).
+    write_until: u64,
+    /// Appends copied into the current window.
+    copies: u32,
     /// Bytes of whole frames: where the next append goes, and where reads stop.
     pub(crate) len: u64,
     /// The file's length: `len`, and past it the rest of the window (zeros), if any.
@@ -69,7 +72,8 @@ impl SpoolJob {
             state: Mutex::new(State {
                 writer: None,
                 window: None,
-                unmappable: None,
+                write_until: 0,
+                copies: 0,
                 len,
                 size: len,
                 // Nothing is assumed on disk: a crash may have left it in the page cache.
@@ -330,29 +334,37 @@ impl State {
     }
 
     /// Copies `buf` to the end of the records through the append window, mapping the
-    /// window first when the end moved into the next one; `false` when `buf` does not fit
-    /// a window whole or the window cannot be mapped (the caller writes it instead).
+    /// window first when the end moved into the next one; `false` when `buf` is not small
+    /// ([`SMALL`]), does not fit the window whole, or no window is mapped there (the
+    /// caller writes it instead).
     fn put_mapped(&mut self, file: &File, buf: &[u8], path: &std::path::Path) -> bool {
         let at = self.len;
         let start = Window::start_of(at);
-        if at - start + buf.len() as u64 > super::window::WINDOW {
+        if buf.len() as u64 > SMALL || at - start + buf.len() as u64 > WINDOW {
             return false;
         }
         if self.window.as_ref().map(Window::start) != Some(start) {
-            self.window = None;
-            if self.unmappable == Some(start) {
+            if self.window.take().is_some() && self.copies < MIN_COPIES {
+                // Mostly large appends (one upload at full speed): mapping costs more
+                // than it saves; written until the records are past a few more windows.
+                self.write_until = start + BACK_OFF * WINDOW;
+            }
+            if at < self.write_until {
                 return false;
             }
+            self.copies = 0;
             match Window::open(file, at, &mut self.size) {
                 Ok(window) => self.window = Some(window),
                 Err(e) => {
                     tracing::debug!(spool.path = %path.display(), error = %e, "cannot map a spool's append window: writing instead");
-                    self.unmappable = Some(start);
+                    self.write_until = start + WINDOW;
                     return false;
                 }
             }
         }
-        self.window.as_mut().is_some_and(|w| w.put(at, buf))
+        let copied = self.window.as_mut().is_some_and(|w| w.put(at, buf));
+        self.copies += u32::from(copied);
+        copied
     }
 
     /// Unmaps the append window and cuts the file back to its records.

@@ -907,3 +907,64 @@ fn appends_go_through_the_window_and_a_crash_leaves_only_zeros_to_cut() {
     );
     assert_eq!(p.last_seq(), 32);
 }
+
+/// Appends one log line of `len` bytes to `job` at `p`; returns the progress after it.
+fn append_line(spool: &Spool, job: &JobId, mut p: Progress, len: usize) -> Progress {
+    let r = Record {
+        seq: p.next_seq,
+        ts_ms: 10,
+        body: RecordBody::Log {
+            stream: Stream::Stdout,
+            line: "w".repeat(len),
+        },
+    };
+    let e = Arc::new(Entry::new(&r, None, Some(len as u32)));
+    p.apply(&e);
+    let batch = Batch {
+        records: std::slice::from_ref(&e),
+        progress: &p,
+    };
+    spool.write(job, batch).unwrap();
+    p
+}
+
+/// Large appends are written, not copied; a window that took only a few appends (small
+/// ones between large ones) makes the job write for a while before it maps again.
+#[test]
+fn large_appends_are_written_and_a_window_of_few_appends_backs_off() {
+    let dir = TempDir::new("spool-backoff");
+    let job = JobId::parse("mixed").unwrap();
+    let path = files::spool_path(&dir.0.join(files::JOBS), &job);
+    let spool = Spool::open(settings(&dir)).unwrap();
+    spool.create(&job, &Progress::new(1)).unwrap();
+    let records = || spool.jobs.get(&job).unwrap().lock().len;
+    let size = || std::fs::metadata(&path).unwrap().len();
+    let big = window::SMALL as usize + 1;
+    let mut p = append_line(&spool, &job, Progress::new(1), big);
+    assert_eq!(
+        size(),
+        records(),
+        "a large append is written: nothing mapped"
+    );
+    p = append_line(&spool, &job, p, 100);
+    assert_eq!(size(), window::WINDOW, "a small one maps the window");
+    // Past the window after one copy: the next small append is written.
+    while records() < window::WINDOW {
+        p = append_line(&spool, &job, p, big);
+    }
+    p = append_line(&spool, &job, p, 100);
+    assert_eq!(size(), records(), "backed off: written");
+    // Some windows further, a small append maps again.
+    while records() < window::WINDOW * (window::BACK_OFF + 2) {
+        p = append_line(&spool, &job, p, big);
+    }
+    p = append_line(&spool, &job, p, 100);
+    assert!(
+        size() > records() && size() % window::WINDOW == 0,
+        "mapped again"
+    );
+    assert_eq!(
+        seqs(&spool.read(&job, 1, p.last_seq(), usize::MAX).unwrap()),
+        (1..=p.last_seq()).collect::<Vec<_>>()
+    );
+}
