@@ -3,8 +3,9 @@
 # memory, in the order given) on a fresh server each, then the CPU (user / sys) and voluntary
 # context switches of each of the server's threads over the run, from /proc/<pid>/task/*.
 # With PSTAT=1 also `perf stat` counts per thread (syscalls, page faults, context switches);
-# with PERF=1 a `perf record -g` profile per mode in $OUT. Loopback only; bounded; stops what
-# it starts. Usage: BIN_DIR=<dir with tailgate, tailgate-loadtest> loadtest/spool-threads.sh spool memory
+# with PERF=1 a `perf record -g` profile per mode in $OUT (PERF_HZ samples a second, 999).
+# Loopback only; bounded; stops what it starts.
+# Usage: BIN_DIR=<dir with tailgate, tailgate-loadtest> loadtest/spool-threads.sh spool memory
 # Knobs (env): SCEN (ci | fanout | ingest, as in scale.sh; ci), DURATION (10s), OUT (a temp
 # dir), PORT (18900).
 set -euo pipefail
@@ -67,7 +68,7 @@ for mode in "$@"; do
             -o "$out/perf-stat-$mode.txt" &
         watcher=$!
     elif [ "${PERF:-0}" = 1 ]; then
-        perf record -F 999 -g -p "$pid" -o "$out/perf-$mode.data" >/dev/null 2>&1 &
+        perf record -F ${PERF_HZ:-999} -g -p "$pid" -o "$out/perf-$mode.data" >/dev/null 2>&1 &
         watcher=$!
     fi
     timeout 240 "$bin/tailgate-loadtest" fanout "${scenario[@]}" --duration "$DURATION" \

@@ -261,9 +261,9 @@ impl Store {
             }
             Self::Spool(s) => {
                 // The rules run here; the writer thread only writes what they made.
-                let from = s.progress(job)?;
+                let (spooled, from) = s.job_for_append(job)?;
                 let appended = rules::apply(&from, batch, max_log_bytes, &Stamp::now());
-                s.store_off_runtime(job, from, appended).await
+                s.store_off_runtime(spooled, from, appended).await
             }
             Self::Redis(r) => {
                 let appended = r.append(job, batch, max_log_bytes).await?;
@@ -293,10 +293,10 @@ impl Store {
                 ))
             }
             Self::Spool(s) => {
-                let from = s.progress(job)?;
+                let (spooled, from) = s.job_for_append(job)?;
                 let now = Stamp::now();
                 let appended = rules::end_if_idle(&from, lost_before_ms, expired_before_ms, &now);
-                s.store_off_runtime(job, from, appended).await
+                s.store_off_runtime(spooled, from, appended).await
             }
             Self::Redis(r) => {
                 let appended = r

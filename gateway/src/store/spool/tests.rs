@@ -861,7 +861,13 @@ fn appends_go_through_the_window_and_a_crash_leaves_only_zeros_to_cut() {
             seqs(&spool.read(&done, 1, 20, usize::MAX).unwrap()),
             (1..=20).collect::<Vec<_>>()
         );
-        let finished = lines(&spool, &done, spool.progress(&done).unwrap(), 5, true);
+        let finished = lines(
+            &spool,
+            &done,
+            spool.job_for_append(&done).unwrap().1,
+            5,
+            true,
+        );
         spool.sync(&done).unwrap();
         assert_eq!(size(&done), records(&spool, &done), "finished: trimmed");
         (
