@@ -228,7 +228,8 @@ pub(crate) fn stream_entries(reply: &Value) -> Result<Vec<Arc<Entry>>, String> {
 
 impl RedisStore {
     /// Records `from..=to` of the job's stream, at most `count`, as Redis answered them:
-    /// the archive reads them with [`stream_records`] off the runtime.
+    /// the archive reads them with [`stream_records`] off the runtime, `read` decodes them
+    /// into entries.
     pub(crate) async fn stream_page(
         &self,
         job: &JobId,

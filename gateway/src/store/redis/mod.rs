@@ -29,7 +29,6 @@ use crate::entry::Entry;
 use crate::job_id::JobId;
 use crate::record::JobStatus;
 use crate::rules::Incoming;
-use keys::JobKeys;
 use link::Conn;
 use script::{Common, Prepared};
 use tail::Followed;
@@ -255,16 +254,7 @@ impl RedisStore {
     ) -> Result<Vec<Arc<Entry>>, StoreError> {
         // Entries are a few hundred bytes: ask for about the budget's worth, then cut.
         let count = (budget / 256).clamp(16, 1024);
-        let cmd = redis::cmd("XRANGE")
-            .arg(JobKeys::new(job).log)
-            .arg(format!("{from}-0"))
-            .arg(format!("{to}-0"))
-            .arg("COUNT")
-            .arg(count)
-            .to_owned();
-        let reply = self
-            .round_trip(self.conn.query::<redis::Value>(&cmd))
-            .await?;
+        let reply = self.stream_page(job, from, to, count).await?;
         let mut entries = script::decode_entries(&reply).map_err(StoreError::failed)?;
         let mut bytes = 0;
         let keep = entries
