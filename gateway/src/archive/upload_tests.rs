@@ -83,6 +83,18 @@ fn archive_in_parts(dir: &TempDir, part_bytes: usize) -> Arc<Archive> {
     Archive::open(config, memory, 8 << 20).unwrap()
 }
 
+/// Two writers archiving the same job at once: their outcomes, a write before a
+/// verification.
+async fn race(archive: &Arc<Archive>, store: &Arc<Store>, recovered: &Recovered) -> [Uploaded; 2] {
+    let (a, b) = tokio::join!(
+        archive_job(archive, store, recovered, None),
+        archive_job(archive, store, recovered, None)
+    );
+    let mut outcomes = [a.unwrap(), b.unwrap()];
+    outcomes.sort_by_key(|o| matches!(o, Uploaded::Verified));
+    outcomes
+}
+
 /// Every file under `dir`, recursively.
 fn files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
@@ -107,12 +119,7 @@ fn a_large_object_goes_up_in_parts_is_published_once_and_reads_back() {
     rt.block_on(async {
         let entries = finished_job(&store, &job, 50_000).await;
         let recovered = held(&store, &job).await.unwrap();
-        let (a, b) = tokio::join!(
-            archive_job(&archive, &store, &recovered, None),
-            archive_job(&archive, &store, &recovered, None)
-        );
-        let mut outcomes = [a.unwrap(), b.unwrap()];
-        outcomes.sort_by_key(|o| matches!(o, Uploaded::Verified));
+        let outcomes = race(&archive, &store, &recovered).await;
         let Uploaded::Wrote { bytes, .. } = outcomes[0] else {
             panic!("{outcomes:?}");
         };
@@ -151,12 +158,7 @@ fn two_writers_race_one_object_is_written_and_the_loser_verifies_it() {
     rt.block_on(async {
         let entries = finished_job(&store, &job, 5_000).await;
         let recovered = held(&store, &job).await.unwrap();
-        let (a, b) = tokio::join!(
-            archive_job(&archive, &store, &recovered, None),
-            archive_job(&archive, &store, &recovered, None)
-        );
-        let mut outcomes = [a.unwrap(), b.unwrap()];
-        outcomes.sort_by_key(|o| matches!(o, Uploaded::Verified));
+        let outcomes = race(&archive, &store, &recovered).await;
         assert!(
             matches!(outcomes[0], Uploaded::Wrote { .. }),
             "{outcomes:?}"

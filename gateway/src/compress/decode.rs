@@ -194,9 +194,7 @@ mod tests {
         for coding in ["gzip", "zstd"] {
             let chunk = bomb(coding);
             assert!(chunk.len() < 1 << 20, "{coding}: {} bytes", chunk.len());
-            let mut d = BodyDecoder::for_encoding(Some(coding))
-                .expect("coding")
-                .expect("a decoder");
+            let mut d = decoder(coding);
             let err = d.feed(&chunk).expect_err(coding);
             assert_eq!(err.kind(), std::io::ErrorKind::InvalidData, "{coding}");
         }
@@ -207,9 +205,7 @@ mod tests {
         let text = b"id: 1-a\nevent: log\ndata: {}\n\n".repeat(1000);
         let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
         e.write_all(&text).expect("gzip");
-        let mut d = BodyDecoder::for_encoding(Some("gzip"))
-            .expect("coding")
-            .expect("a decoder");
+        let mut d = decoder("gzip");
         let mut out = d
             .feed(&e.finish().expect("gzip"))
             .expect("decodes")
@@ -228,6 +224,22 @@ mod tests {
         e.finish().expect("gzip")
     }
 
+    fn decoder(coding: &str) -> BodyDecoder {
+        BodyDecoder::for_encoding(Some(coding))
+            .expect("coding")
+            .expect("a decoder")
+    }
+
+    /// `body` decoded by a fresh decoder fed `step` bytes at a time.
+    fn decoded_in_steps(coding: &str, body: &[u8], step: usize) -> Vec<u8> {
+        let mut d = decoder(coding);
+        let mut got = Vec::new();
+        for piece in body.chunks(step) {
+            got.extend_from_slice(&d.feed(piece).expect("decodes"));
+        }
+        got
+    }
+
     #[test]
     fn a_gzip_stream_split_anywhere_decodes_to_its_bytes() {
         let parts: Vec<Vec<u8>> = (0..200)
@@ -239,13 +251,7 @@ mod tests {
         let want = parts.concat();
         let body = flushed_member(&parts);
         for step in [1, 7, 64, 1000, body.len()] {
-            let mut d = BodyDecoder::for_encoding(Some("gzip"))
-                .expect("coding")
-                .expect("a decoder");
-            let mut got = Vec::new();
-            for piece in body.chunks(step) {
-                got.extend_from_slice(&d.feed(piece).expect("decodes"));
-            }
+            let got = decoded_in_steps("gzip", &body, step);
             assert_eq!(got, want, "fed {step} bytes at a time");
         }
     }
@@ -254,9 +260,7 @@ mod tests {
     fn a_chunk_larger_than_the_scratch_decodes_whole_at_once() {
         let text: Vec<u8> = (0..400_000u32).map(|i| (i % 251) as u8).collect();
         let body = flushed_member(std::slice::from_ref(&text));
-        let mut d = BodyDecoder::for_encoding(Some("gzip"))
-            .expect("coding")
-            .expect("a decoder");
+        let mut d = decoder("gzip");
         assert_eq!(d.feed(&body).expect("decodes"), text);
     }
 
@@ -266,16 +270,12 @@ mod tests {
         let mut bad_crc = body.clone();
         let at = bad_crc.len() - 8;
         bad_crc[at] ^= 0xff;
-        let mut d = BodyDecoder::for_encoding(Some("gzip"))
-            .expect("coding")
-            .expect("a decoder");
+        let mut d = decoder("gzip");
         assert_eq!(
             d.feed(&bad_crc).expect_err("crc").kind(),
             std::io::ErrorKind::InvalidData
         );
-        let mut d = BodyDecoder::for_encoding(Some("gzip"))
-            .expect("coding")
-            .expect("a decoder");
+        let mut d = decoder("gzip");
         let mut twice = body.clone();
         twice.extend_from_slice(b"more");
         assert_eq!(
@@ -300,13 +300,7 @@ mod tests {
             body.extend_from_slice(&e.finish().expect("zstd"));
         }
         for step in [1, 5, 333, body.len()] {
-            let mut d = BodyDecoder::for_encoding(Some("zstd"))
-                .expect("coding")
-                .expect("a decoder");
-            let mut got = Vec::new();
-            for piece in body.chunks(step) {
-                got.extend_from_slice(&d.feed(piece).expect("decodes"));
-            }
+            let got = decoded_in_steps("zstd", &body, step);
             assert_eq!(got, want, "fed {step} bytes at a time");
         }
     }

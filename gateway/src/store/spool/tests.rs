@@ -545,19 +545,18 @@ fn fifos_and_symlinks_in_the_data_dir_do_not_hang_or_leak_start_up() {
     assert_eq!(std::fs::read(&outside).unwrap(), b"not yours");
 }
 
-#[test]
-fn an_fsync_returns_only_after_one_that_covers_the_callers_write() {
+/// Counts the fsyncs of spool files under `dir` and holds the first one: the receiver
+/// hears when it began, and it ends once the sender sends (or is dropped).
+fn hold_first_spool_fsync(
+    dir: &TempDir,
+) -> (
+    Arc<std::sync::atomic::AtomicUsize>,
+    std::sync::mpsc::Receiver<()>,
+    std::sync::mpsc::Sender<()>,
+) {
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::mpsc;
-    let dir = TempDir::new("spool-fsync");
-    let mut s = settings(&dir);
-    s.fsync = Fsync::Always;
-    let spool = Spool::open(s).unwrap();
-    let job = JobId::parse("two").unwrap();
-    spool.create(&job, &Progress::new(1)).unwrap();
-    // The first fsync of the spool is held until the test lets it go.
-    let (entered_tx, entered_rx) = mpsc::channel();
-    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let (entered_tx, entered_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
     let release_rx = Mutex::new(release_rx);
     let fsyncs = Arc::new(AtomicUsize::new(0));
     let counted = Arc::clone(&fsyncs);
@@ -569,6 +568,21 @@ fn an_fsync_returns_only_after_one_that_covers_the_callers_write() {
             let _ = release_rx.lock().unwrap().recv();
         }
     });
+    (fsyncs, entered_rx, release_tx)
+}
+
+#[test]
+fn an_fsync_returns_only_after_one_that_covers_the_callers_write() {
+    use std::sync::atomic::Ordering;
+    use std::sync::mpsc;
+    let dir = TempDir::new("spool-fsync");
+    let mut s = settings(&dir);
+    s.fsync = Fsync::Always;
+    let spool = Spool::open(s).unwrap();
+    let job = JobId::parse("two").unwrap();
+    spool.create(&job, &Progress::new(1)).unwrap();
+    // The first fsync of the spool is held until the test lets it go.
+    let (fsyncs, entered_rx, release_tx) = hold_first_spool_fsync(&dir);
     // Two uploads (stdout and stderr) each wrote, then each asks for its fsync.
     let p = lines(&spool, &job, Progress::new(1), 1, false);
     let p = lines(&spool, &job, p, 1, false);
@@ -765,8 +779,7 @@ async fn appends_of_several_jobs_in_one_batch_fail_and_succeed_alone() {
 #[cfg(target_os = "linux")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_jobs_waiting_for_fsyncs_share_one_syncfs_on_the_fsync_thread() {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::mpsc;
+    use std::sync::atomic::Ordering;
     let dir = TempDir::new("spool-syncer");
     let mut s = settings(&dir);
     s.fsync = Fsync::Always;
@@ -779,19 +792,7 @@ async fn many_jobs_waiting_for_fsyncs_share_one_syncfs_on_the_fsync_thread() {
         lines(&spool, id, Progress::new(1), 3, false);
     }
     // The first job's fsync is held until the other jobs' requests are queued.
-    let (entered_tx, entered_rx) = mpsc::channel();
-    let (release_tx, release_rx) = mpsc::channel::<()>();
-    let release_rx = Mutex::new(release_rx);
-    let fsyncs = Arc::new(AtomicUsize::new(0));
-    let counted = Arc::clone(&fsyncs);
-    files::hooks::on_fsync(&dir.0, move |path| {
-        if path.extension().is_some_and(|e| e == "spool")
-            && counted.fetch_add(1, Ordering::SeqCst) == 0
-        {
-            let _ = entered_tx.send(());
-            let _ = release_rx.lock().unwrap().recv();
-        }
-    });
+    let (fsyncs, entered_rx, release_tx) = hold_first_spool_fsync(&dir);
     let sync = |id: &JobId| {
         let (spool, id) = (Arc::clone(&spool), id.clone());
         tokio::spawn(async move { spool.sync_off_runtime(&id).await })
