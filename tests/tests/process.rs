@@ -8,6 +8,11 @@ use tailgate_tests::{http_client, SseStream};
 
 /// Starts `tailgate serve` on an ephemeral port; returns the child, its address and stdout.
 fn start(args: &[&str]) -> (Child, std::net::SocketAddr, Vec<String>) {
+    start_with(args, &[])
+}
+
+/// [`start`] with `env` set for it (glibc's malloc variables removed first).
+fn start_with(args: &[&str], env: &[(&str, &str)]) -> (Child, std::net::SocketAddr, Vec<String>) {
     // Each process its own data directory: one gateway per directory.
     static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -18,6 +23,9 @@ fn start(args: &[&str]) -> (Child, std::net::SocketAddr, Vec<String>) {
         .env("TAILGATE_DATA_DIR", &data)
         .args(args)
         .env("TAILGATE_LOG", "warn")
+        .env_remove("MALLOC_ARENA_MAX")
+        .env_remove("GLIBC_TUNABLES")
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -111,6 +119,50 @@ async fn sigterm_completes_within_seconds_with_streams_open() {
         "drained in {:?}",
         started.elapsed()
     );
+}
+
+/// The environment `pid` runs with (`/proc/PID/environ`), as `NAME=value` strings.
+fn environ(pid: u32) -> Vec<String> {
+    std::fs::read(format!("/proc/{pid}/environ"))
+        .expect("read environ")
+        .split(|b| *b == 0)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .collect()
+}
+
+/// `serve` starts itself again with one malloc arena and transparent huge pages for the
+/// heap (memory.rs: what each costs and saves), and keeps what the operator set.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[test]
+fn serve_runs_with_one_malloc_arena_and_huge_pages_unless_the_operator_chose() {
+    let dev = ["--dev", "--memory-only"];
+    let (child, _, _) = start_with(&dev, &[]);
+    let child = KillOnDrop(child);
+    let env = environ(child.0.id());
+    assert!(env.iter().any(|v| v == "MALLOC_ARENA_MAX=1"), "{env:?}");
+    assert!(
+        env.iter()
+            .any(|v| v == "GLIBC_TUNABLES=glibc.malloc.hugetlb=1"),
+        "{env:?}"
+    );
+    drop(child);
+
+    let chosen = [
+        ("GLIBC_TUNABLES", "glibc.malloc.hugetlb=0"),
+        ("MALLOC_ARENA_MAX", "2"),
+    ];
+    let (child, _, _) = start_with(&dev, &chosen);
+    let child = KillOnDrop(child);
+    let env = environ(child.0.id());
+    assert!(env.iter().any(|v| v == "MALLOC_ARENA_MAX=2"), "{env:?}");
+    assert!(
+        env.iter()
+            .any(|v| v == "GLIBC_TUNABLES=glibc.malloc.hugetlb=0"),
+        "{env:?}"
+    );
+    assert!(!env
+        .iter()
+        .any(|v| v == "GLIBC_TUNABLES=glibc.malloc.hugetlb=1"));
 }
 
 /// Runs `script` with `sh -e`, `tailgate` on the `PATH`; returns (success, stdout, stderr).
